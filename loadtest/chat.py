@@ -1,0 +1,237 @@
+"""One customer's conversation, sent through a Locust user's HTTP client.
+
+    with client.conversation() as conversation:      # create
+        for message in conversation.turns():         # stops on end_conversation / handoff / max turns
+            user.wait()                              # think time
+            conversation.respond(message)
+                                                      # close, always, also when the test stops
+
+Every request carries a Locust `context` {region, variant, endpoint, conversation_id, turn,
+error_kind} that the recorder turns into a row of requests.csv; every conversation ends as a
+row of conversations.csv.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import gevent
+from gevent import GreenletExit
+
+from loadtest import api
+from locust.exception import StopUser
+
+if TYPE_CHECKING:
+    from loadtest.plugin import RunContext
+
+
+def request_name(region: str, variant: str, endpoint: str) -> str:
+    """The name in Locust's stats and web UI: region and variant stay separable."""
+    return " · ".join(p for p in (region, variant, endpoint) if p)
+
+
+def load_corpus(path: str | Path) -> list[str]:
+    """Customer messages, one per line; blank lines and # comments ignored."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read corpus {path}: {e.strerror}; pass a readable --corpus FILE") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"corpus {path} is not UTF-8 text; pass a text file, one message per line") from None
+    messages = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not messages:
+        raise ValueError(f"corpus {path} has no messages; put one customer message per line")
+    return messages
+
+
+class Rotation:
+    """Smooth weighted round-robin over (region, variant): every combination shows up early
+    and in proportion, even with a handful of users (random choice would leave gaps)."""
+
+    def __init__(self, regions: dict[str, float], variants: dict[str, float]):
+        variants = variants or {"": 1.0}
+        self.items = [(r, v) for r in regions for v in variants]
+        self.weights = [regions[r] * variants[v] for r, v in self.items]
+        self.current = [0.0] * len(self.items)
+        self.total = sum(self.weights)
+
+    def next(self) -> tuple[str, str]:
+        for i, w in enumerate(self.weights):
+            self.current[i] += w
+        best = max(range(len(self.items)), key=self.current.__getitem__)
+        self.current[best] -= self.total
+        return self.items[best]
+
+
+class RateLimiter:
+    """Caps requests/s across all users of this process (a schedule of evenly spaced slots)."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next_slot = time.monotonic()
+
+    def wait(self) -> None:
+        now = time.monotonic()
+        slot = max(self.next_slot, now)
+        self.next_slot = slot + self.interval
+        if slot > now:
+            gevent.sleep(slot - now)
+
+
+def classify_failure(status: int, error: BaseException | None) -> str:
+    """error_kind of a failed request (see records.ERROR_KINDS)."""
+    if status == 429:
+        return "rate_limited"
+    if status >= 400:
+        return "http"
+    if error is None:
+        return "schema"
+    if isinstance(error, (TimeoutError, socket.timeout, gevent.Timeout)):
+        return "timeout"
+    if isinstance(error, (ConnectionError, OSError)) or "connection" in type(error).__name__.lower():
+        return "connection"
+    return "other"
+
+
+def _error_message(body: bytes | None, limit: int = 200) -> str:
+    """The message of a JSON error body, or the start of the body."""
+    if not body:
+        return ""
+    try:
+        parsed = json.loads(body)
+        err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
+        text = err.get("message", json.dumps(err)) if isinstance(err, dict) else str(err)
+    except (ValueError, AttributeError):
+        text = body[:limit].decode("utf-8", "replace")
+    return text[:limit]
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    reply: api.Reply | None = None
+    kind: str = ""
+
+
+class ChatClient:
+    """Per user: URLs, headers and bodies for the three calls, validated replies, tagged rows."""
+
+    def __init__(self, user, run: "RunContext"):
+        self.user = user
+        self.run = run
+        self.headers = api.headers(run.api_key, run.token)
+
+    def conversation(self) -> "Conversation":
+        region, variant = self.run.rotation.next()
+        return Conversation(self, region, variant)
+
+    def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
+             turn: int) -> Outcome:
+        run = self.run
+        if run.rate_limiter:
+            run.rate_limiter.wait()
+        context = {"region": region, "variant": variant, "endpoint": endpoint,
+                   "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
+        with self.user.client.request(
+            api.METHODS[endpoint], run.url(region, endpoint), data=json.dumps(body),
+            headers=self.headers, name=request_name(region, variant, endpoint),
+            context=context, catch_response=True,
+        ) as resp:
+            status = resp.status_code or 0
+            error = getattr(resp, "error", None)
+            if status == 200 and error is None:
+                try:
+                    reply = api.parse_reply(endpoint, json.loads(resp.content))
+                except ValueError as e:  # SchemaError, or JSON that does not parse
+                    message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
+                    return self._fail(resp, "schema", message)
+                if reply is not None and reply.conversation_id and endpoint != "create" \
+                        and reply.conversation_id != conversation_id:
+                    return self._fail(resp, "schema", f"{endpoint}: conversation_id changed")
+                resp.success()
+                return Outcome(True, reply)
+            kind = classify_failure(status, error)
+            if status:
+                message = f"HTTP {status}: {_error_message(resp.content)}"
+            else:
+                message = f"{type(error).__name__}: {error}" if error else "no response"
+            return self._fail(resp, kind, message)
+
+    def _fail(self, resp, kind: str, message: str) -> Outcome:
+        resp.request_meta["context"]["error_kind"] = kind
+        resp.failure(self.run.redact(message))
+        return Outcome(False, kind=kind)
+
+
+class Conversation:
+    """create on enter, close on exit (always, when created), one row in conversations.csv."""
+
+    def __init__(self, client: ChatClient, region: str, variant: str):
+        self.client = client
+        self.region = region
+        self.variant = variant
+        self.id = ""
+        self.turn = 0
+        self.planned_turns = random.randint(*client.run.turns)
+        self.ended_by = ""
+        self.started = 0.0
+
+    def __enter__(self) -> "Conversation":
+        self.started = time.time()
+        attributes = self.client.run.integration_attributes
+        outcome = self._call("create", api.create_body(self.variant or None, attributes))
+        if outcome.ok:
+            self.id = outcome.reply.conversation_id
+        else:
+            self.ended_by = "error"
+        return self
+
+    def turns(self) -> Iterator[str]:
+        """Messages to send, until the agent or the plan ends the conversation."""
+        corpus = self.client.run.corpus
+        while not self.ended_by:
+            if self.turn >= self.planned_turns:
+                self.ended_by = "max_turns"
+                return
+            yield random.choice(corpus)
+
+    def respond(self, message: str) -> None:
+        self.turn += 1
+        outcome = self._call("respond", api.respond_body(self.id, message))
+        if not outcome.ok:
+            self.ended_by = "error"
+        elif outcome.reply.handoff is not None:
+            self.ended_by = "handoff"
+        elif outcome.reply.end_conversation:
+            self.ended_by = "end_conversation"
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self.ended_by:
+            # The test is stopping (StopUser / GreenletExit) or the user code broke.
+            self.ended_by = "stopped" if issubclass(exc_type, (StopUser, GreenletExit)) else "error"
+        closed = False
+        if self.id:
+            closed = self._call("close", api.close_body(self.id)).ok
+        ok = closed and self.ended_by in ("end_conversation", "handoff", "max_turns")
+        ended = time.time()
+        self.client.run.conversation_ended(
+            conversation_id=self.id, region=self.region, variant=self.variant,
+            started=self.started, ended=ended, turns=self.turn, ended_by=self.ended_by or "error", ok=ok)
+
+    def _call(self, endpoint: str, body: dict) -> Outcome:
+        turn = {"create": 0, "respond": self.turn, "close": self.turn + 1}[endpoint]
+        return self.client.call(endpoint, self.region, self.variant, body, self.id, turn)
+
+
+_user_ids = itertools.count(1)
+
+
+def next_user_id() -> int:
+    return next(_user_ids)

@@ -1,0 +1,91 @@
+"""The `loadtest` command.
+
+    loadtest run [flags]          headless run against the embedded mock (or a real target)
+    loadtest mock [--port P]      serve the mock Chat API on loopback
+    loadtest report RUN_DIR       (re)build a run's HTML report, summary.csv and summary.md
+    loadtest compare RUN_DIR…     compare runs side by side
+
+Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from loadtest import config
+
+# Repeatable flags whose setting holds a list.
+_REPEATABLE_FLAGS = {"slos": "--slo", "faults": "--fault"}
+
+
+def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE",
+                        help="scenario file (TOML); layering: defaults < file < LOADTEST_* env < flags")
+    for s in config.SETTINGS:
+        if s.name in _REPEATABLE_FLAGS:
+            parser.add_argument(_REPEATABLE_FLAGS[s.name], dest=s.name, action="append",
+                                metavar="EXPR", help=f"{s.help} (repeatable)")
+        else:
+            parser.add_argument(s.flag, dest=s.name, metavar=s.name.split("_")[-1].upper(),
+                                help=f"{s.help} (default: {s.default or 'none'})")
+
+
+def scenario_from_args(args: argparse.Namespace) -> config.Scenario:
+    file_values = config.load_file(args.config) if args.config else None
+    flags = {s.name: getattr(args, s.name, None) for s in config.SETTINGS}
+    for name in _REPEATABLE_FLAGS:
+        if flags[name] is not None:
+            flags[name] = list(flags[name])
+    return config.resolve(file_values, flags)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from loadtest import runner
+
+    scenario = scenario_from_args(args)
+    return runner.execute(scenario, args.locust_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loadtest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="headless load test (default: the embedded mock, all regions)")
+    add_scenario_arguments(run)
+    run.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
+                     help="extra arguments passed to Locust after --")
+    run.set_defaults(func=cmd_run)
+
+    from loadtest.mock import cli as mock_cli
+    mock = sub.add_parser("mock", help="serve the mock Chat API on loopback")
+    mock_cli.add_arguments(mock)
+    mock.set_defaults(func=mock_cli.run)
+
+    from analysis import cli as analysis_cli
+    report = sub.add_parser("report", help="build a run's HTML report and summaries")
+    analysis_cli.add_report_arguments(report)
+    report.set_defaults(func=analysis_cli.run_report)
+    compare = sub.add_parser("compare", help="compare runs side by side")
+    analysis_cli.add_compare_arguments(compare)
+    compare.set_defaults(func=analysis_cli.run_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        argv = ["run"]  # the default: a short run against the mock, all regions, two variants
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except config.ConfigError as e:
+        print(f"loadtest: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,315 @@
+"""The scenario: every setting of a load test, in one table.
+
+Each setting is declared once in `SETTINGS`; from that table come the `loadtest run` flags,
+the options registered with Locust's parser (so they appear in the web UI start form and work
+in `locust.conf`), the `loadtest.toml` keys and the `LOADTEST_*` environment variables.
+
+Layering, lowest first: defaults < scenario file < environment < command-line flags.
+Values are validated before any traffic; a bad one raises `ConfigError` naming the setting,
+the value and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from loadtest import api
+
+DEFAULT_CORPUS = Path(__file__).parent / "data" / "messages.txt"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid. The message names it and says what to do."""
+
+
+# ---- value parsers: strings (flags, env, web form) or TOML values → typed values ----------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """'30s', '2m', '1h30m', '250ms' or a plain number of seconds → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        text = str(value).strip().lower().replace(" ", "")
+        parts = _DURATION.findall(text)
+        if not text or "".join(n + (u or "") for n, u in parts) != text:
+            raise ValueError(f"'{value}' is not a duration; use e.g. 45, 30s, 2m, 1h30m, 250ms")
+        seconds = sum(float(n) * _UNIT_S[u or None] for n, u in parts)
+    if seconds < 0:
+        raise ValueError(f"'{value}' is negative")
+    return seconds
+
+
+def parse_int_range(value: Any) -> tuple[int, int]:
+    """'3' → (3, 3); '2-6' → (2, 6)."""
+    low, _, high = str(value).strip().partition("-")
+    try:
+        lo, hi = int(low), int(high or low)
+    except ValueError:
+        raise ValueError(f"'{value}' is not a number or a range like 2-6") from None
+    if lo < 0 or hi < lo:
+        raise ValueError(f"'{value}': need 0 <= low <= high")
+    return lo, hi
+
+
+def parse_duration_range(value: Any) -> tuple[float, float]:
+    """'1s' → (1, 1); '0.5-2' or '500ms-2s' → (0.5, 2.0) seconds."""
+    if isinstance(value, (int, float)):
+        return parse_duration(value), parse_duration(value)
+    low, _, high = str(value).strip().partition("-")
+    lo, hi = parse_duration(low), parse_duration(high or low)
+    if hi < lo:
+        raise ValueError(f"'{value}': need low <= high")
+    return lo, hi
+
+
+def parse_weights(value: Any) -> dict[str, float]:
+    """'us,uk' → {us: 1, uk: 1}; 'us:3,uk:1' → weights; a TOML table or list works too."""
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(str(v), 1.0) for v in value]
+    else:
+        items = []
+        for part in filter(None, (p.strip() for p in str(value).split(","))):
+            name, _, weight = part.partition(":")
+            items.append((name.strip(), weight.strip() or 1.0))
+    weights: dict[str, float] = {}
+    for name, weight in items:
+        try:
+            w = float(weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"weight '{weight}' of '{name}' is not a number") from None
+        if not name or w <= 0:
+            raise ValueError(f"'{name}:{weight}': names must be non-empty and weights positive")
+        weights[name] = w
+    return weights
+
+
+def parse_mapping(value: Any) -> dict[str, str]:
+    """'uk=http://127.0.0.1:8081,us=…' or a TOML table → {uk: url, …}."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    mapping = {}
+    for part in filter(None, (p.strip() for p in str(value).split(","))):
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip() or not val.strip():
+            raise ValueError(f"'{part}' is not KEY=VALUE")
+        mapping[key.strip()] = val.strip()
+    return mapping
+
+
+def parse_json_object(value: Any) -> dict:
+    """Integration attributes: a TOML table, a JSON object, or 'k=v,k2=v2'."""
+    if isinstance(value, dict):
+        return value
+    text = str(value).strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not valid JSON: {e.msg} at column {e.colno}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("must be a JSON object")
+        return parsed
+    return parse_mapping(text)
+
+
+def parse_list(value: Any) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [p.strip() for p in str(value).split(",") if p.strip()]
+
+
+def _positive_int(value: Any) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{value}' is not a whole number") from None
+    if n < 0:
+        raise ValueError(f"'{value}' is negative")
+    return n
+
+
+def _positive_float(value: Any) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"'{value}' is not a number") from None
+    if x < 0:
+        raise ValueError(f"'{value}' is negative")
+    return x
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if str(value) not in choices:
+            raise ValueError(f"'{value}' is not one of {', '.join(choices)}")
+        return str(value)
+    return parse
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+# ---- the settings table --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    name: str            # python name; flag is --name-with-dashes, env LOADTEST_NAME
+    default: Any         # in its string form, as a user would type it
+    parse: Callable[[Any], Any]
+    help: str
+    locust: bool = True  # registered with Locust's parser (in the web UI form)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "LOADTEST_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # what to hit
+    Setting("target", "mock", _choice("mock", "real"),
+            "mock: the embedded mock on loopback; real: PolyAI's hosts (needs credentials and --yes)"),
+    Setting("regions", ",".join(api.REGIONS), parse_weights,
+            "regions and optional weights, e.g. us,uk or us:3,uk:1"),
+    Setting("base_urls", "", parse_mapping,
+            "per-region base URL overrides, e.g. uk=http://127.0.0.1:8081"),
+    Setting("api_version", api.DEFAULT_VERSION, _text, "API version path segment"),
+    Setting("account", api.DEFAULT_ACCOUNT, _text, "account_id (workspace slug or ws-…)"),
+    Setting("project", api.DEFAULT_PROJECT, _text, "project_id (slug or PROJECT-…)"),
+    # what a customer does
+    Setting("variants", "a,b", parse_weights,
+            "variant_id values and optional weights, e.g. a,b or control:9,new:1; empty for none"),
+    Setting("turns", "2-6", parse_int_range, "respond turns per conversation: 3 or a range 2-6"),
+    Setting("think_time", "0.5-1.5", parse_duration_range,
+            "pause between turns, seconds: 1, 0.5-2 or 500ms-2s"),
+    Setting("corpus", str(DEFAULT_CORPUS), _text, "file of customer messages, one per line"),
+    Setting("integration_attributes", "", parse_json_object,
+            "create's integration_attributes: JSON object or k=v,k2=v2"),
+    Setting("request_timeout", "10s", parse_duration, "client timeout per request"),
+    Setting("max_rps", "0", _positive_float, "cap on total requests/s (0 = none)"),
+    # how much load, for how long (loadtest run flags; Locust has its own for these)
+    Setting("users", "16", _positive_int, "concurrent users (customers)", locust=False),
+    Setting("spawn_rate", "8", _positive_float, "users started per second", locust=False),
+    Setting("duration", "45s", parse_duration, "run time, e.g. 30s, 2m", locust=False),
+    Setting("stop_timeout", "10s", parse_duration,
+            "on stop, time to close open conversations", locust=False),
+    Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
+    Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
+    # the mock
+    Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),
+    Setting("mock_seed", "1", _positive_int, "seed of the mock's latencies and replies", locust=False),
+    Setting("mock_latency_scale", "1", _positive_float,
+            "multiply the mock's latency profiles (0 = no delay)", locust=False),
+    # where results go
+    Setting("out", "reports", _text, "folder for run folders", locust=False),
+    Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+LIST_SETTINGS = {"slos", "faults"}
+
+
+@dataclass
+class Scenario:
+    """Resolved, typed settings. Build with `resolve()`."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # name → default|file|env|flag
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def raw(self) -> dict[str, Any]:
+        """JSON-able view for run.json (no secrets live in the scenario)."""
+        out = {}
+        for key, value in self.values.items():
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def _parse(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.parse(value)
+    except ValueError as e:
+        where = {"file": f"key '{setting.name}' in the scenario file",
+                 "env": f"environment variable {setting.env}",
+                 "flag": f"flag {setting.flag}"}.get(source, setting.name)
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a loadtest.toml: top-level keys are setting names (dashes or underscores)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"scenario file {p} does not exist; pass an existing --config FILE") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"scenario file {p} is not valid TOML: {e}") from None
+    out = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in SETTINGS_BY_NAME:
+            raise ConfigError(f"scenario file {p}: unknown key '{key}'. Known keys: "
+                              + ", ".join(sorted(SETTINGS_BY_NAME)))
+        out[name] = value
+    return out
+
+
+def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
+            environ: dict[str, str] | None = None) -> Scenario:
+    """defaults < file < environment < flags, each parsed and then validated together."""
+    environ = os.environ if environ is None else environ
+    scenario = Scenario()
+    for s in SETTINGS:
+        value, source = s.default, "default"
+        if file_values and s.name in file_values:
+            value, source = file_values[s.name], "file"
+        if s.env in environ:
+            value, source = environ[s.env], "env"
+        if flags and flags.get(s.name) is not None:
+            value, source = flags[s.name], "flag"
+        scenario.values[s.name] = _parse(s, value, source)
+        scenario.sources[s.name] = source
+    validate(scenario)
+    return scenario
+
+
+def validate(scenario: Scenario) -> None:
+    unknown = [r for r in scenario.regions if r not in api.REGIONS]
+    if unknown:
+        raise ConfigError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(api.REGIONS)}")
+    if not scenario.regions:
+        raise ConfigError("no regions selected; pass e.g. --regions us,uk")
+    stray = [r for r in scenario.base_urls if r not in api.REGIONS]
+    if stray:
+        raise ConfigError(f"--base-urls names unknown region(s) {', '.join(stray)}; "
+                          f"known: {', '.join(api.REGIONS)}")
+    for region, url in scenario.base_urls.items():
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise ConfigError(f"base URL for {region} '{url}' is not an http(s) URL")
+    for name in ("api_version", "account", "project"):
+        if not re.fullmatch(r"[A-Za-z0-9._~-]+", scenario.values[name]):
+            raise ConfigError(f"{name} '{scenario.values[name]}' is not a valid path segment")
+    if scenario.turns[1] < 1:
+        raise ConfigError("--turns must allow at least one respond turn")

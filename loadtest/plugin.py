@@ -1,0 +1,216 @@
+"""Wires the tool into Locust: options, the run folder, the recorder and live statistics.
+
+A locustfile calls `install(events)` once at import. Then:
+- `init_command_line_parser`: every scenario setting becomes a Locust option (web UI form,
+  locust.conf, LOADTEST_* environment variables);
+- `test_start`: options are parsed into a `RunContext`, a run folder is opened (one per test
+  start, so each start in the web UI gets its own), and the recorder starts writing;
+- `request`: one row per request, and a sample for the live view;
+- `test_stop`: the CSVs are flushed and closed, run.json is finalised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import gevent
+
+from loadtest import api, config, runfolder
+from loadtest.chat import RateLimiter, Rotation, load_corpus
+from loadtest.live import LiveStats
+from loadtest.recorder import Recorder
+
+logger = logging.getLogger("loadtest")
+
+PROGRESS_PREFIX = "@@loadtest-progress "
+PROGRESS_INTERVAL_S = 2.0
+
+
+def credentials() -> tuple[str, str]:
+    """From the environment; the documented dummy pair (what the mock accepts) otherwise."""
+    return (os.environ.get(api.API_KEY_ENV) or api.DUMMY_API_KEY,
+            os.environ.get(api.TOKEN_ENV) or api.DUMMY_TOKEN)
+
+
+def make_redactor(*secret_values: str):
+    values = [v for v in secret_values if v and len(v) >= 4]
+
+    def redact(text: str) -> str:
+        for v in values:
+            text = text.replace(v, "***")
+        return text
+    return redact
+
+
+class RunContext:
+    """Everything users need for one test: parsed settings, URLs, credentials, recorder."""
+
+    def __init__(self, options, run_dir: Path | None, recorder: Recorder | None, live: LiveStats):
+        values = {s.name: getattr(options, s.name, s.default) for s in config.SETTINGS if s.locust}
+        self.scenario = config.resolve(flags=values, environ={})
+        s = self.scenario
+        self.api_key, self.token = credentials()
+        self.redact = make_redactor(self.api_key, self.token)
+        self.run_dir = run_dir
+        self.recorder = recorder
+        self.live = live
+        self.turns = s.turns
+        self.think_time = s.think_time
+        self.corpus = load_corpus(s.corpus)
+        self.integration_attributes = s.integration_attributes or None
+        self.rotation = Rotation(s.regions, s.variants)
+        self.rate_limiter = RateLimiter(s.max_rps) if s.max_rps else None
+        self.base_urls = {r: s.base_urls.get(r, api.REGIONS[r]).rstrip("/") for r in s.regions}
+        self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
+                      for r, base in self.base_urls.items() for e in api.ENDPOINTS}
+
+    def url(self, region: str, endpoint: str) -> str:
+        return self._urls[(region, endpoint)]
+
+    def conversation_ended(self, **row) -> None:
+        if self.recorder:
+            self.recorder.conversation(**row)
+        self.live.add_conversation(row["ended_by"])
+
+
+class Plugin:
+    """Holds the state of the current test inside one Locust process."""
+
+    def __init__(self):
+        self.environment = None
+        self.run: RunContext | None = None
+        self.live = LiveStats()
+        self._progress = None
+
+    # ---- options ----
+    def add_options(self, parser) -> None:
+        group = parser.add_argument_group("PolyAI Chat API load test")
+        for s in config.SETTINGS:
+            if s.locust:
+                group.add_argument(s.flag, default=s.default, help=s.help, env_var=s.env,
+                                   include_in_web_ui=True)
+        group.add_argument("--run-dir", default="", include_in_web_ui=False,
+                           help="write this run's files here (default: a new folder under --out)")
+        group.add_argument("--out", default="reports", include_in_web_ui=False,
+                           help="folder for run folders when --run-dir is not given")
+        group.add_argument("--progress-lines", action="store_true", include_in_web_ui=False,
+                           help="print machine-readable live progress lines (used by loadtest run)")
+
+    # ---- lifecycle ----
+    def on_init(self, environment, **_kw) -> None:
+        self.environment = environment
+        options = environment.parsed_options
+        if options is None:
+            return
+        try:  # fail fast, before any traffic, on a bad command line or locust.conf
+            values = {s.name: getattr(options, s.name) for s in config.SETTINGS if s.locust}
+            config.resolve(flags=values, environ={})
+            load_corpus(options.corpus)
+        except ValueError as e:
+            sys.stderr.write(f"loadtest: {e}\n")
+            raise SystemExit(2)
+
+    def on_test_start(self, environment, **_kw) -> None:
+        from locust.runners import MasterRunner, WorkerRunner
+
+        options = environment.parsed_options
+        runner = environment.runner
+        is_master, is_worker = isinstance(runner, MasterRunner), isinstance(runner, WorkerRunner)
+        self.live.reset()
+        run_dir = Path(options.run_dir) if options.run_dir else None
+        if run_dir is None and not is_worker:
+            run_dir = runfolder.new_run_dir(options.out)
+            if is_master:  # workers receive the master's options with the spawn message
+                options.run_dir = str(run_dir)
+        elif run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            run = RunContext(options, run_dir, None, self.live)
+        except ValueError as e:  # a bad value typed into the web UI form
+            logger.error("loadtest: %s — fix it and start again", e)
+            gevent.spawn_later(0, runner.stop)
+            return
+        if not is_master and run_dir is not None:
+            worker = f"worker{runner.worker_index}" if is_worker else "local"
+            run.recorder = Recorder(run_dir, worker, run.redact, suffix=f"-{worker}" if is_worker else "")
+        for user_class in environment.user_classes:  # FastHttpUser reads these at creation
+            user_class.network_timeout = user_class.connection_timeout = run.scenario.request_timeout
+        self.run = run
+        environment.loadtest_run = run
+        if not is_worker and run_dir is not None:
+            runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
+                                      started=time.time(), target=run.scenario.target,
+                                      base_urls=run.base_urls, regions=list(run.scenario.regions),
+                                      variants=list(run.scenario.variants),
+                                      config=run.scenario.raw())
+        if options.progress_lines and not is_worker:
+            self._progress = gevent.spawn(self._print_progress)
+
+    def on_request(self, response_time, context=None, exception=None, start_time=None, **kw) -> None:
+        run = self.run
+        if run is None:
+            return
+        if run.recorder:
+            run.recorder.on_request(response_time=response_time, context=context,
+                                    exception=exception, start_time=start_time, **kw)
+        ctx = context or {}
+        self.live.add_request(ctx.get("region", ""), ctx.get("variant", ""),
+                              ctx.get("endpoint", ""), response_time, exception is None,
+                              start_time, forward=self._is_worker())
+
+    def on_test_stop(self, environment, **_kw) -> None:
+        run, self.run = self.run, None
+        if self._progress:
+            self._progress.kill(block=False)
+            self._progress = None
+        if run is None:
+            return
+        if run.recorder:
+            run.recorder.close()
+        if run.run_dir is not None and not self._is_worker():
+            data = runfolder.read_run_json(run.run_dir)
+            runfolder.update_run_json(run.run_dir, ended=time.time(),
+                                      status="completed" if data.get("status") == "running"
+                                      else data.get("status", "completed"))
+
+    # ---- distributed: workers forward live samples to the master ----
+    def on_report_to_master(self, client_id, data, **_kw) -> None:
+        data["loadtest_live"] = self.live.drain()
+
+    def on_worker_report(self, client_id, data, **_kw) -> None:
+        self.live.ingest(data.get("loadtest_live", []))
+
+    def _is_worker(self) -> bool:
+        from locust.runners import WorkerRunner
+        return isinstance(getattr(self.environment, "runner", None), WorkerRunner)
+
+    def _print_progress(self) -> None:
+        runner = self.environment.runner
+        while True:
+            gevent.sleep(PROGRESS_INTERVAL_S)
+            snap = self.live.snapshot()
+            snap["users"] = runner.user_count
+            sys.stdout.write(PROGRESS_PREFIX + json.dumps(snap) + "\n")
+            sys.stdout.flush()
+
+
+plugin = Plugin()
+
+
+def install(events) -> Plugin:
+    """Register the listeners once per process (a locustfile may be imported twice)."""
+    if not getattr(events, "_loadtest_installed", False):
+        events.init_command_line_parser.add_listener(plugin.add_options)
+        events.init.add_listener(plugin.on_init)
+        events.test_start.add_listener(plugin.on_test_start)
+        events.request.add_listener(plugin.on_request)
+        events.test_stop.add_listener(plugin.on_test_stop)
+        events.report_to_master.add_listener(plugin.on_report_to_master)
+        events.worker_report.add_listener(plugin.on_worker_report)
+        events._loadtest_installed = True
+    return plugin

@@ -1,0 +1,47 @@
+"""Live progress of `loadtest run`: redrawn in place on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from loadtest.live import by_region
+
+
+class ProgressDisplay:
+    def __init__(self, duration_s: float, stream=None):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.duration_s = duration_s
+        self.started = time.monotonic()
+        self._drawn = 0
+
+    def lines(self, snap: dict) -> list[str]:
+        regions = by_region(snap)
+        count = sum(r["count"] for r in regions.values())
+        failures = sum(r["failures"] for r in regions.values())
+        rps = sum(r["rps"] for r in regions.values())
+        conv = snap["conversations"]
+        elapsed = time.monotonic() - self.started
+        head = (f"[{elapsed:4.0f}s/{self.duration_s:.0f}s] users {snap.get('users', 0)}  "
+                f"req/s {rps:6.1f}  requests {count}  failures {failures} "
+                f"({100 * failures / count if count else 0:.1f}%)  "
+                f"conversations active {conv['active']} done {conv['completed']}")
+        per_region = "  ".join(
+            f"{name} p95 {r['p95']:.0f}ms" if r["p95"] is not None else f"{name} p95 –"
+            for name, r in regions.items())
+        return [head, "  respond " + per_region] if per_region else [head]
+
+    def update(self, snap: dict) -> None:
+        lines = self.lines(snap)
+        if self.tty:
+            if self._drawn:
+                self.stream.write(f"\x1b[{self._drawn}F")
+            self.stream.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            self._drawn = len(lines)
+        else:
+            self.stream.write(" | ".join(lines) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        self._drawn = 0

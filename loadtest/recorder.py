@@ -1,0 +1,81 @@
+"""Writes requests.csv and conversations.csv as the run goes.
+
+Rows are appended to buffered files which a background greenlet flushes every second, so a
+run that is killed loses at most about a second of rows. Columns: see `records.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+import gevent
+
+from loadtest import records
+
+FLUSH_INTERVAL_S = 1.0
+
+
+class Recorder:
+    def __init__(self, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s,
+                 suffix: str = ""):
+        """`suffix` tells workers' files apart (requests-worker1.csv) in distributed runs."""
+        self.worker = worker
+        self.redact = redact
+        self.requests_path = run_dir / records.REQUESTS_CSV.replace(".csv", f"{suffix}.csv")
+        self.conversations_path = run_dir / records.CONVERSATIONS_CSV.replace(".csv", f"{suffix}.csv")
+        self._requests_file = open(self.requests_path, "w", newline="", encoding="utf-8")
+        self._conversations_file = open(self.conversations_path, "w", newline="", encoding="utf-8")
+        self._requests = csv.writer(self._requests_file)
+        self._conversations = csv.writer(self._conversations_file)
+        self._requests.writerow(records.REQUEST_COLUMNS)
+        self._conversations.writerow(records.CONVERSATION_COLUMNS)
+        self.flush()
+        self.rows = 0
+        self._flusher = gevent.spawn(self._flush_forever)
+
+    def on_request(self, request_type, name, response_time, response_length, response=None,
+                   context=None, exception=None, start_time=None, **_kwargs) -> None:
+        """Locust `request` event listener: one row per request."""
+        if self._requests_file.closed:
+            return
+        ctx = context or {}
+        status = getattr(response, "status_code", 0) or 0
+        error = ""
+        error_kind = ""
+        if exception is not None:
+            error_kind = ctx.get("error_kind") or "other"
+            error = self.redact(str(exception))[:300]
+        self._requests.writerow((
+            f"{start_time:.6f}" if start_time else "",
+            ctx.get("region", ""), ctx.get("variant", ""), ctx.get("endpoint", ""), name,
+            f"{response_time:.3f}", status, 0 if exception is not None else 1, error_kind, error,
+            response_length or 0, ctx.get("conversation_id", ""), ctx.get("turn", ""),
+            ctx.get("user", ""), self.worker,
+        ))
+        self.rows += 1
+
+    def conversation(self, *, conversation_id: str, region: str, variant: str, started: float,
+                     ended: float, turns: int, ended_by: str, ok: bool) -> None:
+        if self._conversations_file.closed:
+            return
+        self._conversations.writerow((conversation_id, region, variant, f"{started:.6f}",
+                                      f"{ended:.6f}", f"{ended - started:.3f}", turns, ended_by,
+                                      int(ok)))
+
+    def flush(self) -> None:
+        for f in (self._requests_file, self._conversations_file):
+            if not f.closed:
+                f.flush()
+
+    def _flush_forever(self) -> None:
+        while True:
+            gevent.sleep(FLUSH_INTERVAL_S)
+            self.flush()
+
+    def close(self) -> None:
+        self._flusher.kill(block=False)
+        self.flush()
+        self._requests_file.close()
+        self._conversations_file.close()

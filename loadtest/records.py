@@ -1,0 +1,45 @@
+"""The run folder's data contract: file names and CSV columns.
+
+Written by the recorder inside Locust, read by `analysis/`. A run folder made on another
+machine or by a worker process follows the same contract, so it analyses the same way.
+"""
+
+REQUESTS_CSV = "requests.csv"
+# Distributed runs: every worker writes its own file, merged by the analysis.
+REQUESTS_GLOB = "requests*.csv"
+CONVERSATIONS_CSV = "conversations.csv"
+CONVERSATIONS_GLOB = "conversations*.csv"
+RUN_JSON = "run.json"
+LOCUST_CSV_PREFIX = "locust"  # → locust_stats.csv, locust_stats_history.csv, locust_failures.csv
+REPORT_HTML = "report.html"
+
+# One row per request, in this order.
+REQUEST_COLUMNS = (
+    "timestamp",         # request start, Unix epoch seconds (float)
+    "region",
+    "variant",           # empty when none
+    "endpoint",          # create | respond | close
+    "name",              # the name in Locust's stats, e.g. "uk · a · respond"
+    "response_time_ms",  # float, microsecond precision
+    "status",            # HTTP status, 0 when no response
+    "ok",                # 1 success, 0 failure
+    "error_kind",        # empty, or one of ERROR_KINDS
+    "error",             # short message, never a secret
+    "bytes",             # response body length
+    "conversation_id",   # empty when create failed
+    "turn",              # 0 create, 1..N respond, N+1 close
+    "user",
+    "worker",
+)
+
+# Why a request failed. "http": an error status; "rate_limited": 429; "timeout": no answer
+# within the client timeout; "connection": refused/reset; "schema": a 200 whose body breaks
+# the documented shape (malformed JSON included); "other": anything else.
+ERROR_KINDS = ("http", "rate_limited", "timeout", "connection", "schema", "other")
+
+# One row per conversation.
+CONVERSATION_COLUMNS = (
+    "conversation_id", "region", "variant", "started", "ended", "duration_s", "turns",
+    "ended_by", "ok",
+)
+ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")

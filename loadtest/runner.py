@@ -1,0 +1,227 @@
+"""`loadtest run`: one headless run, start to report.
+
+    mock (unless a real target) → Locust headless (a child process) → report → SLO verdict
+
+The mock and Locust run as child processes in their own sessions, so a terminal's Ctrl-C
+reaches only this process, which then stops them in order: the first Ctrl-C/SIGTERM asks
+Locust to stop gracefully (open conversations are closed within --stop-timeout, CSVs
+flushed) and the report is still built; a second one kills at once, keeping the data.
+
+Exit codes: 0 all SLOs pass (or none set), 1 an SLO failed, 2 usage or configuration error,
+3 the run itself failed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+from loadtest import api, config, records, runfolder
+from loadtest.plugin import PROGRESS_PREFIX
+from loadtest.progress import ProgressDisplay
+
+LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chat.py"
+MOCK_START_TIMEOUT_S = 20.0
+
+EXIT_OK, EXIT_SLO_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def locustfile() -> Path:
+    if not LOCUSTFILE.exists():
+        raise RunFailed(f"locustfile not found at {LOCUSTFILE}; run from a checkout of the project")
+    return LOCUSTFILE
+
+
+@contextmanager
+def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str, str]]:
+    """Start the embedded mock on free loopback ports; yield region → base URL."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "ready.json"
+        cmd = [sys.executable, "-m", "loadtest", "mock", "--port", "0", "--ready-file", str(ready),
+               "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
+        for spec in scenario.faults:
+            cmd += ["--fault", spec]
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + MOCK_START_TIMEOUT_S
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise RunFailed(f"the mock server exited with code {proc.returncode}; see {log_path}")
+                if time.monotonic() > deadline:
+                    raise RunFailed(f"the mock server did not start within {MOCK_START_TIMEOUT_S:.0f} s; see {log_path}")
+                time.sleep(0.05)
+            yield json.loads(ready.read_text())["regions"]
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def open_conversations(base_urls: dict[str, str]) -> dict[str, int]:
+    """Per region, conversations the mock still holds open (should be 0 after a run)."""
+    out = {}
+    for region, url in base_urls.items():
+        try:
+            out[region] = httpx.get(f"{url}/_mock/stats", timeout=2).json()["open_conversations"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+    return out
+
+
+def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str, str],
+                   extra: list[str] = ()) -> list[str]:
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless",
+           "--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
+           "--run-time", f"{max(int(round(scenario.duration)), 1)}s",
+           "--stop-timeout", f"{scenario.stop_timeout:g}",
+           "--csv", str(run_dir / records.LOCUST_CSV_PREFIX), "--csv-full-history",
+           "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
+           "--run-dir", str(run_dir), "--progress-lines"]
+    for s in config.SETTINGS:
+        if s.locust:
+            cmd += [s.flag, flag_value(s.name, scenario.values[s.name], base_urls)]
+    return cmd + list(extra)
+
+
+def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
+    """A resolved value back in the string form its option parser accepts."""
+    if name == "base_urls":
+        return ",".join(f"{r}={u}" for r, u in base_urls.items())
+    if isinstance(value, dict):
+        return json.dumps(value) if name == "integration_attributes" else \
+            ",".join(f"{k}:{v:g}" for k, v in value.items())
+    if isinstance(value, tuple):
+        return f"{value[0]:g}-{value[1]:g}"
+    return str(value)
+
+
+class Signals:
+    """First SIGINT/SIGTERM: graceful stop. Second: kill now."""
+
+    def __init__(self):
+        self.count = 0
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self):
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.count == 1:
+            sys.stderr.write("\nStopping: closing open conversations and saving data "
+                             "(press Ctrl-C again to stop at once)…\n")
+            self.proc.send_signal(signal.SIGTERM)
+        else:
+            self.proc.kill()
+
+
+def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: ProgressDisplay) -> int:
+    """Run Locust, showing its progress lines and logging everything else to locust.log."""
+    with open(run_dir / "locust.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                bufsize=1, start_new_session=True)
+        signals.proc = proc
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                display.update(json.loads(line[len(PROGRESS_PREFIX):]))
+            else:
+                log.write(line)
+                if line.startswith("loadtest:") or "Traceback" in line:
+                    sys.stderr.write(line)
+        display.close()
+        return proc.wait()
+
+
+def resolve_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) -> dict[str, str]:
+    urls = {}
+    for region in scenario.regions:
+        urls[region] = scenario.base_urls.get(region) or (mock_urls or api.REGIONS)[region]
+    return urls
+
+
+def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
+    """The whole run. Returns the exit code."""
+    run_dir = runfolder.new_run_dir(scenario.out)
+    print(f"Run folder: {run_dir}")
+    started = time.time()
+    runfolder.update_run_json(run_dir, status="starting", started=started, target=scenario.target,
+                              config=scenario.raw(),
+                              config_hash=runfolder.config_hash(scenario.raw()),
+                              users=scenario.users, spawn_rate=scenario.spawn_rate,
+                              duration_s=scenario.duration, turns=scenario.raw()["turns"],
+                              think_time=scenario.raw()["think_time"],
+                              regions=list(scenario.regions), variants=list(scenario.variants),
+                              **runfolder.versions())
+    status, code = "failed", EXIT_RUN_FAILED
+    display = ProgressDisplay(scenario.duration)
+    with Signals() as signals:
+        try:
+            needs_mock = scenario.target == "mock" and any(r not in scenario.base_urls for r in scenario.regions)
+            with (mock_server(scenario, run_dir / "mock.log") if needs_mock else _nothing()) as mock_urls:
+                base_urls = resolve_base_urls(scenario, mock_urls)
+                runfolder.update_run_json(run_dir, base_urls=base_urls)
+                cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
+                rc = run_locust(cmd, run_dir, signals, display)
+                if mock_urls:
+                    runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls))
+            if signals.count:
+                status, code = "interrupted", EXIT_OK
+            elif rc == 0:
+                status, code = "completed", EXIT_OK
+            elif rc == 2:
+                status, code = "failed", EXIT_USAGE
+            else:
+                print(f"Locust exited with code {rc}; see {run_dir / 'locust.log'}", file=sys.stderr)
+        except RunFailed as e:
+            print(f"loadtest: {e}", file=sys.stderr)
+        finally:
+            runfolder.update_run_json(run_dir, status=status, ended=time.time(), exit_code=code)
+    return finish(run_dir, scenario, code)
+
+
+@contextmanager
+def _nothing():
+    yield None
+
+
+def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
+    """Report and SLO verdict on whatever was measured, even after a failure or interrupt."""
+    if not any(run_dir.glob(records.REQUESTS_GLOB)):
+        print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
+        return code if code != EXIT_OK else EXIT_RUN_FAILED
+    from analysis.report import build_report, format_summary_table
+
+    try:
+        print(format_summary_table(run_dir))
+        report = build_report(run_dir, warmup_s=scenario.warmup)
+        print(f"Report: {report}")
+    except Exception as e:  # the data is safe on disk; say so and how to retry
+        print(f"loadtest: the report could not be built ({e}); the data is in {run_dir}; "
+              f"retry with: loadtest report {run_dir}", file=sys.stderr)
+        return code if code != EXIT_OK else EXIT_RUN_FAILED
+    return code

@@ -1,0 +1,463 @@
+"""Load a run folder into DataFrames, validating the data contract of `loadtest.records`.
+
+    from analysis.load import load_run
+    run = load_run("reports/2024-05-01T10-00-00", warmup_s=10)
+    run.requests        # one row per request (categoricals for region/variant/endpoint/...)
+    run.conversations   # one row per conversation
+    run.meta            # run.json as a dict ({} when missing)
+    run.slo             # slo.json as a list, or None
+
+Bad data raises `RunDataError` naming the file, the line and the column, so the user can
+find and fix it. Reading is built for 10M+ rows: pyarrow's multi-threaded CSV reader with
+explicit types, dictionary-encoded (categorical) string columns, and a Parquet cache written
+beside each CSV (`.<name>.cache.parquet`, keyed on the CSV's size and mtime) so a second
+report on the same run skips the CSV parse. Distributed runs (several `requests*.csv`,
+one per worker) are merged.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from loadtest.records import (
+    CONVERSATION_COLUMNS,
+    CONVERSATIONS_GLOB,
+    LOCUST_CSV_PREFIX,
+    REQUEST_COLUMNS,
+    REQUESTS_GLOB,
+    RUN_JSON,
+)
+
+SLO_JSON = "slo.json"
+STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
+CACHE_VERSION = 1
+
+_DICT = pa.dictionary(pa.int32(), pa.string())
+
+#: Arrow type of every request column (strings dictionary-encoded → pandas categoricals).
+REQUEST_TYPES: dict[str, pa.DataType] = {
+    "timestamp": pa.float64(),
+    "region": _DICT,
+    "variant": _DICT,
+    "endpoint": _DICT,
+    "name": _DICT,
+    "response_time_ms": pa.float64(),
+    "status": pa.int32(),
+    "ok": pa.int8(),
+    "error_kind": _DICT,
+    "error": _DICT,
+    "bytes": pa.int64(),
+    "conversation_id": _DICT,
+    "turn": pa.int32(),
+    "user": _DICT,
+    "worker": _DICT,
+}
+assert set(REQUEST_TYPES) == set(REQUEST_COLUMNS)
+
+#: The request columns the analysis uses (the rest are only checked to be present).
+ANALYSIS_COLUMNS: tuple[str, ...] = (
+    "timestamp", "region", "variant", "endpoint", "response_time_ms", "status", "ok",
+    "error_kind", "error", "conversation_id", "turn",
+)
+#: Columns that must have a value on every row.
+REQUIRED_VALUES = ("timestamp", "response_time_ms", "ok")
+#: Defaults for numeric columns left empty.
+NUMERIC_DEFAULTS = {"status": 0, "bytes": 0, "turn": -1}
+
+CONVERSATION_TYPES: dict[str, pa.DataType] = {
+    "conversation_id": pa.string(),
+    "region": _DICT,
+    "variant": _DICT,
+    "started": pa.float64(),
+    "ended": pa.float64(),
+    "duration_s": pa.float64(),
+    "turns": pa.int32(),
+    "ended_by": _DICT,
+    "ok": pa.int8(),
+}
+assert set(CONVERSATION_TYPES) == set(CONVERSATION_COLUMNS)
+
+
+class RunDataError(ValueError):
+    """A run folder's data breaks the contract. Names the file, line and column."""
+
+    def __init__(self, file: Path | str | None, problem: str, line: int | None = None,
+                 column: str | None = None, hint: str | None = None):
+        self.file = Path(file) if file is not None else None
+        self.problem = problem
+        self.line = line
+        self.column = column
+        self.hint = hint
+        where = str(self.file) if self.file is not None else "run folder"
+        if line is not None:
+            where += f", line {line}"
+        if column is not None:
+            where += f", column '{column}'"
+        msg = f"{where}: {problem}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+@dataclass
+class Run:
+    """One run folder, loaded."""
+
+    path: Path
+    meta: dict
+    requests: pd.DataFrame
+    conversations: pd.DataFrame
+    stats_history: pd.DataFrame | None = None
+    slo: list | None = None
+    warmup_s: float = 0.0
+    #: Start and end (epoch s) of the measured window (after warm-up exclusion).
+    window: tuple[float, float] = (math.nan, math.nan)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id") or self.path.name)
+
+    @property
+    def duration_s(self) -> float:
+        start, end = self.window
+        return max(end - start, 0.0) if math.isfinite(start) and math.isfinite(end) else 0.0
+
+    def regions(self) -> list[str]:
+        """Regions in a stable order: declared in run.json first, then any seen in the data."""
+        return _ordered(self.meta.get("regions"), self.requests["region"])
+
+    def variants(self) -> list[str]:
+        """Variants ('' for none) in a stable order: declared first, then seen."""
+        declared = self.meta.get("variants") or []
+        out = _ordered(declared, self.requests["variant"])
+        return out or [""]
+
+
+def _ordered(declared: Any, col: pd.Series) -> list[str]:
+    out: list[str] = []
+    if isinstance(declared, (list, tuple)):
+        out = [str(x) for x in declared if x is not None]
+    seen = list(col.cat.categories[np.unique(col.cat.codes[col.cat.codes >= 0])]) if len(col) else []
+    for s in seen:
+        if s not in out:
+            out.append(str(s))
+    return out
+
+
+# --------------------------------------------------------------------------- run folder
+
+def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
+             columns: Sequence[str] = ANALYSIS_COLUMNS) -> Run:
+    """Load a run folder: requests (merged), conversations, run.json, slo.json, Locust history.
+
+    Rows of requests (and conversations) that start within the first `warmup_s` seconds of
+    the run are dropped. Raises RunDataError when the folder or its data is unusable.
+    """
+    path = Path(run_dir)
+    if not path.exists():
+        raise RunDataError(path, "no such run folder", hint="pass the folder a run wrote, e.g. reports/<run-id>")
+    if not path.is_dir():
+        raise RunDataError(path, "not a folder", hint="pass the run folder, not a file inside it")
+    meta = load_meta(path)
+    files = sorted(p for p in path.glob(REQUESTS_GLOB) if p.is_file())
+    if not files:
+        raise RunDataError(path, "no requests.csv in this folder",
+                           hint="is this a run folder? a run writes requests.csv as it goes")
+    requests = load_requests(files, use_cache=use_cache, columns=columns)
+    conversations = load_conversations(path)
+    slo = load_slo(path)
+    history = load_stats_history(path)
+
+    start = _num(meta.get("started"))
+    if not math.isfinite(start):
+        start = float(requests["timestamp"].min()) if len(requests) else math.nan
+    end = _num(meta.get("ended"))
+    if len(requests):
+        last = float((requests["timestamp"] + requests["response_time_ms"] / 1000.0).max())
+        if not math.isfinite(end) or end < last - 1e-6:
+            end = last if not math.isfinite(end) else max(end, last)
+    cut = start + max(warmup_s, 0.0) if math.isfinite(start) else math.nan
+    if warmup_s > 0 and math.isfinite(cut):
+        requests = requests.loc[requests["timestamp"].to_numpy() >= cut].reset_index(drop=True)
+        if len(conversations):
+            conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
+    return Run(path=path, meta=meta, requests=requests, conversations=conversations,
+               stats_history=history, slo=slo, warmup_s=float(max(warmup_s, 0.0)),
+               window=(cut, end), files=files)
+
+
+def _num(x: Any) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v if math.isfinite(v) else math.nan
+
+
+def load_meta(path: Path) -> dict:
+    """run.json as a dict; {} when missing. Tolerant: any field may be absent."""
+    f = path / RUN_JSON
+    if not f.exists():
+        return {}
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8") or "{}")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDataError(f, f"cannot read: {e}") from e
+    except json.JSONDecodeError as e:
+        raise RunDataError(f, f"not valid JSON: {e.msg}", line=e.lineno,
+                           hint="the run may still be writing it; or delete it to report without run metadata") from e
+    if not isinstance(meta, dict):
+        raise RunDataError(f, "expected a JSON object")
+    return meta
+
+
+def load_slo(path: Path) -> list | None:
+    """slo.json (a list of SLO results) or None when the SLO step did not run."""
+    f = path / SLO_JSON
+    if not f.exists():
+        return None
+    try:
+        data = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDataError(f, f"cannot read SLO results: {e}") from e
+    if isinstance(data, dict):  # tolerate {"slos": [...]} / {"results": [...]}
+        data = data.get("slos") or data.get("results") or []
+    if not isinstance(data, list):
+        raise RunDataError(f, "expected a JSON list of SLO results")
+    return [d for d in data if isinstance(d, dict)]
+
+
+def load_stats_history(path: Path) -> pd.DataFrame | None:
+    """Locust's stats history (aggregated rows): Timestamp, User Count. None if absent/unusable."""
+    f = path / STATS_HISTORY_CSV
+    if not f.exists():
+        return None
+    try:
+        df = pd.read_csv(f)
+        if "Timestamp" not in df or "User Count" not in df:
+            return None
+        if "Name" in df:
+            df = df[df["Name"].astype(str) == "Aggregated"]
+        out = pd.DataFrame({"timestamp": pd.to_numeric(df["Timestamp"], errors="coerce"),
+                            "users": pd.to_numeric(df["User Count"], errors="coerce")}).dropna()
+        return out.reset_index(drop=True)
+    except Exception:  # optional input: never fail a report because of it
+        return None
+
+
+# --------------------------------------------------------------------------- requests
+
+def load_requests(files: Sequence[Path | str] | Path | str, use_cache: bool = True,
+                  columns: Sequence[str] = ANALYSIS_COLUMNS) -> pd.DataFrame:
+    """Read one or several requests CSVs (distributed workers) into one DataFrame."""
+    if isinstance(files, (str, Path)):
+        files = [files]
+    columns = [c for c in REQUEST_COLUMNS if c in set(columns)]
+    tables = [_read_table(Path(f), REQUEST_COLUMNS, REQUEST_TYPES, columns, use_cache) for f in files]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+    df = table.to_pandas()
+    for c, v in NUMERIC_DEFAULTS.items():
+        if c in df and df[c].dtype.kind == "f":  # nulls made it float
+            df[c] = df[c].fillna(v).astype(REQUEST_TYPES[c].to_pandas_dtype())
+    if "ok" in df:
+        bad = ~df["ok"].isin((0, 1)).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            f, line = _locate(files, tables, i)
+            raise RunDataError(f, f"'ok' must be 0 or 1, got {df['ok'].iloc[i]!r}", line=line, column="ok")
+    if "response_time_ms" in df:
+        rt = df["response_time_ms"].to_numpy()
+        bad = ~np.isfinite(rt) | (rt < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            f, line = _locate(files, tables, i)
+            raise RunDataError(f, f"latency must be a finite number ≥ 0, got {rt[i]!r}", line=line,
+                               column="response_time_ms")
+    return df
+
+
+def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, int]:
+    """File and line of merged row i (header is line 1)."""
+    for f, t in zip(files, tables):
+        if i < t.num_rows:
+            return Path(f), i + 2
+        i -= t.num_rows
+    return Path(files[-1]), i + 2
+
+
+def load_conversations(path: Path) -> pd.DataFrame:
+    """conversations*.csv merged; an empty frame with the right columns when absent."""
+    files = sorted(p for p in path.glob(CONVERSATIONS_GLOB) if p.is_file())
+    if not files:
+        return _empty(CONVERSATION_COLUMNS, CONVERSATION_TYPES)
+    tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, list(CONVERSATION_COLUMNS),
+                          use_cache=False, required=("started",)) for f in files]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+    df = table.to_pandas()
+    for c in ("turns", "ok"):
+        if df[c].dtype.kind == "f":
+            df[c] = df[c].fillna(0).astype(CONVERSATION_TYPES[c].to_pandas_dtype())
+    return df
+
+
+def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:
+    return pa.table({c: pa.array([], type=types[c]) for c in columns}).to_pandas()
+
+
+# --------------------------------------------------------------------------- CSV reading
+
+def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence[str],
+                use_cache: bool, required: Sequence[str] = REQUIRED_VALUES) -> pa.Table:
+    try:
+        st = f.stat()
+    except OSError as e:
+        raise RunDataError(f, f"cannot read: {e.strerror or e}") from e
+    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}
+    cache = f.with_name(f".{f.name}.cache.parquet")
+    if use_cache and cache.exists():
+        table = _read_cache(cache, key, columns)
+        if table is not None:
+            return table
+    header = _check_header(f, contract)
+    table = _read_csv(f, header, types, columns, required)
+    if use_cache and table.num_rows >= 100_000:
+        _write_cache(cache, key, table)
+    return table
+
+
+def _check_header(f: Path, contract: Sequence[str]) -> list[str]:
+    try:
+        with open(f, newline="", encoding="utf-8") as fh:
+            first = fh.readline()
+    except OSError as e:
+        raise RunDataError(f, f"cannot read: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise RunDataError(f, "not a UTF-8 text file", line=1) from e
+    if not first.strip():
+        raise RunDataError(f, "the file is empty (no header row)",
+                           hint="the run wrote no data; did it start? re-run, or remove the file")
+    header = next(csv.reader([first]))
+    header = [h.strip().lstrip("\ufeff") for h in header]
+    missing = [c for c in contract if c not in header]
+    if missing:
+        raise RunDataError(f, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+                           line=1, column=missing[0],
+                           hint=f"the header must name: {', '.join(contract)}")
+    return header
+
+
+def _read_csv(f: Path, header: list[str], types: dict, columns: Sequence[str],
+              required: Sequence[str]) -> pa.Table:
+    convert = pacsv.ConvertOptions(
+        column_types={c: types[c] for c in columns},
+        include_columns=list(columns),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[""],
+    )
+    read = pacsv.ReadOptions(use_threads=True, block_size=16 << 20)
+    try:
+        table = pacsv.read_csv(f, read_options=read, convert_options=convert)
+    except pa.ArrowInvalid as e:
+        raise _diagnose(f, header, types, columns, str(e)) from None
+    except OSError as e:
+        raise RunDataError(f, f"cannot read: {e}") from e
+    for c in required:
+        if c in table.column_names and table[c].null_count:
+            i = int(np.flatnonzero(table[c].is_null().to_numpy(zero_copy_only=False))[0])
+            raise RunDataError(f, "empty value where a number is required", line=i + 2, column=c)
+    return table
+
+
+_COLUMN_ERR = re.compile(r"In CSV column #(\d+): (.*)")
+
+
+def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], message: str) -> RunDataError:
+    """Turn a pyarrow error into a RunDataError that names the line and column."""
+    if "Empty CSV file" in message:
+        return RunDataError(f, "the file is empty (no header row)")
+    m = _COLUMN_ERR.search(message)
+    if m:
+        idx = int(m.group(1))
+        col = header[idx] if idx < len(header) else f"#{idx}"
+        ty = types.get(col)
+        try:  # re-read that one column as text and find the first value that does not convert
+            raw = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+                include_columns=[col], column_types={col: pa.string()}))[col]
+            vals = raw.to_pandas()
+            if ty is not None and (pa.types.is_floating(ty) or pa.types.is_integer(ty)):
+                num = pd.to_numeric(vals.where(vals != "", "0"), errors="coerce")
+                bad = num.isna().to_numpy()
+                if pa.types.is_integer(ty):
+                    bad |= (num.fillna(0) % 1 != 0).to_numpy()
+                if bad.any():
+                    i = int(np.flatnonzero(bad)[0])
+                    kind = "an integer" if pa.types.is_integer(ty) else "a number"
+                    return RunDataError(f, f"expected {kind}, got {vals.iloc[i]!r}", line=i + 2, column=col)
+        except pa.ArrowInvalid:
+            pass
+        return RunDataError(f, m.group(2), column=col)
+    if "CSV parse error" in message:
+        bad: list = []
+
+        def handler(row):
+            bad.append(row)
+            return "error"
+
+        try:
+            pacsv.read_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
+                           parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+                           convert_options=pacsv.ConvertOptions(include_columns=[header[0]],
+                                                                column_types={header[0]: pa.string()}))
+        except pa.ArrowInvalid:
+            pass
+        if bad:
+            row = bad[0]
+            return RunDataError(f, f"expected {row.expected_columns} fields, got {row.actual_columns}",
+                                line=row.number, hint="a truncated or hand-edited line?")
+        return RunDataError(f, message.split(":", 1)[-1].strip()[:200])
+    return RunDataError(f, message[:300])
+
+
+# --------------------------------------------------------------------------- Parquet cache
+
+def _read_cache(cache: Path, key: dict, columns: Sequence[str]) -> pa.Table | None:
+    try:
+        meta = pq.read_schema(cache).metadata or {}
+        if json.loads(meta.get(b"analysis_cache", b"{}")) != key:
+            return None
+        table = pq.read_table(cache, columns=list(columns))
+        return table.replace_schema_metadata(None)
+    except Exception:  # a stale or broken cache is just ignored
+        return None
+
+
+def _write_cache(cache: Path, key: dict, table: pa.Table) -> None:
+    """Best effort: a read-only folder or a full disk only costs the next report a CSV parse."""
+    try:
+        t = table.replace_schema_metadata({"analysis_cache": json.dumps(key)})
+        fd, tmp = tempfile.mkstemp(prefix=cache.name, suffix=".tmp", dir=cache.parent)
+        os.close(fd)
+        try:
+            pq.write_table(t, tmp, compression="lz4")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, cache)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except Exception:
+        pass

@@ -364,7 +364,7 @@ def _stat(values: np.ndarray, stat: str) -> float:
 def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[float | None, str]:
     """(observed, detail) of a request metric; observed None means no data."""
     df = _filter(requests, slo)
-    where = f"in scope {slo.scope}"
+    where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
     if df is None or len(df) == 0:
         return None, f"no data: no requests {where}"
     n = len(df)
@@ -387,7 +387,7 @@ def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[flo
 
 def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | None, str]:
     rest = slo.metric[len(CONVERSATION) + 1:]
-    where = f"in scope {slo.scope}"
+    where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
     if rest == "orphaned":
         df = _filter(requests, slo, with_endpoint=False)
         if df is None or len(df) == 0 or "conversation_id" not in df.columns:

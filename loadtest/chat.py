@@ -26,7 +26,6 @@ import gevent
 from gevent import GreenletExit
 
 from loadtest import api
-from locust.exception import StopUser
 
 if TYPE_CHECKING:
     from loadtest.plugin import RunContext
@@ -155,6 +154,8 @@ class ChatClient:
                 if reply is not None and reply.conversation_id and endpoint != "create" \
                         and reply.conversation_id != conversation_id:
                     return self._fail(resp, "schema", f"{endpoint}: conversation_id changed")
+                if endpoint == "create":  # the row of the create carries the new id
+                    resp.request_meta["context"]["conversation_id"] = reply.conversation_id
                 resp.success()
                 return Outcome(True, reply)
             kind = classify_failure(status, error)
@@ -215,6 +216,8 @@ class Conversation:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None and not self.ended_by:
             # The test is stopping (StopUser / GreenletExit) or the user code broke.
+            from locust.exception import StopUser  # imported late: importing locust monkey-patches
+
             self.ended_by = "stopped" if issubclass(exc_type, (StopUser, GreenletExit)) else "error"
         closed = False
         if self.id:

@@ -89,7 +89,8 @@ class Plugin:
 
     # ---- options ----
     def add_options(self, parser) -> None:
-        group = parser.add_argument_group("PolyAI Chat API load test")
+        # Locust's own parser (not an argument group): only it knows include_in_web_ui.
+        group = parser
         for s in config.SETTINGS:
             if s.locust:
                 group.add_argument(s.flag, default=s.default, help=s.help, env_var=s.env,

@@ -1,0 +1,64 @@
+"""The users' building blocks: API shape validation, rotation, corpus, error kinds."""
+
+import socket
+from collections import Counter
+
+import pytest
+
+from loadtest import api
+from loadtest.chat import Rotation, classify_failure, load_corpus, request_name
+
+
+def test_parse_reply_accepts_documented_shapes():
+    r = api.parse_reply("respond", {"conversation_id": "c1", "response": "hi",
+                                    "end_conversation": False,
+                                    "handoff": {"destination": "agent", "reason": "asked"}})
+    assert r.handoff == api.Handoff("agent", "asked") and r.end_conversation is False
+    assert api.parse_reply("create", {"conversation_id": "c1", "response": "hello"}).response == "hello"
+    assert api.parse_reply("close", {"success": True}) is None
+
+
+@pytest.mark.parametrize("endpoint,body,fragment", [
+    ("create", {"response": "x"}, "missing field 'conversation_id'"),
+    ("respond", {"conversation_id": "c", "response": "x"}, "missing field 'end_conversation'"),
+    ("respond", {"conversation_id": "c", "response": 3, "end_conversation": False}, "'response' is int"),
+    ("close", {"success": False}, "'success' is false"),
+    ("close", [], "expected a JSON object"),
+])
+def test_parse_reply_names_the_broken_field(endpoint, body, fragment):
+    with pytest.raises(api.SchemaError, match=fragment):
+        api.parse_reply(endpoint, body)
+
+
+def test_rotation_is_balanced_and_weighted():
+    rot = Rotation({"us": 1, "uk": 1}, {"a": 3, "b": 1})
+    seen = Counter(rot.next() for _ in range(80))
+    assert seen == {("us", "a"): 30, ("uk", "a"): 30, ("us", "b"): 10, ("uk", "b"): 10}
+    first = {rot.next() for _ in range(8)}
+    assert len(first) == 4  # every combination shows up early
+    assert Rotation({"eu": 1}, {}).next() == ("eu", "")
+
+
+def test_request_names_keep_region_and_variant_apart():
+    assert request_name("uk", "a", "respond") == "uk · a · respond"
+    assert request_name("uk", "", "close") == "uk · close"
+
+
+def test_corpus_skips_comments_and_rejects_empty(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("# comment\n\nHello\n  Bye  \n")
+    assert load_corpus(p) == ["Hello", "Bye"]
+    p.write_text("# nothing\n")
+    with pytest.raises(ValueError, match="no messages"):
+        load_corpus(p)
+    with pytest.raises(ValueError, match="cannot read corpus"):
+        load_corpus(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("status,error,kind", [
+    (429, None, "rate_limited"), (503, None, "http"), (404, None, "http"), (200, None, "schema"),
+    (0, socket.timeout("timed out"), "timeout"), (0, ConnectionResetError(), "connection"),
+    (0, ConnectionRefusedError(), "connection"), (0, RuntimeError("x"), "other"),
+])
+def test_failure_kinds(status, error, kind):
+    assert classify_failure(status, error) == kind

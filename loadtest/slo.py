@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from loadtest.api import ENDPOINTS, REGIONS
 
@@ -317,15 +318,23 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.4g}"
 
 
-def _col(df, name: str):
-    return df[name].astype(str) if name in df.columns else None
-
-
 def _ok_mask(df):
     ok = df["ok"]
-    if ok.dtype == object:
-        return ok.astype(str).str.strip().str.lower().isin(("1", "true", "1.0"))
-    return ok.fillna(0).astype(float) > 0
+    if pd.api.types.is_bool_dtype(ok) or pd.api.types.is_numeric_dtype(ok):
+        return ok.fillna(0).astype(float) > 0
+    return ok.astype(str).str.strip().str.lower().isin(("1", "true", "1.0"))
+
+
+def _equals(col, want: str) -> np.ndarray:
+    """col == want without materialising strings for categorical/string columns (10M rows)."""
+    if isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col) \
+            or col.dtype == object:
+        return (col == want).fillna(False).to_numpy(dtype=bool)
+    return (col.astype(str) == want).to_numpy(dtype=bool)
+
+
+def _ids(col) -> set[str]:
+    return {str(x) for x in col.unique() if isinstance(x, str) and x and x != "nan"}
 
 
 def _filter(df, slo: SLO, with_endpoint: bool = True):
@@ -337,7 +346,7 @@ def _filter(df, slo: SLO, with_endpoint: bool = True):
         if want is not None:
             if col not in df.columns:
                 return df.iloc[0:0]
-            mask &= (df[col].astype(str) == want).to_numpy()
+            mask &= _equals(df[col], want)
     return df[mask]
 
 
@@ -393,13 +402,11 @@ def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | N
         if df is None or len(df) == 0 or "conversation_id" not in df.columns:
             return None, f"no data: no requests {where}"
         ok = _ok_mask(df).to_numpy()
-        cid = df["conversation_id"].astype(str).to_numpy()
-        ep = df["endpoint"].astype(str).to_numpy()
-        valid = (cid != "") & (cid != "nan")
-        created = set(cid[(ep == "create") & ok & valid])
-        if not created and not (ep == "create").any():
+        is_create = _equals(df["endpoint"], "create")
+        if not is_create.any():
             return None, f"no data: no create requests {where}"
-        closed = set(cid[(ep == "close") & ok & valid])
+        created = _ids(df["conversation_id"][is_create & ok])
+        closed = _ids(df["conversation_id"][_equals(df["endpoint"], "close") & ok])
         orphaned = len(created - closed)
         return float(orphaned), (f"{orphaned} of {len(created)} created conversations never "
                                  f"closed successfully {where}")
@@ -435,8 +442,7 @@ def _apply_warmup(requests, conversations, warmup_s: float, start: float | None)
         requests = requests[requests["timestamp"].astype(float) >= cutoff]
     if conversations is not None and len(conversations) and "started" in conversations.columns:
         started = conversations["started"]
-        if not np.issubdtype(started.dtype, np.number):
-            import pandas as pd
+        if not pd.api.types.is_numeric_dtype(started):
             parsed = pd.to_numeric(started, errors="coerce")
             if parsed.isna().all():
                 parsed = pd.to_datetime(started, errors="coerce", utc=True).map(
@@ -491,12 +497,19 @@ def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
 
 
 def evaluate_run(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO],
-                 warmup_s: float = 0.0, variants: Iterable[str] | None = None) -> list[dict]:
-    """Load a run folder with `analysis.load` and evaluate `slos` against it."""
-    from analysis import load
+                 warmup_s: float = 0.0, check_variants: bool = True) -> list[dict]:
+    """Load a run folder with `analysis.load.load_run` and evaluate `slos` against it.
 
-    requests, conversations = load.load_run(run_dir)
-    return evaluate(slos, requests, conversations, warmup_s=warmup_s, variants=variants)
+    The warm-up is cut by the loader (from run.json's start); rps uses the run's measured
+    window. With check_variants, a scope name that is not a region, an endpoint or one of the
+    run's variants (declared in run.json or seen in the data) raises SLOError.
+    """
+    from analysis.load import load_run
+
+    run = load_run(run_dir, warmup_s=warmup_s)
+    variants = [v for v in run.variants() if v] if check_variants else None
+    return evaluate(slos, run.requests, run.conversations,
+                    duration_s=run.duration_s or None, variants=variants)
 
 
 # --------------------------------------------------------------------------- writers
@@ -593,8 +606,8 @@ def write_reports(results: Sequence[dict], run_dir: str | os.PathLike) -> dict[s
 
 
 def verdict(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO], warmup_s: float = 0.0,
-            variants: Iterable[str] | None = None) -> int:
+            check_variants: bool = True) -> int:
     """Evaluate a run folder, write the reports into it, and return the exit code."""
-    results = evaluate_run(run_dir, slos, warmup_s=warmup_s, variants=variants)
+    results = evaluate_run(run_dir, slos, warmup_s=warmup_s, check_variants=check_variants)
     write_reports(results, run_dir)
     return exit_code(results)

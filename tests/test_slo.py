@@ -340,3 +340,37 @@ def test_step_summary_appended(results, tmp_path, monkeypatch):
     assert text.startswith("# earlier step\n")
     assert text.count("## SLO verdict") == 2
     assert (run_dir / "slo.md").read_text().count("## SLO verdict") == 1
+
+
+# --------------------------------------------------------------------------- run folders
+
+def test_evaluate_run_and_verdict(tmp_path, monkeypatch):
+    from synthetic import make_run
+
+    from loadtest.slo import evaluate_run, verdict
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    truth = make_run(tmp_path / "run", rows=3000, variants=("a", "b"), orphans=3, workers=2,
+                     stats_history=False)
+    raw = pd.concat([pd.read_csv(f, keep_default_na=False) for f in sorted(truth.path.glob("requests*.csv"))])
+    sel = raw[(raw.region == "uk") & (raw.variant == "a") & (raw.endpoint == "respond") & (raw.ok == 1)]
+    results = evaluate_run(truth.path, ["uk.a.respond.p95 < 1m", "conversation.orphaned == 0",
+                                        "rps > 0", "count > 0"])
+    p95, orphaned, rps, count = results
+    assert p95["observed"] == pytest.approx(float(np.percentile(sel.response_time_ms, 95)))
+    assert orphaned["observed"] == truth.orphans and orphaned["passed"] is False
+    assert count["observed"] == len(raw)
+    assert rps["observed"] > 0
+    # Warm-up: requests in the first 30 s of the run are not counted.
+    (count_after,) = evaluate_run(truth.path, ["count > 0"], warmup_s=30)
+    assert count_after["observed"] == int((raw.timestamp >= truth.start + 30).sum())
+    # Unknown variant names are caught against the run's variants.
+    with pytest.raises(SLOError, match="unknown scope 'c'"):
+        evaluate_run(truth.path, ["c.p95 < 1s"])
+    assert evaluate_run(truth.path, ["c.p95 < 1s"], check_variants=False)[0]["observed"] is None
+
+    assert verdict(truth.path, ["uk.a.respond.p95 < 1m"]) == 0
+    assert verdict(truth.path, "uk.a.respond.p95 < 1m; conversation.orphaned == 0") == 1
+    for name in ("slo.json", "junit.xml", "slo.md"):
+        assert (truth.path / name).exists()
+    assert len(json.loads((truth.path / "slo.json").read_text())) == 2

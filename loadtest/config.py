@@ -12,6 +12,7 @@ the value and what to do.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
@@ -30,22 +31,25 @@ class ConfigError(ValueError):
 
 # ---- value parsers: strings (flags, env, web form) or TOML values → typed values ----------
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)?")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: Any) -> float:
-    """'30s', '2m', '1h30m', '250ms' or a plain number of seconds → seconds."""
+    """Seconds from '30s', '2m', '1h30m', '250ms' or plain seconds (90, '1.5')."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
     else:
         text = str(value).strip().lower().replace(" ", "")
-        parts = _DURATION.findall(text)
-        if not text or "".join(n + (u or "") for n, u in parts) != text:
-            raise ValueError(f"'{value}' is not a duration; use e.g. 45, 30s, 2m, 1h30m, 250ms")
-        seconds = sum(float(n) * _UNIT_S[u or None] for n, u in parts)
-    if seconds < 0:
-        raise ValueError(f"'{value}' is negative")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"'{value}' is not a duration; use e.g. 45, 30s, 2m, 1h30m, 250ms") from None
+            seconds = sum(float(n) * _UNIT_S[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"'{value}' must be a finite, non-negative duration")
     return seconds
 
 

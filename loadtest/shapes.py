@@ -31,33 +31,15 @@ from typing import Any, ClassVar
 
 from locust import LoadTestShape
 
+from loadtest.config import parse_duration
+
 __all__ = ["RampShape", "StepsShape", "SpikeShape", "SoakShape", "SHAPES", "parse_duration",
            "shape_from_spec", "shape_class_from_spec", "use_shape"]
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)")
-_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Parameter kinds.
 INT, DURATION, RATE = "int", "duration", "rate"
 REQUIRED = object()
-
-
-def parse_duration(text: str | float | int) -> float:
-    """Seconds from `30s`, `2m`, `1h`, `1h30m`, `250ms` or plain seconds (`90`, `1.5`)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        s = str(text).strip().lower()
-        try:
-            value = float(s)
-        except ValueError:
-            parts = _DURATION_PART.findall(s)
-            if not s or not parts or "".join(n + u for n, u in parts) != s.replace(" ", ""):
-                raise ValueError(f"duration {text!r} is not like 30s, 2m, 1h or plain seconds") from None
-            value = sum(float(n) * _FACTORS[u] for n, u in parts)
-    if value < 0 or math.isnan(value) or math.isinf(value):
-        raise ValueError(f"duration {text!r} must be a finite number of seconds >= 0")
-    return value
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -26,7 +26,6 @@ a concrete, parameter-bound subclass when a class (not an instance) is needed.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, ClassVar
 
 from locust import LoadTestShape

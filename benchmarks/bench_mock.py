@@ -1,0 +1,150 @@
+"""Benchmark: the mock Chat API's maximum requests/s on one core.
+
+The mock (one region, latency scale 0, no faults) runs pinned to one CPU with ``taskset``;
+``wrk`` drives it from another CPU with keep-alive connections, once POSTing respond to a
+pre-created conversation and once POSTing create. The goal is ≥ 2× what one Locust
+FastHttpUser generator can send (~11.7k req/s measured bare), so the mock is never the
+bottleneck of a run.
+
+    python benchmarks/bench_mock.py              # 10 s per scenario, fast engine
+    python benchmarks/bench_mock.py --quick      # 3 s per scenario
+    python benchmarks/bench_mock.py --engine aiohttp --engine fast
+
+Needs ``wrk`` (Debian package ``wrk``) and ``taskset`` (util-linux); needs ≥ 2 CPUs for
+meaningful pinning (with one CPU both share it, and the numbers say so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loadtest import api  # noqa: E402
+
+GOAL = 2 * 11_700
+
+LUA = """
+wrk.method = "{method}"
+wrk.body = [[{body}]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["{key_header}"] = "{key}"
+wrk.headers["{token_header}"] = "{token}"
+"""
+
+
+def lua_script(method: str, body: dict) -> str:
+    return LUA.format(method=method, body=json.dumps(body), key_header=api.API_KEY_HEADER,
+                      token_header=api.TOKEN_HEADER, key=api.DUMMY_API_KEY, token=api.DUMMY_TOKEN)
+
+
+def start_mock(engine: str, cpu: str | None, workdir: Path) -> tuple[subprocess.Popen, str]:
+    ready = workdir / f"ready-{engine}.json"
+    cmd = [sys.executable, "-m", "loadtest.mock.cli", "--region", "uk", "--port", "0",
+           "--latency-scale", "0", "--end-after", "0", "--end-probability", "0",
+           "--engine", engine, "--ready-file", str(ready), "--quiet"]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), api.API_KEY_ENV: api.DUMMY_API_KEY,
+           api.TOKEN_ENV: api.DUMMY_TOKEN}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 20
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"mock did not start (exit {proc.returncode})")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())["regions"]["uk"]
+
+
+def post(url: str, method: str, body: dict) -> dict:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                 headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def run_wrk(url: str, script: Path, seconds: int, connections: int, cpu: str | None) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url]
+    if cpu is not None:
+        cmd = ["taskset", "-c", cpu, *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:(.*)", out)
+    latency = re.search(r"Latency\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    return {"rps": rps, "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(1).strip() if errors else "",
+            "latency_avg": latency.group(1) if latency else "?"}
+
+
+def bench(engine: str, seconds: int, connections: int, cpus: tuple[str | None, str | None],
+          workdir: Path) -> list[dict]:
+    proc, base = start_mock(engine, cpus[0], workdir)
+    rows = []
+    try:
+        conversation = post(base + api.path("create"), "POST", api.create_body("a"))["conversation_id"]
+        scenarios = {
+            "respond": ("POST", api.path("respond"),
+                        api.respond_body(conversation, "I'd like to change my booking please")),
+            "create": ("POST", api.path("create"), api.create_body("a")),
+        }
+        for name, (method, path, body) in scenarios.items():
+            script = workdir / f"{name}.lua"
+            script.write_text(lua_script(method, body))
+            result = run_wrk(base + path, script, seconds, connections, cpus[1])
+            rows.append({"engine": engine, "scenario": name, **result})
+        stats = json.loads(urllib.request.urlopen(base + "/_mock/stats", timeout=5).read())
+        rows[-1]["statuses"] = stats["statuses"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario instead of 10 s")
+    parser.add_argument("--duration", type=int, help="seconds per scenario")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
+    parser.add_argument("--engine", action="append", choices=("fast", "aiohttp"),
+                        help="front end(s) to measure (default fast)")
+    parser.add_argument("--server-cpu", default="0", help="CPU for the mock (default 0)")
+    parser.add_argument("--client-cpu", default="1", help="CPU for wrk (default 1)")
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    seconds = args.duration or (3 if args.quick else 10)
+    pin = shutil.which("taskset") and (os.cpu_count() or 1) >= 2
+    cpus = (args.server_cpu, args.client_cpu) if pin else (None, None)
+    if not pin:
+        print("note: fewer than 2 CPUs or no taskset: mock and wrk share the machine", file=sys.stderr)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-mock-") as tmp:
+        for engine in args.engine or ["fast"]:
+            rows += bench(engine, seconds, args.connections, cpus, Path(tmp))
+
+    print(f"\nmock on CPU {cpus[0]}, wrk on CPU {cpus[1]}, {args.connections} connections, {seconds} s each;"
+          f" goal >= {GOAL} req/s")
+    print(f"{'engine':<8} {'scenario':<8} {'req/s':>9} {'vs goal':>8} {'avg lat':>8} {'non-2xx':>8}  socket errors")
+    for r in rows:
+        print(f"{r['engine']:<8} {r['scenario']:<8} {r['rps']:>9.0f} {r['rps'] / GOAL:>7.2f}x "
+              f"{r['latency_avg']:>8} {r['non2xx']:>8}  {r['socket_errors'] or '-'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -323,11 +323,12 @@ class Rows:
 
 
 def _codes(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Category codes and categories (object array of str) of a column."""
     if col is None:
         return np.full(n, -1, dtype=np.int32), np.array([], dtype=object)
     if col.dtype != "category":
         col = col.astype(str).astype("category")
-    return col.cat.codes.to_numpy(), np.array([str(c) for c in col.cat.categories], dtype=object)
+    return col.cat.codes.to_numpy(), col.cat.categories.to_numpy(dtype=object, na_value="")
 
 
 def _sorted_rows(req: pd.DataFrame, dims: Dims) -> tuple[Rows, Dims]:
@@ -347,7 +348,7 @@ def _sorted_rows(req: pd.DataFrame, dims: Dims) -> tuple[Rows, Dims]:
         rt=rt[order], ok=(req["ok"].to_numpy() == 1)[order], ts=col("timestamp", float),
         turn=col("turn", np.int64, -1), status=col("status", np.int64, 0),
         kind=kind[order], kind_cats=kind_cats, err=err[order], err_cats=err_cats,
-        cid=cid[order], cid_empty=np.array([c == "" for c in cid_cats], dtype=bool),
+        cid=cid[order], cid_empty=(cid_cats == ""),
     )
     small = lambda a: a.astype(np.int32)[order]  # noqa: E731
     pdims = Dims(dims.regions, dims.variants, dims.endpoints, small(dims.ri), small(dims.vi), small(dims.ei))

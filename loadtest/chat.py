@@ -126,10 +126,21 @@ class ChatClient:
         self.user = user
         self.run = run
         self.headers = api.headers(run.api_key, run.token)
+        self.in_conversation = False
 
     def conversation(self) -> "Conversation":
+        """The next conversation: when it is due (open model) or right away (closed model)."""
+        if self.run.arrivals:
+            ticket = self.run.arrivals.take()
+            return Conversation(self, ticket.region, ticket.variant)
         region, variant = self.run.rotation.next()
         return Conversation(self, region, variant)
+
+    def think_time(self) -> float:
+        """Between turns; between conversations too, unless arrivals are scheduled."""
+        if self.run.arrivals and not self.in_conversation:
+            return 0.0
+        return random.uniform(*self.run.think_time)
 
     def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
              turn: int) -> Outcome:
@@ -185,6 +196,7 @@ class Conversation:
         self.started = 0.0
 
     def __enter__(self) -> "Conversation":
+        self.client.in_conversation = True
         self.started = time.time()
         attributes = self.client.run.integration_attributes
         outcome = self._call("create", api.create_body(self.variant or None, attributes))
@@ -214,6 +226,7 @@ class Conversation:
             self.ended_by = "end_conversation"
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        self.client.in_conversation = False
         if exc_type is not None and not self.ended_by:
             # The test is stopping (StopUser / GreenletExit) or the user code broke.
             from locust.exception import StopUser  # imported late: importing locust monkey-patches

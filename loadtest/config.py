@@ -130,6 +130,22 @@ def parse_json_object(value: Any) -> dict:
     return parse_mapping(text)
 
 
+def parse_rate(value: Any) -> dict[str, float]:
+    """Open-model arrival rate, conversations/s: '' (closed model), '5' (total) or 'us:2,uk:3'."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {"*": float(value)} if value > 0 else {}
+    text = str(value).strip()
+    if not text:
+        return {}
+    try:
+        total = float(text)
+    except ValueError:
+        return parse_weights(text)
+    if total <= 0:
+        raise ValueError(f"'{value}' must be positive (or empty for the closed model)")
+    return {"*": total}
+
+
 def parse_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
@@ -215,6 +231,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("duration", "45s", parse_duration, "run time, e.g. 30s, 2m", locust=False),
     Setting("stop_timeout", "10s", parse_duration,
             "on stop, time to close open conversations", locust=False),
+    Setting("arrival_rate", "", parse_rate,
+            "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
+    Setting("arrival", "poisson", _choice("poisson", "constant"),
+            "open model arrivals: poisson or constant spacing"),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
     Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
     # the mock
@@ -315,5 +335,8 @@ def validate(scenario: Scenario) -> None:
     for name in ("api_version", "account", "project"):
         if not re.fullmatch(r"[A-Za-z0-9._~-]+", scenario.values[name]):
             raise ConfigError(f"{name} '{scenario.values[name]}' is not a valid path segment")
+    stray = [r for r in scenario.arrival_rate if r != "*" and r not in scenario.regions]
+    if stray:
+        raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")

@@ -21,9 +21,11 @@ from pathlib import Path
 import gevent
 
 from loadtest import api, config, runfolder
+from loadtest.arrivals import Arrivals, region_rates
 from loadtest.chat import RateLimiter, Rotation, load_corpus
 from loadtest.live import LiveStats
 from loadtest.recorder import Recorder
+from loadtest.shapes import use_shape
 
 logger = logging.getLogger("loadtest")
 
@@ -65,6 +67,7 @@ class RunContext:
         self.integration_attributes = s.integration_attributes or None
         self.rotation = Rotation(s.regions, s.variants)
         self.rate_limiter = RateLimiter(s.max_rps) if s.max_rps else None
+        self.arrivals: Arrivals | None = None  # set when the open model is on
         self.base_urls = {r: s.base_urls.get(r, api.REGIONS[r]).rstrip("/") for r in s.regions}
         self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
                       for r, base in self.base_urls.items() for e in api.ENDPOINTS}
@@ -112,6 +115,7 @@ class Plugin:
             values = {s.name: getattr(options, s.name) for s in config.SETTINGS if s.locust}
             config.resolve(flags=values, environ={})
             load_corpus(options.corpus)
+            use_shape(environment, options.shape)
         except ValueError as e:
             sys.stderr.write(f"loadtest: {e}\n")
             raise SystemExit(2)
@@ -136,9 +140,17 @@ class Plugin:
             logger.error("loadtest: %s — fix it and start again", e)
             gevent.spawn_later(0, runner.stop)
             return
-        if not is_master and run_dir is not None:
+        if not is_master:
             worker = f"worker{runner.worker_index}" if is_worker else "local"
-            run.recorder = Recorder(run_dir, worker, run.redact, suffix=f"-{worker}" if is_worker else "")
+            suffix = f"-{worker}" if is_worker else ""
+            if run_dir is not None:
+                run.recorder = Recorder(run_dir, worker, run.redact, suffix=suffix)
+            if run.scenario.arrival_rate:
+                # Each of N workers offers 1/N of the rate.
+                share = 1.0 / max(getattr(options, "expect_workers", 1) or 1, 1) if is_worker else 1.0
+                rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
+                run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
+                                        run_dir, suffix)
         for user_class in environment.user_classes:  # FastHttpUser reads these at creation
             user_class.network_timeout = user_class.connection_timeout = run.scenario.request_timeout
         self.run = run
@@ -173,6 +185,8 @@ class Plugin:
             return
         if run.recorder:
             run.recorder.close()
+        if run.arrivals:
+            run.arrivals.close()
         if run.run_dir is not None and not self._is_worker():
             data = runfolder.read_run_json(run.run_dir)
             runfolder.update_run_json(run.run_dir, ended=time.time(),

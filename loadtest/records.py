@@ -9,6 +9,8 @@ REQUESTS_CSV = "requests.csv"
 REQUESTS_GLOB = "requests*.csv"
 CONVERSATIONS_CSV = "conversations.csv"
 CONVERSATIONS_GLOB = "conversations*.csv"
+ARRIVALS_CSV = "arrivals.csv"   # open model only
+ARRIVALS_GLOB = "arrivals*.csv"
 RUN_JSON = "run.json"
 LOCUST_CSV_PREFIX = "locust"  # → locust_stats.csv, locust_stats_history.csv, locust_failures.csv
 REPORT_HTML = "report.html"
@@ -43,3 +45,7 @@ CONVERSATION_COLUMNS = (
     "ended_by", "ok",
 )
 ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")
+
+# Open model (--arrival-rate): one row per planned conversation. `started` and `lag_ms`
+# (start minus plan) are empty and `dropped` is 1 when no user was free to start it.
+ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped")

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import api, config, records, runfolder
+from loadtest import api, config, records, runfolder, slo
 from loadtest.plugin import PROGRESS_PREFIX
 from loadtest.progress import ProgressDisplay
 
@@ -88,10 +88,11 @@ def open_conversations(base_urls: dict[str, str]) -> dict[str, int]:
 
 def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str, str],
                    extra: list[str] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless",
-           "--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
-           "--run-time", f"{max(int(round(scenario.duration)), 1)}s",
-           "--stop-timeout", f"{scenario.stop_timeout:g}",
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless"]
+    if not scenario.shape:  # a shape decides users and run time itself
+        cmd += ["--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
+                "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
+    cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
            "--csv", str(run_dir / records.LOCUST_CSV_PREFIX), "--csv-full-history",
            "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
            "--run-dir", str(run_dir), "--progress-lines"]
@@ -105,6 +106,8 @@ def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
     """A resolved value back in the string form its option parser accepts."""
     if name == "base_urls":
         return ",".join(f"{r}={u}" for r, u in base_urls.items())
+    if name == "arrival_rate" and "*" in value:
+        return f"{value['*']:g}"
     if isinstance(value, dict):
         return json.dumps(value) if name == "integration_attributes" else \
             ",".join(f"{k}:{v:g}" for k, v in value.items())
@@ -166,6 +169,10 @@ def resolve_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | Non
 
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
     """The whole run. Returns the exit code."""
+    try:
+        slo.parse_slos(scenario.slos, variants=list(scenario.variants) or None)
+    except slo.SLOError as e:
+        raise config.ConfigError(str(e)) from None
     run_dir = runfolder.new_run_dir(scenario.out)
     print(f"Run folder: {run_dir}")
     started = time.time()
@@ -218,6 +225,11 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
 
     try:
         print(format_summary_table(run_dir))
+        if scenario.slos:  # before the report, which shows the SLO table from slo.json
+            slo_code = slo.verdict(run_dir, scenario.slos, warmup_s=scenario.warmup)
+            print((run_dir / "slo.md").read_text())
+            if code == EXIT_OK:
+                code = slo_code
         report = build_report(run_dir, warmup_s=scenario.warmup)
         print(f"Report: {report}")
     except Exception as e:  # the data is safe on disk; say so and how to retry

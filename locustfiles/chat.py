@@ -25,7 +25,7 @@ class ChatUser(FastHttpUser):
     max_retries = 0
 
     def wait_time(self) -> float:
-        return random.uniform(*self.chat.run.think_time)
+        return self.chat.think_time()
 
     def context(self) -> dict:
         return {"user": self.user_id}

@@ -1,0 +1,117 @@
+"""The open model: conversations arrive on a schedule, whatever the response times.
+
+With `--arrival-rate`, new conversations start at planned times (evenly spaced or Poisson,
+per region), so slow responses cannot lower the offered load — no coordinated omission.
+Users form a pool of at most `--users` concurrent conversations; inside a conversation the
+turns stay closed-loop with think time. When a conversation is due and no user is free, it
+is dropped and counted (like k6's dropped iterations); when one starts late, its schedule lag
+is recorded. Both go to arrivals.csv, one row per planned conversation.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gevent
+from gevent.queue import Queue
+
+from loadtest import records
+
+
+@dataclass(frozen=True)
+class Ticket:
+    planned: float  # epoch seconds
+    region: str
+    variant: str
+
+
+def region_rates(rate: dict[str, float], regions: dict[str, float], share: float = 1.0) -> dict[str, float]:
+    """A total ({'*': 5}, split by region weights) or per-region rates → per-region rates,
+    times `share` (a worker's part of a distributed run)."""
+    if "*" in rate:
+        weight = sum(regions.values())
+        return {r: rate["*"] * w / weight * share for r, w in regions.items()}
+    stray = set(rate) - set(regions)
+    if stray:
+        raise ValueError(f"--arrival-rate names regions not in the run: {', '.join(sorted(stray))}")
+    return {r: x * share for r, x in rate.items()}
+
+
+class Arrivals:
+    def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
+                 out_dir: Path | None, suffix: str = "", seed: int | None = None):
+        self.rates = {r: x for r, x in rates.items() if x > 0}
+        self.variants = variants or {"": 1.0}
+        self.poisson = poisson
+        self.rng = random.Random(seed)
+        self.queue: Queue = Queue()
+        self.idle = 0
+        self.offered = self.started = self.dropped = 0
+        self._file = None
+        self._flushed = time.monotonic()
+        if out_dir is not None:
+            path = out_dir / records.ARRIVALS_CSV.replace(".csv", f"{suffix}.csv")
+            self._file = open(path, "w", newline="", encoding="utf-8")
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(records.ARRIVAL_COLUMNS)
+        self._greenlet = gevent.spawn(self._schedule)
+
+    def _gap(self, rate: float) -> float:
+        return self.rng.expovariate(rate) if self.poisson else 1.0 / rate
+
+    def _variant(self) -> str:
+        names = list(self.variants)
+        return self.rng.choices(names, weights=[self.variants[n] for n in names])[0]
+
+    def _schedule(self) -> None:
+        start = time.time()
+        # Stagger the first arrival of each region by a random phase: no synchronised bursts.
+        heap = [(start + self.rng.uniform(0, 1.0 / rate), region) for region, rate in self.rates.items()]
+        heapq.heapify(heap)
+        while heap:
+            planned, region = heapq.heappop(heap)
+            heapq.heappush(heap, (planned + self._gap(self.rates[region]), region))
+            delay = planned - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            self.offered += 1
+            ticket = Ticket(planned, region, self._variant())
+            if self.idle > 0:
+                self.idle -= 1
+                self.queue.put(ticket)
+            else:
+                self.dropped += 1
+                self._row(ticket, None)
+
+    def take(self) -> Ticket:
+        """Block until a conversation is due; called by a free user."""
+        self.idle += 1
+        ticket = self.queue.get()
+        self.started += 1
+        self._row(ticket, time.time())
+        return ticket
+
+    def _row(self, ticket: Ticket, started: float | None) -> None:
+        if self._file is None or self._file.closed:
+            return
+        lag = "" if started is None else f"{(started - ticket.planned) * 1000:.3f}"
+        self._csv.writerow((f"{ticket.planned:.6f}", ticket.region, ticket.variant,
+                            "" if started is None else f"{started:.6f}", lag,
+                            int(started is None)))
+        if time.monotonic() - self._flushed > 1.0:  # lose at most about a second on a kill
+            self.flush()
+
+    def flush(self) -> None:
+        self._flushed = time.monotonic()
+        if self._file and not self._file.closed:
+            self._file.flush()
+
+    def close(self) -> None:
+        self._greenlet.kill(block=False)
+        if self._file and not self._file.closed:
+            self._file.close()

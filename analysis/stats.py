@@ -284,6 +284,8 @@ class RunStats:
     bin_s: float = 0.0
     method: str = PERCENTILE_METHOD
     notes: list[str] = field(default_factory=list)
+    rows: Rows | None = field(default=None, repr=False)
+    dims: Dims | None = field(default=None, repr=False)
 
     def level(self, name: str) -> pd.DataFrame:
         return self.requests[self.requests["level"] == name].reset_index(drop=True)
@@ -296,6 +298,24 @@ class RunStats:
     @property
     def has_variants(self) -> bool:
         return self.variants != [""]
+
+    def latencies(self, by: Sequence[str], ok: bool = True) -> dict[tuple, np.ndarray]:
+        """Sorted latencies of successful (or failed) requests per group of the `by` dims.
+
+        by: a subset of ("region", "variant", "endpoint"), e.g. ("region", "endpoint");
+        keys are tuples of labels in that order. Groups without requests are left out.
+        """
+        if self.rows is None or self.dims is None or not len(self.rows):
+            return {}
+        dims = [d for d in ("region", "variant", "endpoint") if d in by]
+        key, n = self.dims.level_keys(dims)
+        mask = (self.rows.ok if ok else ~self.rows.ok) & (key >= 0)
+        sv, bounds = SortedValues(self.rows.rt, presorted=True).groups(key, n, mask)
+        labels = self.dims.level_labels(dims)
+        out = {}
+        for g in np.flatnonzero(np.diff(bounds)):
+            out[tuple(labels.iloc[g][d] for d in by)] = sv[bounds[g]:bounds[g + 1]]
+        return out
 
 
 @dataclass
@@ -384,7 +404,7 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
         regions=dims.regions, variants=dims.variants, endpoints=dims.endpoints,
         window=(start, end), duration_s=duration if len(req) else max(end - start, 0.0),
         warmup_s=run.warmup_s, total_requests=int(len(req)), total_errors=int((~rows.ok).sum()),
-        distinct_errors=distinct, bin_s=bin_s, notes=notes,
+        distinct_errors=distinct, bin_s=bin_s, notes=notes, rows=rows, dims=dims,
     )
 
 

@@ -42,6 +42,13 @@ REGIONS: dict[str, str] = {
     "self-serve": "https://api.studio.poly.ai",
 }
 
+# Where `loadtest mock` listens by default: region i of REGIONS on MOCK_DEFAULT_PORT + i.
+MOCK_DEFAULT_PORT = 8700
+
+
+def mock_base_urls(port: int = MOCK_DEFAULT_PORT, host: str = "127.0.0.1") -> dict[str, str]:
+    return {region: f"http://{host}:{port + i}" for i, region in enumerate(REGIONS)}
+
 
 def path(operation: str, version: str = DEFAULT_VERSION, account: str = DEFAULT_ACCOUNT,
          project: str = DEFAULT_PROJECT) -> str:

@@ -112,6 +112,17 @@ def _error_message(body: bytes | None, limit: int = 200) -> str:
     return text[:limit]
 
 
+def _retry_after(resp) -> float:
+    """Seconds from a Retry-After header (delta-seconds form); 1 s when absent or unreadable."""
+    try:
+        return max(float(resp.headers.get("Retry-After", 1)), 0.0)
+    except (TypeError, ValueError, AttributeError):
+        return 1.0
+
+
+MAX_RETRY_AFTER_S = 30.0
+
+
 @dataclass
 class Outcome:
     ok: bool
@@ -144,6 +155,18 @@ class ChatClient:
 
     def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
              turn: int) -> Outcome:
+        """Send one call; a 429 is retried after its Retry-After when --retry-429 allows.
+        Every attempt is its own row: retries are never hidden."""
+        retries = self.run.retry_429
+        while True:
+            outcome, retry_after = self._send(endpoint, region, variant, body, conversation_id, turn)
+            if outcome.kind != "rate_limited" or retries <= 0:
+                return outcome
+            retries -= 1
+            gevent.sleep(min(retry_after, MAX_RETRY_AFTER_S))
+
+    def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
+              turn: int) -> tuple[Outcome, float]:
         run = self.run
         if run.rate_limiter:
             run.rate_limiter.wait()
@@ -161,20 +184,19 @@ class ChatClient:
                     reply = api.parse_reply(endpoint, json.loads(resp.content))
                 except ValueError as e:  # SchemaError, or JSON that does not parse
                     message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
-                    return self._fail(resp, "schema", message)
-                if reply is not None and reply.conversation_id and endpoint != "create" \
-                        and reply.conversation_id != conversation_id:
-                    return self._fail(resp, "schema", f"{endpoint}: conversation_id changed")
+                    return self._fail(resp, "schema", message), 0.0
+                if reply is not None and endpoint != "create" and reply.conversation_id != conversation_id:
+                    return self._fail(resp, "schema", f"{endpoint}: conversation_id changed"), 0.0
                 if endpoint == "create":  # the row of the create carries the new id
                     resp.request_meta["context"]["conversation_id"] = reply.conversation_id
                 resp.success()
-                return Outcome(True, reply)
+                return Outcome(True, reply), 0.0
             kind = classify_failure(status, error)
             if status:
                 message = f"HTTP {status}: {_error_message(resp.content)}"
             else:
                 message = f"{type(error).__name__}: {error}" if error else "no response"
-            return self._fail(resp, kind, message)
+            return self._fail(resp, kind, message), _retry_after(resp)
 
     def _fail(self, resp, kind: str, message: str) -> Outcome:
         resp.request_meta["context"]["error_kind"] = kind

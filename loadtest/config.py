@@ -180,6 +180,15 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def parse_bool(value: Any) -> bool:
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"'{value}' is not true or false")
+
+
 def _text(value: Any) -> str:
     return str(value)
 
@@ -207,10 +216,13 @@ SETTINGS: tuple[Setting, ...] = (
     # what to hit
     Setting("target", "mock", _choice("mock", "real"),
             "mock: the embedded mock on loopback; real: PolyAI's hosts (needs credentials and --yes)"),
+    Setting("yes", "false", parse_bool,
+            "confirm that --target real may send load to PolyAI's hosts"),
     Setting("regions", ",".join(api.REGIONS), parse_weights,
             "regions and optional weights, e.g. us,uk or us:3,uk:1"),
     Setting("base_urls", "", parse_mapping,
-            "per-region base URL overrides, e.g. uk=http://127.0.0.1:8081"),
+            "per-region base URL overrides, e.g. uk=http://127.0.0.1:8081 (default: PolyAI's host "
+            f"for --target real, `loadtest mock` on port {api.MOCK_DEFAULT_PORT}+ for the mock)"),
     Setting("api_version", api.DEFAULT_VERSION, _text, "API version path segment"),
     Setting("account", api.DEFAULT_ACCOUNT, _text, "account_id (workspace slug or ws-…)"),
     Setting("project", api.DEFAULT_PROJECT, _text, "project_id (slug or PROJECT-…)"),
@@ -224,7 +236,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("integration_attributes", "", parse_json_object,
             "create's integration_attributes: JSON object or k=v,k2=v2"),
     Setting("request_timeout", "10s", parse_duration, "client timeout per request"),
-    Setting("max_rps", "0", _positive_float, "cap on total requests/s (0 = none)"),
+    Setting("retry_429", "0", _positive_int,
+            "retry a 429 up to N times after its Retry-After (each try is its own row)"),
+    Setting("max_rps", "0", _positive_float,
+            "cap on requests/s per process (0 = none; a real target defaults to 20)"),
     # how much load, for how long (loadtest run flags; Locust has its own for these)
     Setting("users", "16", _positive_int, "concurrent users (customers)", locust=False),
     Setting("spawn_rate", "8", _positive_float, "users started per second", locust=False),
@@ -340,3 +355,9 @@ def validate(scenario: Scenario) -> None:
         raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
+
+
+def base_urls(scenario: Scenario) -> dict[str, str]:
+    """Region → base URL: an override, else PolyAI's host (real) or the default mock port."""
+    defaults = api.REGIONS if scenario.target == "real" else api.mock_base_urls()
+    return {r: scenario.base_urls.get(r, defaults[r]).rstrip("/") for r in scenario.regions}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gevent
 
-from loadtest import api, config, runfolder
+from loadtest import api, config, runfolder, safety
 from loadtest.arrivals import Arrivals, region_rates
 from loadtest.chat import RateLimiter, Rotation, load_corpus
 from loadtest.live import LiveStats
@@ -33,22 +33,6 @@ PROGRESS_PREFIX = "@@loadtest-progress "
 PROGRESS_INTERVAL_S = 2.0
 
 
-def credentials() -> tuple[str, str]:
-    """From the environment; the documented dummy pair (what the mock accepts) otherwise."""
-    return (os.environ.get(api.API_KEY_ENV) or api.DUMMY_API_KEY,
-            os.environ.get(api.TOKEN_ENV) or api.DUMMY_TOKEN)
-
-
-def make_redactor(*secret_values: str):
-    values = [v for v in secret_values if v and len(v) >= 4]
-
-    def redact(text: str) -> str:
-        for v in values:
-            text = text.replace(v, "***")
-        return text
-    return redact
-
-
 class RunContext:
     """Everything users need for one test: parsed settings, URLs, credentials, recorder."""
 
@@ -56,19 +40,22 @@ class RunContext:
         values = {s.name: getattr(options, s.name, s.default) for s in config.SETTINGS if s.locust}
         self.scenario = config.resolve(flags=values, environ={})
         s = self.scenario
-        self.api_key, self.token = credentials()
-        self.redact = make_redactor(self.api_key, self.token)
+        self.api_key, self.token = safety.credentials(required=s.target == "real")
+        self.redact = safety.redactor(self.api_key, self.token)
         self.run_dir = run_dir
         self.recorder = recorder
         self.live = live
         self.turns = s.turns
+        self.retry_429 = s.retry_429
         self.think_time = s.think_time
         self.corpus = load_corpus(s.corpus)
         self.integration_attributes = s.integration_attributes or None
         self.rotation = Rotation(s.regions, s.variants)
-        self.rate_limiter = RateLimiter(s.max_rps) if s.max_rps else None
+        max_rps = s.max_rps or (safety.REAL_TARGET_DEFAULT_MAX_RPS if s.target == "real" else 0)
+        self.rate_limiter = RateLimiter(max_rps) if max_rps else None
         self.arrivals: Arrivals | None = None  # set when the open model is on
-        self.base_urls = {r: s.base_urls.get(r, api.REGIONS[r]).rstrip("/") for r in s.regions}
+        self.base_urls = config.base_urls(s)
+        safety.check_target(s.target, self.base_urls, s.yes)
         self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
                       for r, base in self.base_urls.items() for e in api.ENDPOINTS}
 
@@ -113,7 +100,8 @@ class Plugin:
             return
         try:  # fail fast, before any traffic, on a bad command line or locust.conf
             values = {s.name: getattr(options, s.name) for s in config.SETTINGS if s.locust}
-            config.resolve(flags=values, environ={})
+            scenario = config.resolve(flags=values, environ={})
+            safety.check_target(scenario.target, config.base_urls(scenario), scenario.yes)
             load_corpus(options.corpus)
             use_shape(environment, options.shape)
         except ValueError as e:
@@ -227,5 +215,7 @@ def install(events) -> Plugin:
         events.test_stop.add_listener(plugin.on_test_stop)
         events.report_to_master.add_listener(plugin.on_report_to_master)
         events.worker_report.add_listener(plugin.on_worker_report)
+        from loadtest import webui  # the web UI's Regions tab, report and CSV routes
+        webui.install(events, plugin)
         events._loadtest_installed = True
     return plugin

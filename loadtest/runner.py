@@ -25,7 +25,7 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import api, config, records, runfolder, slo
+from loadtest import config, records, runfolder, safety, slo
 from loadtest.plugin import PROGRESS_PREFIX
 from loadtest.progress import ProgressDisplay
 
@@ -50,7 +50,7 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
     """Start the embedded mock on free loopback ports; yield region → base URL."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
-        cmd = [sys.executable, "-m", "loadtest", "mock", "--port", "0", "--ready-file", str(ready),
+        cmd = [sys.executable, "-m", "loadtest.mock.cli", "--port", "0", "--ready-file", str(ready),
                "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
         for spec in scenario.faults:
             cmd += ["--fault", spec]
@@ -160,11 +160,24 @@ def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: Progres
         return proc.wait()
 
 
+def needs_mock(scenario: config.Scenario) -> bool:
+    return scenario.target == "mock" and any(r not in scenario.base_urls for r in scenario.regions)
+
+
 def resolve_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) -> dict[str, str]:
-    urls = {}
-    for region in scenario.regions:
-        urls[region] = scenario.base_urls.get(region) or (mock_urls or api.REGIONS)[region]
-    return urls
+    if mock_urls:
+        return {r: scenario.base_urls.get(r, mock_urls[r]) for r in scenario.regions}
+    return config.base_urls(scenario)
+
+
+def confirm_target(scenario: config.Scenario) -> None:
+    """Before any traffic: loopback unless opted in; a real target needs credentials and a yes."""
+    urls = scenario.base_urls if needs_mock(scenario) else config.base_urls(scenario)
+    if scenario.target == "real" and not scenario.yes and sys.stdin.isatty():
+        answer = input(f"Send load to {', '.join(sorted(set(urls.values())))}? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            scenario.values["yes"] = True
+    safety.check_target(scenario.target, urls, scenario.yes)
 
 
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
@@ -173,6 +186,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
         slo.parse_slos(scenario.slos, variants=list(scenario.variants) or None)
     except slo.SLOError as e:
         raise config.ConfigError(str(e)) from None
+    confirm_target(scenario)
     run_dir = runfolder.new_run_dir(scenario.out)
     print(f"Run folder: {run_dir}")
     started = time.time()
@@ -188,8 +202,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
     display = ProgressDisplay(scenario.duration)
     with Signals() as signals:
         try:
-            needs_mock = scenario.target == "mock" and any(r not in scenario.base_urls for r in scenario.regions)
-            with (mock_server(scenario, run_dir / "mock.log") if needs_mock else _nothing()) as mock_urls:
+            with (mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else _nothing()) as mock_urls:
                 base_urls = resolve_base_urls(scenario, mock_urls)
                 runfolder.update_run_json(run_dir, base_urls=base_urls)
                 cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
@@ -208,6 +221,10 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
             print(f"loadtest: {e}", file=sys.stderr)
         finally:
             runfolder.update_run_json(run_dir, status=status, ended=time.time(), exit_code=code)
+    if signals.count > 1:
+        print(f"Stopped at once; data kept in {run_dir}. Build the report with: "
+              f"loadtest report {run_dir}", file=sys.stderr)
+        return code
     return finish(run_dir, scenario, code)
 
 

@@ -1,0 +1,141 @@
+"""End to end: `loadtest run` against the embedded mock, as a user would run it.
+
+One short real run (loopback, bounded users and time) is shared by the assertions below.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from loadtest import records
+
+SECRET_KEY = "sk-live-9f8e7d6c5b4a-secret"
+SECRET_TOKEN = "tok-3c2b1a0f-very-secret"
+REGIONS = ["us", "uk", "eu", "self-serve"]
+VARIANTS = ["a", "b"]
+
+
+def loadtest(*args, env=None, **kw):
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
+                          text=True, env=env, timeout=120, **kw)
+
+
+def secret_env():
+    env = dict(os.environ)
+    env.update({"POLYAI_API_KEY": SECRET_KEY, "POLYAI_TOKEN": SECRET_TOKEN})
+    return env
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    proc = loadtest("run", "--duration", "8s", "--users", "8", "--spawn-rate", "8",
+                    "--think-time", "0.05-0.2", "--turns", "2-4", "--regions", ",".join(REGIONS),
+                    "--variants", ",".join(VARIANTS), "--mock-latency-scale", "0.3",
+                    "--out", str(out), env=secret_env())
+    run_dir = (out / "latest").resolve()
+    return proc, run_dir
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_succeeds_and_writes_every_file(run):
+    proc, run_dir = run
+    assert proc.returncode == 0, proc.stderr
+    for name in ("requests.csv", "conversations.csv", "run.json", "locust_stats.csv",
+                 "locust_stats_history.csv", "locust_failures.csv", "report.html",
+                 "summary.csv", "summary.md"):
+        assert (run_dir / name).is_file(), name
+    assert f"Report: {run_dir / 'report.html'}" in proc.stdout
+
+
+def test_requests_csv_has_the_contract_columns_and_all_regions_and_variants(run):
+    _, run_dir = run
+    with open(run_dir / "requests.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert tuple(header) == records.REQUEST_COLUMNS
+    rows = read_csv(run_dir / "requests.csv")
+    assert len(rows) > 50
+    assert {r["region"] for r in rows} == set(REGIONS)
+    assert {r["variant"] for r in rows} == set(VARIANTS)
+    assert {r["endpoint"] for r in rows} == {"create", "respond", "close"}
+    for r in rows:
+        assert float(r["response_time_ms"]) > 0
+        assert r["ok"] == "1" and r["status"] == "200", r
+        assert r["name"] == f"{r['region']} · {r['variant']} · {r['endpoint']}"
+
+
+def test_each_conversation_is_create_then_responds_then_close(run):
+    _, run_dir = run
+    by_conversation = defaultdict(list)
+    for r in read_csv(run_dir / "requests.csv"):
+        by_conversation[r["conversation_id"]].append(r)
+    assert "" not in by_conversation  # every row, the create's too, carries its conversation id
+    conversations = {c["conversation_id"]: c for c in read_csv(run_dir / "conversations.csv")}
+    assert set(conversations) == set(by_conversation)
+    for cid, rows in by_conversation.items():
+        rows.sort(key=lambda r: float(r["timestamp"]))
+        endpoints = [r["endpoint"] for r in rows]
+        assert endpoints[0] == "create" and endpoints[-1] == "close", endpoints
+        assert set(endpoints[1:-1]) <= {"respond"}
+        assert [int(r["turn"]) for r in rows] == list(range(len(rows)))
+        assert len({(r["region"], r["variant"]) for r in rows}) == 1
+        conv = conversations[cid]
+        assert int(conv["turns"]) == len(rows) - 2
+        assert conv["ended_by"] in records.ENDED_BY
+
+
+def test_no_conversation_left_open_at_the_mock(run):
+    _, run_dir = run
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert info["mock_open_conversations"] == {r: 0 for r in REGIONS}
+
+
+def test_secrets_appear_nowhere(run):
+    proc, run_dir = run
+    for text in (proc.stdout, proc.stderr):
+        assert SECRET_KEY not in text and SECRET_TOKEN not in text
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert SECRET_KEY.encode() not in data and SECRET_TOKEN.encode() not in data, path
+
+
+def test_sigterm_mid_run_keeps_rows_and_still_reports(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "run", "--duration", "60s", "--users", "6",
+         "--think-time", "0.05-0.1", "--regions", "uk,eu", "--mock-latency-scale", "0.2",
+         "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = None
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:  # wait until rows are being written
+        latest = tmp_path / "latest"
+        if latest.exists() and (latest / "requests.csv").exists() \
+                and len((latest / "requests.csv").read_text().splitlines()) > 20:
+            run_dir = latest.resolve()
+            break
+        time.sleep(0.2)
+    assert run_dir is not None, "the run never wrote rows"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rows = read_csv(run_dir / "requests.csv")
+    assert len(rows) > 20 and all(r["response_time_ms"] for r in rows)
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    assert info["mock_open_conversations"] == {"uk": 0, "eu": 0}
+    stopped = [c for c in read_csv(run_dir / "conversations.csv") if c["ended_by"] == "stopped"]
+    assert stopped, "conversations open at the interrupt end as 'stopped'"
+    assert (run_dir / "report.html").is_file()

@@ -1,6 +1,7 @@
 """The `loadtest` command.
 
     loadtest run [flags]          headless run against the embedded mock (or a real target)
+    loadtest check [flags]        one conversation per region against the target, with hints
     loadtest mock [--port P]      serve the mock Chat API on loopback
     loadtest report RUN_DIR       (re)build a run's HTML report, summary.csv and summary.md
     loadtest compare RUN_DIR…     compare runs side by side
@@ -47,6 +48,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return runner.execute(scenario, args.locust_args)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from loadtest.check import cmd_check as check
+
+    return check(scenario_from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loadtest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
                      help="extra arguments passed to Locust after --")
     run.set_defaults(func=cmd_run)
+
+    from loadtest import ui as ui_cli
+    ui = sub.add_parser("ui", help="run tests from Locust's web UI (starts the mock unless a real target)")
+    ui_cli.add_arguments(ui)
+    ui.set_defaults(func=ui_cli.run)
+
+    check = sub.add_parser("check", help="one create → respond → close per region, with hints on errors")
+    add_scenario_arguments(check)
+    check.set_defaults(func=cmd_check)
 
     from loadtest.mock import cli as mock_cli
     mock = sub.add_parser("mock", help="serve the mock Chat API on loopback")

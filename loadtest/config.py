@@ -254,6 +254,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
     # the mock
     Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),
+    Setting("mock_config", "", _text, "TOML file of the mock's profiles, variants, capacity, faults",
+            locust=False),
     Setting("mock_seed", "1", _positive_int, "seed of the mock's latencies and replies", locust=False),
     Setting("mock_latency_scale", "1", _positive_float,
             "multiply the mock's latency profiles (0 = no delay)", locust=False),

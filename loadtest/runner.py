@@ -54,6 +54,8 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
                "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
         for spec in scenario.faults:
             cmd += ["--fault", spec]
+        if scenario.mock_config:
+            cmd += ["--config", scenario.mock_config]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -178,6 +180,24 @@ def confirm_target(scenario: config.Scenario) -> None:
         if answer.strip().lower() in ("y", "yes"):
             scenario.values["yes"] = True
     safety.check_target(scenario.target, urls, scenario.yes)
+    if needs_mock(scenario):
+        check_mock_scenario(scenario)
+
+
+def check_mock_scenario(scenario: config.Scenario) -> None:
+    """The mock's variants and fault specs, checked before it starts."""
+    from loadtest.mock.config import MockConfig, load_config
+    from loadtest.mock.faults import parse_faults
+
+    try:
+        mock = load_config(scenario.mock_config) if scenario.mock_config else MockConfig()
+        parse_faults(scenario.faults)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(f"mock: {e}") from None
+    unknown = [v for v in scenario.variants if v not in mock.variants]
+    if unknown:
+        raise config.ConfigError(f"variant(s) {', '.join(unknown)} unknown to the mock; it serves "
+                                 f"{', '.join(mock.variants)} (add more with --mock-config FILE)")
 
 
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:

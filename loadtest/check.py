@@ -1,0 +1,101 @@
+"""`loadtest check`: one conversation per region (create → respond → close) before a load test.
+
+Prints what each call saw and how long it took; on 401/403/404 it explains the likely cause
+(the region's host vs the workspace's region, account/project ids, the credentials).
+Exit code 0 when every region answered correctly, 3 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import httpx
+
+from loadtest import api, config, safety
+from loadtest.chat import load_corpus
+
+HINTS = {
+    401: "credentials rejected: check POLYAI_API_KEY (X-API-KEY) and POLYAI_TOKEN (X-TOKEN); "
+         "the connector token is provisioned per client environment (live, pre-release, sandbox)",
+    403: "credentials valid but not allowed here: the connector may belong to another project "
+         "or environment; ask your PolyAI representative",
+    404: "not found: a workspace lives in one region, so check that --regions matches your Studio "
+         "host (studio.uk.poly.ai → uk), that --account is the workspace id (ws-… or the slug) "
+         "and --project the project id (PROJECT-… or the slug), and --api-version",
+    405: "method not allowed: the path is probably wrong (check --api-version)",
+    415: "the server wants Content-Type: application/json",
+    422: "a field was rejected: check --variants (a variant_id unknown to the project?) and "
+         "--integration-attributes",
+    429: "rate limited: lower the load or add --max-rps",
+}
+
+
+def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str,
+                 message: str, redact) -> bool:
+    variant = next(iter(scenario.variants), None)
+    steps = [
+        ("create", lambda cid: api.create_body(variant, scenario.integration_attributes or None)),
+        ("respond", lambda cid: api.respond_body(cid, message)),
+        ("close", lambda cid: api.close_body(cid)),
+    ]
+    print(f"{region}  {base_url}" + (f"  variant {variant}" if variant else ""))
+    conversation_id = ""
+    for endpoint, body in steps:
+        url = base_url + api.path(endpoint, scenario.api_version, scenario.account, scenario.project)
+        started = time.perf_counter()
+        try:
+            resp = client.request(api.METHODS[endpoint], url, json=body(conversation_id))
+        except httpx.HTTPError as e:
+            print(f"  {endpoint:<8} no response: {type(e).__name__}: {redact(str(e))}")
+            return False
+        ms = (time.perf_counter() - started) * 1000
+        if resp.status_code != 200:
+            print(f"  {endpoint:<8} HTTP {resp.status_code} in {ms:.1f} ms: {redact(resp.text[:200])}")
+            if resp.status_code in HINTS:
+                print(f"           hint: {HINTS[resp.status_code]}")
+            return False
+        try:
+            reply = api.parse_reply(endpoint, resp.json())
+        except ValueError as e:
+            print(f"  {endpoint:<8} 200 in {ms:.1f} ms but the body breaks the documented shape: {e}")
+            return False
+        said = f" — “{reply.response[:70]}”" if reply else ""
+        extra = ""
+        if reply and endpoint == "respond":
+            extra = " (agent ended it)" if reply.end_conversation else ""
+            extra += f" (handoff to {reply.handoff.destination})" if reply.handoff else ""
+        print(f"  {endpoint:<8} 200 in {ms:7.1f} ms{said}{extra}")
+        if reply and endpoint == "create":
+            conversation_id = reply.conversation_id
+    return True
+
+
+def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
+    key, token = safety.credentials(required=scenario.target == "real")
+    redact = safety.redactor(key, token)
+    message = load_corpus(scenario.corpus)[0]
+    ok = True
+    with httpx.Client(headers=api.headers(key, token), timeout=scenario.request_timeout) as client:
+        for region, base_url in base_urls.items():
+            ok &= check_region(client, scenario, region, base_url, message, redact)
+    print("All regions answered correctly." if ok else "Some regions failed; see the hints above.")
+    return 0 if ok else 3
+
+
+def cmd_check(scenario: config.Scenario) -> int:
+    from loadtest import runner
+
+    runner.confirm_target(scenario)
+    if runner.needs_mock(scenario):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp, \
+                runner.mock_server(scenario, Path(tmp) / "mock.log") as mock_urls:
+            return run_check(scenario, runner.resolve_base_urls(scenario, mock_urls))
+    return run_check(scenario, config.base_urls(scenario))
+
+
+if __name__ == "__main__":
+    sys.exit(cmd_check(config.resolve()))

@@ -250,6 +250,8 @@ SETTINGS: tuple[Setting, ...] = (
             "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
     Setting("arrival", "poisson", _choice("poisson", "constant"),
             "open model arrivals: poisson or constant spacing"),
+    Setting("processes", "0", _positive_int,
+            "Locust worker processes on this machine (0 = one process)", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
     Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
     # the mock

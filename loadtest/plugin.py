@@ -76,6 +76,8 @@ class Plugin:
         self.run: RunContext | None = None
         self.live = LiveStats()
         self._progress = None
+        self._watcher = None
+        self.lost_workers: set[str] = set()
 
     # ---- options ----
     def add_options(self, parser) -> None:
@@ -151,6 +153,9 @@ class Plugin:
                                       config=run.scenario.raw())
         if options.progress_lines and not is_worker:
             self._progress = gevent.spawn(self._print_progress)
+        self.lost_workers = set()
+        if is_master:
+            self._watcher = gevent.spawn(self._watch_workers, runner)
 
     def on_request(self, response_time, context=None, exception=None, start_time=None, **kw) -> None:
         run = self.run
@@ -166,9 +171,10 @@ class Plugin:
 
     def on_test_stop(self, environment, **_kw) -> None:
         run, self.run = self.run, None
-        if self._progress:
-            self._progress.kill(block=False)
-            self._progress = None
+        for greenlet in (self._progress, self._watcher):
+            if greenlet:
+                greenlet.kill(block=False)
+        self._progress = self._watcher = None
         if run is None:
             return
         if run.recorder:
@@ -177,7 +183,9 @@ class Plugin:
             run.arrivals.close()
         if run.run_dir is not None and not self._is_worker():
             data = runfolder.read_run_json(run.run_dir)
-            runfolder.update_run_json(run.run_dir, ended=time.time(),
+            if self.lost_workers:
+                logger.warning("loadtest: lost worker(s) during the run: %s", ", ".join(sorted(self.lost_workers)))
+            runfolder.update_run_json(run.run_dir, ended=time.time(), lost_workers=sorted(self.lost_workers),
                                       status="completed" if data.get("status") == "running"
                                       else data.get("status", "completed"))
 
@@ -191,6 +199,16 @@ class Plugin:
     def _is_worker(self) -> bool:
         from locust.runners import WorkerRunner
         return isinstance(getattr(self.environment, "runner", None), WorkerRunner)
+
+    def _watch_workers(self, runner) -> None:
+        """A worker that stops sending heartbeats is lost: the run goes on, the report names it."""
+        while True:
+            gevent.sleep(1.0)
+            for node in runner.clients.missing:
+                name = f"worker{runner.worker_indexes.get(node.id, '?')}"
+                if name not in self.lost_workers:
+                    logger.warning("loadtest: %s (%s) stopped responding; the run goes on", name, node.id)
+                    self.lost_workers.add(name)
 
     def _print_progress(self) -> None:
         runner = self.environment.runner

@@ -94,6 +94,8 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
     if not scenario.shape:  # a shape decides users and run time itself
         cmd += ["--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
                 "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
+    if scenario.processes:
+        cmd += ["--processes", str(scenario.processes)]
     cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
            "--csv", str(run_dir / records.LOCUST_CSV_PREFIX), "--csv-full-history",
            "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",

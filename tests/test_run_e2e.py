@@ -135,7 +135,7 @@ def test_sigterm_mid_run_keeps_rows_and_still_reports(tmp_path):
     assert len(rows) > 20 and all(r["response_time_ms"] for r in rows)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted"
-    assert info["mock_open_conversations"] == {"uk": 0, "eu": 0}
+    assert set(info["mock_open_conversations"].values()) == {0}
     stopped = [c for c in read_csv(run_dir / "conversations.csv") if c["ended_by"] == "stopped"]
     assert stopped, "conversations open at the interrupt end as 'stopped'"
     assert (run_dir / "report.html").is_file()

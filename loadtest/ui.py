@@ -68,6 +68,8 @@ def form_value(name: str, value, base_urls: dict[str, str]) -> str:
 
     if isinstance(value, dict) and name in ("regions", "variants") and set(value.values()) <= {1.0}:
         return ",".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}s" if config.SETTINGS_BY_NAME[name].parse is config.parse_duration else f"{value:g}"
     return flag_value(name, value, base_urls)
@@ -124,10 +126,8 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = Path(scenario.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    if scenario.target == "real" and not os.environ.get("POLYAI_API_KEY"):
-        print("loadtest: --target real without POLYAI_API_KEY/POLYAI_TOKEN in the environment: "
-              "requests will carry the dummy credentials", file=sys.stderr)
-    needs_mock = scenario.target == "mock" and any(r not in scenario.base_urls for r in scenario.regions)
+    runner.confirm_target(scenario)  # loopback unless --target real --yes (asks on a terminal)
+    needs_mock = runner.needs_mock(scenario)
     port = args.web_port or free_port()
     url = f"http://127.0.0.1:{port}"
     with runner.Signals() as signals:

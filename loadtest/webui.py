@@ -21,9 +21,9 @@ web UI (not headless, not a worker) it adds, the way Locust 2.4x's React UI supp
 The report is built in a child process (`analysis.report.build_report`), so building it
 while a test runs does not stall the users' event loop. Live numbers come from
 `plugin.live` (a sliding window, see `loadtest.live`); exact whole-run numbers are in the
-report. A test started from the form against the mock must keep every base URL on loopback:
-one that doesn't is refused before any user starts, unless the UI was started with
-`--target real`.
+report. Besides `safety.check_target` (run for every start), a session started against the
+mock refuses a start whose base URLs leave this machine (the form is editable), unless the
+UI itself was started with `--target real --yes`.
 """
 
 from __future__ import annotations
@@ -37,12 +37,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from analysis.stats import percentiles
-from loadtest import config, records, runfolder
+from loadtest import config, records, runfolder, safety
 
 logger = logging.getLogger("loadtest.webui")
 
@@ -51,7 +50,6 @@ REPORT_BUILD_TIMEOUT_S = 300.0
 ROWS_CACHE_S = 1.0
 CSV_CHUNK = 1 << 16
 WARMUP_ENV = "LOADTEST_WARMUP"  # the report's --warmup, set by `loadtest ui`
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 # ---- the tabs: columns (keys are snake_case; the UI camelCases rows and columns alike) ----
 
@@ -105,7 +103,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
         failures = sum(by_key[k]["failures"] for k in chosen)
         window = [v for k in chosen for _, v in live.samples.get(k, ())]
         p50, p95, p99 = percentiles(window, (50, 95, 99))
-        return {"name": f"{region}|{variant}|{endpoint}", "region": region, "variant": variant,
+        return {"region": region, "variant": variant,
                 "endpoint": endpoint, "count": count, "failures": failures,
                 "error_pct": _round(100.0 * failures / count if count else 0.0, 2),
                 "rps": _round(sum(by_key[k]["rps"] for k in chosen), 2),
@@ -122,7 +120,10 @@ def region_rows(live, snapshot: dict) -> list[dict]:
             for endpoint in endpoints:
                 out.append(row(ALL, label, endpoint, lambda k: k[1] == variant and k[2] == endpoint))
             out.append(row(ALL, label, ALL, lambda k: k[1] == variant))
-    return [r for r in out if r]
+    rows = [r for r in out if r]
+    for i, r in enumerate(rows):  # the UI sorts by "name" until a column header is clicked
+        r["name"] = f"{i:04d}"
+    return rows
 
 
 def conversation_rows(snapshot: dict) -> list[dict]:
@@ -137,11 +138,6 @@ def _region_order(region: str) -> tuple:
     from loadtest import api
     names = list(api.REGIONS)
     return (names.index(region) if region in names else len(names), region)
-
-
-def is_loopback(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 # ---- the extension --------------------------------------------------------------------------
@@ -182,14 +178,15 @@ class WebUIExtension:
         if run is None:
             return
         self._frozen = self._rows = None
-        remote = {r: u for r, u in run.base_urls.items() if not is_loopback(u)}
+        remote = {r: u for r, u in run.base_urls.items() if not safety.is_loopback(u)}
         if remote and not self.allow_remote:
-            # The form is editable: never let it turn a mock session into real traffic.
+            # safety.check_target has passed (target real, --yes, credentials), but the form
+            # is editable: a session started against the mock stays on this machine.
             import gevent
-            logger.error("loadtest: not starting — %s would send traffic off this machine "
-                         "(target '%s'). Give loopback --base-urls for every region, or start "
-                         "the UI with --target real.",
-                         ", ".join(f"{r}={u}" for r, u in remote.items()), run.scenario.target)
+            logger.error("loadtest: not starting — %s is off this machine, and this web UI was "
+                         "started for the mock; to load real hosts start it with "
+                         "`loadtest ui --target real --yes`.",
+                         ", ".join(f"{r}={u}" for r, u in remote.items()))
             environment.loadtest_run = None  # users stop in on_start
             gevent.spawn_later(0, environment.runner.stop)
             return

@@ -176,8 +176,9 @@ def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
             ax.set_title("all variants" if v == ALL else (f"variant {v}" if v else "respond"))
             ax.set_xlabel("turn number in the conversation")
             ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.set_ylim(bottom=0)
             _ms_axis(ax)
+        top = float(np.nanmax(bt[bt["count"] >= 5].p95_ms.to_numpy(dtype=float))) if (bt["count"] >= 5).any() else 1.0
+        axes[0][0].set_ylim(0, top * 1.08)
         axes[0][0].set_ylabel("respond latency (ms)")
         h, lab = axes[0][0].get_legend_handles_labels()
         _legend_below(fig, h, lab, ncol=min(len(lab), 8))

@@ -586,6 +586,12 @@ def _timeseries(rows: Rows, dims: Dims, sorter: SortedValues,
         return pd.DataFrame(columns=cols), 1.0
     ok = rows.ok
     duration = max(end - start, 1e-9)
+    # Enough requests per bin for a meaningful percentile: on average ≥ ~200 latency
+    # samples per region per bin, between 10 and max_bins bins.
+    lat_ep0 = dims.endpoints.index("respond") if "respond" in dims.endpoints else None
+    n_lat = int((rows.ok & (dims.ei == lat_ep0)).sum()) if lat_ep0 is not None else int(rows.ok.sum())
+    per_region = n_lat / max(len(dims.regions), 1)
+    max_bins = int(min(max_bins, max(10, per_region // 200)))
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
     ts = rows.ts

@@ -1,0 +1,807 @@
+"""The run report: one self-contained report.html, plus summary.csv and summary.md beside it.
+
+    from analysis.report import build_report
+    path = build_report("reports/<run-id>", baseline="reports/<older-run>", warmup_s=10)
+
+report.html opens offline: charts are inline SVG data URIs, CSS is inline, nothing is
+fetched. Its size is bounded (≤ 10 MB whatever the run's length or error count): tables
+are per group, not per request; errors are grouped and the top ones shown; charts are
+binned. All three files are written atomically (temporary file + rename), so a failure
+leaves no half-written output behind.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from analysis.charts import build_charts, region_colours
+from analysis.compare import (
+    BOOTSTRAP_METHOD,
+    COMPARE_QS,
+    ERROR_THRESHOLD,
+    P95_THRESHOLD,
+    compare_baseline,
+    compare_groups,
+    compare_runs,
+)
+from analysis.load import Run, RunDataError, load_run
+from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats
+
+SUMMARY_CSV = "summary.csv"
+SUMMARY_MD = "summary.md"
+REPORT_HTML = "report.html"
+TEMPLATES = Path(__file__).parent / "templates"
+MAX_REPORT_BYTES = 10 * 1024 * 1024
+
+#: Keys whose values are never shown (matched anywhere in the key, case-insensitive).
+SECRET_KEY = re.compile(r"key|token|secret|passw|pwd|auth|credential|cookie|session|bearer|private", re.I)
+REDACTED = "••• (redacted)"
+
+
+# --------------------------------------------------------------------------- formatting
+
+def fmt_ms(v: Any) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    if v != v:
+        return "–"
+    if abs(v) >= 10_000:
+        return f"{v / 1000:,.1f} s"
+    if abs(v) >= 100:
+        return f"{v:,.0f} ms"
+    if abs(v) >= 10:
+        return f"{v:,.1f} ms"
+    return f"{v:,.2f} ms"
+
+
+def fmt_num(v: Any) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    if v != v:
+        return "–"
+    return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:,.1f}"
+
+
+def fmt_rate(v: Any, digits: int = 1) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    if v != v:
+        return "–"
+    if 0 < v < 0.001:
+        return "<0.1%"
+    return f"{v:.{digits}%}"
+
+
+def fmt_signed_ms(v: float) -> str:
+    if v != v:
+        return "–"
+    return ("+" if v > 0 else "−" if v < 0 else "±") + fmt_ms(abs(v))
+
+
+def fmt_signed_pct(v: float, digits: int = 0) -> str:
+    if v != v:
+        return "–"
+    s = f"{abs(v):.{digits}%}"
+    return ("+" if v > 0 else "−" if v < 0 else "±") + s
+
+
+def fmt_pt(v: float) -> str:
+    if v != v:
+        return "–"
+    return ("+" if v > 0 else "−" if v < 0 else "±") + f"{abs(v) * 100:.2f} pt"
+
+
+def fmt_duration(s: Any) -> str:
+    try:
+        s = float(s)
+    except (TypeError, ValueError):
+        return "–"
+    if s != s:
+        return "–"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    if m:
+        return f"{m} min {sec:02d} s" if sec else f"{m} min"
+    return f"{sec} s"
+
+
+def fmt_time(epoch: Any) -> str:
+    try:
+        return dt.datetime.fromtimestamp(float(epoch), dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "–"
+
+
+def label(v: str) -> str:
+    if v == ALL:
+        return "all"
+    return v if v else "–"
+
+
+# --------------------------------------------------------------------------- config
+
+def redact(obj: Any, key: str = "") -> Any:
+    """A copy of `obj` with the value of every secret-looking key replaced."""
+    if key and SECRET_KEY.search(str(key)) and not isinstance(obj, (dict, list)):
+        return REDACTED if obj not in (None, "", False) else obj
+    if isinstance(obj, dict):
+        return {k: (REDACTED if SECRET_KEY.search(str(k)) and not isinstance(v, (dict, list)) and v not in (None, "", False)
+                    else redact(v, k)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v, key) for v in obj]
+    return obj
+
+
+def flatten(obj: Any, prefix: str = "", limit: int = 400) -> list[tuple[str, str]]:
+    """Nested config → [(dotted.key, value text)], values truncated, at most `limit` rows."""
+    out: list[tuple[str, str]] = []
+
+    def walk(o: Any, p: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(o, dict) and o:
+            for k, v in o.items():
+                walk(v, f"{p}.{k}" if p else str(k))
+        else:
+            text = json.dumps(o, default=str, ensure_ascii=False) if not isinstance(o, str) else o
+            out.append((p or "(value)", text if len(text) <= 300 else text[:299] + "…"))
+
+    walk(obj, prefix)
+    return out
+
+
+# --------------------------------------------------------------------------- view model
+
+def _slo_view(slo: list | None) -> dict:
+    if slo is None:
+        return {"state": "none", "title": "No SLOs checked",
+                "text": "No service-level objectives were evaluated for this run, so there is no pass/fail verdict.",
+                "rows": []}
+    rows = []
+    failed = 0
+    unknown = 0
+    for s in slo[:200]:
+        passed = s.get("passed")
+        if passed is False:
+            failed += 1
+        elif passed is not True:
+            unknown += 1
+        unit = str(s.get("unit") or "")
+
+        def val(x):
+            try:
+                x = float(x)
+            except (TypeError, ValueError):
+                return "–"
+            if unit == "ms":
+                return fmt_ms(x)
+            if unit in ("%", "pct", "percent"):
+                return f"{x:.2f}%"
+            if unit in ("ratio", "rate"):
+                return fmt_rate(x, 2)
+            return f"{x:,.4g} {unit}".strip()
+
+        rows.append({"expr": str(s.get("expr", "?")), "scope": str(s.get("scope") or "all"),
+                     "observed": val(s.get("observed")), "threshold": val(s.get("threshold")),
+                     "passed": passed, "state": "pass" if passed is True else "fail" if passed is False else "unknown"})
+    n = len(slo)
+    if not n:
+        return {"state": "none", "title": "No SLOs checked", "text": "slo.json lists no objectives.", "rows": []}
+    if failed:
+        return {"state": "fail", "title": "FAIL",
+                "text": f"{failed} of {n} service-level objective{'s' if n != 1 else ''} not met.", "rows": rows}
+    if unknown:
+        return {"state": "none", "title": "Incomplete",
+                "text": f"{unknown} of {n} objectives could not be evaluated.", "rows": rows}
+    return {"state": "pass", "title": "PASS",
+            "text": f"All {n} service-level objective{'s' if n != 1 else ''} met.", "rows": rows}
+
+
+def _main_endpoint(stats: RunStats) -> str:
+    return "respond" if "respond" in stats.endpoints else (stats.endpoints[0] if stats.endpoints else "respond")
+
+
+def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None,
+              baseline: pd.DataFrame | None, slo: dict) -> list[str]:
+    """Plain-language sentences: what this report shows."""
+    out = []
+    meta = run.meta
+    target = meta.get("target")
+    target_txt = {"mock": "the built-in mock API", "real": "the real PolyAI Chat API"}.get(target, "the API")
+    n_reg = len([r for r in stats.regions if stats.level("region·endpoint").query("region == @r")["count"].sum() > 0])
+    var_txt = ""
+    if stats.has_variants:
+        var_txt = f" and {len(stats.variants)} variant{'s' if len(stats.variants) != 1 else ''}"
+    err = stats.total_errors / stats.total_requests if stats.total_requests else math.nan
+    if not stats.total_requests:
+        out.append("This run recorded no requests, so there is nothing to measure yet.")
+        return out
+    out.append(
+        f"{stats.total_requests:,} requests over {fmt_duration(stats.duration_s)} against {target_txt} in "
+        f"{n_reg} region{'s' if n_reg != 1 else ''}{var_txt}; {fmt_rate(err, 2)} of them failed."
+    )
+    ep = _main_endpoint(stats)
+    reg = regions[regions.endpoint == ep] if len(regions) else regions
+    reg = reg[reg["p95_ms"].notna()] if len(reg) else reg
+    if len(reg) >= 2:
+        ref = reg[reg.is_reference].iloc[0]
+        others = reg[~reg.is_reference]
+        slow = others.loc[others["p95_ms"].astype(float).idxmax()]
+        out.append(
+            f"{ref.group} was fastest: {ep} p95 {fmt_ms(ref.p95_ms)} (p50 {fmt_ms(ref.p50_ms)}); "
+            f"{slow.group} slowest at {fmt_ms(slow.p95_ms)}, {fmt_signed_pct(slow.d_p95_pct)} "
+            f"({'a real difference' if slow.verdict == 'significant' else 'within noise' if slow.verdict == 'noise' else 'too few requests to tell'})."
+        )
+    elif len(reg) == 1:
+        r = reg.iloc[0]
+        out.append(f"{r.group}: {ep} p50 {fmt_ms(r.p50_ms)}, p95 {fmt_ms(r.p95_ms)}, p99 {fmt_ms(r.p99_ms)}.")
+    if variants is not None and len(variants):
+        v = variants[(variants.endpoint == ep) & ~variants.is_reference]
+        for _, row in v.head(3).iterrows():
+            sig = row.verdict == "significant"
+            out.append(
+                f"Variant {row.group} vs {row.reference}: {ep} p95 {fmt_signed_pct(row.d_p95_pct)} "
+                f"({'significant' if sig else 'noise' if row.verdict == 'noise' else 'too few requests'}), "
+                f"error rate {fmt_pt(row.d_error_rate)}."
+            )
+    if stats.total_errors and len(stats.top_errors):
+        t = stats.top_errors.iloc[0]
+        out.append(
+            f"Most common failure: “{t.message}” on {t.endpoint} ({t['count']:,} times, "
+            f"{fmt_rate(t.share, 0)} of failures)."
+        )
+    conv = stats.conversations
+    if len(conv):
+        overall = conv[conv.level == "overall"]
+        if len(overall):
+            orphans = int(overall.orphans.iloc[0])
+            if orphans:
+                out.append(f"{orphans:,} conversation{'s were' if orphans != 1 else ' was'} opened but never closed successfully.")
+    if baseline is not None:
+        reg_rows = baseline[baseline.regression]
+        if len(reg_rows):
+            items = [f"{label(r.region)} · {label(r.variant) + ' · ' if r.variant else ''}{r.endpoint} ({r.reasons})"
+                     for _, r in reg_rows.head(4).iterrows()]
+            more = f" and {len(reg_rows) - 4} more" if len(reg_rows) > 4 else ""
+            out.append(f"Against the baseline: {len(reg_rows)} regression{'s' if len(reg_rows) != 1 else ''}: "
+                       f"{'; '.join(items)}{more}.")
+        else:
+            out.append("Against the baseline: no regression beyond the thresholds.")
+    return out
+
+
+def _request_rows(df: pd.DataFrame, colours: dict) -> list[dict]:
+    rows = []
+    for _, r in df.iterrows():
+        rows.append({
+            "region": label(r.region), "variant": label(r.variant), "endpoint": label(r.endpoint),
+            "colour": colours.get(r.region, "#999"),
+            "count": f"{int(r['count']):,}", "errors": f"{int(r['errors']):,}",
+            "error_rate": fmt_rate(r.error_rate, 2), "error_bad": bool(r.error_rate == r.error_rate and r.error_rate > 0.01),
+            "rps": f"{r.rps:,.1f}", "mean": fmt_ms(r.mean_ms), "min": fmt_ms(r.min_ms),
+            "p50": fmt_ms(r.p50_ms), "p75": fmt_ms(r.p75_ms), "p90": fmt_ms(r.p90_ms), "p95": fmt_ms(r.p95_ms),
+            "p99": fmt_ms(r.p99_ms), "p999": fmt_ms(r.p999_ms), "max": fmt_ms(r.max_ms),
+            "fail_p50": fmt_ms(r.fail_p50_ms), "fail_max": fmt_ms(r.fail_max_ms),
+            "empty": int(r["count"]) == 0,
+        })
+    return rows
+
+
+def _ci_cell(d: float, lo: float, hi: float, sig: bool, pct: float) -> dict:
+    if d != d:
+        return {"text": "–", "ci": "", "cls": ""}
+    ci = f"[{fmt_signed_ms(lo)}, {fmt_signed_ms(hi)}]" if lo == lo else "(too few for a CI)"
+    cls = ("worse" if d > 0 else "better") if sig else "same"
+    return {"text": f"{fmt_signed_ms(d)} ({fmt_signed_pct(pct)})", "ci": ci, "cls": cls}
+
+
+def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict]:
+    """Per endpoint: rows of a regions/variants comparison table."""
+    if df is None or not len(df):
+        return []
+    out = []
+    for ep in [e for e in ENDPOINT_ORDER if e in set(df.endpoint)] + sorted(set(df.endpoint) - set(ENDPOINT_ORDER)):
+        sub = df[df.endpoint == ep]
+        rows = []
+        for _, r in sub.iterrows():
+            row = {"group": label(r.group), "colour": (colours or {}).get(r.group), "ref": bool(r.is_reference),
+                   "count": f"{int(r['count']):,}", "error_rate": fmt_rate(r.error_rate, 2),
+                   "verdict": r.verdict, "mw_p": "" if r.mw_p != r.mw_p else (f"p = {r.mw_p:.3f}" if r.mw_p >= 0.001 else "p < 0.001")}
+            for q in COMPARE_QS:
+                row[f"p{q}"] = fmt_ms(r[f"p{q}_ms"])
+                row[f"d{q}"] = None if r.is_reference else _ci_cell(
+                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], bool(r[f"d_p{q}_significant"]), r[f"d_p{q}_pct"])
+            if r.is_reference:
+                row["d_err"] = None
+            else:
+                de, lo, hi = r.d_error_rate, r.d_error_lo, r.d_error_hi
+                sig = lo == lo and (lo > 0 or hi < 0)
+                row["d_err"] = {"text": fmt_pt(de), "ci": f"[{fmt_pt(lo)}, {fmt_pt(hi)}]" if lo == lo else "",
+                                "cls": ("worse" if de > 0 else "better") if sig else "same"}
+            rows.append(row)
+        out.append({"endpoint": ep, "reference": label(sub.reference.iloc[0]), "rows": rows})
+    return out
+
+
+def _baseline_view(df: pd.DataFrame | None, colours: dict) -> list[dict]:
+    if df is None or not len(df):
+        return []
+    rows = []
+    for _, r in df.iterrows():
+        rows.append({
+            "region": label(r.region), "variant": label(r.variant), "endpoint": r.endpoint,
+            "colour": colours.get(r.region, "#999"),
+            "count": f"{int(r['count']):,}", "base_count": f"{int(r.base_count):,}",
+            "p50": fmt_ms(r.p50_ms), "base_p50": fmt_ms(r.base_p50_ms), "d50": fmt_signed_pct(r.d_p50_pct),
+            "p95": fmt_ms(r.p95_ms), "base_p95": fmt_ms(r.base_p95_ms), "d95": fmt_signed_pct(r.d_p95_pct),
+            "d95_ci": f"[{fmt_signed_pct(r.d_p95_lo)}, {fmt_signed_pct(r.d_p95_hi)}]" if r.d_p95_lo == r.d_p95_lo else "",
+            "p99": fmt_ms(r.p99_ms), "base_p99": fmt_ms(r.base_p99_ms), "d99": fmt_signed_pct(r.d_p99_pct),
+            "err": fmt_rate(r.error_rate, 2), "base_err": fmt_rate(r.base_error_rate, 2), "d_err": fmt_pt(r.d_error_rate),
+            "verdict": r.verdict, "status": r.status, "reasons": r.reasons,
+        })
+    order = {"regression": 0, "missing": 1, "new": 2, "improvement": 3, "ok": 4}
+    rows.sort(key=lambda x: order.get(x["status"], 9))
+    return rows
+
+
+def _conversation_view(stats: RunStats, colours: dict) -> dict:
+    conv = stats.conversations
+    if conv is None or not len(conv):
+        return {"rows": [], "ended_by": []}
+    levels = ["region·variant", "region", "variant", "overall"] if stats.has_variants else ["region", "overall"]
+    if len(stats.regions) == 1:
+        levels = [lv for lv in levels if lv not in ("region",)] if stats.has_variants else ["overall"]
+    sub = conv[conv.level.isin(levels)]
+    sub = sub[(sub.conversations > 0) | (sub.created > 0)]
+    ended_cols = [c for c in conv.columns if c.startswith("ended_by_")]
+    ended = [c[len("ended_by_"):] for c in ended_cols
+             if conv[c].fillna(0).astype(float).sum() > 0]
+    rows = []
+    for _, r in sub.iterrows():
+        rows.append({
+            "region": label(r.region), "variant": label(r.variant), "colour": colours.get(r.region, "#999"),
+            "total": r.level == "overall",
+            "conversations": f"{int(r.conversations):,}",
+            "success": fmt_rate(r.success_rate, 1),
+            "dur50": fmt_duration(r.duration_p50_s) if r.duration_p50_s == r.duration_p50_s else "–",
+            "dur95": fmt_duration(r.duration_p95_s) if r.duration_p95_s == r.duration_p95_s else "–",
+            "turns": f"{r.turns_mean:.1f}" if r.turns_mean == r.turns_mean else "–",
+            "greet50": fmt_ms(r.create_p50_ms), "greet95": fmt_ms(r.create_p95_ms),
+            "ended": " · ".join(f"{e.replace('_', ' ')} {fmt_rate(r.get(f'ended_by_{e}', math.nan), 0)}"
+                                for e in ended if (r.get(f"ended_by_{e}", 0) or 0) > 0),
+            "orphans": f"{int(r.orphans):,}",
+            "failed_steps": " · ".join(f"{step} {int(r[f'errors_{step}']):,}" for step in ENDPOINT_ORDER
+                                       if f"errors_{step}" in r and int(r[f"errors_{step}"])) or "none",
+        })
+    return {"rows": rows, "ended_by": [e.replace("_", " ") for e in ended]}
+
+
+def _error_view(stats: RunStats) -> list[dict]:
+    rows = []
+    for _, r in stats.top_errors.iterrows():
+        rows.append({"count": f"{int(r['count']):,}", "share": fmt_rate(r.share, 1), "endpoint": r.endpoint,
+                     "status": "no response" if int(r.status) == 0 else str(int(r.status)), "kind": r.error_kind,
+                     "message": r.message, "example": r.example if r.example != r.message else "",
+                     "regions": r.regions})
+    return rows
+
+
+def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
+    m = run.meta
+    facts: list[tuple[str, str]] = []
+
+    def add(k, v):
+        if v not in (None, "", [], {}):
+            facts.append((k, v if isinstance(v, str) else str(v)))
+
+    add("Run", run.run_id)
+    add("Target", {"mock": "mock (built-in simulated API)", "real": "real PolyAI Chat API"}.get(m.get("target"), m.get("target")))
+    add("Host", m.get("host"))
+    base_urls = m.get("base_urls")
+    if isinstance(base_urls, dict) and base_urls:
+        add("Regions", ", ".join(f"{k} → {v}" for k, v in base_urls.items()))
+    else:
+        add("Regions", ", ".join(stats.regions))
+    if stats.has_variants:
+        add("Variants", ", ".join(stats.variants))
+    add("Simulated users", m.get("users"))
+    add("Spawn rate", f"{m['spawn_rate']} users/s" if m.get("spawn_rate") not in (None, "") else None)
+    planned = m.get("duration_s")
+    add("Duration", f"{fmt_duration(stats.duration_s)} measured" + (f" (planned {fmt_duration(planned)})" if planned else ""))
+    if stats.warmup_s:
+        add("Warm-up excluded", f"first {fmt_duration(stats.warmup_s)}")
+    add("Turns per conversation", m.get("turns"))
+    tt = m.get("think_time")
+    if isinstance(tt, (list, tuple)) and len(tt) == 2:
+        add("Think time", f"{tt[0]}–{tt[1]} s")
+    else:
+        add("Think time", f"{tt} s" if tt not in (None, "") else None)
+    add("Started", fmt_time(m.get("started")) if m.get("started") else fmt_time(stats.window[0]))
+    add("Ended", fmt_time(m.get("ended")) if m.get("ended") else None)
+    add("Status", m.get("status"))
+    versions = ", ".join(f"{k} {m[v]}" for k, v in (("tool", "tool_version"), ("Locust", "locust_version"),
+                                                   ("Python", "python_version")) if m.get(v))
+    add("Versions", versions)
+    add("Git commit", m.get("git_sha"))
+    workers = m.get("workers")
+    if isinstance(workers, list) and workers:
+        add("Workers", f"{len(workers)}: " + ", ".join(map(str, workers[:20])) + (" …" if len(workers) > 20 else ""))
+    add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
+    add("Config hash", m.get("config_hash"))
+    return facts
+
+
+def _status_banner(run: Run, stats: RunStats) -> dict | None:
+    status = str(run.meta.get("status") or "")
+    planned = run.meta.get("duration_s")
+    done = fmt_duration(stats.duration_s)
+    if status == "interrupted":
+        try:
+            shorter = float(planned) > stats.duration_s
+        except (TypeError, ValueError):
+            shorter = False
+        extra = f" of a planned {fmt_duration(planned)}" if shorter else ""
+        return {"cls": "warn", "title": "Interrupted run",
+                "text": f"This run was stopped early, after {done}{extra}. The numbers cover only that part."}
+    if status == "failed":
+        return {"cls": "bad", "title": "Failed run",
+                "text": "The run ended with an error; the data below is what was recorded before it stopped."}
+    if status == "running":
+        return {"cls": "warn", "title": "Run still in progress",
+                "text": f"This report was made while the run was still going ({done} so far)."}
+    if status and status != "completed":
+        return {"cls": "warn", "title": f"Run status: {status}", "text": ""}
+    return None
+
+
+def _cards(stats: RunStats) -> list[dict]:
+    ep = _main_endpoint(stats)
+    e = stats.level("endpoint")
+    main = e[e.endpoint == ep]
+    overall = stats.level("overall")
+    conv = stats.conversations
+    conv_n = int(conv[conv.level == "overall"].conversations.iloc[0]) if len(conv) and (conv.level == "overall").any() else 0
+    err = stats.total_errors / stats.total_requests if stats.total_requests else math.nan
+    cards = [
+        {"label": "requests", "value": f"{stats.total_requests:,}"},
+        {"label": "failed", "value": fmt_rate(err, 2), "bad": bool(err == err and err > 0.01)},
+        {"label": "requests / second", "value": f"{float(overall.rps.iloc[0]):,.1f}" if len(overall) else "–"},
+        {"label": "conversations", "value": f"{conv_n:,}"},
+    ]
+    if len(main):
+        cards.append({"label": f"{ep} p50", "value": fmt_ms(main.p50_ms.iloc[0])})
+        cards.append({"label": f"{ep} p95", "value": fmt_ms(main.p95_ms.iloc[0])})
+        cards.append({"label": f"{ep} p99", "value": fmt_ms(main.p99_ms.iloc[0])})
+    return cards
+
+
+# --------------------------------------------------------------------------- outputs
+
+def _env() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    return env
+
+
+def _css() -> str:
+    return (TEMPLATES / "report.css").read_text(encoding="utf-8")
+
+
+def summary_csv_text(stats: RunStats) -> str:
+    """summary.csv: exactly SUMMARY_COLUMNS, one row per region × variant × endpoint."""
+    df = stats.summary().copy()
+    for c in df.columns:
+        if c.endswith("_ms"):
+            df[c] = df[c].astype(float).round(3)
+    df["error_rate"] = df["error_rate"].astype(float).round(6)
+    df["rps"] = df["rps"].astype(float).round(3)
+    buf = io.StringIO()
+    df.loc[:, list(SUMMARY_COLUMNS)].to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def summary_md_text(run: Run, stats: RunStats, slo: dict, baseline: pd.DataFrame | None = None) -> str:
+    """A Markdown summary to paste into a pull request."""
+    m = run.meta
+    verdict = {"pass": "✅ PASS", "fail": "❌ FAIL"}.get(slo["state"], "no SLOs")
+    lines = [f"### Load test `{run.run_id}`: {verdict}", ""]
+    bits = [f"target **{m.get('target', '?')}**", f"{stats.total_requests:,} requests",
+            f"{fmt_rate(stats.total_errors / stats.total_requests if stats.total_requests else math.nan, 2)} failed",
+            fmt_duration(stats.duration_s)]
+    if m.get("users"):
+        bits.append(f"{m['users']} users")
+    if m.get("status") and m.get("status") != "completed":
+        bits.append(f"**status: {m['status']}**")
+    lines.append(" · ".join(bits))
+    lines.append("")
+    if slo["rows"]:
+        lines += ["| SLO | scope | observed | threshold | result |", "|---|---|---:|---:|---|"]
+        for r in slo["rows"]:
+            res = {"pass": "✅ pass", "fail": "❌ fail"}.get(r["state"], "?")
+            lines.append(f"| `{r['expr']}` | {r['scope']} | {r['observed']} | {r['threshold']} | {res} |")
+        lines.append("")
+    with_var = stats.has_variants
+    head = ["region"] + (["variant"] if with_var else []) + ["endpoint", "requests", "failed", "req/s", "p50", "p95", "p99", "max"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join(["---"] * (3 if with_var else 2) + ["---:"] * 7) + "|")
+    for _, r in stats.summary().iterrows():
+        if not r["count"]:
+            continue
+        cells = [r.region] + ([label(r.variant)] if with_var else []) + [
+            r.endpoint, f"{int(r['count']):,}", f"{int(r.errors):,} ({fmt_rate(r.error_rate, 2)})", f"{r.rps:,.1f}",
+            fmt_ms(r.p50_ms), fmt_ms(r.p95_ms), fmt_ms(r.p99_ms), fmt_ms(r.max_ms)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if baseline is not None:
+        reg = baseline[baseline.regression]
+        lines.append("")
+        if len(reg):
+            lines.append(f"**{len(reg)} regression{'s' if len(reg) != 1 else ''} against the baseline:**")
+            for _, r in reg.iterrows():
+                lines.append(f"- {r.region}{' · ' + r.variant if r.variant else ''} · {r.endpoint}: {r.reasons}")
+        else:
+            lines.append("No regression against the baseline.")
+    lines += ["", f"<sub>Latency percentiles over successful requests (exact). Config hash: "
+                  f"`{m.get('config_hash', '–')}`.</sub>", ""]
+    return "\n".join(lines)
+
+
+def _atomic_write_all(files: dict[Path, str]) -> None:
+    """Write every file to a temporary sibling first, then rename them all into place."""
+    temps: list[tuple[str, Path]] = []
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o644)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        temps = []
+    finally:
+        for tmp, _ in temps:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
+                  baseline_stats: RunStats | None = None, control: str | None = None,
+                  p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD
+                  ) -> tuple[str, dict, pd.DataFrame | None]:
+    """The report HTML (and the SLO view and baseline table, for summary.md)."""
+    colours = region_colours(stats.regions)
+    regions = compare_groups(stats, "region")
+    variants = compare_groups(stats, "variant", control=control) if stats.has_variants else None
+    base = compare_baseline(stats, baseline_stats, p95_threshold, error_threshold) if baseline_stats is not None else None
+    slo = _slo_view(run.slo)
+    charts = build_charts(stats, variants, run.stats_history)
+    detail = stats.level("region·variant·endpoint")
+    by_region = stats.level("region·endpoint")
+    by_variant = stats.level("variant·endpoint")
+    ctx = {
+        "css": _css(),
+        "title": f"Load test report · {run.run_id}",
+        "run_id": run.run_id,
+        "meta": run.meta,
+        "target": run.meta.get("target"),
+        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "started": fmt_time(run.meta.get("started") or stats.window[0]),
+        "duration": fmt_duration(stats.duration_s),
+        "slo": slo,
+        "status": _status_banner(run, stats),
+        "headline": _headline(run, stats, regions, variants, base, slo),
+        "cards": _cards(stats),
+        "facts": _run_facts(run, stats),
+        "colours": colours,
+        "regions": stats.regions,
+        "variants": stats.variants if stats.has_variants else [],
+        "by_region": _request_rows(by_region[by_region["count"] > 0], colours),
+        "by_variant": _request_rows(by_variant[by_variant["count"] > 0], colours) if stats.has_variants else [],
+        "detail": _request_rows(detail, colours) if stats.has_variants else [],
+        "empty_groups": [f"{label(r.region)} · {label(r.variant)}" for _, r in
+                         detail.groupby(["region", "variant"], as_index=False)["count"].sum().iterrows() if r["count"] == 0],
+        "totals": _request_rows(stats.level("endpoint"), colours),
+        "cmp_regions": _comparison_view(regions, colours) if len(stats.regions) > 1 else [],
+        "cmp_variants": _comparison_view(variants, None),
+        "baseline": _baseline_view(base, colours),
+        "baseline_id": (baseline_run.run_id if baseline_run is not None else None),
+        "baseline_regressions": int(base.regression.sum()) if base is not None else 0,
+        "p95_threshold": f"{p95_threshold:.0%}", "error_threshold": f"{error_threshold * 100:g} pt",
+        "charts": charts,
+        "conv": _conversation_view(stats, colours),
+        "errors": _error_view(stats),
+        "distinct_errors": stats.distinct_errors,
+        "total_errors": stats.total_errors,
+        "config": flatten(redact(run.meta.get("config") or {})),
+        "config_hash": run.meta.get("config_hash"),
+        "method": PERCENTILE_METHOD,
+        "bootstrap": BOOTSTRAP_METHOD,
+        "notes": stats.notes,
+        "bin_s": stats.bin_s,
+        "tool_version": run.meta.get("tool_version"),
+        "has_variants": stats.has_variants,
+    }
+    text = _env().get_template("report.html.j2").render(**ctx)
+    return text, slo, base
+
+
+def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup_s: float = 0.0,
+                 output: Path | str | None = None, *, control: str | None = None,
+                 p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD) -> Path:
+    """Analyse a run folder and write report.html, summary.csv and summary.md.
+
+    output: the report's path (default RUN_DIR/report.html); summary.csv and summary.md go
+    beside it. Returns the report's path. Raises RunDataError on unusable input, in which
+    case nothing is written.
+    """
+    run = load_run(run_dir, warmup_s=warmup_s)
+    stats = compute_stats(run)
+    base_run = base_stats = None
+    if baseline is not None:
+        base_run = load_run(baseline, warmup_s=warmup_s)
+        base_stats = compute_stats(base_run)
+    text, slo, base = render_report(run, stats, base_run, base_stats, control, p95_threshold, error_threshold)
+    out = Path(output) if output is not None else run.path / REPORT_HTML
+    if out.is_dir():
+        out = out / REPORT_HTML
+    if len(text.encode("utf-8")) > MAX_REPORT_BYTES:  # cannot happen by design; never write a giant file
+        raise RuntimeError(f"report would be {len(text) / 1e6:.1f} MB, over the 10 MB bound")
+    _atomic_write_all({
+        out: text,
+        out.parent / SUMMARY_CSV: summary_csv_text(stats),
+        out.parent / SUMMARY_MD: summary_md_text(run, stats, slo, base),
+    })
+    return out
+
+
+def format_summary_table(run_dir: Path | str, warmup_s: float = 0.0) -> str:
+    """A compact plain-text table per region × endpoint for the terminal."""
+    run = load_run(run_dir, warmup_s=warmup_s)
+    stats = compute_stats(run)
+    return format_stats_table(stats)
+
+
+def format_stats_table(stats: RunStats) -> str:
+    df = stats.level("region·endpoint")
+    df = df[df["count"] > 0]
+    head = ("region", "endpoint", "requests", "failed", "p50", "p95", "p99")
+    rows = [head]
+    for _, r in df.iterrows():
+        failed = f"{int(r.errors):,}" + (f" ({fmt_rate(r.error_rate, 1)})" if r.errors else "")
+        rows.append((r.region, r.endpoint, f"{int(r['count']):,}", failed, fmt_ms(r.p50_ms), fmt_ms(r.p95_ms),
+                     fmt_ms(r.p99_ms)))
+    if len(rows) == 1:
+        return "no requests recorded"
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [str(c).ljust(widths[i]) if i < 2 else str(c).rjust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- run comparison
+
+def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_s: float = 0.0
+                     ) -> tuple[Path, str]:
+    """Several runs side by side: an HTML page at `output` and a plain-text table (returned)."""
+    runs = [load_run(d, warmup_s=warmup_s) for d in run_dirs]
+    stats = [compute_stats(r) for r in runs]
+    names = []
+    for r in runs:
+        n = r.run_id
+        while n in names:
+            n += "′"
+        names.append(n)
+    df = compare_runs(stats, names)
+    text = format_compare_table(df, names)
+    all_regions: list[str] = []
+    for s in stats:
+        all_regions += [r for r in s.regions if r not in all_regions]
+    colours = region_colours(all_regions)
+    runs_view = []
+    for r, s, n in zip(runs, stats, names):
+        runs_view.append({
+            "name": n, "started": fmt_time(r.meta.get("started") or s.window[0]), "target": r.meta.get("target", "–"),
+            "status": r.meta.get("status", "–"), "users": r.meta.get("users", "–"), "duration": fmt_duration(s.duration_s),
+            "requests": f"{s.total_requests:,}",
+            "failed": fmt_rate(s.total_errors / s.total_requests if s.total_requests else math.nan, 2),
+            "config_hash": r.meta.get("config_hash", "–"), "slo": _slo_view(r.slo)["title"],
+        })
+    groups = []
+    for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
+        rows = []
+        for _, r in g.iterrows():
+            rows.append({"run": r.run, "count": f"{int(r['count']):,}", "err": fmt_rate(r.error_rate, 2),
+                         "p50": fmt_ms(r.p50_ms), "p95": fmt_ms(r.p95_ms), "p99": fmt_ms(r.p99_ms),
+                         "d95": "" if r.verdict == "reference" else fmt_signed_pct(r.d_p95_pct),
+                         "verdict": r.verdict})
+        groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep,
+                       "colour": colours.get(reg, "#999"), "rows": rows})
+    chart = _compare_chart(df, names)
+    html_text = _env().get_template("compare.html.j2").render(
+        css=_css(), title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart,
+        bootstrap=BOOTSTRAP_METHOD, method=PERCENTILE_METHOD,
+        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    out = Path(output)
+    if out.is_dir():
+        out = out / "compare.html"
+    _atomic_write_all({out: html_text})
+    return out, text
+
+
+def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
+    import matplotlib.pyplot as plt
+
+    from analysis.charts import STYLE, VARIANT_COLOURS, _uri
+
+    main = df[df.endpoint == "respond"] if (df.endpoint == "respond").any() else df
+    groups = list(dict.fromkeys(zip(main.region, main.variant, main.endpoint)))[:24]
+    if not groups:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(len(names), 1) / 2 + 3), 3.8))
+        width = 0.8 / len(names)
+        x = np.arange(len(groups))
+        for i, n in enumerate(names):
+            vals = []
+            for g in groups:
+                r = main[(main.region == g[0]) & (main.variant == g[1]) & (main.endpoint == g[2]) & (main.run == n)]
+                vals.append(float(r.p95_ms.iloc[0]) if len(r) else np.nan)
+            ax.bar(x - 0.4 + width * (i + 0.5), vals, width * 0.92, label=n, color=VARIANT_COLOURS[i % len(VARIANT_COLOURS)])
+        ax.set_xticks(x, [" · ".join(p for p in g if p) for g in groups], rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+        ax.set_ylabel("p95 latency (ms)")
+        ax.set_title("p95 latency per run (successful requests)")
+        ax.grid(axis="x", visible=False)
+        ax.legend(ncol=min(len(names), 4))
+        fig.tight_layout()
+        return _uri(fig)
+
+
+def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
+    head = ["region", "variant", "endpoint"]
+    for n in names:
+        head += [f"{n} p95", f"{n} err"]
+    head += ["Δp95 (last vs first)", "verdict"]
+    rows = [head]
+    for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
+        row = [reg, var or "–", ep]
+        for n in names:
+            r = g[g.run == n]
+            row += [fmt_ms(r.p95_ms.iloc[0]) if len(r) else "–", fmt_rate(r.error_rate.iloc[0], 2) if len(r) else "–"]
+        last = g[g.run == names[-1]]
+        row += [fmt_signed_pct(last.d_p95_pct.iloc[0]) if len(last) else "–", last.verdict.iloc[0] if len(last) else "–"]
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    lines = []
+    for k, row in enumerate(rows):
+        lines.append("  ".join(str(c).ljust(widths[i]) if i < 3 else str(c).rjust(widths[i]) for i, c in enumerate(row)).rstrip())
+        if k == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -278,7 +278,7 @@ def load_requests(files: Sequence[Path | str] | Path | str, use_cache: bool = Tr
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             f, line = _locate(files, tables, i)
-            raise RunDataError(f, f"'ok' must be 0 or 1, got {df['ok'].iloc[i]!r}", line=line, column="ok")
+            raise RunDataError(f, f"'ok' must be 0 or 1, got {int(df['ok'].iloc[i])}", line=line, column="ok")
     if "response_time_ms" in df:
         rt = df["response_time_ms"].to_numpy()
         bad = ~np.isfinite(rt) | (rt < 0)
@@ -401,14 +401,14 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
             vals = raw.to_pandas()
             if ty is not None and (pa.types.is_floating(ty) or pa.types.is_integer(ty)):
                 num = pd.to_numeric(vals.where(vals != "", "0"), errors="coerce")
-                bad = num.isna().to_numpy()
+                bad = num.isna().to_numpy(copy=True)
                 if pa.types.is_integer(ty):
-                    bad |= (num.fillna(0) % 1 != 0).to_numpy()
+                    bad = bad | (num.fillna(0) % 1 != 0).to_numpy()
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
                     kind = "an integer" if pa.types.is_integer(ty) else "a number"
                     return RunDataError(f, f"expected {kind}, got {vals.iloc[i]!r}", line=i + 2, column=col)
-        except pa.ArrowInvalid:
+        except (pa.ArrowInvalid, ValueError, TypeError):
             pass
         return RunDataError(f, m.group(2), column=col)
     if "CSV parse error" in message:

@@ -1,0 +1,150 @@
+"""Command-line plumbing for `loadtest report` and `loadtest compare`.
+
+`loadtest/cli.py` owns the command line; it wires these in:
+
+    p = sub.add_parser("report", help="analyse a run folder and write report.html")
+    add_report_arguments(p); p.set_defaults(func=run_report)
+    p = sub.add_parser("compare", help="runs side by side")
+    add_compare_arguments(p); p.set_defaults(func=run_compare)
+
+Both return a process exit code: 0 done, 2 bad input (message on stderr saying what is wrong
+and what to do). The library entry points are `analysis.report.build_report` and
+`analysis.report.format_summary_table`.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from analysis.compare import ERROR_THRESHOLD, P95_THRESHOLD
+from analysis.load import RunDataError
+from analysis.report import build_comparison, build_report, format_summary_table  # noqa: F401
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*$", re.I)
+
+
+def parse_duration(text: str) -> float:
+    """'10s' → 10.0, '2m' → 120.0, '500ms' → 0.5, '15' → 15.0 (seconds)."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 10s, 2m, 500ms)")
+    value = float(m.group(1))
+    unit = (m.group(2) or "s").lower()
+    return value * {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+
+
+def parse_fraction(text: str) -> float:
+    """'10%' → 0.10, '0.1' → 0.1, '1pt' → 0.01."""
+    t = str(text).strip().lower()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100
+        if t.endswith("pt"):
+            return float(t[:-2]) / 100
+        v = float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or percentage: {text!r} (e.g. 10%, 0.1, 1pt)") from None
+    return v
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `loadtest report RUN_DIR [--baseline RUN_DIR] [--warmup 10s] [-o FILE]`."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="the run folder to analyse")
+    parser.add_argument("--baseline", metavar="RUN_DIR", type=Path, default=None,
+                        help="an earlier run to compare with; regressions are flagged")
+    parser.add_argument("--warmup", metavar="DURATION", type=parse_duration, default=0.0,
+                        help="ignore requests in the first DURATION of the run (e.g. 10s, 1m)")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path, default=None,
+                        help="where to write the report (default RUN_DIR/report.html); "
+                             "summary.csv and summary.md go beside it")
+    parser.add_argument("--control", metavar="VARIANT", default=None,
+                        help="the variant others are compared with (default: the first)")
+    parser.add_argument("--regression-p95", metavar="PCT", type=parse_fraction, default=P95_THRESHOLD,
+                        help="flag a baseline regression when p95 grows by more than this (default 10%%)")
+    parser.add_argument("--regression-errors", metavar="PT", type=parse_fraction, default=ERROR_THRESHOLD,
+                        help="… or the error rate by more than this many points (default 1pt)")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `loadtest compare RUN_DIR RUN_DIR… [-o FILE] [--warmup 10s]`."""
+    parser.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="+",
+                        help="two or more run folders; differences are against the first")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path, default=Path("compare.html"),
+                        help="where to write the HTML page (default ./compare.html)")
+    parser.add_argument("--warmup", metavar="DURATION", type=parse_duration, default=0.0,
+                        help="ignore requests in the first DURATION of each run")
+
+
+def _fail(message: str) -> int:
+    print(f"loadtest: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _check_output(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    parent = path if path.is_dir() else path.parent
+    if not parent.exists():
+        return f"cannot write {path}: folder {parent} does not exist (create it, or pick another -o)"
+    return None
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`loadtest report`: write report.html, summary.csv, summary.md; print where and a summary."""
+    problem = _check_output(getattr(args, "output", None))
+    if problem:
+        return _fail(problem)
+    try:
+        path = build_report(args.run_dir, baseline=args.baseline, warmup_s=args.warmup, output=args.output,
+                            control=getattr(args, "control", None),
+                            p95_threshold=getattr(args, "regression_p95", P95_THRESHOLD),
+                            error_threshold=getattr(args, "regression_errors", ERROR_THRESHOLD))
+    except RunDataError as e:
+        which = "baseline" if args.baseline is not None and e.file is not None and \
+            Path(args.baseline) in (e.file, *e.file.parents) else "run"
+        what = "" if e.hint else "\n  Fix or remove the file named above, or point at a complete run folder."
+        return _fail(f"cannot analyse the {which}: {e}{what}")
+    except PermissionError as e:
+        return _fail(f"cannot write the report: {e}. Pick a writable place with -o FILE.")
+    print(f"Report: {path}")
+    print(f"        {path.parent / 'summary.csv'}, {path.parent / 'summary.md'}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """`loadtest compare`: runs side by side, as a table on stdout and an HTML page."""
+    if len(args.run_dirs) < 2:
+        return _fail("compare needs at least two run folders, e.g. loadtest compare reports/A reports/B")
+    problem = _check_output(args.output)
+    if problem:
+        return _fail(problem)
+    try:
+        path, table = build_comparison(args.run_dirs, args.output, warmup_s=args.warmup)
+    except RunDataError as e:
+        what = "" if e.hint else "\n  Fix or remove the file named above, or leave that run out."
+        return _fail(f"cannot analyse {e}{what}")
+    except PermissionError as e:
+        return _fail(f"cannot write the comparison: {e}. Pick a writable place with -o FILE.")
+    print(table)
+    print(f"\nComparison: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (python -m analysis.cli report|compare …), for use without loadtest."""
+    parser = argparse.ArgumentParser(prog="python -m analysis.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("report", help="analyse a run folder and write report.html")
+    add_report_arguments(p)
+    p.set_defaults(func=run_report)
+    p = sub.add_parser("compare", help="runs side by side")
+    add_compare_arguments(p)
+    p.set_defaults(func=run_compare)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""analysis.load: reading a run folder, validation errors that name file/line/column, cache."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from analysis.load import RunDataError, load_run
+from synthetic import make_run
+
+
+@pytest.fixture()
+def run(tmp_path):
+    make_run(tmp_path / "run", rows=3_000, seed=5)
+    return tmp_path / "run"
+
+
+def _edit(path, line_no, fn):
+    lines = path.read_text().splitlines()
+    lines[line_no - 1] = fn(lines[line_no - 1])
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _set_field(line: str, idx: int, value: str) -> str:
+    parts = line.split(",")
+    parts[idx] = value
+    return ",".join(parts)
+
+
+def test_loads_types_and_categoricals(run):
+    r = load_run(run, use_cache=False)
+    df = r.requests
+    for c in ("region", "variant", "endpoint", "error_kind", "conversation_id"):
+        assert df[c].dtype == "category"
+    assert df["response_time_ms"].dtype == "float64" and df["ok"].dtype == "int8"
+    assert r.meta["run_id"] == "run" and r.slo is None
+    assert r.stats_history is not None and {"timestamp", "users"} <= set(r.stats_history.columns)
+    assert len(r.conversations) > 0
+
+
+def test_missing_column_names_it(run):
+    _edit(run / "requests.csv", 1, lambda h: h.replace("response_time_ms", "latency"))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert e.value.column == "response_time_ms" and e.value.line == 1
+    assert e.value.file.name == "requests.csv"
+    assert "missing column response_time_ms" in str(e.value)
+
+
+def test_non_numeric_latency_names_line_and_column(run):
+    _edit(run / "requests.csv", 42, lambda s: _set_field(s, 5, "fast"))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert (e.value.line, e.value.column) == (42, "response_time_ms")
+    assert "'fast'" in str(e.value) and "requests.csv, line 42" in str(e.value)
+
+
+def test_empty_latency_is_an_error(run):
+    _edit(run / "requests.csv", 7, lambda s: _set_field(s, 5, ""))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert (e.value.line, e.value.column) == (7, "response_time_ms")
+
+
+def test_bad_ok_and_negative_latency(run):
+    _edit(run / "requests.csv", 9, lambda s: _set_field(s, 7, "2"))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert (e.value.line, e.value.column) == (9, "ok")
+    _edit(run / "requests.csv", 9, lambda s: _set_field(_set_field(s, 7, "1"), 5, "-3"))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert (e.value.line, e.value.column) == (9, "response_time_ms")
+
+
+def test_empty_file(run):
+    (run / "requests.csv").write_text("")
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert "empty" in str(e.value) and e.value.file.name == "requests.csv"
+
+
+def test_truncated_line(run):
+    _edit(run / "requests.csv", 100, lambda s: ",".join(s.split(",")[:6]))
+    with pytest.raises(RunDataError) as e:
+        load_run(run, use_cache=False)
+    assert e.value.line == 100 and "expected 15 fields, got 6" in str(e.value)
+
+
+def test_header_only_file_is_an_empty_run(run):
+    header = (run / "requests.csv").read_text().splitlines()[0]
+    (run / "requests.csv").write_text(header + "\n")
+    r = load_run(run, use_cache=False)
+    assert len(r.requests) == 0
+
+
+def test_missing_folder_and_files(tmp_path):
+    with pytest.raises(RunDataError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDataError, match="no requests.csv"):
+        load_run(tmp_path / "empty")
+
+
+def test_tolerant_run_json(run):
+    (run / "run.json").unlink()
+    r = load_run(run, use_cache=False)
+    assert r.meta == {} and r.run_id == "run" and len(r.requests)
+    (run / "run.json").write_text(json.dumps({"status": "running"}))
+    assert load_run(run, use_cache=False).meta["status"] == "running"
+    (run / "run.json").write_text("{not json")
+    with pytest.raises(RunDataError, match="run.json"):
+        load_run(run, use_cache=False)
+
+
+def test_parquet_cache_is_used_and_invalidated(tmp_path):
+    make_run(tmp_path / "big", rows=120_000, seed=6)
+    csv = tmp_path / "big" / "requests.csv"
+    cache = tmp_path / "big" / ".requests.csv.cache.parquet"
+    a = load_run(tmp_path / "big")
+    assert cache.exists()
+    b = load_run(tmp_path / "big")  # from the cache
+    assert a.requests.equals(b.requests)
+    # editing the CSV (size/mtime change) invalidates the cache
+    _edit(csv, 2, lambda s: _set_field(s, 5, "1.5"))
+    os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))
+    c = load_run(tmp_path / "big")
+    assert c.requests["response_time_ms"].iloc[0] == 1.5

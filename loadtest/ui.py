@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +91,8 @@ def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_por
            "--users", str(scenario.users), "--spawn-rate", f"{scenario.spawn_rate:g}",
            "--stop-timeout", f"{stop_timeout(scenario):g}",
            "--out", str(Path(scenario.out).resolve()), "--exit-code-on-error", "0"]
+    if scenario.processes:  # a master with the web UI and N worker processes
+        cmd += ["--processes", str(scenario.processes)]
     if scenario.sources.get("duration") != "default":  # the UI's default: run until Stop
         cmd += ["--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
     for s in config.SETTINGS:
@@ -112,6 +115,23 @@ def wait_until_up(url: str, proc: subprocess.Popen, signals, timeout: float = UI
             pass
         time.sleep(0.2)
     return False
+
+
+def end_process_group(pgid: int, grace_s: float = 5.0) -> None:
+    """Stop what is left of the Locust child's own session (it was started with
+    start_new_session, so its process group id is its pid): SIGTERM, then SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.1)
 
 
 @contextmanager
@@ -167,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.open:
                     webbrowser.open(url)
                 rc = proc.wait()
+                end_process_group(proc.pid)  # --processes: forked workers outliving the master
                 if mock_urls:
                     still_open = runner.open_conversations(mock_urls)
                     if any(still_open.values()):

@@ -238,6 +238,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
     assert {r["Endpoint"] for r in rows} >= {"create", "respond", "close", "all"}
     _shot(driver, "webui-regions.png")
     if os.environ.get("LOADTEST_UPDATE_DOCS_SCREENSHOT"):
+        time.sleep(4)  # let the header's RPS and the windows fill
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(DOCS_SCREENSHOT))
     _open_tab(driver, "Conversations")
@@ -378,3 +379,21 @@ def test_ui_is_a_loadtest_subcommand():
 
     args = cli.build_parser().parse_args(["ui", "--web-port", "8123", "--regions", "us"])
     assert args.func is ui.run and args.web_port == 8123 and args.regions == "us"
+
+
+def test_a_mock_session_refuses_a_start_that_leaves_the_machine():
+    from types import SimpleNamespace
+
+    from loadtest.webui import WebUIExtension
+
+    run = SimpleNamespace(base_urls={"us": "https://api.us-1.platform.polyai.app"},
+                          run_dir=Path("/nonexistent/run"))
+    ext = WebUIExtension(SimpleNamespace(run=run))
+    ext.allow_remote = False  # the UI was started for the mock
+    env = SimpleNamespace(loadtest_run=run, runner=SimpleNamespace(stop=lambda: None))
+    ext.on_test_start(env)
+    assert env.loadtest_run is None and ext.runs == []  # users stop in on_start, no run listed
+    run.base_urls = {"us": "http://127.0.0.1:4001"}
+    env.loadtest_run = run
+    ext.on_test_start(env)
+    assert env.loadtest_run is run and ext.runs == [run.run_dir]

@@ -70,6 +70,14 @@ class ConversationStore:
 
     def get(self, conversation_id: str, now: float) -> Conversation | None:
         """The open conversation, touched (now most recently used), or None if gone or idled out."""
+        conv = self.peek(conversation_id, now)
+        if conv is not None:
+            conv.last_seen = now
+            self._open.move_to_end(conversation_id)
+        return conv
+
+    def peek(self, conversation_id: str, now: float) -> Conversation | None:
+        """Like get, without touching it (an idled-out conversation is expired here too)."""
         conv = self._open.get(conversation_id)
         if conv is None:
             return None
@@ -77,15 +85,6 @@ class ConversationStore:
             del self._open[conversation_id]
             self.expired += 1
             self._forget(conversation_id, "expired")
-            return None
-        conv.last_seen = now
-        self._open.move_to_end(conversation_id)
-        return conv
-
-    def peek(self, conversation_id: str, now: float) -> Conversation | None:
-        """Like get, without touching it."""
-        conv = self._open.get(conversation_id)
-        if conv is None or now - conv.last_seen > self.idle_timeout:
             return None
         return conv
 

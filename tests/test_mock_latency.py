@@ -1,0 +1,199 @@
+"""Latency profiles (regions, variants, turns) and the capacity model of the mock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+import httpx
+import pytest
+
+from loadtest import api
+from loadtest.mock import MockConfig, MockServer, config_from_dict, default_regions
+from loadtest.mock.profiles import Capacity, LogNormal, Overloaded, Sampler, default_variants
+
+HEADERS = api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN)
+
+
+@pytest.fixture(autouse=True)
+def quick_gil_handoff():
+    """Client threads share the GIL with the in-process mock: hand it over quickly."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.0002)
+    yield
+    sys.setswitchinterval(before)
+
+
+# ------------------------------------------------------------------ the distributions
+
+def quantile(values, q):
+    values = sorted(values)
+    return values[int(q * (len(values) - 1))]
+
+
+def test_lognormal_sigma_from_median_and_p99():
+    dist = LogNormal(100, 300)
+    assert dist.sigma == pytest.approx(0.4723, abs=1e-3)
+    with pytest.raises(ValueError):
+        LogNormal(100, 50)
+
+
+@pytest.mark.parametrize("region", list(api.REGIONS))
+def test_sampler_matches_profile(region):
+    profile = default_regions()[region]
+    sampler = Sampler(profile, default_variants(), scale=1.0, turn_growth=0.0, rng=random.Random(5))
+    for endpoint in api.ENDPOINTS:
+        dist = profile.latency(endpoint)
+        samples = [sampler.sample(endpoint, None) * 1000 for _ in range(20_000)]
+        assert statistics.median(samples) == pytest.approx(dist.median_ms, rel=0.04)
+        assert quantile(samples, 0.99) == pytest.approx(dist.p99_ms, rel=0.12)
+
+
+def test_default_profiles_differ_by_region_in_a_fixed_order():
+    regions = default_regions()
+    for endpoint in api.ENDPOINTS:
+        medians = [regions[r].latency(endpoint).median_ms for r in ("uk", "eu", "us", "self-serve")]
+        assert medians == sorted(medians) and len(set(medians)) == 4
+    slots = [regions[r].slots for r in ("us", "uk", "eu", "self-serve")]
+    assert slots == sorted(slots, reverse=True) and len(set(slots)) == 4
+
+
+def test_variant_factor_turn_growth_and_scale():
+    profile = default_regions()["uk"]
+    sampler = Sampler(profile, default_variants(), scale=0.5, turn_growth=0.03, rng=random.Random(1))
+    assert sampler.median("respond", "b") == pytest.approx(1.3 * sampler.median("respond", "a"))
+    assert sampler.median("create") == pytest.approx(0.045)  # 90 ms × 0.5, in seconds
+    turn1 = statistics.median(sampler.sample("respond", "a", 1) for _ in range(20_000))
+    turn11 = statistics.median(sampler.sample("respond", "a", 11) for _ in range(20_000))
+    assert turn11 / turn1 == pytest.approx(1.30, rel=0.05)
+    off = Sampler(profile, default_variants(), scale=0, turn_growth=0.03, rng=random.Random(1))
+    assert off.sample("respond", "b", 30) == 0.0
+
+
+# ------------------------------------------------------------------ over HTTP
+
+async def timed_posts(session: aiohttp.ClientSession, url: str, n: int, body: dict,
+                      concurrency: int = 8) -> list[tuple[int, float, dict, bytes]]:
+    """n POSTs, ``concurrency`` at a time: (status, seconds, headers, body) each."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one():
+        async with sem:
+            start = time.perf_counter()
+            async with session.post(url, json=body, headers=HEADERS) as r:
+                payload = await r.read()
+                return r.status, time.perf_counter() - start, dict(r.headers), payload
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_regions_and_variants_change_latency_over_http():
+    """aiohttp's client in one thread: cheap enough not to blur 45 vs 50 ms medians."""
+    scale = 0.5
+
+    async def measure(mock) -> dict:
+        async with aiohttp.ClientSession() as session:
+            jobs = {(r, None): (mock.base_urls[r], {}) for r in api.REGIONS}
+            jobs[("uk", "b")] = (mock.base_urls["uk"], {"variant_id": "b"})
+            results = await asyncio.gather(*(timed_posts(session, url + api.path("create"), 120, body)
+                                             for url, body in jobs.values()))
+        for rows in results:
+            assert {status for status, *_ in rows} == {200}
+        return {key: statistics.median(t for _, t, _, _ in rows) * 1000 for key, rows in zip(jobs, results)}
+
+    with MockServer(MockConfig(latency_scale=scale)) as mock:
+        medians = asyncio.run(measure(mock))
+    profile = default_regions()
+    for region in api.REGIONS:
+        expected = profile[region].create.median_ms * scale
+        assert 0.85 * expected <= medians[(region, None)] <= 1.2 * expected + 5, (region, medians)
+    assert medians[("uk", None)] < medians[("us", None)] < medians[("self-serve", None)], medians
+    assert medians[("uk", None)] < medians[("eu", None)] < medians[("self-serve", None)], medians
+    assert 1.1 < medians[("uk", "b")] / medians[("uk", None)] < 1.6, medians
+
+
+def test_respond_latency_grows_with_turn_over_http():
+    config = MockConfig(latency_scale=0.3, turn_growth=0.2, end_after=0)
+    with MockServer(config, regions=["uk"]) as mock:
+        def conversation(_):
+            with httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS, timeout=10) as c:
+                cid = c.post(api.path("create"), json={}).json()["conversation_id"]
+                times = []
+                for _ in range(8):
+                    start = time.perf_counter()
+                    assert c.post(api.path("respond"), json={"conversation_id": cid}).status_code == 200
+                    times.append(time.perf_counter() - start)
+                c.put(api.path("close"), json={"conversation_id": cid})
+                return times
+        with ThreadPoolExecutor(20) as pool:
+            runs = list(pool.map(conversation, range(20)))
+    first = statistics.median(r[0] for r in runs)
+    last = statistics.median(r[7] for r in runs)
+    assert 1.6 < last / first < 3.5  # expected 1 + 0.2 × 7 = 2.4
+
+
+# ------------------------------------------------------------------ capacity
+
+def capacity_config(**extra) -> MockConfig:
+    return config_from_dict({"regions": {"uk": {"slots": 2, "queue_limit": 2,
+                                                "create": {"median_ms": 300, "p99_ms": 300}}},
+                             **extra})
+
+
+@pytest.mark.parametrize("overload_status", [503, 429])
+def test_capacity_queues_then_rejects(overload_status):
+    config = capacity_config(overload_status=overload_status)
+
+    async def burst(mock) -> tuple[list, dict]:
+        async with aiohttp.ClientSession() as session:
+            task = asyncio.ensure_future(timed_posts(session, mock.base_urls["uk"] + api.path("create"),
+                                                     10, {}, concurrency=10))
+            await asyncio.sleep(0.15)
+            during = await (await session.get(mock.base_urls["uk"] + "/_mock/stats")).json()
+            return await task, during
+
+    with MockServer(config, regions=["uk"]) as mock:
+        results, during = asyncio.run(burst(mock))
+        after = mock.stats("uk")
+    ok = sorted(t for status, t, _, _ in results if status == 200)
+    rejected = [(t, headers, body) for status, t, headers, body in results if status == overload_status]
+    assert len(ok) == 4 and len(rejected) == 6
+    assert during["in_flight"] == 4 and during["active"] == 2 and during["queued"] == 2
+    assert after["rejected"] == 6 and after["in_flight"] == 0 and after["created"] == 4
+    assert ok[0] == pytest.approx(0.3, abs=0.1) and ok[-1] == pytest.approx(0.6, abs=0.15)  # queued: 2×
+    for t, headers, body in rejected:
+        assert t < 0.25 and json.loads(body)["error"]["code"] == "overloaded"
+        assert ("Retry-After" in headers) == (overload_status == 429)
+
+
+def test_capacity_semaphore_handles_cancellation():
+    async def main():
+        cap = Capacity(slots=1, queue_limit=2)
+        release = asyncio.Event()
+
+        async def user():
+            async with cap:
+                await release.wait()
+
+        holder = asyncio.ensure_future(user())
+        await asyncio.sleep(0)
+        waiter1 = asyncio.ensure_future(user())
+        waiter2 = asyncio.ensure_future(user())
+        await asyncio.sleep(0)
+        assert (cap.active, cap.queued) == (1, 2)
+        with pytest.raises(Overloaded):
+            async with cap:
+                pass
+        waiter1.cancel()
+        await asyncio.sleep(0)
+        assert cap.queued == 1
+        release.set()
+        await asyncio.gather(holder, waiter2)
+        assert (cap.active, cap.queued, cap.rejected) == (0, 0, 1)
+    asyncio.run(main())

@@ -153,6 +153,18 @@ class ChatClient:
             return 0.0
         return random.uniform(*self.run.think_time)
 
+    def think(self) -> None:
+        """Pause between turns, then end the conversation if the test is stopping.
+
+        Not Locust's `wait()`: a user stopped while waiting is killed asynchronously, and the
+        kill can land in the next request, leaving it unrecorded. Sleeping while 'running'
+        lets Locust stop the user gracefully (within --stop-timeout) between requests."""
+        gevent.sleep(self.think_time())
+        if self.user._state == "stopping":  # locust.user.task.LOCUST_STATE_STOPPING
+            from locust.exception import StopUser
+
+            raise StopUser()
+
     def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
              turn: int) -> Outcome:
         """Send one call; a 429 is retried after its Retry-After when --retry-429 allows.

@@ -43,5 +43,5 @@ class ChatUser(FastHttpUser):
     def conversation(self) -> None:
         with self.chat.conversation() as conversation:
             for message in conversation.turns():
-                self.wait()  # the customer reads and types; a stopping test interrupts here
+                self.chat.think()  # the customer reads and types; a stopping test ends it here
                 conversation.respond(message)

@@ -1,6 +1,8 @@
 """The `loadtest` command.
 
     loadtest run [flags]          headless run against the embedded mock (or a real target)
+    loadtest ui [flags]           Locust's web UI with live region/variant views (mock by default)
+    loadtest capacity [flags]     per-region knee: the most concurrent conversations within SLO
     loadtest check [flags]        one conversation per region against the target, with hints
     loadtest mock [--port P]      serve the mock Chat API on loopback
     loadtest report RUN_DIR       (re)build a run's HTML report, summary.csv and summary.md
@@ -73,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="one create → respond → close per region, with hints on errors")
     add_scenario_arguments(check)
     check.set_defaults(func=cmd_check)
+
+    from loadtest import capacity as capacity_cli
+    capacity = sub.add_parser("capacity", help="per region, the highest load within SLO (the knee)")
+    capacity_cli.add_arguments(capacity)
+    capacity.set_defaults(func=capacity_cli.run)
 
     from loadtest.mock import cli as mock_cli
     mock = sub.add_parser("mock", help="serve the mock Chat API on loopback")

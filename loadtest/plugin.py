@@ -24,12 +24,12 @@ from loadtest import api, config, runfolder, safety
 from loadtest.arrivals import Arrivals, region_rates
 from loadtest.chat import RateLimiter, Rotation, load_corpus
 from loadtest.live import LiveStats
+from loadtest.progress import PROGRESS_PREFIX
 from loadtest.recorder import Recorder
 from loadtest.shapes import use_shape
 
 logger = logging.getLogger("loadtest")
 
-PROGRESS_PREFIX = "@@loadtest-progress "
 PROGRESS_INTERVAL_S = 2.0
 
 
@@ -54,6 +54,7 @@ class RunContext:
         max_rps = s.max_rps or (safety.REAL_TARGET_DEFAULT_MAX_RPS if s.target == "real" else 0)
         self.rate_limiter = RateLimiter(max_rps) if max_rps else None
         self.arrivals: Arrivals | None = None  # set when the open model is on
+        self.forward_live = False  # workers forward live samples to the master
         self.base_urls = config.base_urls(s)
         safety.check_target(s.target, self.base_urls, s.yes)
         self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
@@ -65,7 +66,7 @@ class RunContext:
     def conversation_ended(self, **row) -> None:
         if self.recorder:
             self.recorder.conversation(**row)
-        self.live.add_conversation(row["ended_by"])
+        self.live.add_conversation(row["ended_by"], forward=self.forward_live)
 
 
 class Plugin:
@@ -127,6 +128,7 @@ class Plugin:
         try:
             run = RunContext(options, run_dir, None, self.live)
         except ValueError as e:  # a bad value typed into the web UI form
+            environment.loadtest_run = None  # users spawned meanwhile stop instead of using the old run
             logger.error("loadtest: %s — fix it and start again", e)
             gevent.spawn_later(0, runner.stop)
             return
@@ -141,6 +143,7 @@ class Plugin:
                 rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
                 run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
                                         run_dir, suffix)
+        run.forward_live = is_worker
         for user_class in environment.user_classes:  # FastHttpUser reads these at creation
             user_class.network_timeout = user_class.connection_timeout = run.scenario.request_timeout
         self.run = run

@@ -7,6 +7,10 @@ import time
 
 from loadtest.live import by_region
 
+# Locust (a child process) prints live snapshots as lines with this prefix; `loadtest run`
+# shows them and logs everything else.
+PROGRESS_PREFIX = "@@loadtest-progress "
+
 
 class ProgressDisplay:
     def __init__(self, duration_s: float, stream=None):

@@ -14,6 +14,7 @@ Exit codes: 0 all SLOs pass (or none set), 1 an SLO failed, 2 usage or configura
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,8 +27,7 @@ from typing import Iterator
 import httpx
 
 from loadtest import config, records, runfolder, safety, slo
-from loadtest.plugin import PROGRESS_PREFIX
-from loadtest.progress import ProgressDisplay
+from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chat.py"
 MOCK_START_TIMEOUT_S = 20.0
@@ -150,8 +150,9 @@ class Signals:
 def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: ProgressDisplay) -> int:
     """Run Locust, showing its progress lines and logging everything else to locust.log."""
     with open(run_dir / "locust.log", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                bufsize=1, start_new_session=True)
+        # No stdin: Locust's key listener would switch the terminal's input mode.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
         signals.proc = proc
         for line in proc.stdout:
             if line.startswith(PROGRESS_PREFIX):
@@ -161,7 +162,16 @@ def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: Progres
                 if line.startswith("loadtest:") or "Traceback" in line:
                     sys.stderr.write(line)
         display.close()
-        return proc.wait()
+        code = proc.wait()
+        end_process_group(proc.pid)  # worker processes (--processes) must not outlive the master
+        return code
+
+
+def end_process_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def needs_mock(scenario: config.Scenario) -> bool:

@@ -148,7 +148,6 @@ def percentile_bars(stats: RunStats, colours: dict) -> Chart | None:
             _ms_axis(ax)
         h, lab = axes[0][0].get_legend_handles_labels()
         _legend_below(fig, h, lab)
-        fig.suptitle("Latency percentiles by region (successful requests)", fontweight="bold", y=1.02)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
         return Chart("percentiles", "Latency percentiles by region",
                      "Each bar is one percentile of the successful requests' latency: p50 is the typical "
@@ -223,7 +222,6 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
             h.append(Line2D([], [], marker=m, color="#555", ls="none", ms=6))
             lab.append(f"p{q}")
         _legend_below(fig, h, lab, ncol=len(lab))
-        fig.suptitle("Latency distribution by region (successful requests)", fontweight="bold", y=1.02)
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         return Chart("ecdf", "The whole latency distribution",
                      "How many requests finished within a given time. A curve further left is faster; "
@@ -278,7 +276,6 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
                 ax2.set_title("requests per second (area) and error rate (red line)", fontsize=10)
         for ax in axes[-1]:
             ax.set_xlabel(f"time since start ({unit}), {stats.bin_s:g} s bins")
-        fig.suptitle("Over time, per region", fontweight="bold", y=1.0)
         fig.tight_layout()
         return Chart("timeseries", "How things changed during the run",
                      f"Left: respond latency percentiles in {stats.bin_s:g}-second bins. Right: requests per "

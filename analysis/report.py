@@ -624,7 +624,7 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
         "detail": _request_rows(detail, colours) if stats.has_variants else [],
         "empty_groups": [f"{label(r.region)} · {label(r.variant)}" for _, r in
                          detail.groupby(["region", "variant"], as_index=False)["count"].sum().iterrows() if r["count"] == 0],
-        "totals": _request_rows(stats.level("endpoint"), colours),
+        "totals": _request_rows(stats.level("endpoint"), colours) if len(by_region.region.unique()) > 1 else [],
         "cmp_regions": _comparison_view(regions, colours) if len(stats.regions) > 1 else [],
         "cmp_variants": _comparison_view(variants, None),
         "baseline": _baseline_view(base, colours),

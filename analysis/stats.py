@@ -673,6 +673,7 @@ def _conversation_table(conv: pd.DataFrame, rows: Rows, dims: Dims, requests: pd
         eb_names = [str(c) for c in eb_col.cat.categories]
         eb_codes = eb_col.cat.codes.to_numpy()
         c_valid = (c_ri >= 0) & (c_vi >= 0)
+        dur_sorter = SortedValues(np.nan_to_num(dur[c_valid]))
     rows = []
     rv_valid = (dims.ri >= 0) & (dims.vi >= 0)
     for level, ldims in levels.items():
@@ -707,7 +708,7 @@ def _conversation_table(conv: pd.DataFrame, rows: Rows, dims: Dims, requests: pd
             ck, _ = key_of(c_ri[c_valid], c_vi[c_valid])
             c_count = np.bincount(ck, minlength=n)[:n]
             c_okn = np.bincount(ck[c_ok[c_valid]], minlength=n)[:n]
-            d = _describe(ck, n, SortedValues(np.nan_to_num(dur[c_valid])), None, qs=(50, 95))
+            d = _describe(ck, n, dur_sorter, None, qs=(50, 95))
             with np.errstate(invalid="ignore", divide="ignore"):
                 t_mean = np.bincount(ck, weights=turns[c_valid], minlength=n)[:n] / c_count
             eb = eb_codes[c_valid]

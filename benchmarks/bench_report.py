@@ -1,0 +1,172 @@
+"""Benchmark: report build time and peak memory on large synthetic runs.
+
+    python benchmarks/bench_report.py --rows 1000000
+    python benchmarks/bench_report.py --rows 10000000 --workdir /tmp/bench
+
+Each measurement runs in a fresh Python process, so its peak RSS (/proc/self/status VmHWM)
+is its own. Measured, on the same synthetic run folder:
+
+  baseline C       pandas.read_csv (C engine, explicit dtypes, categoricals) +
+                   groupby(region, variant, endpoint).quantile(PERCENTILES)
+  baseline arrow   the same with engine="pyarrow"
+  ours cold        analysis.load.load_run (no Parquet cache) + analysis.stats.compute_stats
+  ours cached      the same, reading the Parquet cache a first load wrote
+  report cold      analysis.report.build_report end to end, no cache yet (the real first run)
+  report cached    build_report again (cache present)
+  breakdown        load / stats / comparisons (bootstrap + Mann-Whitney) / charts / render
+
+Targets: 10M rows → full report ≤ 20 s and ≤ 4 GiB; loading + statistics within 2× of the
+faster baseline. Results are printed and written to benchmarks/out/bench-<rows>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out"
+
+PRELUDE = textwrap.dedent(f"""
+    import json, resource, sys, time
+    sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
+    t0 = time.perf_counter()
+    def done(**extra):
+        # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak over exec)
+        rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+        print("RESULT " + json.dumps(dict(seconds=time.perf_counter() - t0, peak_rss=rss, **extra)))
+""")
+
+BASELINE = textwrap.dedent("""
+    import pandas as pd
+    from analysis.load import ANALYSIS_COLUMNS
+    from analysis.stats import PERCENTILES
+    cat = "category"
+    dtype = {"timestamp": "float64", "region": cat, "variant": cat, "endpoint": cat, "response_time_ms": "float64",
+             "status": "int32", "ok": "int8", "error_kind": cat, "error": cat, "conversation_id": "str", "turn": "int32"}
+    kw = dict(usecols=list(ANALYSIS_COLUMNS), dtype=dtype)
+    if ENGINE == "c":
+        kw.update(keep_default_na=False, na_values={"response_time_ms": [""]})
+    import glob
+    files = sorted(glob.glob(RUN + "/requests*.csv"))
+    df = pd.concat([pd.read_csv(f, engine=ENGINE, **kw) for f in files], ignore_index=True)
+    t_read = time.perf_counter() - t0
+    ok = df[df["ok"] == 1]
+    q = ok.groupby(["region", "variant", "endpoint"], observed=True)["response_time_ms"].quantile([p / 100 for p in PERCENTILES])
+    done(read=t_read, groups=len(q) // len(PERCENTILES), rows=len(df))
+""")
+
+OURS = textwrap.dedent("""
+    from analysis.load import load_run
+    from analysis.stats import compute_stats
+    run = load_run(RUN, use_cache=CACHE)
+    t_load = time.perf_counter() - t0
+    st = compute_stats(run)
+    done(load=t_load, stats=time.perf_counter() - t0 - t_load, rows=len(run.requests))
+""")
+
+REPORT = textwrap.dedent("""
+    from analysis.report import build_report
+    p = build_report(RUN)
+    done(size=p.stat().st_size)
+""")
+
+BREAKDOWN = textwrap.dedent("""
+    from analysis.load import load_run
+    from analysis.stats import compute_stats
+    from analysis.compare import compare_groups
+    from analysis.charts import build_charts
+    from analysis.report import render_report, summary_csv_text
+    marks = {}
+    t = time.perf_counter()
+    run = load_run(RUN); marks["load"] = time.perf_counter() - t; t = time.perf_counter()
+    st = compute_stats(run); marks["stats"] = time.perf_counter() - t; t = time.perf_counter()
+    regions = compare_groups(st, "region"); variants = compare_groups(st, "variant") if st.has_variants else None
+    marks["compare (bootstrap + Mann-Whitney)"] = time.perf_counter() - t; t = time.perf_counter()
+    charts = build_charts(st, variants, run.stats_history); marks["charts"] = time.perf_counter() - t
+    t = time.perf_counter()
+    html, _, _ = render_report(run, st); summary_csv_text(st)
+    marks["render (compare + charts + template)"] = time.perf_counter() - t
+    done(marks=marks)
+""")
+
+
+def child(code: str, **params) -> dict:
+    head = "".join(f"{k} = {v!r}\n" for k, v in params.items())
+    proc = subprocess.run([sys.executable, "-c", PRELUDE + head + code], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT "):])
+
+
+def clear_cache(run: Path) -> None:
+    for p in run.glob(".*.cache.parquet"):
+        p.unlink()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000, help="request rows in the synthetic run (default 1M)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/loadtest-bench"), help="where the synthetic run lives")
+    ap.add_argument("--workers", type=int, default=1, help="split requests into this many worker files")
+    ap.add_argument("--skip-baseline", action="store_true")
+    args = ap.parse_args(argv)
+
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    from synthetic import make_run
+
+    run = args.workdir / f"run-{args.rows}"
+    if not (run / "run.json").exists():
+        t = time.perf_counter()
+        print(f"generating {args.rows:,} rows in {run} …", flush=True)
+        make_run(run, rows=args.rows, variants=["a", "b"], variant_factor={"b": 1.1}, workers=args.workers,
+                 regions={"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4), "self-serve": (5.4, 0.5)},
+                 duration_s=max(120.0, args.rows / 2000), seed=1)
+        print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
+    size = sum(p.stat().st_size for p in run.glob("requests*.csv"))
+    print(f"run folder: {run} ({size / 1e9:.2f} GB of requests CSV)\n", flush=True)
+
+    res: dict = {"rows": args.rows, "csv_bytes": size, "cpus": os.cpu_count()}
+
+    def show(name, r):
+        extra = ", ".join(f"{k} {v:.2f} s" for k, v in r.items() if k in ("read", "load", "stats"))
+        print(f"{name:<16} {r['seconds']:7.2f} s   peak {r['peak_rss'] / 2**30:5.2f} GiB   {extra}", flush=True)
+        res[name] = r
+
+    if not args.skip_baseline:
+        show("baseline C", child(BASELINE, RUN=str(run), ENGINE="c"))
+        show("baseline arrow", child(BASELINE, RUN=str(run), ENGINE="pyarrow"))
+    clear_cache(run)
+    show("ours cold", child(OURS, RUN=str(run), CACHE=False))
+    clear_cache(run)
+    show("report cold", child(REPORT, RUN=str(run)))
+    show("ours cached", child(OURS, RUN=str(run), CACHE=True))
+    show("report cached", child(REPORT, RUN=str(run)))
+    b = child(BREAKDOWN, RUN=str(run))
+    res["breakdown"] = b
+    print("\nbreakdown (cached): " + ", ".join(f"{k} {v:.2f} s" for k, v in b["marks"].items()))
+
+    print()
+    if not args.skip_baseline:
+        base = min(res["baseline C"]["seconds"], res["baseline arrow"]["seconds"])
+        ours = res["ours cold"]["seconds"]
+        res["ratio_cold_vs_baseline"] = ours / base
+        print(f"load + stats vs faster baseline: {ours:.2f} s / {base:.2f} s = {ours / base:.2f}× (target ≤ 2×)")
+    rep = res["report cold"]
+    print(f"full report, cold: {rep['seconds']:.2f} s, peak {rep['peak_rss'] / 2**30:.2f} GiB, "
+          f"report.html {rep['size'] / 1e6:.2f} MB (targets at 10M rows: ≤ 20 s, ≤ 4 GiB, ≤ 10 MB)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"bench-{args.rows}.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,7 +25,7 @@ from loadtest.mock.config import MockConfig, load_config
 from loadtest.mock.faults import SYNTAX, parse_fault
 from loadtest.mock.server import AsyncMockServer, new_event_loop
 
-DEFAULT_PORT = 8700
+DEFAULT_PORT = api.MOCK_DEFAULT_PORT
 
 
 def _fault(text: str):

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from email.utils import formatdate
+from functools import partial
 
 from loadtest import api
 from loadtest.mock.service import RESET, RegionService
@@ -216,7 +217,8 @@ class HttpProtocol(asyncio.Protocol):
                         return
                 else:
                     self._flush(out)
-                    self.task = asyncio.ensure_future(self._later(result, keep_alive, head_only))
+                    task = self.task = asyncio.ensure_future(result)
+                    task.add_done_callback(partial(self._answer_later, keep_alive, head_only))
                     return
         except _Reject as r:
             self._flush(out)
@@ -320,15 +322,17 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
-    async def _later(self, coro, keep_alive: bool, head_only: bool) -> None:
-        try:
-            result = await coro
-        except asyncio.CancelledError:
+    def _answer_later(self, keep_alive: bool, head_only: bool, task: asyncio.Task) -> None:
+        """Done callback of a request served asynchronously (service time, queue, hold)."""
+        if task.cancelled():  # the client went away
             return
-        except Exception:
-            log.exception("mock: unexpected error")
-            result = self.service.error(500, "internal error")
         self.task = None
+        exc = task.exception()
+        if exc is not None:
+            log.error("mock: unexpected error", exc_info=exc)
+            result = self.service.error(500, "internal error")
+        else:
+            result = task.result()
         if self.closing:
             return
         if result[3] == RESET:

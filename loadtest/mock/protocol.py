@@ -1,9 +1,10 @@
 """A small, fast HTTP/1.1 server protocol (asyncio) in front of a RegionService.
 
-Why not aiohttp here: on one core aiohttp's request machinery tops out near the request rate
-of a single Locust generator, and the mock must never be the bottleneck. This protocol does
-only what the Chat API needs and is ~3× faster. The aiohttp front end
-(:func:`loadtest.mock.server.make_app`) serves the same RegionService for embedding.
+Why not aiohttp here: on one core aiohttp's request machinery tops out below the request
+rate of a single Locust generator, and the mock must never be the bottleneck. This protocol
+does only what the Chat API needs and is several times faster (``benchmarks/bench_mock.py``
+measures both). The aiohttp front end (:func:`loadtest.mock.server.make_app`) serves the
+same RegionService, for embedding in an aiohttp application.
 
 What it speaks: HTTP/1.0 and 1.1 requests with ``Content-Length`` or ``chunked`` bodies,
 keep-alive, pipelining (answered in order), ``Expect: 100-continue``; ``HEAD`` gets headers

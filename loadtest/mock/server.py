@@ -211,6 +211,10 @@ class MockServer:
     ``with MockServer(config) as mock:`` starts it and waits until every port listens;
     ``mock.base_urls``/``mock.ports`` say where; ``mock.stats(region)`` reads counters safely
     from the calling thread.
+
+    Not for a gevent-patched process (a Locust process): its "thread" would be a greenlet
+    and the loop would starve the hub. There, run ``loadtest mock --ready-file`` as a child
+    process instead, as the runner does.
     """
 
     def __init__(self, config: MockConfig | None = None, regions: Iterable[str] | None = None,

@@ -13,26 +13,31 @@ response) or :data:`RESET` (abort the connection without a response).
 The decisions the reference leaves open, checked in this order:
 
 ==== =========================================================================================
+413  body over ``max_body`` (default 64 KiB): the front ends check Content-Length, or count a
+     chunked body while reading it, before anything else — never reading unbounded
 404  unknown path (anything but ``/{version}/{account}/{project}/chat/{create|respond|close}``
-     and the admin ``/_mock/stats``), or a version/account/project not configured
+     and the admin ``GET /_mock/stats``), or a version/account/project not configured
 405  wrong method, with ``Allow``
-401  missing or wrong ``X-API-KEY`` / ``X-TOKEN``
+401  missing or wrong ``X-API-KEY`` / ``X-TOKEN`` (header names are case-insensitive, as in
+     HTTP; values compared in constant time)
 415  ``Content-Type`` is not ``application/json`` (parameters like charset are fine)
-413  body over ``max_body`` (the front ends check it before reading: never read unbounded)
 400  malformed JSON, a body that is not a JSON object, a missing ``conversation_id``
      (an empty body counts as ``{}``: fine for create)
 422  wrong field types (``variant_id``/``conversation_id``/``message`` not a string,
      ``integration_attributes`` not an object), an unknown ``variant_id`` (the message names
      the known ones), and ``variant_id`` on respond or close: **"variant_id is only accepted
      on create"** — a variant is chosen once and cannot change during a conversation
-404  unknown, closed, expired or evicted conversation (respond or close after close → 404)
+404  unknown, closed, expired or evicted conversation (respond or close after close → 404;
+     the message says which when the id was seen recently)
 429  injected rate-limit fault (``Retry-After``), or capacity overload when configured so
 503  capacity overload (queue full), or an injected fault; 500/502 injected faults
 ==== =========================================================================================
 
 Every error body is JSON: ``{"error": {"code": "not_found", "message": "..."}}``. Unknown
-extra fields in a body are ignored. Faults are drawn after validation (a malformed request
-gets its 4xx, never a fault); see :mod:`loadtest.mock.faults` for what each kind does.
+extra fields in a body are ignored. Faults are drawn after validation and the conversation
+lookup (a bad request gets its 4xx, never a fault); see :mod:`loadtest.mock.faults` for
+what each kind does. A conversation's state changes when its answer is ready, after the
+service time; a respond to a conversation closed meanwhile answers 404.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1080 @@
+"""`loadtest capacity`: per region, the highest load that stays within SLO (the knee).
+
+    loadtest capacity --regions us,uk --start 8 --step 8 --max 128 --hold 15s
+
+For each region in turn, one Locust run climbs a staircase of concurrent conversations
+(users): `start`, `start + step`, … up to `max`, each level held for `hold`. The first
+`settle` part of every step (default 30 %, at least 0.5 s) is ramp-up and is ignored; the
+rest is the step's stable window. As soon as a step ends, its window is read from the growing
+requests.csv and judged with `loadtest.slo.evaluate`; after `confirm` failing steps in a row
+(default 2) that region's Locust is stopped gracefully (SIGINT, see `stop_locust`), so the search costs one
+step past the first failure and no more. One mock serves all regions (started once).
+
+The knee of a region is the highest level that passed before that confirmed failure,
+reported in users and in conversations per second (successful creates/s measured in that
+step's window). Why two failures: a single step's p95 over a few seconds of data can be
+knocked over by one GC pause or a noisy neighbour on the load generator; a real capacity
+limit fails the next, higher step too. An isolated failure is listed, not taken as the knee.
+When the run ends at `max` the trailing failure counts without confirmation.
+
+SLOs: the `--slo` expressions (scoped to other regions are skipped for a region), or by
+default, per region:
+
+    error_rate < 1%
+    respond.p95 < max(2 × B, B + 50 ms)      B = respond p95 of the region's first step
+
+"Latency doubled since light load" marks the onset of queueing on any service without
+knowing its absolute latency; the +50 ms floor keeps millisecond-fast targets from failing
+on the load generator's own jitter. This needs the first step to be a light load (keep
+`--start` small).
+
+Windows are defined by request *completion* time (start + latency), so a window is complete
+about a second (the recorder's flush) after it ends; the final table is recomputed from the
+complete run folders after Locust exits. Latency columns (p50/p95/p99) are of successful
+respond calls, the customer-facing turn.
+
+Output, in one capacity folder `<out>/<id>/` (`<out>/latest` points to it): a normal run
+folder per region (`<id>/<region>/`, reportable with `loadtest report`), `capacity.csv`
+(one row per measured step), `capacity.json` (plan, SLOs, steps, knees), `capacity.md`,
+`capacity.png` and a self-contained `capacity.html`.
+
+Exit codes: 0 every region has a knee (or passed up to --max: the knee is at least max),
+1 some region failed its SLOs already at --start, 2 usage error, 3 a run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import html
+import io
+import json
+import math
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from loadtest import config, records
+
+EXIT_OK, EXIT_BELOW_START, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+
+DEFAULT_START, DEFAULT_STEP, DEFAULT_MAX, DEFAULT_HOLD = 8, 8, 128, "15s"
+DEFAULT_SETTLE, DEFAULT_CONFIRM = 0.3, 2
+#: Each step's users are all started within 0.25 s of the shape's change: never settle for less.
+MIN_SETTLE_S = 0.5
+MIN_WINDOW_S = 1.0
+#: The recorder flushes every second; a window is read this long after it ends.
+READ_GRACE_S = 1.3
+STARTUP_TIMEOUT_S = 60.0
+
+DEFAULT_ERROR_SLO = "error_rate < 1%"
+LATENCY_FACTOR = 2.0
+LATENCY_FLOOR_MS = 50.0
+LATENCY_ENDPOINT = "respond"
+DEFAULT_SLO_TEXT = (f"{DEFAULT_ERROR_SLO}; {LATENCY_ENDPOINT}.p95 < max({LATENCY_FACTOR:g} × B, "
+                    f"B + {LATENCY_FLOOR_MS:g} ms) where B is the region's {LATENCY_ENDPOINT} p95 "
+                    f"in its first step")
+
+CSV_COLUMNS = ("region", "level_users", "conversations_per_s", "rps", "p50_ms", "p95_ms",
+               "p99_ms", "error_rate", "passed", "step", "users_observed", "requests",
+               "knee", "failed_slos")
+
+CAPACITY_CSV, CAPACITY_JSON = "capacity.csv", "capacity.json"
+CAPACITY_MD, CAPACITY_PNG, CAPACITY_HTML = "capacity.md", "capacity.png", "capacity.html"
+
+
+# --------------------------------------------------------------------------- the plan
+
+@dataclass(frozen=True)
+class Plan:
+    """The staircase: levels of users, how long each is held, what part is ramp-up."""
+
+    start: int = DEFAULT_START
+    step: int = DEFAULT_STEP
+    max: int = DEFAULT_MAX
+    hold_s: float = 15.0
+    settle: float = DEFAULT_SETTLE
+    confirm: int = DEFAULT_CONFIRM
+
+    def __post_init__(self) -> None:
+        if self.start < 1 or self.step < 1:
+            raise config.ConfigError("--start and --step must be at least 1 user")
+        if self.max < self.start:
+            raise config.ConfigError(f"--max ({self.max}) is below --start ({self.start})")
+        if not 0 <= self.settle < 1:
+            raise config.ConfigError(f"--settle {self.settle:g} must be a fraction, 0 <= settle < 1")
+        if self.confirm < 1:
+            raise config.ConfigError("--confirm must be at least 1 step")
+        if self.hold_s - self.settle_s < MIN_WINDOW_S:
+            raise config.ConfigError(
+                f"--hold {self.hold_s:g}s leaves {max(self.hold_s - self.settle_s, 0):.2g} s to measure "
+                f"after {self.settle_s:.2g} s of ramp-up; use --hold "
+                f"{math.ceil(max(MIN_SETTLE_S, self.settle * self.hold_s) + MIN_WINDOW_S)}s or more")
+
+    @property
+    def levels(self) -> list[int]:
+        out = list(range(self.start, self.max + 1, self.step))
+        if out[-1] != self.max:
+            out.append(self.max)
+        return out
+
+    @property
+    def settle_s(self) -> float:
+        return max(self.settle * self.hold_s, MIN_SETTLE_S)
+
+    @property
+    def total_s(self) -> float:
+        return len(self.levels) * self.hold_s
+
+    @property
+    def spawn_rate(self) -> float:
+        """Each step's new users start within ~0.25 s (the window waits for the shape's tick)."""
+        return float(4 * max(self.start, self.step))
+
+    def shape_spec(self) -> str:
+        return (f"steps:start={self.start},step={self.step},every={self.hold_s:g}s,"
+                f"max={self.max},rate={self.spawn_rate:g}")
+
+    def describe(self) -> str:
+        return (f"{self.start} → {self.max} users, +{self.step} every {self.hold_s:g} s "
+                f"(first {self.settle_s:.3g} s of each step ignored as ramp-up); "
+                f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row")
+
+
+# --------------------------------------------------------------------------- SLOs
+
+def default_latency_slo(baseline_ms: float) -> str:
+    threshold = max(LATENCY_FACTOR * baseline_ms, baseline_ms + LATENCY_FLOOR_MS)
+    return f"{LATENCY_ENDPOINT}.p95 < {math.ceil(threshold)}ms"
+
+
+def region_slos(exprs: Sequence[str], region: str, variants: Sequence[str] | None = None) -> list:
+    """The SLOs that apply to one region's run: unscoped ones and those scoped to it."""
+    from loadtest import slo
+
+    return [s for s in slo.parse_slos(list(exprs), variants) if s.region in (None, region)]
+
+
+# --------------------------------------------------------------------------- reading a growing run
+
+class CsvTail:
+    """The complete rows appended so far to growing CSV files (e.g. requests*.csv of a run).
+
+    Each call to `read()` parses only the bytes added since the last one, up to the last line
+    end that is outside a quoted field, so a row being written is never half-read.
+    """
+
+    def __init__(self, folder: Path, pattern: str, columns: Sequence[str]):
+        self.folder, self.pattern, self.columns = Path(folder), pattern, list(columns)
+        self._offsets: dict[Path, int] = {}
+        self._headers: dict[Path, list[str]] = {}
+
+    def read(self):
+        import pandas as pd
+
+        frames = []
+        for f in sorted(self.folder.glob(self.pattern)):
+            offset = self._offsets.get(f, 0)
+            try:
+                with open(f, "rb") as fh:
+                    fh.seek(offset)
+                    data = fh.read()
+            except OSError:
+                continue
+            if f not in self._headers:
+                end = data.find(b"\n")
+                if end < 0:
+                    continue
+                self._headers[f] = next(csv.reader([data[:end].decode("utf-8").strip()]))
+                offset += end + 1
+                data = data[end + 1:]
+            cut = _complete_rows(data)
+            if cut == 0:
+                continue
+            frame = pd.read_csv(io.BytesIO(data[:cut]), header=None, names=self._headers[f],
+                                usecols=lambda c: c in self.columns, keep_default_na=False,
+                                na_values=[""], dtype=str, engine="c")
+            self._offsets[f] = offset + cut
+            frames.append(frame)
+        if not frames:
+            return None
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _complete_rows(data: bytes) -> int:
+    """Length of the prefix of `data` that holds only complete CSV rows."""
+    cut = data.rfind(b"\n") + 1
+    while cut > 0 and data.count(b'"', 0, cut) % 2:  # that line end is inside a quoted field
+        cut = data.rfind(b"\n", 0, cut - 1) + 1
+    return cut
+
+
+def _typed_requests(df):
+    import pandas as pd
+
+    out = pd.DataFrame({
+        "timestamp": pd.to_numeric(df["timestamp"], errors="coerce"),
+        "region": df["region"].fillna("").astype(str),
+        "variant": df["variant"].fillna("").astype(str),
+        "endpoint": df["endpoint"].fillna("").astype(str),
+        "response_time_ms": pd.to_numeric(df["response_time_ms"], errors="coerce"),
+        "status": pd.to_numeric(df["status"], errors="coerce").fillna(0).astype(int),
+        "ok": pd.to_numeric(df["ok"], errors="coerce").fillna(0).astype(int),
+        "error_kind": df["error_kind"].fillna("").astype(str),
+        "conversation_id": df["conversation_id"].fillna("").astype(str),
+    })
+    return out.dropna(subset=["timestamp", "response_time_ms"])
+
+
+def _typed_conversations(df):
+    import pandas as pd
+
+    out = pd.DataFrame({c: df[c] for c in records.CONVERSATION_COLUMNS})
+    for c in ("started", "ended", "duration_s"):
+        out[c] = pd.to_numeric(out[c], errors="coerce")
+    for c in ("turns", "ok"):
+        out[c] = pd.to_numeric(out[c], errors="coerce").fillna(0).astype(int)
+    return out
+
+
+REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_time_ms",
+                        "status", "ok", "error_kind", "conversation_id")
+
+
+class RunTail:
+    """requests and conversations of one growing run folder, typed like `analysis.load`."""
+
+    def __init__(self, run_dir: Path):
+        self.requests_tail = CsvTail(run_dir, records.REQUESTS_GLOB, REQUEST_READ_COLUMNS)
+        self.conversations_tail = CsvTail(run_dir, records.CONVERSATIONS_GLOB,
+                                          records.CONVERSATION_COLUMNS)
+        self.requests = None
+        self.conversations = None
+
+    def read(self):
+        import pandas as pd
+
+        new = self.requests_tail.read()
+        if new is not None and len(new):
+            new = _typed_requests(new)
+            self.requests = new if self.requests is None else pd.concat([self.requests, new],
+                                                                         ignore_index=True)
+        new = self.conversations_tail.read()
+        if new is not None and len(new):
+            new = _typed_conversations(new)
+            self.conversations = new if self.conversations is None else pd.concat(
+                [self.conversations, new], ignore_index=True)
+        return self.requests, self.conversations
+
+    def forget_before(self, t: float) -> None:
+        """Drop rows that ended before t (already judged)."""
+        if self.requests is not None:
+            end = self.requests["timestamp"] + self.requests["response_time_ms"] / 1000.0
+            self.requests = self.requests[end.to_numpy() >= t].reset_index(drop=True)
+        if self.conversations is not None:
+            self.conversations = self.conversations[
+                self.conversations["ended"].to_numpy() >= t].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- one step
+
+def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence) -> dict:
+    """Metrics and SLO results of the requests that *completed* in [t0, t1).
+
+    `slos` may be empty (the first step under the default SLOs, where the latency threshold is
+    set from it: then only the error SLO is given). Percentiles come from
+    `analysis.stats.percentiles`, the project's one percentile function.
+    """
+    import numpy as np
+
+    from analysis.stats import percentiles
+    from loadtest import slo
+
+    window = t1 - t0
+    if requests is None or not len(requests):
+        req = None
+        n = 0
+    else:
+        ts = requests["timestamp"].to_numpy(dtype=float)
+        end = ts + requests["response_time_ms"].to_numpy(dtype=float) / 1000.0
+        req = requests[(end >= t0) & (end < t1)]
+        n = len(req)
+    conv = None
+    if conversations is not None and len(conversations):
+        ended = conversations["ended"].to_numpy(dtype=float)
+        conv = conversations[(ended >= t0) & (ended < t1)]
+    row: dict[str, Any] = {"window_start": t0, "window_end": t1, "window_s": window,
+                           "requests": n}
+    if n:
+        ok = req["ok"].to_numpy() > 0
+        endpoint = req["endpoint"].astype(str).to_numpy()
+        lat = req["response_time_ms"].to_numpy(dtype=float)[ok & (endpoint == LATENCY_ENDPOINT)]
+        p50, p95, p99 = (float(x) for x in percentiles(lat, [50, 95, 99]))
+        row.update(conversations_per_s=int((ok & (endpoint == "create")).sum()) / window,
+                   rps=n / window, p50_ms=p50, p95_ms=p95, p99_ms=p99,
+                   error_rate=float((~ok).sum()) / n, responds=int(lat.size))
+    else:
+        row.update(conversations_per_s=0.0, rps=0.0, p50_ms=math.nan, p95_ms=math.nan,
+                   p99_ms=math.nan, error_rate=math.nan, responds=0)
+    results = slo.evaluate(list(slos), req, conv, duration_s=window) if slos else []
+    row["slo"] = results
+    row["passed"] = bool(n) and all(r["passed"] for r in results)
+    row["failed_slos"] = [f"{r['expr']} (observed {r['observed_text']})" for r in results
+                          if not r["passed"]]
+    if not n:
+        row["failed_slos"].insert(0, "no requests completed in the window")
+    for key in ("p50_ms", "p95_ms", "p99_ms", "error_rate"):
+        if isinstance(row[key], float) and np.isnan(row[key]):
+            row[key] = None
+    return row
+
+
+# --------------------------------------------------------------------------- the knee
+
+@dataclass
+class Knee:
+    status: str               # found | above_max | below_start | incomplete | failed
+    knee: int | None          # index of the knee step
+    first_fail: int | None    # index of the first step of the confirmed failure
+    isolated: list[int]       # failing steps before the knee that the next step contradicted
+
+
+def find_knee(passed: Sequence[bool], confirm: int, reached_max: bool) -> Knee:
+    """The knee from the pass/fail of consecutive steps.
+
+    The first failure is the first step of the first run of `confirm` failing steps; when none
+    is that long, a run of failures that ends the data (the run stopped or reached max) counts.
+    The knee is the last passing step before it. `reached_max`: every planned level was
+    measured, so "no failure" means the knee is at least max.
+    """
+    first_fail, streak = None, 0
+    for i, ok in enumerate(passed):
+        streak = 0 if ok else streak + 1
+        if streak >= confirm:
+            first_fail = i - confirm + 1
+            break
+    else:
+        if streak:
+            first_fail = len(passed) - streak
+    limit = len(passed) if first_fail is None else first_fail
+    knee = next((i for i in range(limit - 1, -1, -1) if passed[i]), None)
+    isolated = [i for i in range(limit) if not passed[i]]
+    if not passed:
+        return Knee("failed", None, None, [])
+    if first_fail is None:
+        return Knee("above_max" if reached_max else "incomplete", knee, None, isolated)
+    if knee is None:
+        return Knee("below_start", None, first_fail, isolated)
+    return Knee("found", knee, first_fail, isolated)
+
+
+def should_stop(passed: Sequence[bool], confirm: int) -> bool:
+    return len(passed) >= confirm and not any(passed[-confirm:])
+
+
+# --------------------------------------------------------------------------- one region
+
+@dataclass
+class RegionResult:
+    region: str
+    run_dir: Path
+    status: str = "failed"
+    steps: list | None = None
+    knee: Knee | None = None
+    slos: list | None = None
+    baseline_p95_ms: float | None = None
+    mock: dict | None = None
+    locust_rc: int | None = None
+    stopped_early: bool = False
+    cpu_warning: bool = False
+    message: str = ""
+
+    @property
+    def knee_step(self) -> dict | None:
+        return self.steps[self.knee.knee] if self.knee and self.knee.knee is not None else None
+
+    @property
+    def fail_step(self) -> dict | None:
+        return self.steps[self.knee.first_fail] if self.knee and self.knee.first_fail is not None else None
+
+
+def region_scenario(scenario: config.Scenario, region: str, plan: Plan) -> config.Scenario:
+    values = dict(scenario.values)
+    values.update(regions={region: 1.0}, shape=plan.shape_spec(), arrival_rate={},
+                  users=plan.max, duration=plan.total_s)
+    return config.Scenario(values=values, sources=dict(scenario.sources))
+
+
+_SHAPE_CHANGE = re.compile(r"Shape test updating to (\d+) users")
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
+
+
+def _log_time(line: str) -> float:
+    """Epoch seconds of a Locust log line ("[2024-05-01 10:00:00,123] …"), else now."""
+    m = _LOG_TIME.match(line)
+    if m:
+        try:
+            return time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+        except (ValueError, OverflowError):
+            pass
+    return time.time()
+
+
+class _LocustOutput(threading.Thread):
+    """Drains Locust's stdout into locust.log, echoing its errors and noting, from its log,
+    when the load shape changed the user count (the true step boundaries: the shape ticks once
+    a second, so a step starts up to a second after its nominal time)."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path, region: str):
+        super().__init__(daemon=True)
+        self.proc, self.log_path, self.region = proc, log_path, region
+        self.cpu_warning = False
+        self.changes: list[tuple[float, int]] = []  # (epoch s, users), in order
+        self.shape_end: float | None = None
+
+    def run(self) -> None:
+        from loadtest.progress import PROGRESS_PREFIX
+
+        with open(self.log_path, "w", encoding="utf-8") as log:
+            for line in self.proc.stdout:
+                if line.startswith(PROGRESS_PREFIX):
+                    continue
+                log.write(line)
+                m = _SHAPE_CHANGE.search(line)
+                if m:
+                    self.changes.append((_log_time(line), int(m.group(1))))
+                elif "Shape test stopping" in line:
+                    self.shape_end = _log_time(line)
+                elif "CPU usage above" in line:
+                    self.cpu_warning = True
+                if line.startswith("loadtest:") or "Traceback" in line:
+                    sys.stderr.write(f"[{self.region}] {line}")
+
+    def steps(self) -> list[tuple[int, float, float | None]]:
+        """(users, start, end or None while running) of each step so far."""
+        changes = list(self.changes)
+        out = []
+        for i, (t, users) in enumerate(changes):
+            end = changes[i + 1][0] if i + 1 < len(changes) else self.shape_end
+            out.append((users, t, end))
+        return out
+
+
+def _fmt_ms(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
+
+
+def _fmt_pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.2f}%"
+
+
+def _step_line(region: str, level: int, row: dict) -> str:
+    verdict = "pass" if row["passed"] else "FAIL " + "; ".join(row["failed_slos"])
+    return (f"[{region}] {level:>6}  {row['conversations_per_s']:>7.2f}  {row['rps']:>7.1f}  "
+            f"{_fmt_ms(row['p50_ms']):>6}  {_fmt_ms(row['p95_ms']):>6}  {_fmt_ms(row['p99_ms']):>6}  "
+            f"{_fmt_pct(row['error_rate']):>7}  {verdict}")
+
+
+STOP_GRACE_S = 10.0
+
+
+def stop_locust(proc: subprocess.Popen) -> None:
+    """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
+
+    SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
+    installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
+    the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
+    users within --stop-timeout, fire test_stop, write the stats, exit 0.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+
+
+def _signals():
+    """runner.Signals, stopping the Locust child with SIGINT first (see `stop_locust`)."""
+    from loadtest import runner
+
+    class Signals(runner.Signals):
+        def _handle(self, signum, frame):
+            self.count += 1
+            if self.proc is None or self.proc.poll() is not None:
+                return
+            if self.count == 1:
+                sys.stderr.write("\nStopping: closing open conversations, saving data and writing "
+                                 "the capacity report (press Ctrl-C again to stop at once)…\n")
+                stop_locust(self.proc)
+            else:
+                self.proc.kill()
+
+    return Signals()
+
+
+def search_region(scenario: config.Scenario, region: str, base_url: str, plan: Plan,
+                  user_slos: list[str], run_dir: Path, signals) -> RegionResult:
+    """One region's staircase: run Locust, judge each step as it ends, stop after the knee."""
+    from loadtest import runfolder, runner
+
+    result = RegionResult(region=region, run_dir=run_dir)
+    rs = region_scenario(scenario, region, plan)
+    variants = list(rs.variants) or None
+    slos = region_slos(user_slos, region, variants) if user_slos else region_slos([DEFAULT_ERROR_SLO], region)
+    result.slos = [s.expr for s in slos]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runfolder.update_run_json(run_dir, status="starting", target=rs.target, config=rs.raw(),
+                              config_hash=runfolder.config_hash(rs.raw()), users=plan.max,
+                              duration_s=plan.total_s, turns=rs.raw()["turns"],
+                              think_time=rs.raw()["think_time"], regions=[region],
+                              variants=list(rs.variants), base_urls={region: base_url},
+                              capacity={"folder": run_dir.parent.name, "plan": asdict(plan),
+                                        "levels": plan.levels})
+    # INFO: Locust logs each shape change, which gives the true step boundaries.
+    cmd = runner.locust_command(rs, run_dir, {region: base_url}, ["--loglevel", "INFO"])
+    print(f"\n[{region}] run folder {run_dir}")
+    print(f"[{region}]  users   conv/s    req/s     p50     p95     p99   errors  SLO "
+          f"({LATENCY_ENDPOINT} latency, ms)")
+    sys.stdout.flush()
+    # No stdin: Locust's key listener would switch the terminal's input mode.
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    signals.proc = proc
+    output = _LocustOutput(proc, run_dir / "locust.log", region)
+    output.start()
+    tail = RunTail(run_dir)
+    launched = time.time()
+    judged: list[dict] = []  # {users, t0, t1, passed}
+    stop_sent: float | bool = False  # when Locust was asked to stop
+    hard_deadline = launched + STARTUP_TIMEOUT_S + plan.total_s + len(plan.levels) + rs.stop_timeout + 30
+
+    def judge_due_steps(now: float, final: bool = False) -> None:
+        nonlocal slos, stop_sent
+        for users, begin, end in output.steps()[len(judged):]:
+            if stop_sent or end is None or (now < end + READ_GRACE_S and not final):
+                return
+            k = len(judged)
+            t0, t1 = min(begin + plan.settle_s, end), end
+            row = measure_step(*tail.read(), t0, t1, slos)
+            if k == 0 and not user_slos:
+                if row["p95_ms"] is not None:
+                    result.baseline_p95_ms = row["p95_ms"]
+                    slos = slos + region_slos([default_latency_slo(row["p95_ms"])], region)
+                    result.slos = [s.expr for s in slos]
+                else:
+                    row["passed"] = False
+                    row["failed_slos"].append(f"no successful {LATENCY_ENDPOINT} to set the latency baseline")
+            judged.append({"users": users, "t0": t0, "t1": t1, "passed": row["passed"]})
+            print(_step_line(region, users, row))
+            if k == 0 and result.baseline_p95_ms is not None and not user_slos:
+                print(f"[{region}] latency SLO set from this step: {result.slos[-1]}")
+            sys.stdout.flush()
+            tail.forget_before(t1)
+            passed = [j["passed"] for j in judged]
+            if should_stop(passed, plan.confirm) and users < plan.max and proc.poll() is None:
+                print(f"[{region}] {plan.confirm} failing step{'s' if plan.confirm > 1 else ''} "
+                      f"in a row: stopping this region")
+                stop_locust(proc)
+                stop_sent = time.time()
+                result.stopped_early = True
+
+    try:
+        while proc.poll() is None:
+            time.sleep(0.2)
+            now = time.time()
+            if not output.changes:
+                if now - launched > STARTUP_TIMEOUT_S:
+                    result.message = f"Locust did not start within {STARTUP_TIMEOUT_S:.0f} s"
+                    proc.kill()
+                    break
+                continue
+            if signals.count and not stop_sent:
+                stop_sent = now  # the first Ctrl-C already asked Locust to stop
+            judge_due_steps(now)
+            if stop_sent and now > stop_sent + rs.stop_timeout + STOP_GRACE_S:
+                result.message = "Locust did not stop within --stop-timeout; killed"
+                proc.kill()
+                break
+            if now > hard_deadline:
+                result.message = "Locust did not stop by itself; killed"
+                proc.kill()
+                break
+        result.locust_rc = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        end_group = getattr(runner, "end_process_group", None)
+        if end_group:
+            end_group(proc.pid)  # worker processes must not outlive the master
+        output.join(timeout=10)
+        signals.proc = None
+    result.cpu_warning = output.cpu_warning
+    if not output.changes:
+        result.status = "failed"
+        result.message = result.message or f"Locust exited with code {result.locust_rc} before the test started"
+        return result
+    if not signals.count:
+        judge_due_steps(time.time(), final=True)  # steps that ended as Locust stopped by itself
+    result.steps = finalize_steps(run_dir, judged, slos)
+    reached_max = bool(judged) and judged[-1]["users"] >= plan.max
+    result.knee = find_knee([r["passed"] for r in result.steps], plan.confirm, reached_max)
+    result.status = result.knee.status
+    return result
+
+
+def finalize_steps(run_dir: Path, judged: list[dict], slos) -> list[dict]:
+    """Each judged step again, from the complete run folder (validated by analysis.load)."""
+    from analysis.load import load_run
+
+    try:
+        run = load_run(run_dir)
+        requests, conversations, history = run.requests, run.conversations, run.stats_history
+    except Exception as e:  # e.g. no requests at all: every step fails with "no requests"
+        print(f"loadtest: {run_dir}: {e}", file=sys.stderr)
+        requests = conversations = history = None
+    rows = []
+    for k, j in enumerate(judged):
+        row = measure_step(requests, conversations, j["t0"], j["t1"], slos)
+        row.update(level_users=j["users"], step=k, users_observed=None)
+        if k == 0 and not j["passed"] and row["passed"]:
+            row.update(passed=False, failed_slos=["no latency baseline"])  # as judged live
+        if history is not None and len(history):
+            seen = history[(history["timestamp"] >= j["t0"]) & (history["timestamp"] < j["t1"])]["users"]
+            if len(seen):
+                row["users_observed"] = int(seen.min())
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- outputs
+
+def csv_rows(results: Sequence[RegionResult]) -> list[dict]:
+    rows = []
+    for res in results:
+        for i, s in enumerate(res.steps or []):
+            rows.append({
+                "region": res.region, "level_users": s["level_users"],
+                "conversations_per_s": round(s["conversations_per_s"], 3),
+                "rps": round(s["rps"], 3),
+                "p50_ms": _round(s["p50_ms"]), "p95_ms": _round(s["p95_ms"]),
+                "p99_ms": _round(s["p99_ms"]),
+                "error_rate": None if s["error_rate"] is None else round(s["error_rate"], 6),
+                "passed": int(s["passed"]), "step": s["step"],
+                "users_observed": s.get("users_observed"), "requests": s["requests"],
+                "knee": int(res.knee is not None and res.knee.knee == i),
+                "failed_slos": "; ".join(s["failed_slos"]),
+            })
+    return rows
+
+
+def _round(v, nd=1):
+    return None if v is None else round(v, nd)
+
+
+def write_csv(results: Sequence[RegionResult], folder: Path) -> Path:
+    path = folder / CAPACITY_CSV
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for row in csv_rows(results):
+            w.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def knee_summary(res: RegionResult) -> dict:
+    k, f = res.knee_step, res.fail_step
+    out = {"status": res.status, "users": None, "conversations_per_s": None, "rps": None,
+           "p95_ms": None, "p99_ms": None, "error_rate": None, "first_failing_users": None,
+           "first_failing_reason": None}
+    if k:
+        out.update(users=k["level_users"], conversations_per_s=round(k["conversations_per_s"], 3),
+                   rps=round(k["rps"], 3), p95_ms=_round(k["p95_ms"]), p99_ms=_round(k["p99_ms"]),
+                   error_rate=k["error_rate"])
+    if f:
+        out.update(first_failing_users=f["level_users"], first_failing_reason="; ".join(f["failed_slos"]))
+    if res.knee and res.knee.isolated:
+        out["isolated_failures_users"] = [res.steps[i]["level_users"] for i in res.knee.isolated]
+    return out
+
+
+def status_text(res: RegionResult, plan: Plan) -> str:
+    return {
+        "found": "knee found",
+        "above_max": f"within SLO up to --max {plan.max}: the knee is higher (raise --max)",
+        "below_start": f"failed already at --start {plan.start} users (lower --start)",
+        "incomplete": "interrupted before a failing step",
+        "failed": f"run failed: {res.message}",
+    }[res.status]
+
+
+def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario,
+               folder: Path, slo_source: str, code: int) -> dict:
+    regions = {}
+    for res in results:
+        regions[res.region] = {
+            "run_dir": res.run_dir.name, "status": res.status, "status_text": status_text(res, plan),
+            "knee": knee_summary(res), "slos": res.slos, "baseline_p95_ms": res.baseline_p95_ms,
+            "stopped_early": res.stopped_early, "locust_exit_code": res.locust_rc,
+            "load_generator_cpu_warning": res.cpu_warning, "mock": res.mock, "message": res.message,
+            "steps": [{k: v for k, v in s.items()} for s in (res.steps or [])],
+        }
+    return {
+        "id": folder.name, "created": time.time(), "exit_code": code,
+        "plan": dict(asdict(plan), levels=plan.levels, settle_s=plan.settle_s,
+                     shape=plan.shape_spec()),
+        "slo_source": slo_source,
+        "slo_rule": DEFAULT_SLO_TEXT if slo_source == "default" else None,
+        "latency_endpoint": LATENCY_ENDPOINT,
+        "window": "requests completed (start + latency) in [step start + settle, step end)",
+        "knees": {r.region: {"users": knee_summary(r)["users"],
+                             "conversations_per_s": knee_summary(r)["conversations_per_s"],
+                             "status": r.status} for r in results},
+        "regions": regions,
+        "scenario": scenario.raw(),
+    }
+
+
+def knees_table(results: Sequence[RegionResult], plan: Plan) -> list[list[str]]:
+    rows = [["region", "knee users", "conv/s", "req/s", "p95 ms", "p99 ms", "errors",
+             "first failing", "why"]]
+    for res in results:
+        k = knee_summary(res)
+        prefix = "≥ " if res.status == "above_max" else ""
+        rows.append([
+            res.region,
+            f"{prefix}{k['users']}" if k["users"] is not None else "–",
+            f"{prefix}{k['conversations_per_s']:.2f}" if k["conversations_per_s"] is not None else "–",
+            f"{k['rps']:.1f}" if k["rps"] is not None else "–",
+            _fmt_ms(k["p95_ms"]), _fmt_ms(k["p99_ms"]), _fmt_pct(k["error_rate"]),
+            f"{k['first_failing_users']} users" if k["first_failing_users"] else "–",
+            k["first_failing_reason"] or status_text(res, plan),
+        ])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    out = []
+    for r in rows:
+        out.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    return "\n".join(out)
+
+
+def _md(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
+    lines = ["# Capacity search", "",
+             f"Plan: {plan.describe()}.", "",
+             "SLOs: " + (DEFAULT_SLO_TEXT + " (default)" if data["slo_source"] == "default"
+                         else "the --slo expressions"),
+             "", "## Knees (highest load within SLO)", ""]
+    rows = knees_table(results, plan)
+    lines.append("| " + " | ".join(rows[0]) + " |")
+    lines.append("|" + "---|" * len(rows[0]))
+    for r in rows[1:]:
+        lines.append("| " + " | ".join(_md(c) for c in r) + " |")
+    for res in results:
+        lines += ["", f"## {res.region}", "",
+                  f"Run folder: `{res.run_dir.name}/` · status: {status_text(res, plan)} · "
+                  f"SLOs: {', '.join(f'`{s}`' for s in res.slos or [])}"]
+        if res.cpu_warning:
+            lines.append("")
+            lines.append("⚠ Locust reported CPU above 90 %: latencies may be the load generator's "
+                         "(use --processes N).")
+        lines += ["", "| users | conv/s | req/s | p50 ms | p95 ms | p99 ms | errors | SLO |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for i, s in enumerate(res.steps or []):
+            mark = " **knee**" if res.knee and res.knee.knee == i else ""
+            lines.append(f"| {s['level_users']}{mark} | {s['conversations_per_s']:.2f} | {s['rps']:.1f} | "
+                         f"{_fmt_ms(s['p50_ms'])} | {_fmt_ms(s['p95_ms'])} | {_fmt_ms(s['p99_ms'])} | "
+                         f"{_fmt_pct(s['error_rate'])} | "
+                         f"{'✅' if s['passed'] else '❌ ' + _md('; '.join(s['failed_slos']))} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
+    """p95/p99 against users per region, error rate on a second axis, the knee marked."""
+    shown = [r for r in results if r.steps]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis.charts import STYLE, region_colours
+
+    colours = region_colours([r.region for r in shown])
+    n = len(shown)
+    cols = 1 if n == 1 else 2
+    rows = math.ceil(n / cols)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        for ax, res in zip(axes.flat, shown):
+            c = colours[res.region]
+            x = [s["level_users"] for s in res.steps]
+            p95 = [s["p95_ms"] if s["p95_ms"] is not None else math.nan for s in res.steps]
+            p99 = [s["p99_ms"] if s["p99_ms"] is not None else math.nan for s in res.steps]
+            err = [100 * s["error_rate"] if s["error_rate"] is not None else math.nan for s in res.steps]
+            ax.plot(x, p95, "-o", color=c, label="p95", lw=2, ms=5)
+            ax.plot(x, p99, "--s", color=c, label="p99", lw=1.4, ms=4, alpha=0.8)
+            for xi, yi, s in zip(x, p95, res.steps):
+                if not s["passed"] and yi == yi:
+                    ax.plot([xi], [yi], "x", color="#C0392B", ms=9, mew=2)
+            threshold = _p95_threshold(res.slos or [])
+            if threshold:
+                ax.axhline(threshold, color="#7F7F7F", ls=":", lw=1.2,
+                           label=f"p95 SLO {threshold:.0f} ms")
+            ax.set_xlabel("concurrent conversations (users)")
+            ax.set_ylabel(f"{LATENCY_ENDPOINT} latency (ms)")
+            ax.set_ylim(bottom=0)
+            ax2 = ax.twinx()
+            ax2.plot(x, err, ":^", color=c, lw=1.2, ms=5, alpha=0.9, label="error rate")
+            ax2.set_ylabel("error rate (%)")
+            ax2.set_ylim(0, max(5.0, max((e for e in err if e == e), default=0) * 1.15))
+            ax2.grid(False)
+            ax2.spines["right"].set_visible(True)
+            k = res.knee_step
+            title = res.region
+            if k:
+                ax.axvline(k["level_users"], color=c, lw=1, alpha=0.5)
+                ax.annotate(f"knee {k['level_users']} users\n{k['conversations_per_s']:.2f} conv/s",
+                            (k["level_users"], k["p95_ms"] or 0), xytext=(6, 10),
+                            textcoords="offset points", fontsize=8, color=c,
+                            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
+                ge = "≥ " if res.status == "above_max" else ""
+                title += f" — knee {ge}{k['level_users']} users, {ge}{k['conversations_per_s']:.2f} conv/s"
+            else:
+                title += f" — {res.status.replace('_', ' ')}"
+            ax.set_title(title, loc="left")
+            h1, l1 = ax.get_legend_handles_labels()
+            h2, l2 = ax2.get_legend_handles_labels()
+            ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, format="png", dpi=110)
+        plt.close(fig)
+    return path
+
+
+def _p95_threshold(exprs: Sequence[str]) -> float | None:
+    from loadtest import slo
+
+    for s in slo.parse_slos(list(exprs)):
+        if s.metric == "p95" and s.endpoint == LATENCY_ENDPOINT and s.variant is None and s.op in ("<", "<="):
+            return s.threshold
+    return None
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border-bottom:1px solid #ddd;
+padding:.3rem .6rem;text-align:right}th:first-child,td:first-child{text-align:left}
+td.why{text-align:left;color:#555}tr.knee{background:#eef6ee;font-weight:600}tr.fail td{color:#a33}
+img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:.9rem}code{background:#f4f4f4;
+padding:0 .2rem}
+"""
+
+
+def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path | None) -> str:
+    import base64
+
+    e = html.escape
+    rows = knees_table(results, plan)
+    head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td{' class=why' if i == len(r) - 1 else ''}>{e(c)}</td>"
+                                    for i, c in enumerate(r)) + "</tr>" for r in rows[1:])
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Capacity {e(data['id'])}</title>"
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>Capacity search <small>{e(data['id'])}</small></h1>",
+             f"<p class=note>Plan: {e(plan.describe())}.<br>SLOs: "
+             + (e(DEFAULT_SLO_TEXT) + " (default)" if data["slo_source"] == "default"
+                else "the <code>--slo</code> expressions")
+             + f". Latency: successful {LATENCY_ENDPOINT} calls. conv/s: successful creates per second "
+               "in the step's stable window.</p>",
+             "<h2>Knees: highest load within SLO</h2>",
+             f"<table><tr>{head}</tr>{body}</table>"]
+    if png and png.exists():
+        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+        parts.append(f"<img alt='p95/p99 and error rate against users per region' src='{uri}'>")
+    for res in results:
+        slos = ", ".join(f"<code>{e(s)}</code>" for s in res.slos or [])
+        parts.append(f"<h2>{e(res.region)}</h2><p class=note>{e(status_text(res, plan))} · SLOs: {slos}"
+                     f" · run folder <a href='{e(res.run_dir.name)}/'>{e(res.run_dir.name)}/</a>"
+                     f" (<code>loadtest report</code> it for the full report)</p>")
+        if res.cpu_warning:
+            parts.append("<p class=note>⚠ Locust reported CPU above 90 %: latencies may be the load "
+                         "generator's (use <code>--processes N</code>).</p>")
+        trs = []
+        for i, s in enumerate(res.steps or []):
+            cls = "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else "")
+            trs.append(f"<tr class='{cls}'><td>{s['level_users']}</td><td>{s['conversations_per_s']:.2f}</td>"
+                       f"<td>{s['rps']:.1f}</td><td>{_fmt_ms(s['p50_ms'])}</td><td>{_fmt_ms(s['p95_ms'])}</td>"
+                       f"<td>{_fmt_ms(s['p99_ms'])}</td><td>{_fmt_pct(s['error_rate'])}</td>"
+                       f"<td class=why>{'pass' if s['passed'] else e('; '.join(s['failed_slos']))}</td></tr>")
+        parts.append("<table><tr><th>users</th><th>conv/s</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>"
+                     "<th>p99 ms</th><th>errors</th><th>SLO</th></tr>" + "".join(trs) + "</table>")
+    parts.append("</body></html>\n")
+    return "".join(parts)
+
+
+def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario,
+                  folder: Path, slo_source: str, code: int) -> dict:
+    write_csv(results, folder)
+    data = build_json(results, plan, scenario, folder, slo_source, code)
+    (folder / CAPACITY_JSON).write_text(json.dumps(data, indent=2, default=_json_default) + "\n",
+                                        encoding="utf-8")
+    (folder / CAPACITY_MD).write_text(markdown(data, results, plan), encoding="utf-8")
+    png = None
+    try:
+        png = chart(results, folder / CAPACITY_PNG)
+    except Exception as e:  # the numbers are on disk; a chart failure must not lose them
+        print(f"loadtest: the capacity chart could not be drawn ({e})", file=sys.stderr)
+    (folder / CAPACITY_HTML).write_text(html_page(data, results, plan, png), encoding="utf-8")
+    return data
+
+
+def _json_default(o):
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+# --------------------------------------------------------------------------- the command
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from loadtest.cli import add_scenario_arguments
+
+    add_scenario_arguments(parser)
+    g = parser.add_argument_group("capacity search")
+    g.add_argument("--start", type=int, default=DEFAULT_START, metavar="N",
+                   help=f"users in the first step, a light load (default: {DEFAULT_START})")
+    g.add_argument("--step", type=int, default=DEFAULT_STEP, metavar="N",
+                   help=f"users added per step (default: {DEFAULT_STEP})")
+    g.add_argument("--max", type=int, default=DEFAULT_MAX, metavar="N",
+                   help=f"highest level tried (default: {DEFAULT_MAX})")
+    g.add_argument("--hold", default=DEFAULT_HOLD, metavar="DURATION",
+                   help=f"time each level is held, e.g. 20s (default: {DEFAULT_HOLD})")
+    g.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="FRACTION",
+                   help=f"part of each step ignored as ramp-up (default: {DEFAULT_SETTLE:g}, "
+                        f"at least {MIN_SETTLE_S:g} s)")
+    g.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, metavar="N",
+                   help=f"failing steps in a row that end a region's search (default: {DEFAULT_CONFIRM})")
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    try:
+        hold = config.parse_duration(args.hold)
+    except ValueError as e:
+        raise config.ConfigError(f"--hold: {e}") from None
+    return Plan(start=args.start, step=args.step, max=args.max, hold_s=hold,
+                settle=args.settle, confirm=args.confirm)
+
+
+def run(args: argparse.Namespace) -> int:
+    from loadtest.cli import scenario_from_args
+
+    scenario = scenario_from_args(args)
+    plan = plan_from_args(args)
+    return execute(scenario, plan)
+
+
+def execute(scenario: config.Scenario, plan: Plan) -> int:
+    from loadtest import runfolder, runner, slo
+
+    if scenario.arrival_rate:
+        raise config.ConfigError("--arrival-rate (open model) does not mix with a capacity search, "
+                                 "which steps concurrent users; drop it")
+    if scenario.shape:
+        raise config.ConfigError("--shape is set by the capacity search (--start/--step/--max/--hold); drop it")
+    if scenario.processes:
+        raise config.ConfigError("--processes is not supported by the capacity search yet")
+    user_slos = list(scenario.slos)
+    try:
+        slo.parse_slos(user_slos, variants=list(scenario.variants) or None)
+    except slo.SLOError as e:
+        raise config.ConfigError(str(e)) from None
+    regions = list(scenario.regions)
+    for region in regions:  # a region no --slo applies to is a usage error, before any traffic
+        if user_slos and not region_slos(user_slos, region, list(scenario.variants) or None):
+            raise config.ConfigError(f"no --slo applies to region {region}: add an unscoped SLO "
+                                     f"or one scoped to {region}")
+    runner.preflight(scenario)
+    think_max = scenario.think_time[1]
+    if plan.settle_s < think_max + MIN_SETTLE_S:
+        print(f"note: the ramp-up part of each step ({plan.settle_s:.3g} s) is short for think times "
+              f"up to {think_max:g} s; raise --hold or --settle for steadier steps", file=sys.stderr)
+
+    folder = runfolder.new_run_dir(scenario.out)
+    slo_source = "flags" if user_slos else "default"
+    print(f"Capacity search, regions {', '.join(regions)}: {plan.describe()}")
+    print("SLOs: " + ("; ".join(user_slos) if user_slos else DEFAULT_SLO_TEXT + " (default; set your own with --slo)"))
+    print(f"Capacity folder: {folder}")
+    results: list[RegionResult] = []
+    code = EXIT_OK
+    with _signals() as signals:
+        try:
+            mock_cm = (runner.mock_server(scenario, folder / "mock.log") if runner.needs_mock(scenario)
+                       else runner._nothing())
+            with mock_cm as mock_urls:
+                base_urls = runner.resolve_base_urls(scenario, mock_urls)
+                for region in regions:
+                    res = search_region(scenario, region, base_urls[region], plan, user_slos,
+                                        folder / region, signals)
+                    if mock_urls:
+                        res.mock = _mock_stats(mock_urls[region])
+                    runfolder.update_run_json(
+                        res.run_dir, ended=time.time(),
+                        status=("interrupted" if signals.count else
+                                "stopped at knee" if res.stopped_early else
+                                "completed" if res.status != "failed" else "failed"),
+                        exit_code=res.locust_rc, mock_open_conversations=(res.mock or {}).get("open_conversations"),
+                        capacity={"folder": folder.name, "plan": asdict(plan), "levels": plan.levels,
+                                  "status": res.status, "knee": knee_summary(res), "slos": res.slos})
+                    results.append(res)
+                    if res.status == "failed" and res.locust_rc == 2:
+                        print(f"loadtest: Locust rejected its options; see {res.run_dir / 'locust.log'}",
+                              file=sys.stderr)
+                        code = EXIT_USAGE
+                        break
+                    if signals.count:
+                        print("Interrupted: writing what was measured.", file=sys.stderr)
+                        break
+        except runner.RunFailed as e:
+            print(f"loadtest: {e}", file=sys.stderr)
+            code = EXIT_RUN_FAILED
+    if code == EXIT_OK:
+        if any(r.status == "failed" for r in results) or not results:
+            code = EXIT_RUN_FAILED
+        elif any(r.status == "below_start" for r in results):
+            code = EXIT_BELOW_START
+    write_outputs(results, plan, scenario, folder, slo_source, code)
+    print("\nCapacity knees (highest load within SLO):")
+    print(text_table(knees_table(results, plan)))
+    for res in results:
+        if res.cpu_warning:
+            print(f"warning: {res.region}: Locust reported CPU above 90 %; its latencies may be the "
+                  f"load generator's, not the service's (use --processes N)", file=sys.stderr)
+    print(f"\nCapacity report: {folder / CAPACITY_HTML}")
+    print(f"Per-region reports: loadtest report {folder}/<region>")
+    return code
+
+
+def _mock_stats(url: str) -> dict | None:
+    import httpx
+
+    try:
+        s = httpx.get(f"{url}/_mock/stats", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return {k: s.get(k) for k in ("slots", "queue_limit", "rejected", "created", "open_conversations")}

@@ -86,7 +86,7 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
 def cmd_check(scenario: config.Scenario) -> int:
     from loadtest import runner
 
-    runner.confirm_target(scenario)
+    runner.preflight(scenario)
     if runner.needs_mock(scenario):
         import tempfile
         from pathlib import Path

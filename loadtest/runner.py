@@ -27,6 +27,7 @@ from typing import Iterator
 import httpx
 
 from loadtest import config, records, runfolder, safety, slo
+from loadtest.chat import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chat.py"
@@ -184,8 +185,15 @@ def resolve_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | Non
     return config.base_urls(scenario)
 
 
-def confirm_target(scenario: config.Scenario) -> None:
-    """Before any traffic: loopback unless opted in; a real target needs credentials and a yes."""
+def preflight(scenario: config.Scenario) -> None:
+    """Everything checkable before any traffic, each failure a ConfigError (exit code 2):
+    SLOs, the corpus, the mock's variants and faults, and the target: loopback unless opted
+    in; a real target needs credentials and a yes."""
+    try:
+        slo.parse_slos(scenario.slos, variants=list(scenario.variants) or None)
+        load_corpus(scenario.corpus)
+    except ValueError as e:  # SLOError is a ValueError
+        raise config.ConfigError(str(e)) from None
     urls = scenario.base_urls if needs_mock(scenario) else config.base_urls(scenario)
     if scenario.target == "real" and not scenario.yes and sys.stdin.isatty():
         answer = input(f"Send load to {', '.join(sorted(set(urls.values())))}? [y/N] ")
@@ -214,11 +222,7 @@ def check_mock_scenario(scenario: config.Scenario) -> None:
 
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
     """The whole run. Returns the exit code."""
-    try:
-        slo.parse_slos(scenario.slos, variants=list(scenario.variants) or None)
-    except slo.SLOError as e:
-        raise config.ConfigError(str(e)) from None
-    confirm_target(scenario)
+    preflight(scenario)
     run_dir = runfolder.new_run_dir(scenario.out)
     print(f"Run folder: {run_dir}")
     started = time.time()

@@ -1,0 +1,30 @@
+"""Helpers for tests that run the real command line in a child process (loopback, bounded)."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FAST = ["--think-time", "0.05-0.15", "--spawn-rate", "50"]
+
+
+def loadtest(*args, env=None, timeout=150):
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_rows(run_dir: Path, pattern: str = "requests*.csv") -> list[dict]:
+    rows = []
+    for path in sorted(run_dir.glob(pattern)):
+        rows += read_csv(path)
+    return rows
+
+
+def run_json(run_dir: Path) -> dict:
+    return json.loads((run_dir / "run.json").read_text())

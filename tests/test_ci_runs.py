@@ -1,0 +1,98 @@
+"""Headless CI runs: SLO exit codes and files, the open model, distributed workers."""
+
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from runs import FAST, loadtest, read_csv, read_rows, run_json
+
+pytestmark = pytest.mark.slow
+
+
+def test_impossible_slo_exits_1_with_a_junit_failure_and_lenient_ones_pass(tmp_path, monkeypatch):
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    proc = loadtest("run", "--duration", "5s", "--users", "6", "--regions", "uk,eu", *FAST,
+                    "--mock-latency-scale", "0.2", "--out", str(tmp_path / "r"),
+                    "--slo", "respond.p95 < 1ms", "--slo", "error_rate < 5%",
+                    "--slo", "uk.create.p99 < 10s")
+    assert proc.returncode == 1, proc.stderr
+    run_dir = (tmp_path / "r" / "latest").resolve()
+    suite = ET.parse(run_dir / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == 3
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == ["respond.p95 < 1ms"]
+    assert "respond.p95 < 1ms" in (run_dir / "slo.md").read_text()
+    assert "respond.p95 < 1ms" in summary.read_text()  # appended for GitHub's job summary
+    html = (run_dir / "report.html").read_text()
+    assert "respond.p95 &lt; 1ms" in html or "respond.p95 < 1ms" in html
+
+    lenient = loadtest("run", "--duration", "4s", "--users", "4", "--regions", "uk", *FAST,
+                       "--mock-latency-scale", "0.2", "--out", str(tmp_path / "ok"),
+                       "--slo", "respond.p95 < 5s", "--slo", "error_rate < 1%")
+    assert lenient.returncode == 0, lenient.stderr
+    ok_dir = (tmp_path / "ok" / "latest").resolve()
+    assert all(c.find("failure") is None
+               for c in ET.parse(ok_dir / "junit.xml").getroot().iter("testcase"))
+
+
+def test_scenario_file_drives_a_run(tmp_path):
+    scenario = tmp_path / "ci.toml"
+    scenario.write_text(
+        'regions = ["uk"]\nvariants = ["b"]\nusers = 3\nduration = "4s"\nthink_time = "0.1"\n'
+        'mock_latency_scale = 0.2\nslos = ["error_rate < 1%"]\n'
+        'integration_attributes = { tier = "gold" }\n')
+    proc = loadtest("run", "--config", str(scenario), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "r" / "latest").resolve()
+    rows = read_rows(run_dir)
+    assert {r["region"] for r in rows} == {"uk"} and {r["variant"] for r in rows} == {"b"}
+    assert run_json(run_dir)["config"]["integration_attributes"] == {"tier": "gold"}
+
+
+def test_open_model_keeps_its_offered_rate_when_the_mock_slows_down(tmp_path):
+    # The mock answers respond in seconds (latency x8): a closed model would slow down with
+    # it; the open model still starts 6 conversations a second on schedule.
+    rate, duration = 6.0, 8
+    proc = loadtest("run", "--duration", f"{duration}s", "--users", "80", "--regions", "uk,eu",
+                    "--arrival-rate", str(rate), "--arrival", "constant", "--think-time", "0.1",
+                    "--turns", "2", "--mock-latency-scale", "8", "--stop-timeout", "1s",
+                    "--spawn-rate", "100", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    arrivals = read_csv(run_dir / "arrivals.csv")
+    planned = np.array([float(a["planned"]) for a in arrivals])
+    window = planned[(planned > planned.min() + 1) & (planned < planned.min() + duration - 3)]
+    offered = len(window) / (duration - 4)
+    assert offered == pytest.approx(rate, rel=0.2)
+    started = [a for a in arrivals if a["dropped"] == "0"]
+    assert len(started) >= 0.9 * len(arrivals)  # 80 users are enough: nothing much dropped
+    lags = np.array([float(a["lag_ms"]) for a in started])
+    assert np.percentile(lags, 95) < 100  # conversations start on time
+    assert Counter(a["region"] for a in arrivals).keys() == {"uk", "eu"}
+    # The mock was slow: responds took far longer than the arrival gap.
+    responds = [float(r["response_time_ms"]) for r in read_rows(run_dir) if r["endpoint"] == "respond"]
+    assert np.median(responds) > 1000
+
+
+def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
+    proc = loadtest("run", "--duration", "6s", "--users", "8", "--processes", "2",
+                    "--regions", "uk,eu", *FAST, "--mock-latency-scale", "0.2",
+                    "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    assert sorted(p.name for p in run_dir.glob("requests*.csv")) == [
+        "requests-worker0.csv", "requests-worker1.csv"]
+    rows = read_rows(run_dir)
+    keys = [(r["conversation_id"], r["endpoint"], r["turn"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicated rows"
+    # Locust's own count (aggregated over workers by the master) equals our merged rows.
+    aggregated = [r for r in read_csv(run_dir / "locust_stats.csv") if r["Name"] == "Aggregated"][0]
+    assert int(aggregated["Request Count"]) == len(rows)
+    assert {r["worker"] for r in rows} == {"worker0", "worker1"}
+    summary = read_csv(run_dir / "summary.csv")
+    assert sum(int(s["count"]) for s in summary) == len(rows)
+    assert run_json(run_dir)["mock_open_conversations"] == {"us": 0, "uk": 0, "eu": 0, "self-serve": 0}

@@ -112,7 +112,7 @@ GARBAGE = [
 
 @pytest.mark.parametrize("garbage", GARBAGE, ids=range(len(GARBAGE)))
 def test_garbage_does_not_crash_it(mock, garbage):
-    raw = exchange(mock, garbage, wait=1.0)
+    raw = exchange(mock, garbage, wait=0.5)
     if raw:
         assert raw.startswith((b"HTTP/1.1 4", b"HTTP/1.1 5", b"HTTP/1.0 4"))
         for status, headers, body in responses(raw):
@@ -187,3 +187,10 @@ def test_split_request_bytes_one_at_a_time(fast):
             s.sendall(data[i:i + 1])
         status, _, body = responses(s.recv(65536))[0]
     assert status == 200 and json.loads(body)["conversation_id"]
+
+
+def test_http10_keep_alive_is_acknowledged(fast):
+    one = b"GET /_mock/stats HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    got = responses(exchange(fast, one + one))
+    assert [s for s, _, _ in got] == [200, 200]
+    assert got[0][1]["connection"] == "keep-alive"

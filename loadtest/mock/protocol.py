@@ -122,7 +122,9 @@ class HttpProtocol(asyncio.Protocol):
             self._abort()
 
     def eof_received(self):
-        return None  # close our side too (after anything pending is written)
+        # The client closed its side. A half-close and a full close look the same, and a
+        # client that gives up closes fully: treat both as gone (cancels a request in service).
+        return None
 
     # ------------------------------------------------------------ parsing
 
@@ -167,9 +169,9 @@ class HttpProtocol(asyncio.Protocol):
                     elif name == "connection":
                         v = value.lower()
                         if "close" in v:
-                            keep_alive = False
-                        elif "keep-alive" in v:
-                            keep_alive = True
+                            keep_alive = 0
+                        elif "keep-alive" in v and not keep_alive:
+                            keep_alive = 2  # HTTP/1.0 keep-alive: say so in the answer
                     elif name == "transfer-encoding":
                         if value.lower() != "chunked":
                             raise _Reject(400, f"unsupported Transfer-Encoding {value[:50]!r}")
@@ -228,15 +230,16 @@ class HttpProtocol(asyncio.Protocol):
         self._flush(out)
 
     @staticmethod
-    def _request_line(line: str) -> tuple[str, str, bool]:
+    def _request_line(line: str) -> tuple[str, str, int]:
+        """(method, target, keep_alive): 1 HTTP/1.1 default, 0 HTTP/1.0 default (close)."""
         parts = line.split(" ")
         if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper() or not parts[1]:
             raise _Reject(400, "malformed request line")
         method, target, version = parts
         if version == "HTTP/1.1":
-            keep_alive = True
+            keep_alive = 1
         elif version == "HTTP/1.0":
-            keep_alive = False
+            keep_alive = 0
         elif version.startswith("HTTP/"):
             raise _Reject(505, f"unsupported HTTP version {version[:20]!r}; use HTTP/1.1")
         else:
@@ -256,7 +259,12 @@ class HttpProtocol(asyncio.Protocol):
         nl = buf.find(b"\r\n")
         if nl >= 0:
             self._request_line(buf[:nl].decode("latin-1"))
-        elif len(buf) > 8192:
+            return
+        space = buf.find(b" ", 0, 24)
+        method = buf[:space] if space >= 0 else buf[:24]
+        if not (method.isalpha() and method.isupper()) or (space < 0 and len(buf) >= 24):
+            raise _Reject(400, "malformed request line")  # binary, TLS, ... : not an HTTP method
+        if len(buf) > 8192:
             raise _Reject(400, "request line too long")
 
     def _dechunk(self, buf: bytes, pos: int) -> tuple[bytes, int] | None:
@@ -309,11 +317,13 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ writing
 
-    def _serialize(self, result: tuple, keep_alive: bool, head_only: bool = False) -> bytes:
+    def _serialize(self, result: tuple, keep_alive: int, head_only: bool = False) -> bytes:
         status, body, headers, _ = result
         extra = b"".join(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers) if headers else b""
         if not keep_alive:
             extra += b"Connection: close\r\n"
+        elif keep_alive == 2:
+            extra += b"Connection: keep-alive\r\n"
         return b"%bContent-Type: application/json\r\nContent-Length: %d\r\n%b%b\r\n%b" % (
             _STATUS.get(status) or f"HTTP/1.1 {status} Status\r\n".encode(), len(body), self.clock.date,
             extra, b"" if head_only else body)
@@ -323,7 +333,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
             out.clear()
 
-    def _answer_later(self, keep_alive: bool, head_only: bool, task: asyncio.Task) -> None:
+    def _answer_later(self, keep_alive: int, head_only: bool, task: asyncio.Task) -> None:
         """Done callback of a request served asynchronously (service time, queue, hold)."""
         if task.cancelled():  # the client went away
             return

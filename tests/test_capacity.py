@@ -1,0 +1,249 @@
+"""`loadtest capacity`: the knee logic, step measurement, the CSV tail reader, and one real
+search against the embedded mock with tiny capacities (a few seconds per region).
+
+The end-to-end search uses a mock config with small slot counts and no queue, so a region
+rejects (503) as soon as more users than slots are in flight: with think time 0 every user
+always has one request in flight, and the knee is the highest level <= slots. Levels 2, 6,
+10, 14 against self-serve 3, eu 8, us 12 slots must give knees 2 < 6 < 10.
+"""
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.stats import percentiles
+from loadtest import capacity, config
+from loadtest.capacity import CsvTail, Plan, _complete_rows, default_latency_slo, find_knee, measure_step
+
+# --------------------------------------------------------------------------- the knee
+
+
+@pytest.mark.parametrize("passed, confirm, reached_max, status, knee, first_fail, isolated", [
+    ([True, True, False, False], 2, False, "found", 1, 2, []),
+    ([True, True, False], 1, False, "found", 1, 2, []),
+    # an isolated failure is contradicted by the next step: not the knee
+    ([True, False, True, True, False, False], 2, False, "found", 3, 4, [1]),
+    # the run reached max and its last step failed: counts without confirmation
+    ([True, True, True, False], 2, True, "found", 2, 3, []),
+    ([True, True, True], 2, True, "above_max", 2, None, []),
+    ([True, True], 2, False, "incomplete", 1, None, []),
+    ([False, False], 2, False, "below_start", None, 0, []),
+    ([], 2, False, "failed", None, None, []),
+])
+def test_find_knee(passed, confirm, reached_max, status, knee, first_fail, isolated):
+    k = find_knee(passed, confirm, reached_max)
+    assert (k.status, k.knee, k.first_fail, k.isolated) == (status, knee, first_fail, isolated)
+
+
+def test_should_stop_after_confirm_failures_in_a_row():
+    assert not capacity.should_stop([True, False], 2)
+    assert capacity.should_stop([True, False, False], 2)
+    assert capacity.should_stop([True, False], 1)
+    assert not capacity.should_stop([False, True], 2)
+
+
+# --------------------------------------------------------------------------- the plan
+
+def test_plan_levels_end_at_max_and_match_the_steps_shape():
+    from loadtest.shapes import shape_from_spec
+
+    plan = Plan(start=8, step=8, max=20, hold_s=10, settle=0.3)
+    assert plan.levels == [8, 16, 20]
+    assert plan.settle_s == pytest.approx(3.0)
+    shape = shape_from_spec(plan.shape_spec())
+    assert [shape.users_at(k * plan.hold_s + 0.5) for k in range(3)] == plan.levels
+    assert shape.users_at(plan.total_s) is None  # the shape stops by itself
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(start=0), dict(step=0), dict(start=10, max=5), dict(settle=1.0), dict(confirm=0),
+    dict(hold_s=1.0),  # leaves no time to measure after the ramp-up
+])
+def test_plan_rejects_bad_values(kwargs):
+    with pytest.raises(config.ConfigError):
+        Plan(**kwargs)
+
+
+def test_default_latency_slo_doubles_the_baseline_with_a_floor():
+    assert default_latency_slo(300.0) == "respond.p95 < 600ms"
+    assert default_latency_slo(12.0) == "respond.p95 < 62ms"  # +50 ms floor
+
+
+def test_region_slos_keep_unscoped_and_own_region_only():
+    exprs = ["error_rate < 1%", "uk.respond.p95 < 500ms", "us.respond.p99 < 2s"]
+    assert [s.expr for s in capacity.region_slos(exprs, "uk")] == exprs[:2]
+    assert [s.expr for s in capacity.region_slos(exprs, "eu")] == exprs[:1]
+
+
+# --------------------------------------------------------------------------- reading a growing CSV
+
+def test_complete_rows_stop_before_a_partial_line_and_inside_quotes():
+    assert _complete_rows(b"a,b\n1,2\n3,") == len(b"a,b\n1,2\n")
+    data = b'1,"two\nlines"\n2,"open\n'
+    assert _complete_rows(data) == len(b'1,"two\nlines"\n')
+    assert _complete_rows(b"no line end") == 0
+
+
+def test_csv_tail_reads_only_new_complete_rows(tmp_path):
+    f = tmp_path / "requests.csv"
+    f.write_text("timestamp,ok,error\n1.0,1,\n2.0,0,\"x")
+    tail = CsvTail(tmp_path, "requests*.csv", ["timestamp", "ok", "error"])
+    first = tail.read()
+    assert first["timestamp"].tolist() == ["1.0"]
+    with open(f, "a") as fh:
+        fh.write(',\ny"\n3.0,1,\n')
+    second = tail.read()
+    assert second["timestamp"].tolist() == ["2.0", "3.0"]
+    assert second["error"].tolist()[0] == "x,\ny"
+    assert tail.read() is None
+
+
+# --------------------------------------------------------------------------- one step
+
+def _requests(rows):
+    df = pd.DataFrame(rows, columns=["timestamp", "endpoint", "response_time_ms", "ok"])
+    for col, value in (("region", "uk"), ("variant", "a"), ("status", 200), ("error_kind", ""),
+                       ("conversation_id", "c")):
+        df[col] = value
+    return df
+
+
+def test_measure_step_uses_requests_completed_in_the_window():
+    rng = np.random.default_rng(1)
+    lat = rng.uniform(50, 150, 200)
+    rows = [(100.0 + i * 0.04, "respond", float(x), 1) for i, x in enumerate(lat)]
+    rows += [(101.0, "create", 10.0, 1), (101.5, "create", 10.0, 1), (102.0, "create", 10.0, 0)]
+    rows += [(99.0, "respond", 9000.0, 1)]       # started before, completes at 108: outside
+    rows += [(103.95, "respond", 100.0, 1)]      # completes at 104.05: outside
+    req = _requests(rows)
+    row = measure_step(req, None, 101.0, 104.0, capacity.region_slos(["error_rate < 50%"], "uk"))
+    end = req["timestamp"] + req["response_time_ms"] / 1000
+    inside = req[(end >= 101.0) & (end < 104.0)]
+    expected = percentiles(inside[(inside.endpoint == "respond")]["response_time_ms"], [50, 95, 99])
+    assert [row["p50_ms"], row["p95_ms"], row["p99_ms"]] == pytest.approx(list(expected))
+    assert row["requests"] == len(inside)
+    assert row["conversations_per_s"] == pytest.approx(2 / 3.0)
+    assert row["rps"] == pytest.approx(len(inside) / 3.0)
+    assert row["error_rate"] == pytest.approx(1 / len(inside))
+    assert row["passed"]
+
+
+def test_measure_step_with_no_data_fails():
+    row = measure_step(None, None, 0.0, 1.0, capacity.region_slos(["error_rate < 1%"], "uk"))
+    assert not row["passed"] and row["p95_ms"] is None
+    assert "no requests" in row["failed_slos"][0]
+
+
+# --------------------------------------------------------------------------- the command
+
+def loadtest(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--start", "10", "--max", "5"], "--max"),
+    (["--hold", "1s"], "--hold"),
+    (["--hold", "soon"], "--hold"),
+    (["--slo", "uk.respond.p95 < 1s", "--regions", "uk,eu"], "no --slo applies to region eu"),
+    (["--arrival-rate", "5"], "--arrival-rate"),
+])
+def test_usage_errors_exit_2_before_any_traffic(tmp_path, args, message):
+    proc = loadtest("capacity", "--out", str(tmp_path), *args, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert not any(tmp_path.iterdir())  # no capacity folder, no traffic
+
+
+MOCK_TOML = """
+# Tiny capacities and no queue: over `slots` requests in flight are rejected with 503.
+[regions.self-serve]
+slots = 3
+queue_limit = 0
+[regions.eu]
+slots = 8
+queue_limit = 0
+[regions.us]
+slots = 12
+queue_limit = 0
+"""
+REGIONS = ["self-serve", "eu", "us"]
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("capacity")
+    mock_config = tmp / "mock.toml"
+    mock_config.write_text(MOCK_TOML)
+    out = tmp / "reports"
+    proc = loadtest("capacity", "--regions", ",".join(REGIONS), "--mock-config", str(mock_config),
+                    "--think-time", "0", "--mock-latency-scale", "0.3", "--turns", "2-4",
+                    "--start", "2", "--step", "4", "--max", "14", "--hold", "2s", "--settle", "0.4",
+                    "--out", str(out), timeout=150)
+    return proc, (out / "latest").resolve()
+
+
+@pytest.mark.slow
+def test_search_finds_the_knees_in_capacity_order(search):
+    proc, folder = search
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((folder / "capacity.json").read_text())
+    knees = {r: data["knees"][r]["users"] for r in REGIONS}
+    assert knees == {"self-serve": 2, "eu": 6, "us": 10}, proc.stdout
+    assert all(data["knees"][r]["status"] == "found" for r in REGIONS)
+    assert all(data["knees"][r]["conversations_per_s"] > 0 for r in REGIONS)
+    assert data["slo_source"] == "default"
+    for r in REGIONS:
+        slos = data["regions"][r]["slos"]
+        assert slos[0] == "error_rate < 1%" and slos[1].startswith("respond.p95 < ")
+    assert "Capacity knees" in proc.stdout and "self-serve" in proc.stdout.split("Capacity knees")[1]
+
+
+@pytest.mark.slow
+def test_capacity_csv_has_one_row_per_measured_step(search):
+    _, folder = search
+    with open(folder / "capacity.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == capacity.CSV_COLUMNS
+    assert {r["region"] for r in rows} == set(REGIONS)
+    by_region = {r: [row for row in rows if row["region"] == r] for r in REGIONS}
+    # Stopped after two failing steps in a row (us: at max, its one failing step counts).
+    assert [int(r["level_users"]) for r in by_region["self-serve"]] == [2, 6, 10]
+    assert [int(r["level_users"]) for r in by_region["eu"]] == [2, 6, 10, 14]
+    assert [int(r["level_users"]) for r in by_region["us"]] == [2, 6, 10, 14]
+    for region, knee in (("self-serve", 2), ("eu", 6), ("us", 10)):
+        for row in by_region[region]:
+            assert (row["passed"] == "1") == (int(row["level_users"]) <= knee)
+            assert (row["knee"] == "1") == (int(row["level_users"]) == knee)
+            assert float(row["rps"]) > 0
+            if row["passed"] == "1":
+                assert float(row["error_rate"]) < 0.01
+                assert float(row["p50_ms"]) <= float(row["p95_ms"]) <= float(row["p99_ms"])
+            else:
+                assert float(row["error_rate"]) > 0.2
+
+
+@pytest.mark.slow
+def test_outputs_and_region_run_folders(search):
+    _, folder = search
+    for name in ("capacity.csv", "capacity.json", "capacity.md", "capacity.png", "capacity.html",
+                 "mock.log"):
+        assert (folder / name).is_file(), name
+    assert (folder / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (folder / "capacity.html").read_text()
+    assert "data:image/png;base64," in page and "<script" not in page
+    assert "src='http" not in page and "<link" not in page  # self-contained
+    md = (folder / "capacity.md").read_text()
+    assert "| self-serve | 2 |" in md
+    for r in REGIONS:
+        run = json.loads((folder / r / "run.json").read_text())
+        assert run["regions"] == [r]
+        assert run["config"]["shape"].startswith("steps:start=2,step=4,every=2s,max=14")
+        assert (folder / r / "requests.csv").is_file()
+        with open(folder / r / "requests.csv", newline="") as f:
+            assert {row["region"] for row in csv.DictReader(f)} == {r}

@@ -4,32 +4,32 @@ A fault spec says which requests misbehave, how, and how often::
 
     [REGION.]ENDPOINT:KIND:RATE[:PARAM]
 
-    respond:503:0.05               5 % of responds (every region) answer 503
+    respond:503:0.05                 5 % of responds (every region) answer 503
     uk.create:429:0.1:retry_after=2  10 % of uk creates answer 429 with Retry-After: 2
-    *:spike:0.02:2000ms            2 % of all requests take 2000 ms longer
-    close:reset:0.01               1 % of closes: connection aborted, no response
+    *:spike:0.02:2000ms              2 % of all requests take 2000 ms longer
+    close:reset:0.01                 1 % of closes: connection aborted, no response
 
 ENDPOINT is create, respond, close or ``*``; REGION one of :data:`loadtest.api.REGIONS`;
 RATE a probability (``0.05``) or a percentage (``5%``). KIND is one of:
 
-=========  ==================================================================  ==============
-kind       what the client sees                                               PARAM
-=========  ==================================================================  ==============
-500/502/503  that status at once, JSON error body                               none
-429        429 at once, ``Retry-After`` header, JSON error body                ``retry_after=SECONDS`` (default 1)
-spike      a normal answer, ``extra`` ms later                                 ``2000ms`` / ``2s`` / ``extra=2000`` (ms; default 1000)
-timeout    nothing: the request is held until the client gives up, at most    ``30s`` / ``hold=30`` (s; default 60)
-           ``hold`` seconds, then the connection is dropped
-reset      the connection is aborted (TCP RST) without a response             none
-malformed  200 after the normal service time, body is invalid JSON            none
-shape      200 after the normal service time, valid JSON missing a documented  none
-           field (create: ``response``; respond: ``end_conversation``;
-           close: ``success``)
-=========  ==================================================================  ==============
+* ``500`` / ``502`` / ``503``: that status at once, JSON error body.
+* ``429``: 429 at once with ``Retry-After`` (whole seconds, rounded up) and a JSON error
+  body. PARAM ``retry_after=SECONDS`` (default 1).
+* ``spike``: a normal answer, ``extra`` ms later (not scaled by latency_scale). PARAM
+  ``2000ms``, ``2s`` or ``extra=2000`` (plain numbers are ms; default 1000 ms).
+* ``timeout``: no answer. The request is held until the client gives up (disconnects), at
+  most ``hold`` seconds, then the connection is dropped. PARAM ``30s`` or ``hold=30``
+  (plain numbers are seconds; default 60 s, at most 600 s).
+* ``reset``: the connection is aborted (TCP RST) without a response.
+* ``malformed``: 200 after the normal service time; the body is invalid JSON.
+* ``shape``: 200 after the normal service time; valid JSON missing a documented field
+  (create: ``response``; respond: ``end_conversation``; close: ``success``).
 
 Faults replace the backend: a faulted request never changes conversation state (a faulted
 create creates nothing, a faulted close closes nothing), so a client that handles the fault
 correctly still leaves no conversation open. ``spike`` is the exception: it only delays.
+Faults are drawn only for well-formed requests (to a known conversation, for respond and
+close): a bad request gets its 4xx.
 
 Several faults on one endpoint are mutually exclusive outcomes of one uniform draw, so each
 fires at exactly its own rate (their rates must add up to at most 1).

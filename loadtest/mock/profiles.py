@@ -23,7 +23,8 @@ Capacity model: each region has ``slots`` concurrent service slots. A request th
 them all busy waits in a FIFO queue, so latency rises with the number in flight; a request
 that finds ``queue_limit`` already waiting is rejected at once with 503 (or 429 +
 Retry-After, see ``MockConfig.overload_status``). That gives every region a different knee
-for a capacity search. See :class:`Capacity`.
+for a capacity search. See :class:`Capacity`. ``queue_limit = 0`` rejects as soon as all
+slots are busy. With ``latency_scale`` 0 requests take no time, so nothing ever queues.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import random
 import time
 from typing import Any, Coroutine, Union
@@ -87,6 +88,11 @@ _RESET_RESULT: Result = (0, b"", (), RESET)
 
 def error_body(status: int, message: str, code: str | None = None) -> bytes:
     return _dumps({"error": {"code": code or _ERROR_CODES.get(status, "error"), "message": message}})
+
+
+def retry_after(seconds: float) -> str:
+    """A Retry-After value: HTTP wants whole seconds, so round up."""
+    return str(max(0, math.ceil(seconds)))
 
 
 def _type_name(value: Any) -> str:
@@ -133,7 +139,7 @@ class RegionService:
 
         self._overload: Result = self._make_error(
             config.overload_status, "region is over capacity; retry later", "overloaded",
-            (("Retry-After", f"{config.overload_retry_after:g}"),) if config.overload_status == 429 else ())
+            (("Retry-After", retry_after(config.overload_retry_after)),) if config.overload_status == 429 else ())
         self._e401_missing = self._make_error(401, f"missing {api.API_KEY_HEADER} or {api.TOKEN_HEADER} header")
         self._e401_wrong = self._make_error(401, f"invalid {api.API_KEY_HEADER} or {api.TOKEN_HEADER}")
         self._e415 = self._make_error(415, f"Content-Type must be {api.CONTENT_TYPE}")
@@ -328,7 +334,7 @@ class RegionService:
             return self.error(int(kind), f"injected fault: {kind} on {op}", None)
         if kind == "429":
             return self.error(429, "rate limited; retry later", None,
-                              (("Retry-After", f"{fault.retry_after:g}"),))
+                              (("Retry-After", retry_after(fault.retry_after)),))
         if kind == "reset":
             self.resets += 1
             return _RESET_RESULT

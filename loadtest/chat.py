@@ -84,8 +84,16 @@ class RateLimiter:
             gevent.sleep(slot - now)
 
 
+def root_cause(error: BaseException | None) -> BaseException | None:
+    """geventhttpclient wraps socket errors (RetriesExceeded(original=…)); unwrap them."""
+    while error is not None and isinstance(getattr(error, "original", None), BaseException):
+        error = error.original
+    return error
+
+
 def classify_failure(status: int, error: BaseException | None) -> str:
     """error_kind of a failed request (see records.ERROR_KINDS)."""
+    error = root_cause(error)
     if status == 429:
         return "rate_limited"
     if status >= 400:
@@ -207,7 +215,8 @@ class ChatClient:
             if status:
                 message = f"HTTP {status}: {_error_message(resp.content)}"
             else:
-                message = f"{type(error).__name__}: {error}" if error else "no response"
+                cause = root_cause(error)
+                message = f"{type(cause).__name__}: {cause}" if cause else "no response"
             return self._fail(resp, kind, message), _retry_after(resp)
 
     def _fail(self, resp, kind: str, message: str) -> Outcome:

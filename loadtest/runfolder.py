@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from importlib import metadata
 import json
 import os
 import platform
@@ -50,8 +51,8 @@ def git_sha() -> str:
 
 
 def versions() -> dict[str, str]:
-    import locust
-    return {"tool_version": __version__, "locust_version": locust.__version__,
+    # Not `import locust`: that would gevent-monkey-patch the loadtest parent process.
+    return {"tool_version": __version__, "locust_version": metadata.version("locust"),
             "python_version": platform.python_version(), "git_sha": git_sha(),
             "host": socket.gethostname()}
 

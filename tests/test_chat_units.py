@@ -62,3 +62,13 @@ def test_corpus_skips_comments_and_rejects_empty(tmp_path):
 ])
 def test_failure_kinds(status, error, kind):
     assert classify_failure(status, error) == kind
+
+
+def test_wrapped_client_errors_are_classified_by_their_cause():
+    class RetriesExceeded(Exception):  # how geventhttpclient wraps socket errors
+        def __init__(self, original):
+            super().__init__("retries exceeded")
+            self.original = original
+
+    assert classify_failure(0, RetriesExceeded(socket.timeout("timed out"))) == "timeout"
+    assert classify_failure(0, RetriesExceeded(ConnectionResetError())) == "connection"

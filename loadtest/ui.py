@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     scenario = scenario_from_args(args)
     out = Path(scenario.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    runner.confirm_target(scenario)  # loopback unless --target real --yes (asks on a terminal)
+    runner.preflight(scenario)  # loopback unless --target real --yes (asks on a terminal)
     needs_mock = runner.needs_mock(scenario)
     port = args.web_port or free_port()
     url = f"http://127.0.0.1:{port}"

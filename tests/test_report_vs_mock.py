@@ -8,7 +8,7 @@ from runs import loadtest, read_csv
 
 pytestmark = pytest.mark.slow
 
-SCALE = 0.25        # 4x faster than the defaults: more samples in a short run
+SCALE = 0.5  # 2x faster than the defaults: more samples in a short run
 
 
 def test_report_p50s_follow_the_mock_profiles(tmp_path):
@@ -22,12 +22,12 @@ def test_report_p50s_follow_the_mock_profiles(tmp_path):
     p50 = {}
     for region, profile in profiles.items():
         row = summary[(region, "respond")]
-        assert int(row["count"]) > 200 and int(row["errors"]) == 0
+        assert int(row["count"]) > 150 and int(row["errors"]) == 0
         p50[region] = float(row["p50_ms"])
         expected = profile.respond.median_ms * SCALE  # turn 1: no per-turn growth yet
-        # within 12 %, plus 2 ms of client and scheduling overhead
-        assert p50[region] == pytest.approx(expected, rel=0.12, abs=2.0), region
+        # within 12 %, plus 3 ms of client and scheduling overhead (2 cores shared by mock, Locust and the test)
+        assert p50[region] == pytest.approx(expected, rel=0.12, abs=3.0), region
         create = float(summary[(region, "create")]["p50_ms"])
-        assert create == pytest.approx(profile.create.median_ms * SCALE, rel=0.12, abs=2.0), region
+        assert create == pytest.approx(profile.create.median_ms * SCALE, rel=0.12, abs=3.0), region
     expected_order = sorted(profiles, key=lambda r: profiles[r].respond.median_ms)
     assert sorted(p50, key=p50.get) == expected_order  # uk < eu < us < self-serve

@@ -121,12 +121,25 @@ def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
     return str(value)
 
 
+def stop_locust(proc: subprocess.Popen) -> None:
+    """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
+
+    SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
+    installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
+    the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
+    users within --stop-timeout, fire test_stop, write the stats, exit 0.
+    """
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+
+
 class Signals:
     """First SIGINT/SIGTERM: graceful stop. Second: kill now."""
 
-    def __init__(self):
+    def __init__(self, stopping_message: str = "closing open conversations and saving data"):
         self.count = 0
         self.proc: subprocess.Popen | None = None
+        self.stopping_message = stopping_message
 
     def __enter__(self):
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -141,9 +154,9 @@ class Signals:
         if self.proc is None or self.proc.poll() is not None:
             return
         if self.count == 1:
-            sys.stderr.write("\nStopping: closing open conversations and saving data "
+            sys.stderr.write(f"\nStopping: {self.stopping_message} "
                              "(press Ctrl-C again to stop at once)…\n")
-            self.proc.send_signal(signal.SIGTERM)
+            stop_locust(self.proc)
         else:
             self.proc.kill()
 

@@ -96,3 +96,16 @@ def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
     summary = read_csv(run_dir / "summary.csv")
     assert sum(int(s["count"]) for s in summary) == len(rows)
     assert run_json(run_dir)["mock_open_conversations"] == {"us": 0, "uk": 0, "eu": 0, "self-serve": 0}
+
+
+def test_a_shape_drives_the_users_and_ends_the_run_by_itself(tmp_path):
+    proc = loadtest("run", "--shape", "steps:start=2,step=2,every=2s,max=6", "--regions", "uk",
+                    *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    history = read_csv(run_dir / "locust_stats_history.csv")
+    users = [int(h["User Count"]) for h in history if h["Name"] == "Aggregated"]
+    assert max(users) == 6 and 2 in users and 4 in users
+    info = run_json(run_dir)
+    assert info["status"] == "completed" and info["mock_open_conversations"]["uk"] == 0
+    assert 5 < info["ended"] - info["started"] < 20

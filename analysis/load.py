@@ -9,9 +9,13 @@
 
 Bad data raises `RunDataError` naming the file, the line and the column, so the user can
 find and fix it. Reading is built for 10M+ rows: pyarrow's multi-threaded CSV reader with
-explicit types, dictionary-encoded (categorical) string columns, and a Parquet cache written
-beside each CSV (`.<name>.cache.parquet`, keyed on the CSV's size and mtime) so a second
-report on the same run skips the CSV parse. Distributed runs (several `requests*.csv`,
+explicit types, dictionary-encoded (categorical) columns for the low-cardinality strings
+(conversation ids stay plain Arrow strings: 10M distinct-ish values cost more to dictionary
+encode than they save), and a cache written beside each large CSV
+(`.<name>.cache.arrow`, keyed on the CSV's size and mtime) so a second report on the same
+run skips the CSV parse. The cache is an uncompressed Arrow IPC file, memory-mapped on
+read: measured on 10M rows it loads in ~1 s against ~7 s for the CSV and ~6 s for a
+Parquet file (whose decode dominates); it takes ~0.6× the CSV's disk space. Distributed runs (several `requests*.csv`,
 one per worker) are merged.
 """
 from __future__ import annotations
@@ -30,7 +34,6 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from loadtest.records import (
     CONVERSATION_COLUMNS,
@@ -43,7 +46,7 @@ from loadtest.records import (
 
 SLO_JSON = "slo.json"
 STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
-CACHE_VERSION = 1
+CACHE_VERSION = 3
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -60,7 +63,7 @@ REQUEST_TYPES: dict[str, pa.DataType] = {
     "error_kind": _DICT,
     "error": _DICT,
     "bytes": pa.int64(),
-    "conversation_id": _DICT,
+    "conversation_id": pa.string(),  # high cardinality: a dictionary would cost more than it saves
     "turn": pa.int32(),
     "user": _DICT,
     "worker": _DICT,
@@ -178,7 +181,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
         raise RunDataError(path, "no requests.csv in this folder",
                            hint="is this a run folder? a run writes requests.csv as it goes")
     requests = load_requests(files, use_cache=use_cache, columns=columns)
-    conversations = load_conversations(path)
+    conversations = load_conversations(path, use_cache=use_cache)
     slo = load_slo(path)
     history = load_stats_history(path)
 
@@ -299,13 +302,13 @@ def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, 
     return Path(files[-1]), i + 2
 
 
-def load_conversations(path: Path) -> pd.DataFrame:
+def load_conversations(path: Path, use_cache: bool = True) -> pd.DataFrame:
     """conversations*.csv merged; an empty frame with the right columns when absent."""
     files = sorted(p for p in path.glob(CONVERSATIONS_GLOB) if p.is_file())
     if not files:
         return _empty(CONVERSATION_COLUMNS, CONVERSATION_TYPES)
     tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, list(CONVERSATION_COLUMNS),
-                          use_cache=False, required=("started",)) for f in files]
+                          use_cache=use_cache, required=("started",)) for f in files]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
     df = table.to_pandas()
     for c in ("turns", "ok"):
@@ -327,7 +330,7 @@ def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence
     except OSError as e:
         raise RunDataError(f, f"cannot read: {e.strerror or e}") from e
     key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}
-    cache = f.with_name(f".{f.name}.cache.parquet")
+    cache = f.with_name(f".{f.name}.cache.arrow")
     if use_cache and cache.exists():
         table = _read_cache(cache, key, columns)
         if table is not None:
@@ -433,14 +436,18 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
     return RunDataError(f, message[:300])
 
 
-# --------------------------------------------------------------------------- Parquet cache
+# --------------------------------------------------------------------------- Arrow cache
 
 def _read_cache(cache: Path, key: dict, columns: Sequence[str]) -> pa.Table | None:
     try:
-        meta = pq.read_schema(cache).metadata or {}
-        if json.loads(meta.get(b"analysis_cache", b"{}")) != key:
-            return None
-        table = pq.read_table(cache, columns=list(columns))
+        with pa.memory_map(str(cache), "r") as source:
+            reader = pa.ipc.open_file(source)
+            meta = reader.schema.metadata or {}
+            if json.loads(meta.get(b"analysis_cache", b"{}")) != key:
+                return None
+            if any(c not in reader.schema.names for c in columns):
+                return None
+            table = reader.read_all().select(list(columns))
         return table.replace_schema_metadata(None)
     except Exception:  # a stale or broken cache is just ignored
         return None
@@ -448,16 +455,19 @@ def _read_cache(cache: Path, key: dict, columns: Sequence[str]) -> pa.Table | No
 
 def _write_cache(cache: Path, key: dict, table: pa.Table) -> None:
     """Best effort: a read-only folder or a full disk only costs the next report a CSV parse."""
+    tmp = None
     try:
-        t = table.replace_schema_metadata({"analysis_cache": json.dumps(key)})
+        # the IPC file format needs one dictionary per column across all chunks
+        t = table.unify_dictionaries().replace_schema_metadata({"analysis_cache": json.dumps(key)})
         fd, tmp = tempfile.mkstemp(prefix=cache.name, suffix=".tmp", dir=cache.parent)
         os.close(fd)
-        try:
-            pq.write_table(t, tmp, compression="lz4")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, cache)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
+            writer.write_table(t, max_chunksize=1 << 20)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, cache)
+        tmp = None
     except Exception:
         pass
+    finally:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)

@@ -126,15 +126,17 @@ class SortedValues:
         self.values = np.asarray(values, dtype=float)
         self.order = None if presorted else np.argsort(self.values, kind="quicksort")
 
-    def groups(self, keys: np.ndarray, ngroups: int, mask: np.ndarray | None = None
+    def groups(self, keys: np.ndarray | None, ngroups: int, mask: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """(values of the masked rows sorted by (key, value), group start offsets [ngroups + 1])."""
         if self.order is None:
-            k = keys if mask is None else keys[mask]
+            k = keys if mask is None or keys is None else keys[mask]
             v = self.values if mask is None else self.values[mask]
         else:
             o = self.order if mask is None else self.order[mask[self.order]]
-            k, v = keys[o], self.values[o]
+            k, v = (keys[o] if keys is not None else None), self.values[o]
+        if ngroups == 1 or k is None:  # one group: already sorted
+            return v, np.array([0, len(v)])
         k = _small_int(k, ngroups)
         o2 = np.argsort(k, kind="stable")
         counts = np.bincount(k, minlength=ngroups)[:ngroups]
@@ -154,25 +156,23 @@ def grouped_percentiles(keys: np.ndarray, ngroups: int, values: np.ndarray | Non
     return out
 
 
-def _describe(keys: np.ndarray, ngroups: int, sorter: SortedValues, mask: np.ndarray | None = None,
+def _describe(keys: np.ndarray | None, ngroups: int, sorter: SortedValues, mask: np.ndarray | None = None,
               qs: Sequence[float] = PERCENTILES) -> dict[str, np.ndarray]:
     """count, mean, min, max and percentiles of the sorter's values per group (masked rows)."""
-    k = keys if mask is None else keys[mask]
-    v = sorter.values if mask is None else sorter.values[mask]
-    count = np.bincount(k, minlength=ngroups)[:ngroups].astype(np.int64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(k, weights=v, minlength=ngroups)[:ngroups] / count
-    out = {"n": count, "mean": mean}
     pct = np.full((ngroups, len(qs)), np.nan)
     mn = np.full(ngroups, np.nan)
     mx = np.full(ngroups, np.nan)
-    if len(k):
-        sv, bounds = sorter.groups(keys, ngroups, mask)
-        for g in np.flatnonzero(count):
-            sl = sv[bounds[g]:bounds[g + 1]]
-            pct[g] = percentiles(sl, qs, assume_sorted=True)
-            mn[g], mx[g] = sl[0], sl[-1]
-    out["min"], out["max"] = mn, mx
+    sv, bounds = sorter.groups(keys, ngroups, mask)
+    count = np.diff(bounds).astype(np.int64)
+    cs = np.concatenate(([0.0], np.cumsum(sv)))
+    sums = cs[bounds[1:]] - cs[bounds[:-1]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
+    for g in np.flatnonzero(count):
+        sl = sv[bounds[g]:bounds[g + 1]]
+        pct[g] = percentiles(sl, qs, assume_sorted=True)
+        mn[g], mx[g] = sl[0], sl[-1]
+    out = {"n": count, "mean": mean, "min": mn, "max": mx}
     for i, q in enumerate(qs):
         out[pct_name(q)] = pct[:, i]
     return out
@@ -200,11 +200,15 @@ class Dims:
 
     def level_keys(self, dims: Sequence[str]) -> tuple[np.ndarray, int]:
         """Group code of every row at a roll-up level (negative where a dimension is unknown)."""
-        key = np.zeros(len(self.ri), dtype=np.int64)
+        total = 1
+        for d in dims:
+            total *= self.sizes()[d]
+        kt = np.int32 if total < 2 ** 31 else np.int64
+        key = np.zeros(len(self.ri), dtype=kt)
         n = 1
         for d in dims:
             size = self.sizes()[d]
-            key = key * size + self.index(d)
+            key = key * kt(size) + self.index(d).astype(kt)
             n *= size
         if dims:
             bad = np.zeros(len(self.ri), dtype=bool)
@@ -227,7 +231,7 @@ class Dims:
 def _map_categories(col: pd.Series, universe: list[str]) -> np.ndarray:
     """Row index into `universe` for a categorical column."""
     cats = [str(c) for c in col.cat.categories]
-    lut = np.array([universe.index(c) for c in cats] + [-1], dtype=np.int64)
+    lut = np.array([universe.index(c) for c in cats] + [-1], dtype=np.int16 if len(universe) < 2 ** 15 else np.int32)
     codes = col.cat.codes.to_numpy()
     return lut[codes]  # code -1 (missing) → last entry → -1
 
@@ -299,19 +303,19 @@ class RunStats:
     def has_variants(self) -> bool:
         return self.variants != [""]
 
-    def latencies(self, by: Sequence[str], ok: bool = True) -> dict[tuple, np.ndarray]:
-        """Sorted latencies of successful (or failed) requests per group of the `by` dims.
+    def latencies(self, by: Sequence[str]) -> dict[tuple, np.ndarray]:
+        """Sorted latencies of the successful requests per group of the `by` dims.
 
         by: a subset of ("region", "variant", "endpoint"), e.g. ("region", "endpoint");
-        keys are tuples of labels in that order. Groups without requests are left out.
+        keys are tuples of labels in that order. Groups without successes are left out.
         """
-        if self.rows is None or self.dims is None or not len(self.rows):
+        if self.rows is None or not len(self.rows):
             return {}
+        sd = self.rows.dims
         dims = [d for d in ("region", "variant", "endpoint") if d in by]
-        key, n = self.dims.level_keys(dims)
-        mask = (self.rows.ok if ok else ~self.rows.ok) & (key >= 0)
-        sv, bounds = SortedValues(self.rows.rt, presorted=True).groups(key, n, mask)
-        labels = self.dims.level_labels(dims)
+        key, n = sd.level_keys(dims)
+        sv, bounds = SortedValues(self.rows.rt, presorted=True).groups(key, n)
+        labels = sd.level_labels(dims)
         out = {}
         for g in np.flatnonzero(np.diff(bounds)):
             out[tuple(labels.iloc[g][d] for d in by)] = sv[bounds[g]:bounds[g + 1]]
@@ -320,59 +324,107 @@ class RunStats:
 
 @dataclass
 class Rows:
-    """The request columns as numpy arrays, permuted into ascending latency order.
+    """The successful requests, as numpy arrays in ascending latency order.
 
-    Group statistics do not depend on row order, and in latency order every group's
-    values come out already sorted: one argsort of the latencies serves every table.
+    Group statistics do not depend on row order, and in latency order every group's values
+    come out already sorted: one argsort of the latencies serves every table below.
+    `dims` (region/variant/endpoint indices) is permuted the same way.
     """
 
     rt: np.ndarray
-    ok: np.ndarray
     ts: np.ndarray
     turn: np.ndarray
-    status: np.ndarray
-    kind: np.ndarray
-    kind_cats: np.ndarray
-    err: np.ndarray
-    err_cats: np.ndarray
-    cid: np.ndarray
-    cid_empty: np.ndarray  # per conversation_id category: is it the empty string
+    dims: "Dims"
 
     def __len__(self) -> int:
         return len(self.rt)
 
 
-def _codes(col: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Category codes and categories (object array of str) of a column."""
+@dataclass
+class FailRows:
+    """The failed requests only (few), in file order: what the error tables need."""
+
+    ri: np.ndarray
+    vi: np.ndarray
+    ei: np.ndarray
+    rt: np.ndarray
+    status: np.ndarray
+    kind: np.ndarray
+    kind_cats: np.ndarray
+    err: np.ndarray
+    err_cats: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ri)
+
+
+def _codes(col: pd.Series | None, n: int, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
+    """Category codes (of the selected rows) and categories (object array of str) of a column."""
     if col is None:
-        return np.full(n, -1, dtype=np.int32), np.array([], dtype=object)
+        return np.full(n, -1, dtype=np.int32)[rows], np.array([], dtype=object)
     if col.dtype != "category":
         col = col.astype(str).astype("category")
-    return col.cat.codes.to_numpy(), col.cat.categories.to_numpy(dtype=object, na_value="")
+    return col.cat.codes.to_numpy()[rows], col.cat.categories.to_numpy(dtype=object, na_value="")
 
 
-def _sorted_rows(req: pd.DataFrame, dims: Dims) -> tuple[Rows, Dims]:
-    rt = req["response_time_ms"].to_numpy(dtype=float)
+def _fail_rows(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> FailRows:
+    fail = np.flatnonzero(~ok)
+    kind, kind_cats = _codes(req.get("error_kind"), len(req), fail)
+    err, err_cats = _codes(req.get("error"), len(req), fail)
+    status = req["status"].to_numpy()[fail].astype(np.int64) if "status" in req else np.zeros(len(fail), np.int64)
+    rt = req["response_time_ms"].to_numpy(dtype=float)[fail]
+    return FailRows(dims.ri[fail], dims.vi[fail], dims.ei[fail], rt, status, kind, kind_cats, err, err_cats)
+
+
+def _sorted_rows(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> Rows:
+    """Successful requests (with known region/variant/endpoint), sorted by latency."""
+    idx = np.flatnonzero(ok & (dims.ri >= 0) & (dims.vi >= 0) & (dims.ei >= 0))
+    rt = req["response_time_ms"].to_numpy(dtype=float)[idx]
     order = np.argsort(rt, kind="quicksort")  # the one O(n log n) sort
+    idx = idx[order]
+    turn = req["turn"].to_numpy()[idx] if "turn" in req else np.full(len(idx), -1)
+    return Rows(rt=rt[order], ts=req["timestamp"].to_numpy(dtype=float)[idx],
+                turn=np.clip(turn, -1, 32_000).astype(np.int16),
+                dims=Dims(dims.regions, dims.variants, dims.endpoints, dims.ri[idx], dims.vi[idx], dims.ei[idx]))
 
-    def col(name: str, dtype=None, default=0) -> np.ndarray:
-        if name not in req:
-            return np.full(len(order), default, dtype=dtype or np.int32)
-        return req[name].to_numpy(dtype=dtype)[order]
 
+def _orphans(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(successful create rows with an id, those without a successful close of that id), file order."""
     n = len(req)
-    kind, kind_cats = _codes(req.get("error_kind"), n)
-    err, err_cats = _codes(req.get("error"), n)
-    cid, cid_cats = _codes(req.get("conversation_id"), n)
-    rows = Rows(
-        rt=rt[order], ok=(req["ok"].to_numpy() == 1)[order], ts=col("timestamp", float),
-        turn=col("turn", np.int64, -1), status=col("status", np.int64, 0),
-        kind=kind[order], kind_cats=kind_cats, err=err[order], err_cats=err_cats,
-        cid=cid[order], cid_empty=(cid_cats == ""),
-    )
-    small = lambda a: a.astype(np.int32)[order]  # noqa: E731
-    pdims = Dims(dims.regions, dims.variants, dims.endpoints, small(dims.ri), small(dims.vi), small(dims.ei))
-    return rows, pdims
+    none = np.zeros(n, dtype=bool)
+    if "conversation_id" not in req or not n or "create" not in dims.endpoints:
+        return none, none
+    create = ok & (dims.ei == dims.endpoints.index("create"))
+    close = ok & (dims.ei == dims.endpoints.index("close")) if "close" in dims.endpoints else none
+    col = req["conversation_id"]
+    ci, xi = np.flatnonzero(create), np.flatnonzero(close)
+    if col.dtype == "category":
+        codes = col.cat.codes.to_numpy()
+        empty = np.asarray(col.cat.categories == "")
+        has_id = codes >= 0
+        has_id[has_id] = ~empty[codes[has_id]]
+        closed = np.zeros(len(empty) + 1, dtype=bool)
+        closed[codes[xi][has_id[xi]]] = True
+        create_rows = create & has_id
+        return create_rows, create_rows & ~closed[codes]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(col.array) if not isinstance(col.array, np.ndarray) else pa.array(col.to_numpy(dtype=object))
+
+    def pick(mask: np.ndarray) -> pa.Array:  # filter is chunk-aware and much cheaper than take
+        got = pc.filter(arr, pa.array(mask))
+        return got.combine_chunks() if isinstance(got, pa.ChunkedArray) else got
+
+    created_ids = pick(create)
+    closed_ids = pick(close)
+    has_id = pc.fill_null(pc.not_equal(created_ids, ""), False).to_numpy(zero_copy_only=False)
+    closed = pc.fill_null(pc.is_in(created_ids, value_set=closed_ids), False).to_numpy(zero_copy_only=False)
+    create_rows = np.zeros(n, dtype=bool)
+    orphan_rows = np.zeros(n, dtype=bool)
+    create_rows[ci[has_id]] = True
+    orphan_rows[ci[has_id & ~closed]] = True
+    return create_rows, orphan_rows
 
 
 def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
@@ -386,15 +438,18 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
         end = start
     duration = max(end - start, 1e-9)
 
-    rows, dims = _sorted_rows(req, dims)
-    sorter = SortedValues(rows.rt, presorted=True)
-    requests = _request_table(dims, rows.ok, duration, sorter)
-    errs_status, errs_kind = _error_breakdowns(rows, dims)
-    top, distinct = _top_errors(rows, dims, top_errors)
-    by_turn = _by_turn(rows, dims, sorter, turn_limit)
-    ts, bin_s = _timeseries(rows, dims, sorter, start, end, max_bins)
-    conv = _conversation_table(run.conversations, rows, dims, requests)
-    ecdf = _ecdf(dims, rows.ok, sorter)
+    ok = req["ok"].to_numpy() == 1
+    fails = _fail_rows(req, dims, ok)
+    create_rows, orphan_rows = _orphans(req, dims, ok)
+    conv_counts = _conversation_counts(dims, create_rows, orphan_rows)
+    succ = _sorted_rows(req, dims, ok)
+    requests = _request_table(succ, fails, req, duration)
+    errs_status, errs_kind = _error_breakdowns(fails, dims)
+    top, distinct = _top_errors(fails, dims, top_errors)
+    by_turn = _by_turn(succ, turn_limit)
+    ts, bin_s = _timeseries(req, dims, ok, succ, start, end, max_bins)
+    conv = _conversation_table(run.conversations, dims, requests, conv_counts)
+    ecdf = _ecdf(succ)
     notes = []
     if run.warmup_s:
         notes.append(f"The first {run.warmup_s:g} s of the run (warm-up) are excluded.")
@@ -403,24 +458,27 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
         errors_by_status=errs_status, errors_by_kind=errs_kind, top_errors=top, ecdf=ecdf,
         regions=dims.regions, variants=dims.variants, endpoints=dims.endpoints,
         window=(start, end), duration_s=duration if len(req) else max(end - start, 0.0),
-        warmup_s=run.warmup_s, total_requests=int(len(req)), total_errors=int((~rows.ok).sum()),
-        distinct_errors=distinct, bin_s=bin_s, notes=notes, rows=rows, dims=dims,
+        warmup_s=run.warmup_s, total_requests=int(len(req)), total_errors=int((~ok).sum()),
+        distinct_errors=distinct, bin_s=bin_s, notes=notes, rows=succ, dims=dims,
     )
 
 
-def _request_table(dims: Dims, ok: np.ndarray, duration: float, sorter: SortedValues) -> pd.DataFrame:
-    valid = (dims.ri >= 0) & (dims.vi >= 0) & (dims.ei >= 0)
-    succ = ok & valid
-    fail = ~ok & valid
+def _request_table(succ: Rows, fails: FailRows, req: pd.DataFrame, duration: float) -> pd.DataFrame:
+    dims = succ.dims
+    fvalid = (fails.ri >= 0) & (fails.vi >= 0) & (fails.ei >= 0)
+    fdims = Dims(dims.regions, dims.variants, dims.endpoints, fails.ri[fvalid], fails.vi[fvalid], fails.ei[fvalid])
+    s_sorter = SortedValues(succ.rt, presorted=True)
+    f_sorter = SortedValues(fails.rt[fvalid])
     frames = []
     for level, level_dims in LEVELS.items():
-        key, n = dims.level_keys(level_dims)
-        count = np.bincount(key[valid], minlength=n)[:n]
-        s = _describe(key, n, sorter, succ)
-        f = _describe(key, n, sorter, fail, qs=(50, 95))
+        ks, n = dims.level_keys(level_dims) if level_dims else (None, 1)
+        kf, _ = fdims.level_keys(level_dims) if level_dims else (None, 1)
+        s = _describe(ks, n, s_sorter)
+        f = _describe(kf, n, f_sorter, qs=(50, 95))
+        count = s["n"] + f["n"]
         df = dims.level_labels(level_dims)
         df.insert(0, "level", level)
-        errors = count - s["n"]
+        errors = f["n"]
         with np.errstate(invalid="ignore", divide="ignore"):
             df["count"] = count
             df["ok_count"] = s["n"]
@@ -440,13 +498,14 @@ def _request_table(dims: Dims, ok: np.ndarray, duration: float, sorter: SortedVa
     return pd.concat(frames, ignore_index=True)
 
 
-def _error_breakdowns(rows: Rows, dims: Dims) -> tuple[pd.DataFrame, pd.DataFrame]:
-    fail = ~rows.ok & (dims.ri >= 0) & (dims.vi >= 0) & (dims.ei >= 0)
+def _error_breakdowns(fails: FailRows, dims: Dims) -> tuple[pd.DataFrame, pd.DataFrame]:
+    valid = (fails.ri >= 0) & (fails.vi >= 0) & (fails.ei >= 0)
     labels = dims.level_labels(("region", "variant", "endpoint"))
-    key, n = dims.level_keys(("region", "variant", "endpoint"))
-    key = key[fail]
+    n = len(dims.regions) * len(dims.variants) * len(dims.endpoints)
+    key = ((fails.ri.astype(np.int64) * len(dims.variants) + fails.vi) * len(dims.endpoints) + fails.ei)[valid]
+    fail = valid
     out = []
-    for col, values in (("status", rows.status[fail]), ("error_kind", rows.kind[fail])):
+    for col, values in (("status", fails.status[fail]), ("error_kind", fails.kind[fail])):
         if not fail.any():
             out.append(pd.DataFrame(columns=["region", "variant", "endpoint", col, "count"]))
             continue
@@ -457,7 +516,7 @@ def _error_breakdowns(rows: Rows, dims: Dims) -> tuple[pd.DataFrame, pd.DataFram
         g, u = np.divmod(nz, len(uniq))
         df = labels.iloc[g].reset_index(drop=True)
         if col == "error_kind":
-            cats = np.concatenate([rows.kind_cats, np.array([""], dtype=object)])
+            cats = np.concatenate([fails.kind_cats, np.array([""], dtype=object)])
             vals = cats[uniq[u]]
             vals = np.where(vals == "", "other", vals)
         else:
@@ -486,32 +545,28 @@ def normalise_error(msg: str, limit: int = 200) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _top_errors(rows: Rows, dims: Dims, limit: int) -> tuple[pd.DataFrame, int]:
+def _top_errors(fails: FailRows, dims: Dims, limit: int) -> tuple[pd.DataFrame, int]:
     """The most frequent failures: endpoint, status, kind, normalised message, count, regions."""
     cols = ["endpoint", "status", "error_kind", "message", "count", "share", "regions", "example"]
-    fail = ~rows.ok
-    if not fail.any():
+    if not len(fails):
         return pd.DataFrame(columns=cols), 0
-    cats = np.concatenate([rows.err_cats, np.array([""], dtype=object)])
-    codes = rows.err[fail]
+    cats = np.concatenate([fails.err_cats, np.array([""], dtype=object)])
+    codes = fails.err
     used, inv = np.unique(codes, return_inverse=True)
     # Normalise each distinct message once (bounded: messages beyond 200k distinct share a bucket).
     norm_of_used = np.array([normalise_error(cats[c]) if i < 200_000 else "(other messages)"
                              for i, c in enumerate(used)], dtype=object)
     norm_u, norm_inv = np.unique(norm_of_used, return_inverse=True)
     norm_code = norm_inv[inv]
-    status = rows.status[fail]
-    kind_cats = np.concatenate([rows.kind_cats, np.array([""], dtype=object)])
-    kind = rows.kind[fail]
-    ep = dims.ei[fail]
-    frame = pd.DataFrame({"ep": ep, "status": status, "kind": kind, "msg": norm_code, "ri": dims.ri[fail],
-                          "raw": inv})
+    kind_cats = np.concatenate([fails.kind_cats, np.array([""], dtype=object)])
+    frame = pd.DataFrame({"ep": fails.ei, "status": fails.status, "kind": fails.kind, "msg": norm_code,
+                          "ri": fails.ri, "raw": inv})
     g = frame.groupby(["ep", "status", "kind", "msg"], sort=False)
     counts = g.size().sort_values(ascending=False, kind="stable")
     distinct = len(counts)
     top = counts.head(limit)
     rows = []
-    total = int(fail.sum())
+    total = len(fails)
     for (e, st, k, m), c in top.items():
         sel = frame[(frame.ep == e) & (frame.status == st) & (frame.kind == k) & (frame.msg == m)]
         reg_counts = np.bincount(sel.ri[sel.ri >= 0], minlength=len(dims.regions))
@@ -530,28 +585,30 @@ def _top_errors(rows: Rows, dims: Dims, limit: int) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows, columns=cols), distinct
 
 
-def _by_turn(rows: Rows, dims: Dims, sorter: SortedValues, turn_limit: int) -> pd.DataFrame:
+def _by_turn(succ: Rows, turn_limit: int) -> pd.DataFrame:
     """respond p50/p95/p99 per turn number, per region × variant and per region (all variants)."""
     cols = ["region", "variant", "turn", "count", "p50_ms", "p95_ms", "p99_ms"]
+    dims = succ.dims
     if "respond" not in dims.endpoints:
         return pd.DataFrame(columns=cols)
-    turn = rows.turn
-    sel = (rows.ok & (dims.ei == dims.endpoints.index("respond")) & (turn >= 1) & (turn <= turn_limit)
-           & (dims.ri >= 0) & (dims.vi >= 0))
+    turn = succ.turn
+    sel = (dims.ei == dims.endpoints.index("respond")) & (turn >= 1) & (turn <= turn_limit)
     if not sel.any():
         return pd.DataFrame(columns=cols)
     tmax = int(turn[sel].max())
-    t0 = np.clip(turn.astype(np.int64) - 1, 0, tmax - 1)
+    sorter = SortedValues(succ.rt[sel], presorted=True)
+    t0 = turn[sel].astype(np.int32) - 1
+    ri, vi = dims.ri[sel].astype(np.int32), dims.vi[sel].astype(np.int32)
     frames = []
     nr, nv = len(dims.regions), len(dims.variants)
     for with_variant in ((True, False) if dims.variants != [""] else (True,)):
         if with_variant:
-            key = (dims.ri * nv + dims.vi) * tmax + t0
+            key = (ri * nv + vi) * tmax + t0
             n = nr * nv * tmax
         else:
-            key = dims.ri * tmax + t0
+            key = ri * tmax + t0
             n = nr * tmax
-        d = _describe(key, n, sorter, sel, qs=(50, 95, 99))
+        d = _describe(key, n, sorter, qs=(50, 95, 99))
         nz = np.flatnonzero(d["n"])
         if with_variant:
             rv, tt = np.divmod(nz, tmax)
@@ -578,39 +635,41 @@ def bin_width(duration_s: float, max_bins: int = 120) -> float:
     return float(math.ceil(duration_s / max_bins))
 
 
-def _timeseries(rows: Rows, dims: Dims, sorter: SortedValues,
+def _timeseries(req: pd.DataFrame, dims: Dims, ok: np.ndarray, succ: Rows,
                 start: float, end: float, max_bins: int) -> tuple[pd.DataFrame, float]:
     """Per region (and all regions) per time bin: throughput, error rate, respond p50/p95/p99."""
     cols = ["region", "t", "count", "errors", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
-    if not len(rows):
+    if not len(req):
         return pd.DataFrame(columns=cols), 1.0
-    ok = rows.ok
     duration = max(end - start, 1e-9)
+    sd = succ.dims
+    lat_ep = sd.endpoints.index("respond") if "respond" in sd.endpoints else None
+    lat = (sd.ei == lat_ep) if lat_ep is not None else np.ones(len(succ), dtype=bool)
     # Enough requests per bin for a meaningful percentile: on average ≥ ~200 latency
     # samples per region per bin, between 10 and max_bins bins.
-    lat_ep0 = dims.endpoints.index("respond") if "respond" in dims.endpoints else None
-    n_lat = int((rows.ok & (dims.ei == lat_ep0)).sum()) if lat_ep0 is not None else int(rows.ok.sum())
-    per_region = n_lat / max(len(dims.regions), 1)
+    per_region = int(lat.sum()) / max(len(dims.regions), 1)
     max_bins = int(min(max_bins, max(10, per_region // 200)))
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
-    ts = rows.ts
-    b = np.clip(((ts - start) // w).astype(np.int64), 0, nb - 1)
+
+    def bins(ts: np.ndarray) -> np.ndarray:
+        return np.clip(((ts - start) // w), 0, nb - 1).astype(np.int32)
+
+    b_all = bins(req["timestamp"].to_numpy(dtype=float))
     valid = dims.ri >= 0
+    lat_sorter = SortedValues(succ.rt[lat], presorted=True)
+    b_lat = bins(succ.ts[lat])
+    r_lat = sd.ri[lat].astype(np.int32)
     nr = len(dims.regions)
-    lat_ep = dims.endpoints.index("respond") if "respond" in dims.endpoints else None
     frames = []
     for per_region in (True, False):
-        r = dims.ri if per_region else np.zeros(len(ts), dtype=np.int64)
         n_r = nr if per_region else 1
-        key = r * nb + b
         n = n_r * nb
+        key = (dims.ri.astype(np.int32) * nb + b_all) if per_region else b_all
         count = np.bincount(key[valid], minlength=n)[:n]
         errors = np.bincount(key[valid & ~ok], minlength=n)[:n]
-        lat = valid & ok if lat_ep is None else valid & ok & (dims.ei == lat_ep)
-        d = _describe(key, n, sorter, lat, qs=(50, 95, 99))
-        gi = np.arange(n)
-        rr, bb = np.divmod(gi, nb)
+        d = _describe((r_lat * nb + b_lat) if per_region else b_lat, n, lat_sorter, qs=(50, 95, 99))
+        rr, bb = np.divmod(np.arange(n), nb)
         width = np.minimum(w, duration - bb * w)
         width = np.where(width > 0, width, w)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -628,39 +687,53 @@ ECDF_QS = np.unique(np.concatenate([np.linspace(0, 90, 181), np.linspace(90, 99,
                                     np.linspace(99, 99.9, 46), np.linspace(99.9, 100, 11)]))
 
 
-def _ecdf(dims: Dims, ok: np.ndarray, sorter: SortedValues) -> dict:
+def _ecdf(succ: Rows) -> dict:
     """Per endpoint, per region: latency at each q of ECDF_QS (bounded size for the charts)."""
+    dims = succ.dims
     out: dict = {}
-    valid = ok & (dims.ri >= 0) & (dims.ei >= 0)
     nr, ne = len(dims.regions), len(dims.endpoints)
-    key = dims.ei * nr + dims.ri
-    grid = grouped_percentiles(key, ne * nr, qs=ECDF_QS, sorter=sorter, mask=valid)
-    counts = np.bincount(key[valid], minlength=ne * nr)
+    key = dims.ei.astype(np.int32) * nr + dims.ri
+    grid = grouped_percentiles(key, ne * nr, qs=ECDF_QS, sorter=SortedValues(succ.rt, presorted=True))
+    counts = np.bincount(key, minlength=ne * nr)
     for e, ep in enumerate(dims.endpoints):
         out[ep] = {dims.regions[r]: (ECDF_QS, grid[e * nr + r]) for r in range(nr) if counts[e * nr + r]}
     return out
 
 
-def _conversation_table(conv: pd.DataFrame, rows: Rows, dims: Dims, requests: pd.DataFrame) -> pd.DataFrame:
-    """Per region × variant (and roll-ups): conversations, success, duration, turns, create
-    latency (time to greeting), how they ended, orphans, failed requests by step."""
-    nr, nv = len(dims.regions), len(dims.variants)
-    levels = {"region·variant": ("region", "variant"), "region": ("region",), "variant": ("variant",), "overall": ()}
-    # Orphans: a create succeeded, but no successful close for that conversation_id.
-    ok = rows.ok
-    orphan_rows = np.zeros(len(rows), dtype=bool)
-    create_rows = np.zeros(len(rows), dtype=bool)
-    if len(rows) and len(rows.cid_empty):
-        codes = rows.cid
-        has_id = codes >= 0
-        has_id[has_id] = ~rows.cid_empty[codes[has_id]]
-        ep_create = dims.endpoints.index("create") if "create" in dims.endpoints else -9
-        ep_close = dims.endpoints.index("close") if "close" in dims.endpoints else -9
-        create_rows = ok & (dims.ei == ep_create) & has_id
-        closed = np.zeros(len(rows.cid_empty) + 1, dtype=bool)
-        closed[codes[ok & (dims.ei == ep_close) & has_id]] = True
-        orphan_rows = create_rows & ~closed[codes]
+_CONV_LEVELS = {"region·variant": ("region", "variant"), "region": ("region",), "variant": ("variant",), "overall": ()}
 
+
+def _conv_key(dims: Dims, ldims: Sequence[str], ri: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, int]:
+    nr, nv = len(dims.regions), len(dims.variants)
+    k = np.zeros(len(ri), dtype=np.int64)
+    n = 1
+    if "region" in ldims:
+        k, n = k * nr + ri, n * nr
+    if "variant" in ldims:
+        k, n = k * nv + vi, n * nv
+    return k, n
+
+
+def _conversation_counts(dims: Dims, create_rows: np.ndarray, orphan_rows: np.ndarray) -> dict:
+    """Per conversation level: (created, orphans) counts per group (rows in file order)."""
+    valid = (dims.ri >= 0) & (dims.vi >= 0)
+    out = {}
+    for level, ldims in _CONV_LEVELS.items():
+        c = create_rows & valid
+        o = orphan_rows & valid
+        kc, n = _conv_key(dims, ldims, dims.ri[c], dims.vi[c])
+        ko, _ = _conv_key(dims, ldims, dims.ri[o], dims.vi[o])
+        out[level] = (np.bincount(kc, minlength=n)[:n], np.bincount(ko, minlength=n)[:n])
+    return out
+
+
+def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, counts: dict) -> pd.DataFrame:
+    """Per region × variant (and roll-ups): conversations, success, duration, turns, create
+    latency (time to greeting), how they ended, orphans, failed requests by step.
+
+    Orphans: a create succeeded, but there is no successful close for that conversation_id."""
+    nr, nv = len(dims.regions), len(dims.variants)
+    levels = _CONV_LEVELS
     # Conversation rows (conversations.csv) mapped to the same region/variant universe.
     have_conv = len(conv) > 0
     if have_conv:
@@ -675,16 +748,9 @@ def _conversation_table(conv: pd.DataFrame, rows: Rows, dims: Dims, requests: pd
         c_valid = (c_ri >= 0) & (c_vi >= 0)
         dur_sorter = SortedValues(np.nan_to_num(dur[c_valid]))
     rows = []
-    rv_valid = (dims.ri >= 0) & (dims.vi >= 0)
     for level, ldims in levels.items():
         def key_of(ri, vi):
-            k = np.zeros(len(ri), dtype=np.int64)
-            n = 1
-            if "region" in ldims:
-                k, n = k * nr + ri, n * nr
-            if "variant" in ldims:
-                k, n = k * nv + vi, n * nv
-            return k, n
+            return _conv_key(dims, ldims, ri, vi)
 
         _, n = key_of(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
         labels = []
@@ -701,9 +767,7 @@ def _conversation_table(conv: pd.DataFrame, rows: Rows, dims: Dims, requests: pd
             else:
                 lab["region"] = ALL
             labels.append(lab)
-        rk, _ = key_of(dims.ri[rv_valid], dims.vi[rv_valid])
-        creates = np.bincount(rk[create_rows[rv_valid]], minlength=n)[:n]
-        orphans = np.bincount(rk[orphan_rows[rv_valid]], minlength=n)[:n]
+        creates, orphans = counts[level]
         if have_conv:
             ck, _ = key_of(c_ri[c_valid], c_vi[c_valid])
             c_count = np.bincount(ck, minlength=n)[:n]

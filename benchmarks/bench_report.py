@@ -15,7 +15,8 @@ is its own. Measured, on the same synthetic run folder:
   report cached    build_report again (cache present)
   breakdown        load / stats / comparisons (bootstrap + Mann-Whitney) / charts / render
 
-Targets: 10M rows → full report ≤ 20 s and ≤ 4 GiB; loading + statistics within 2× of the
+Wall times on a shared machine vary with its load; CPU times (user + system) are printed
+beside them. Targets: 10M rows → full report ≤ 20 s and ≤ 4 GiB; loading + statistics within 2× of the
 faster baseline. Results are printed and written to benchmarks/out/bench-<rows>.json.
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ PRELUDE = textwrap.dedent(f"""
     def done(**extra):
         # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak over exec)
         rss = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-        print("RESULT " + json.dumps(dict(seconds=time.perf_counter() - t0, peak_rss=rss, **extra)))
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        print("RESULT " + json.dumps(dict(seconds=time.perf_counter() - t0, cpu=ru.ru_utime + ru.ru_stime,
+                                          peak_rss=rss, **extra)))
 """)
 
 BASELINE = textwrap.dedent("""
@@ -106,7 +109,7 @@ def child(code: str, **params) -> dict:
 
 
 def clear_cache(run: Path) -> None:
-    for p in run.glob(".*.cache.parquet"):
+    for p in run.glob(".*.cache.*"):
         p.unlink()
 
 
@@ -136,7 +139,8 @@ def main(argv=None) -> int:
 
     def show(name, r):
         extra = ", ".join(f"{k} {v:.2f} s" for k, v in r.items() if k in ("read", "load", "stats"))
-        print(f"{name:<16} {r['seconds']:7.2f} s   peak {r['peak_rss'] / 2**30:5.2f} GiB   {extra}", flush=True)
+        print(f"{name:<16} {r['seconds']:7.2f} s wall  {r['cpu']:6.2f} s cpu   peak {r['peak_rss'] / 2**30:5.2f} GiB   "
+              f"{extra}", flush=True)
         res[name] = r
 
     if not args.skip_baseline:

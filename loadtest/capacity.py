@@ -437,6 +437,7 @@ class _LocustOutput(threading.Thread):
         self.cpu_warning = False
         self.changes: list[tuple[float, int]] = []  # (epoch s, users), in order
         self.shape_end: float | None = None
+        self.stopping = False  # asked to stop: its KeyboardInterrupt traceback is expected
 
     def run(self) -> None:
         from loadtest.progress import PROGRESS_PREFIX
@@ -453,7 +454,7 @@ class _LocustOutput(threading.Thread):
                     self.shape_end = _log_time(line)
                 elif "CPU usage above" in line:
                     self.cpu_warning = True
-                if line.startswith("loadtest:") or "Traceback" in line:
+                if (line.startswith("loadtest:") or "Traceback" in line) and not self.stopping:
                     sys.stderr.write(f"[{self.region}] {line}")
 
     def steps(self) -> list[tuple[int, float, float | None]]:
@@ -484,7 +485,7 @@ def _step_line(region: str, level: int, row: dict) -> str:
 STOP_GRACE_S = 10.0
 
 
-def stop_locust(proc: subprocess.Popen) -> None:
+def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
     """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
 
     SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
@@ -494,6 +495,8 @@ def stop_locust(proc: subprocess.Popen) -> None:
     """
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
+        if output is not None:
+            output.stopping = True
 
 
 def _signals():
@@ -577,7 +580,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
             if should_stop(passed, plan.confirm) and users < plan.max and proc.poll() is None:
                 print(f"[{region}] {plan.confirm} failing step{'s' if plan.confirm > 1 else ''} "
                       f"in a row: stopping this region")
-                stop_locust(proc)
+                stop_locust(proc, output)
                 stop_sent = time.time()
                 result.stopped_early = True
 
@@ -593,6 +596,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
                 continue
             if signals.count and not stop_sent:
                 stop_sent = now  # the first Ctrl-C already asked Locust to stop
+                output.stopping = True
             judge_due_steps(now)
             if stop_sent and now > stop_sent + rs.stop_timeout + STOP_GRACE_S:
                 result.message = "Locust did not stop within --stop-timeout; killed"
@@ -623,6 +627,10 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     reached_max = bool(judged) and judged[-1]["users"] >= plan.max
     result.knee = find_knee([r["passed"] for r in result.steps], plan.confirm, reached_max)
     result.status = result.knee.status
+    if result.locust_rc != 0 and not stop_sent and not signals.count:  # Locust itself failed
+        result.status = "failed"
+        result.message = result.message or (f"Locust exited with code {result.locust_rc}; "
+                                             f"see {run_dir / 'locust.log'}")
     return result
 
 
@@ -783,6 +791,9 @@ def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
         lines += ["", f"## {res.region}", "",
                   f"Run folder: `{res.run_dir.name}/` · status: {status_text(res, plan)} · "
                   f"SLOs: {', '.join(f'`{s}`' for s in res.slos or [])}"]
+        if res.mock and res.mock.get("slots"):
+            lines += ["", f"Mock capacity: {res.mock['slots']} slots, queue limit "
+                          f"{res.mock['queue_limit']}; {res.mock.get('rejected', 0)} requests rejected."]
         if res.cpu_warning:
             lines.append("")
             lines.append("⚠ Locust reported CPU above 90 %: latencies may be the load generator's "
@@ -824,20 +835,23 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
             p95 = [s["p95_ms"] if s["p95_ms"] is not None else math.nan for s in res.steps]
             p99 = [s["p99_ms"] if s["p99_ms"] is not None else math.nan for s in res.steps]
             err = [100 * s["error_rate"] if s["error_rate"] is not None else math.nan for s in res.steps]
-            ax.plot(x, p95, "-o", color=c, label="p95", lw=2, ms=5)
-            ax.plot(x, p99, "--s", color=c, label="p99", lw=1.4, ms=4, alpha=0.8)
-            for xi, yi, s in zip(x, p95, res.steps):
-                if not s["passed"] and yi == yi:
-                    ax.plot([xi], [yi], "x", color="#C0392B", ms=9, mew=2)
+            ax.plot(x, p95, "-o", color=c, lw=2, ms=5)
+            ax.plot(x, p99, "--s", color=c, lw=1.4, ms=4, alpha=0.8)
+            bad = [(xi, yi) for xi, yi, s in zip(x, p95, res.steps) if not s["passed"] and yi == yi]
+            if bad:
+                ax.plot(*zip(*bad), "x", color="#C0392B", ms=9, mew=2, zorder=5)
+            top = max([v for v in p95 + p99 if v == v] or [1.0])
             threshold = _p95_threshold(res.slos or [])
             if threshold:
-                ax.axhline(threshold, color="#7F7F7F", ls=":", lw=1.2,
-                           label=f"p95 SLO {threshold:.0f} ms")
+                ax.axhline(threshold, color="#7F7F7F", ls=(0, (1, 2)), lw=1.4)
+                ax.annotate(f"p95 SLO {threshold:.0f} ms", (x[0], threshold), xytext=(0, 3),
+                            textcoords="offset points", fontsize=8, color="#555555")
+                top = max(top, threshold)
+            ax.set_ylim(0, top * 1.15)
             ax.set_xlabel("concurrent conversations (users)")
             ax.set_ylabel(f"{LATENCY_ENDPOINT} latency (ms)")
-            ax.set_ylim(bottom=0)
             ax2 = ax.twinx()
-            ax2.plot(x, err, ":^", color=c, lw=1.2, ms=5, alpha=0.9, label="error rate")
+            ax2.plot(x, err, ":^", color=c, lw=1.3, ms=5, alpha=0.9)
             ax2.set_ylabel("error rate (%)")
             ax2.set_ylim(0, max(5.0, max((e for e in err if e == e), default=0) * 1.15))
             ax2.grid(False)
@@ -847,7 +861,7 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
             if k:
                 ax.axvline(k["level_users"], color=c, lw=1, alpha=0.5)
                 ax.annotate(f"knee {k['level_users']} users\n{k['conversations_per_s']:.2f} conv/s",
-                            (k["level_users"], k["p95_ms"] or 0), xytext=(6, 10),
+                            (k["level_users"], k["p95_ms"] or 0), xytext=(6, -28),
                             textcoords="offset points", fontsize=8, color=c,
                             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
                 ge = "≥ " if res.status == "above_max" else ""
@@ -855,10 +869,19 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
             else:
                 title += f" — {res.status.replace('_', ' ')}"
             ax.set_title(title, loc="left")
-            h1, l1 = ax.get_legend_handles_labels()
-            h2, l2 = ax2.get_legend_handles_labels()
-            ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
-        fig.tight_layout()
+        from matplotlib.lines import Line2D
+
+        grey = "#444444"
+        handles = [Line2D([], [], color=grey, ls="-", marker="o", ms=5, lw=2),
+                   Line2D([], [], color=grey, ls="--", marker="s", ms=4, lw=1.4),
+                   Line2D([], [], color=grey, ls=":", marker="^", ms=5, lw=1.3),
+                   Line2D([], [], color="#7F7F7F", ls=(0, (1, 2)), lw=1.4),
+                   Line2D([], [], color="#C0392B", ls="", marker="x", ms=8, mew=2)]
+        labels = [f"p95 {LATENCY_ENDPOINT} (left)", f"p99 {LATENCY_ENDPOINT} (left)",
+                  "error rate (right)", "p95 SLO threshold", "step outside SLO"]
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5,
+                   bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
         fig.savefig(path, format="png", dpi=110)
         plt.close(fig)
     return path
@@ -909,7 +932,9 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
         slos = ", ".join(f"<code>{e(s)}</code>" for s in res.slos or [])
         parts.append(f"<h2>{e(res.region)}</h2><p class=note>{e(status_text(res, plan))} · SLOs: {slos}"
                      f" · run folder <a href='{e(res.run_dir.name)}/'>{e(res.run_dir.name)}/</a>"
-                     f" (<code>loadtest report</code> it for the full report)</p>")
+                     f" (<code>loadtest report</code> it for the full report)"
+                     + (f" · mock capacity {res.mock['slots']} slots, queue limit {res.mock['queue_limit']}"
+                        if res.mock and res.mock.get("slots") else "") + "</p>")
         if res.cpu_warning:
             parts.append("<p class=note>⚠ Locust reported CPU above 90 %: latencies may be the load "
                          "generator's (use <code>--processes N</code>).</p>")
@@ -964,7 +989,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max", type=int, default=DEFAULT_MAX, metavar="N",
                    help=f"highest level tried (default: {DEFAULT_MAX})")
     g.add_argument("--hold", default=DEFAULT_HOLD, metavar="DURATION",
-                   help=f"time each level is held, e.g. 20s (default: {DEFAULT_HOLD})")
+                   help=f"time each level is held, e.g. 20s; whole seconds, as Locust changes the "
+                        f"shape on 1 s ticks (default: {DEFAULT_HOLD})")
     g.add_argument("--settle", type=float, default=DEFAULT_SETTLE, metavar="FRACTION",
                    help=f"part of each step ignored as ramp-up (default: {DEFAULT_SETTLE:g}, "
                         f"at least {MIN_SETTLE_S:g} s)")
@@ -1009,7 +1035,15 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         if user_slos and not region_slos(user_slos, region, list(scenario.variants) or None):
             raise config.ConfigError(f"no --slo applies to region {region}: add an unscoped SLO "
                                      f"or one scoped to {region}")
-    runner.preflight(scenario)
+    runner.preflight(scenario)  # SLOs, corpus, target safety, the mock's variants and faults
+    ignored = [config.SETTINGS_BY_NAME[n].flag for n in ("users", "spawn_rate", "duration", "warmup")
+               if scenario.sources.get(n) not in (None, "default")]
+    if ignored:
+        print(f"note: {', '.join(ignored)} not used: the search sets users and time from "
+              f"--start/--step/--max/--hold and ignores each step's first --settle part", file=sys.stderr)
+    if scenario.target == "real" and not scenario.max_rps:
+        print("note: a real target is capped at the default --max-rps; the knee found may be that "
+              "cap. Set --max-rps to what you may send.", file=sys.stderr)
     think_max = scenario.think_time[1]
     if plan.settle_s < think_max + MIN_SETTLE_S:
         print(f"note: the ramp-up part of each step ({plan.settle_s:.3g} s) is short for think times "

@@ -153,10 +153,11 @@ def loadtest(*args, timeout=120):
     (["--slo", "uk.respond.p95 < 1s", "--regions", "uk,eu"], "no --slo applies to region eu"),
     (["--arrival-rate", "5"], "--arrival-rate"),
 ])
-def test_usage_errors_exit_2_before_any_traffic(tmp_path, args, message):
-    proc = loadtest("capacity", "--out", str(tmp_path), *args, timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
+def test_usage_errors_exit_2_before_any_traffic(tmp_path, capsys, args, message):
+    from loadtest.cli import main
+
+    assert main(["capacity", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # no capacity folder, no traffic
 
 

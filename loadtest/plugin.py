@@ -170,7 +170,7 @@ class Plugin:
         ctx = context or {}
         self.live.add_request(ctx.get("region", ""), ctx.get("variant", ""),
                               ctx.get("endpoint", ""), response_time, exception is None,
-                              start_time, forward=self._is_worker())
+                              start_time, forward=run.forward_live)
 
     def on_test_stop(self, environment, **_kw) -> None:
         run, self.run = self.run, None

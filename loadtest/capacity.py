@@ -21,11 +21,16 @@ SLOs: the `--slo` expressions (scoped to other regions are skipped for a region)
 default, per region:
 
     error_rate < 1%
-    respond.p95 < max(2 × B, B + 50 ms)      B = respond p95 of the region's first step
+    respond.p95 < max(2 × B, B + 50 ms)      B = respond p95 of the region at light load
+
+B is the p95 of the successful respond calls of the first step, pooled with the next steps
+(up to 3, while they pass the error SLO) until there are 100 of them: a p95 of a dozen values
+would make a noisy threshold. Steps pooled into B are judged live on errors only, and on
+everything in the final table.
 
 "Latency doubled since light load" marks the onset of queueing on any service without
 knowing its absolute latency; the +50 ms floor keeps millisecond-fast targets from failing
-on the load generator's own jitter. This needs the first step to be a light load (keep
+on the load generator's own jitter. This needs the first steps to be a light load (keep
 `--start` small).
 
 Windows are defined by request *completion* time (start + latency), so a window is complete
@@ -74,12 +79,16 @@ READ_GRACE_S = 1.3
 STARTUP_TIMEOUT_S = 60.0
 
 DEFAULT_ERROR_SLO = "error_rate < 1%"
+#: The latency baseline pools the first steps' responds until it has this many (or 3 steps).
+MIN_BASELINE_RESPONDS = 100
+MAX_BASELINE_STEPS = 3
 LATENCY_FACTOR = 2.0
 LATENCY_FLOOR_MS = 50.0
 LATENCY_ENDPOINT = "respond"
 DEFAULT_SLO_TEXT = (f"{DEFAULT_ERROR_SLO}; {LATENCY_ENDPOINT}.p95 < max({LATENCY_FACTOR:g} × B, "
                     f"B + {LATENCY_FLOOR_MS:g} ms) where B is the region's {LATENCY_ENDPOINT} p95 "
-                    f"in its first step")
+                    f"at light load (its first step, pooled with the next up to "
+                    f"{MAX_BASELINE_STEPS} steps until {MIN_BASELINE_RESPONDS} responds)")
 
 CSV_COLUMNS = ("region", "level_users", "conversations_per_s", "rps", "p50_ms", "p95_ms",
                "p99_ms", "error_rate", "passed", "step", "users_observed", "requests",
@@ -151,7 +160,7 @@ class Plan:
 
 def default_latency_slo(baseline_ms: float) -> str:
     threshold = max(LATENCY_FACTOR * baseline_ms, baseline_ms + LATENCY_FLOOR_MS)
-    return f"{LATENCY_ENDPOINT}.p95 < {math.ceil(threshold)}ms"
+    return f"{LATENCY_ENDPOINT}.p95 < {math.ceil(round(threshold, 6))}ms"
 
 
 def region_slos(exprs: Sequence[str], region: str, variants: Sequence[str] | None = None) -> list:
@@ -284,8 +293,11 @@ class RunTail:
 
 # --------------------------------------------------------------------------- one step
 
-def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence) -> dict:
+def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
+                 latencies: list | None = None) -> dict:
     """Metrics and SLO results of the requests that *completed* in [t0, t1).
+
+    `latencies`, when a list, receives the successful respond latencies (ms) of the window.
 
     `slos` may be empty (the first step under the default SLOs, where the latency threshold is
     set from it: then only the error SLO is given). Percentiles come from
@@ -316,6 +328,8 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence) 
         endpoint = req["endpoint"].astype(str).to_numpy()
         lat = req["response_time_ms"].to_numpy(dtype=float)[ok & (endpoint == LATENCY_ENDPOINT)]
         p50, p95, p99 = (float(x) for x in percentiles(lat, [50, 95, 99]))
+        if latencies is not None:
+            latencies.extend(lat.tolist())
         row.update(conversations_per_s=int((ok & (endpoint == "create")).sum()) / window,
                    rps=n / window, p50_ms=p50, p95_ms=p95, p99_ms=p99,
                    error_rate=float((~ok).sum()) / n, responds=int(lat.size))
@@ -389,6 +403,9 @@ class RegionResult:
     knee: Knee | None = None
     slos: list | None = None
     baseline_p95_ms: float | None = None
+    baseline_responds: int = 0
+    baseline_steps: int = 0
+    baseline_note: str = ""
     mock: dict | None = None
     locust_rc: int | None = None
     stopped_early: bool = False
@@ -485,6 +502,30 @@ def _step_line(region: str, level: int, row: dict) -> str:
 STOP_GRACE_S = 10.0
 
 
+def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
+    """The default latency SLO from the respond latencies pooled at light load (or none)."""
+    from analysis.stats import percentiles
+
+    region = result.region
+    if not pool:
+        result.baseline_note = (f"no successful {LATENCY_ENDPOINT} in the first step(s): no latency "
+                                f"SLO, only {DEFAULT_ERROR_SLO}")
+        print(f"[{region}] {result.baseline_note}")
+        return []
+    b = float(percentiles(pool, [95])[0])
+    expr = default_latency_slo(b)
+    result.baseline_p95_ms, result.baseline_responds, result.baseline_steps = b, len(pool), steps
+    result.slos = result.slos + [expr]
+    note = (f"latency SLO {expr}: B = {b:.0f} ms, the p95 of {len(pool)} responds in the first "
+            f"{steps} step{'s' if steps > 1 else ''}")
+    if len(pool) < MIN_BASELINE_RESPONDS:
+        note += (f" (under {MIN_BASELINE_RESPONDS}: a noisy baseline; raise --hold or --start "
+                 f"for a steadier one)")
+    result.baseline_note = note
+    print(f"[{region}] {note}")
+    return region_slos([expr], region)
+
+
 def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
     """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
 
@@ -551,29 +592,28 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     tail = RunTail(run_dir)
     launched = time.time()
     judged: list[dict] = []  # {users, t0, t1, passed}
+    pooling, pool = not user_slos, []  # default SLOs: respond latencies at light load
     stop_sent: float | bool = False  # when Locust was asked to stop
     hard_deadline = launched + STARTUP_TIMEOUT_S + plan.total_s + len(plan.levels) + rs.stop_timeout + 30
 
     def judge_due_steps(now: float, final: bool = False) -> None:
-        nonlocal slos, stop_sent
+        nonlocal slos, stop_sent, pooling
         for users, begin, end in output.steps()[len(judged):]:
             if stop_sent or end is None or (now < end + READ_GRACE_S and not final):
                 return
             k = len(judged)
             t0, t1 = min(begin + plan.settle_s, end), end
-            row = measure_step(*tail.read(), t0, t1, slos)
-            if k == 0 and not user_slos:
-                if row["p95_ms"] is not None:
-                    result.baseline_p95_ms = row["p95_ms"]
-                    slos = slos + region_slos([default_latency_slo(row["p95_ms"])], region)
-                    result.slos = [s.expr for s in slos]
-                else:
-                    row["passed"] = False
-                    row["failed_slos"].append(f"no successful {LATENCY_ENDPOINT} to set the latency baseline")
+            step_latencies: list[float] = []
+            row = measure_step(*tail.read(), t0, t1, slos, step_latencies)
             judged.append({"users": users, "t0": t0, "t1": t1, "passed": row["passed"]})
             print(_step_line(region, users, row))
-            if k == 0 and result.baseline_p95_ms is not None and not user_slos:
-                print(f"[{region}] latency SLO set from this step: {result.slos[-1]}")
+            if pooling:
+                if row["passed"]:  # (only the error SLO so far) a light-load step: pool it
+                    pool.extend(step_latencies)
+                if (len(pool) >= MIN_BASELINE_RESPONDS or k + 1 >= MAX_BASELINE_STEPS
+                        or not row["passed"]):
+                    pooling = False
+                    slos = slos + set_baseline(result, pool, k + 1)
             sys.stdout.flush()
             tail.forget_before(t1)
             passed = [j["passed"] for j in judged]
@@ -648,8 +688,6 @@ def finalize_steps(run_dir: Path, judged: list[dict], slos) -> list[dict]:
     for k, j in enumerate(judged):
         row = measure_step(requests, conversations, j["t0"], j["t1"], slos)
         row.update(level_users=j["users"], step=k, users_observed=None)
-        if k == 0 and not j["passed"] and row["passed"]:
-            row.update(passed=False, failed_slos=["no latency baseline"])  # as judged live
         if history is not None and len(history):
             seen = history[(history["timestamp"] >= j["t0"]) & (history["timestamp"] < j["t1"])]["users"]
             if len(seen):
@@ -726,6 +764,8 @@ def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Sce
         regions[res.region] = {
             "run_dir": res.run_dir.name, "status": res.status, "status_text": status_text(res, plan),
             "knee": knee_summary(res), "slos": res.slos, "baseline_p95_ms": res.baseline_p95_ms,
+            "baseline_responds": res.baseline_responds, "baseline_steps": res.baseline_steps,
+            "baseline_note": res.baseline_note,
             "stopped_early": res.stopped_early, "locust_exit_code": res.locust_rc,
             "load_generator_cpu_warning": res.cpu_warning, "mock": res.mock, "message": res.message,
             "steps": [{k: v for k, v in s.items()} for s in (res.steps or [])],
@@ -791,6 +831,8 @@ def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
         lines += ["", f"## {res.region}", "",
                   f"Run folder: `{res.run_dir.name}/` · status: {status_text(res, plan)} · "
                   f"SLOs: {', '.join(f'`{s}`' for s in res.slos or [])}"]
+        if res.baseline_note:
+            lines += ["", f"Default SLO: {res.baseline_note}."]
         if res.mock and res.mock.get("slots"):
             lines += ["", f"Mock capacity: {res.mock['slots']} slots, queue limit "
                           f"{res.mock['queue_limit']}; {res.mock.get('rejected', 0)} requests rejected."]
@@ -935,6 +977,8 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
                      f" (<code>loadtest report</code> it for the full report)"
                      + (f" · mock capacity {res.mock['slots']} slots, queue limit {res.mock['queue_limit']}"
                         if res.mock and res.mock.get("slots") else "") + "</p>")
+        if res.baseline_note:
+            parts.append(f"<p class=note>Default SLO: {e(res.baseline_note)}.</p>")
         if res.cpu_warning:
             parts.append("<p class=note>⚠ Locust reported CPU above 90 %: latencies may be the load "
                          "generator's (use <code>--processes N</code>).</p>")

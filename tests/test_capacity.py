@@ -248,3 +248,14 @@ def test_outputs_and_region_run_folders(search):
         assert (folder / r / "requests.csv").is_file()
         with open(folder / r / "requests.csv", newline="") as f:
             assert {row["region"] for row in csv.DictReader(f)} == {r}
+
+
+def test_baseline_sets_the_latency_slo_and_warns_when_thin(capsys):
+    res = capacity.RegionResult(region="uk", run_dir=None, slos=["error_rate < 1%"])
+    added = capacity.set_baseline(res, [100.0] * 19 + [300.0], steps=2)
+    assert [s.expr for s in added] == ["respond.p95 < 220ms"]  # p95 110 ms → 2 × 110
+    assert res.slos == ["error_rate < 1%", "respond.p95 < 220ms"]
+    assert res.baseline_responds == 20 and res.baseline_steps == 2
+    assert "noisy baseline" in capsys.readouterr().out
+    empty = capacity.RegionResult(region="uk", run_dir=None, slos=["error_rate < 1%"])
+    assert capacity.set_baseline(empty, [], steps=3) == [] and empty.slos == ["error_rate < 1%"]

@@ -274,3 +274,18 @@ def test_distributed_worker_files_are_merged(tmp_path):
     b = compute_stats(load_run(tmp_path / "three", use_cache=False)).summary()
     assert one.rows == three.rows
     pd.testing.assert_frame_equal(a.drop(columns=["rps"]), b.drop(columns=["rps"]))
+
+
+def test_orphans_with_ids_of_varying_length(tmp_path):
+    """Fixed-width ids take the numpy hash path; others Arrow's hash set: same answer."""
+    truth = make_run(tmp_path / "v", rows=5_000, error_rate=0.0, orphans=9, seed=12)
+    f = tmp_path / "v" / "requests.csv"
+    text = f.read_text()
+    import re
+
+    f.write_text(re.sub(r"([0-9a-f]{4})0000([0-9a-f]{4})-5f1c", lambda m: m.group(1) + m.group(2).lstrip("0") + "-5f1c", text))
+    ids = pd.read_csv(f, keep_default_na=False).conversation_id
+    assert ids[ids != ""].str.len().nunique() > 1
+    st = compute_stats(load_run(tmp_path / "v", use_cache=False))
+    conv = st.conversations
+    assert conv[conv.level == "overall"].orphans.iloc[0] == 9 == truth.orphans

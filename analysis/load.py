@@ -26,6 +26,7 @@ import math
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -338,7 +339,10 @@ def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence
     header = _check_header(f, contract)
     table = _read_csv(f, header, types, columns, required)
     if use_cache and table.num_rows >= 100_000:
-        _write_cache(cache, key, table)
+        # Written on a background (non-daemon) thread: Arrow releases the GIL, so the write
+        # overlaps the statistics; the interpreter waits for it at exit, and the temporary
+        # file + rename means a killed process never leaves a half-written cache.
+        threading.Thread(target=_write_cache, args=(cache, key, table), name="analysis-cache").start()
     return table
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -120,6 +121,9 @@ def test_cache_is_used_and_invalidated(tmp_path):
     csv = tmp_path / "big" / "requests.csv"
     cache = tmp_path / "big" / ".requests.csv.cache.arrow"
     a = load_run(tmp_path / "big")
+    for t in threading.enumerate():  # the cache is written in the background
+        if t.name == "analysis-cache":
+            t.join()
     assert cache.exists()
     b = load_run(tmp_path / "big")  # from the cache
     assert a.requests.equals(b.requests)
@@ -128,3 +132,6 @@ def test_cache_is_used_and_invalidated(tmp_path):
     os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))
     c = load_run(tmp_path / "big")
     assert c.requests["response_time_ms"].iloc[0] == 1.5
+    for t in threading.enumerate():
+        if t.name == "analysis-cache":
+            t.join()

@@ -1,5 +1,13 @@
 """Analysis of a load-test run folder: load → stats → compare → charts → report.
 
-Reads a run folder (see `loadtest.records` for the data contract) and knows nothing of
-Locust. The one percentile function of the project is `analysis.stats.percentiles`.
+Reads a run folder (the data contract is `loadtest.records`) and knows nothing of Locust.
+
+    analysis.stats.percentiles(values, qs)        THE percentile function of the project
+    analysis.stats.PERCENTILES                    (50, 75, 90, 95, 99, 99.9)
+    analysis.load.load_run(run_dir, warmup_s=0)   → Run (DataFrames + run.json + slo.json)
+    analysis.stats.compute_stats(run)             → RunStats (tables per region × variant × endpoint …)
+    analysis.compare.compare_groups / compare_baseline / compare_runs
+    analysis.report.build_report(run_dir, baseline=None, warmup_s=0.0, output=None) → Path
+    analysis.report.format_summary_table(run_dir) → str
+    analysis.cli.add_report_arguments / run_report / add_compare_arguments / run_compare
 """

@@ -657,8 +657,10 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
         output.join(timeout=10)
         signals.proc = None
     result.cpu_warning = output.cpu_warning
+    if signals.count:
+        result.message = "interrupted"
     if not output.changes:
-        result.status = "failed"
+        result.status = "incomplete" if signals.count else "failed"
         result.message = result.message or f"Locust exited with code {result.locust_rc} before the test started"
         return result
     if not signals.count:
@@ -752,7 +754,7 @@ def status_text(res: RegionResult, plan: Plan) -> str:
         "found": "knee found",
         "above_max": f"within SLO up to --max {plan.max}: the knee is higher (raise --max)",
         "below_start": f"failed already at --start {plan.start} users (lower --start)",
-        "incomplete": "interrupted before a failing step",
+        "incomplete": "interrupted before a failing step" if res.steps else "interrupted before any step ended",
         "failed": f"run failed: {res.message}",
     }[res.status]
 
@@ -791,7 +793,7 @@ def knees_table(results: Sequence[RegionResult], plan: Plan) -> list[list[str]]:
              "first failing", "why"]]
     for res in results:
         k = knee_summary(res)
-        prefix = "≥ " if res.status == "above_max" else ""
+        prefix = "≥ " if res.status in ("above_max", "incomplete") else ""
         rows.append([
             res.region,
             f"{prefix}{k['users']}" if k["users"] is not None else "–",
@@ -906,7 +908,7 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
                             (k["level_users"], k["p95_ms"] or 0), xytext=(6, -28),
                             textcoords="offset points", fontsize=8, color=c,
                             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
-                ge = "≥ " if res.status == "above_max" else ""
+                ge = "≥ " if res.status in ("above_max", "incomplete") else ""
                 title += f" — knee {ge}{k['level_users']} users, {ge}{k['conversations_per_s']:.2f} conv/s"
             else:
                 title += f" — {res.status.replace('_', ' ')}"

@@ -659,11 +659,16 @@ def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup
     case nothing is written.
     """
     run = load_run(run_dir, warmup_s=warmup_s)
-    stats = compute_stats(run)
-    base_run = base_stats = None
-    if baseline is not None:
-        base_run = load_run(baseline, warmup_s=warmup_s)
-        base_stats = compute_stats(base_run)
+    base_run = load_run(baseline, warmup_s=warmup_s) if baseline is not None else None
+    return write_report(run, compute_stats(run), output, base_run, control=control,
+                        p95_threshold=p95_threshold, error_threshold=error_threshold)
+
+
+def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
+                 base_run: Run | None = None, *, control: str | None = None,
+                 p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD) -> Path:
+    """`build_report` for a run already loaded and analysed (no second pass over the CSVs)."""
+    base_stats = compute_stats(base_run) if base_run is not None else None
     text, slo, base = render_report(run, stats, base_run, base_stats, control, p95_threshold, error_threshold)
     out = Path(output) if output is not None else run.path / REPORT_HTML
     if out.is_dir():

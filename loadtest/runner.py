@@ -287,16 +287,22 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
     if not any(run_dir.glob(records.REQUESTS_GLOB)):
         print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
-    from analysis.report import build_report, format_summary_table
+    from analysis.load import load_run
+    from analysis.report import format_stats_table, write_report
+    from analysis.stats import compute_stats
 
     try:
-        print(format_summary_table(run_dir))
+        run = load_run(run_dir, warmup_s=scenario.warmup)  # once, for the table, SLOs and report
+        stats = compute_stats(run)
+        print(format_stats_table(stats))
         if scenario.slos:  # before the report, which shows the SLO table from slo.json
-            slo_code = slo.verdict(run_dir, scenario.slos, warmup_s=scenario.warmup)
-            print((run_dir / "slo.md").read_text())
+            results = slo.evaluate_loaded(run, scenario.slos)
+            slo.write_reports(results, run_dir)
+            run.slo = results  # the report's verdict banner and SLO table
+            print(slo.markdown(results))
             if code == EXIT_OK:
-                code = slo_code
-        report = build_report(run_dir, warmup_s=scenario.warmup)
+                code = slo.exit_code(results)
+        report = write_report(run, stats)
         print(f"Report: {report}")
     except Exception as e:  # the data is safe on disk; say so and how to retry
         print(f"loadtest: the report could not be built ({e}); the data is in {run_dir}; "

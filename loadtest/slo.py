@@ -506,7 +506,11 @@ def evaluate_run(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO],
     """
     from analysis.load import load_run
 
-    run = load_run(run_dir, warmup_s=warmup_s)
+    return evaluate_loaded(load_run(run_dir, warmup_s=warmup_s), slos, check_variants)
+
+
+def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True) -> list[dict]:
+    """`evaluate_run` on a run already loaded by `analysis.load.load_run` (warm-up cut)."""
     variants = [v for v in run.variants() if v] if check_variants else None
     return evaluate(slos, run.requests, run.conversations,
                     duration_s=run.duration_s or None, variants=variants)

@@ -3,12 +3,15 @@
     loadtest capacity --regions us,uk --start 8 --step 8 --max 128 --hold 15s
 
 For each region in turn, one Locust run climbs a staircase of concurrent conversations
-(users): `start`, `start + step`, … up to `max`, each level held for `hold`. The first
+(users) with the `steps:` load shape: `start`, `start + step`, … up to `max`, each level held
+for `hold`. Step boundaries are taken from Locust's own log of each shape change (the shape
+ticks once a second, so a step starts up to a second after its nominal time). The first
 `settle` part of every step (default 30 %, at least 0.5 s) is ramp-up and is ignored; the
 rest is the step's stable window. As soon as a step ends, its window is read from the growing
 requests.csv and judged with `loadtest.slo.evaluate`; after `confirm` failing steps in a row
-(default 2) that region's Locust is stopped gracefully (SIGINT, see `stop_locust`), so the search costs one
-step past the first failure and no more. One mock serves all regions (started once).
+(default 2) that region's Locust is stopped gracefully (SIGINT, see `stop_locust`), so the
+search costs one step past the first failure and no more. One mock serves all regions
+(started once). Ctrl-C stops the current region gracefully and still writes the outputs.
 
 The knee of a region is the highest level that passed before that confirmed failure,
 reported in users and in conversations per second (successful creates/s measured in that
@@ -517,7 +520,7 @@ def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
     result.baseline_p95_ms, result.baseline_responds, result.baseline_steps = b, len(pool), steps
     result.slos = result.slos + [expr]
     note = (f"latency SLO {expr}: B = {b:.0f} ms, the p95 of {len(pool)} responds in the first "
-            f"{steps} step{'s' if steps > 1 else ''}")
+            + (f"{steps} steps" if steps > 1 else "step"))
     if len(pool) < MIN_BASELINE_RESPONDS:
         note += (f" (under {MIN_BASELINE_RESPONDS}: a noisy baseline; raise --hold or --start "
                  f"for a steadier one)")
@@ -665,6 +668,8 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
         return result
     if not signals.count:
         judge_due_steps(time.time(), final=True)  # steps that ended as Locust stopped by itself
+    if pooling and judged:  # the search ended before the baseline had its responds
+        slos = slos + set_baseline(result, pool, len(judged))
     result.steps = finalize_steps(run_dir, judged, slos)
     reached_max = bool(judged) and judged[-1]["users"] >= plan.max
     result.knee = find_knee([r["passed"] for r in result.steps], plan.confirm, reached_max)

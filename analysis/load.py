@@ -37,6 +37,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from loadtest.records import (
+    ARRIVAL_COLUMNS,
+    ARRIVALS_GLOB,
     CONVERSATION_COLUMNS,
     CONVERSATIONS_GLOB,
     LOCUST_CSV_PREFIX,
@@ -126,6 +128,8 @@ class Run:
     conversations: pd.DataFrame
     stats_history: pd.DataFrame | None = None
     slo: list | None = None
+    #: Open model only (arrivals*.csv): one row per planned conversation.
+    arrivals: pd.DataFrame | None = None
     warmup_s: float = 0.0
     #: Start and end (epoch s) of the measured window (after warm-up exclusion).
     window: tuple[float, float] = (math.nan, math.nan)
@@ -185,6 +189,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     conversations = load_conversations(path, use_cache=use_cache)
     slo = load_slo(path)
     history = load_stats_history(path)
+    arrivals = load_arrivals(path)
 
     start = _num(meta.get("started"))
     if not math.isfinite(start):
@@ -200,7 +205,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
         if len(conversations):
             conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
     return Run(path=path, meta=meta, requests=requests, conversations=conversations,
-               stats_history=history, slo=slo, warmup_s=float(max(warmup_s, 0.0)),
+               stats_history=history, slo=slo, arrivals=arrivals, warmup_s=float(max(warmup_s, 0.0)),
                window=(cut, end), files=files)
 
 
@@ -227,6 +232,26 @@ def load_meta(path: Path) -> dict:
     if not isinstance(meta, dict):
         raise RunDataError(f, "expected a JSON object")
     return meta
+
+
+def load_arrivals(path: Path) -> pd.DataFrame | None:
+    """arrivals*.csv of an open-model run (merged over workers), or None for a closed model."""
+    files = sorted(p for p in path.glob(ARRIVALS_GLOB) if p.is_file())
+    if not files:
+        return None
+    frames = []
+    for f in files:
+        try:
+            df = pd.read_csv(f, dtype={"region": str, "variant": str}, keep_default_na=False,
+                             na_values={"started": [""], "lag_ms": [""]})
+        except (OSError, ValueError) as e:
+            raise RunDataError(f, f"cannot read: {e}") from e
+        missing = [c for c in ARRIVAL_COLUMNS if c not in df.columns]
+        if missing:
+            raise RunDataError(f, f"missing column(s) {', '.join(missing)}", line=1,
+                               hint=f"expected: {', '.join(ARRIVAL_COLUMNS)}")
+        frames.append(df[list(ARRIVAL_COLUMNS)])
+    return pd.concat(frames, ignore_index=True)
 
 
 def load_slo(path: Path) -> list | None:

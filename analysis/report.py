@@ -37,7 +37,8 @@ from analysis.compare import (
     compare_runs,
 )
 from analysis.load import Run, RunDataError, load_run
-from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats
+from analysis.stats import (ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats,
+                            percentiles)
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -447,12 +448,40 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     workers = m.get("workers")
     if isinstance(workers, list) and workers:
         add("Workers", f"{len(workers)}: " + ", ".join(map(str, workers[:20])) + (" …" if len(workers) > 20 else ""))
+    add("Lost workers", ", ".join(map(str, m.get("lost_workers") or [])))
     add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
     add("Config hash", m.get("config_hash"))
     return facts
 
 
+def _arrivals_view(run: Run) -> list[dict]:
+    """Open model: per region, the offered rate (planned) against the achieved one (started),
+    dropped conversations and schedule lag."""
+    a = run.arrivals
+    if a is None or not len(a):
+        return []
+    start, end = run.window
+    if math.isfinite(start):
+        a = a[a["planned"] >= start]
+    span = max(float(a["planned"].max() - a["planned"].min()), 1e-9) if len(a) > 1 else math.nan
+    rows = []
+    for region, g in [*a.groupby("region", sort=False), ("all", a)]:
+        started = g[g["dropped"] == 0]
+        p50, p95, p99 = percentiles(started["lag_ms"].to_numpy(dtype=float), (50, 95, 99))
+        rows.append({"region": region, "total": region == "all", "planned": f"{len(g):,}",
+                     "offered": fmt_num(len(g) / span) if span == span else "–",
+                     "achieved": fmt_num(len(started) / span) if span == span else "–",
+                     "dropped": f"{len(g) - len(started):,}" + (f" ({fmt_rate((len(g) - len(started)) / len(g), 1)})" if len(g) > len(started) else ""),
+                     "lag": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}"})
+    return rows
+
+
 def _status_banner(run: Run, stats: RunStats) -> dict | None:
+    lost = run.meta.get("lost_workers") or []
+    if lost:
+        return {"cls": "warn", "title": "Workers lost during the run",
+                "text": f" {', '.join(map(str, lost))} stopped responding; the run went on without them, "
+                        "so their share of the load is missing from the moment they were lost."}
     status = str(run.meta.get("status") or "")
     planned = run.meta.get("duration_s")
     done = fmt_duration(stats.duration_s)
@@ -633,6 +662,7 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
         "p95_threshold": f"{p95_threshold:.0%}", "error_threshold": f"{error_threshold * 100:g} pt",
         "charts": charts,
         "conv": _conversation_view(stats, colours),
+        "arrivals": _arrivals_view(run),
         "errors": _error_view(stats),
         "distinct_errors": stats.distinct_errors,
         "total_errors": stats.total_errors,

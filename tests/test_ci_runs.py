@@ -109,3 +109,17 @@ def test_a_shape_drives_the_users_and_ends_the_run_by_itself(tmp_path):
     info = run_json(run_dir)
     assert info["status"] == "completed" and info["mock_open_conversations"]["uk"] == 0
     assert 5 < info["ended"] - info["started"] < 20
+
+
+def test_open_model_report_shows_offered_vs_achieved(tmp_path):
+    proc = loadtest("run", "--duration", "5s", "--users", "4", "--regions", "uk",
+                    "--arrival-rate", "20", "--arrival", "constant", "--think-time", "0.1",
+                    "--turns", "3", "--mock-latency-scale", "0.5", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    arrivals = read_csv(run_dir / "arrivals.csv")
+    dropped = sum(a["dropped"] == "1" for a in arrivals)
+    assert dropped > 0  # 4 users cannot hold 20 new conversations a second of ~1 s each
+    html = (run_dir / "report.html").read_text()
+    assert "Open model: offered vs achieved" in html
+    assert f"{dropped:,} (" in html

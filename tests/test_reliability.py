@@ -202,3 +202,29 @@ def test_check_prints_latencies_and_hints(tmp_path):
     ok = loadtest("check", "--regions", "uk,eu", timeout=60)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("200 in") == 6 and "All regions answered correctly." in ok.stdout
+
+
+def test_a_lost_worker_does_not_stop_the_run_and_the_report_names_it(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "run", "--duration", "14s",
+                             "--users", "6", "--processes", "2", "--regions", "uk", *FAST,
+                             "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    requests_csv = tmp_path / "latest" / "requests-worker1.csv"
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline and not (
+            requests_csv.exists() and len(requests_csv.read_text().splitlines()) > 5):
+        time.sleep(0.2)
+    master = [c for c in psutil.Process(proc.pid).children() if "locust" in " ".join(c.cmdline())]
+    workers = master[0].children()
+    assert len(workers) == 2
+    workers[-1].kill()  # a worker dies without a word
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 0, err
+    run_dir = (tmp_path / "latest").resolve()
+    info = run_json(run_dir)
+    assert info["status"] == "completed"
+    assert len(info["lost_workers"]) == 1
+    assert 12 < info["ended"] - info["started"] < 40  # the run went on to its end
+    html = (run_dir / "report.html").read_text()
+    assert "Workers lost during the run" in html and info["lost_workers"][0] in html

@@ -530,36 +530,18 @@ def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
 
 
 def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
-    """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
+    """runner.stop_locust (SIGINT: Locust's graceful path), noting that we asked."""
+    from loadtest import runner
 
-    SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
-    installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
-    the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
-    users within --stop-timeout, fire test_stop, write the stats, exit 0.
-    """
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        if output is not None:
-            output.stopping = True
+    runner.stop_locust(proc)
+    if output is not None:
+        output.stopping = True
 
 
 def _signals():
-    """runner.Signals, stopping the Locust child with SIGINT first (see `stop_locust`)."""
     from loadtest import runner
 
-    class Signals(runner.Signals):
-        def _handle(self, signum, frame):
-            self.count += 1
-            if self.proc is None or self.proc.poll() is not None:
-                return
-            if self.count == 1:
-                sys.stderr.write("\nStopping: closing open conversations, saving data and writing "
-                                 "the capacity report (press Ctrl-C again to stop at once)…\n")
-                stop_locust(self.proc)
-            else:
-                self.proc.kill()
-
-    return Signals()
+    return runner.Signals("closing open conversations, saving data and writing the capacity report")
 
 
 def search_region(scenario: config.Scenario, region: str, base_url: str, plan: Plan,

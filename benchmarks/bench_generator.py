@@ -1,0 +1,399 @@
+"""Benchmark: requests/s of our conversation user vs a bare FastHttpUser, one core each.
+
+Both generate against the same mock (one region, latency scale 0, conversations that never
+end early), pinned to CPU 1; every Locust run is pinned to CPU 0 (`taskset`), with the same
+users, duration and conversation shape (create → respond × TURNS → close, no think time):
+
+  ours   locustfiles/chat.py exactly as `loadtest run` starts it (runner.locust_command:
+         requests.csv/conversations.csv recorder, reply validation, live stats, progress
+         lines, Locust's --csv-full-history)
+  bare   benchmarks/bare_locustfile.py: the same three calls, nothing else
+
+Runs come in pairs, ours/bare then bare/ours, …; req/s is read from Locust's own stats
+CSV (Aggregated "Requests/s", its last once-a-second snapshot) for both. The verdict is the
+median over pairs of ours/bare (adjacent runs see similar contention from other processes);
+the medians of each side are shown too. Target: ≥ 0.8. As a cross-check that other load on
+the machine moves much less, a sampler reads the Locust process's CPU time and the mock's
+request counter every 0.5 s: requests per CPU-second over the steady part of each run.
+
+    python benchmarks/bench_generator.py              # 6 pairs, 50 users, 10 s each (~2.5 min)
+    python benchmarks/bench_generator.py --quick      # 2 pairs × 6 s
+    python benchmarks/bench_generator.py --breakdown  # + CPU µs per request of each part of our code
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import psutil  # noqa: E402
+
+from common import (ROOT, child_env, locust_aggregated, machine_info, median, mock,  # noqa: E402
+                    mock_stats, pinned)
+from loadtest import config, runner  # noqa: E402
+
+BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
+TARGET = 0.8
+
+
+def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int) -> list[str]:
+    scenario = config.resolve(flags={
+        "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
+        "think_time": "0", "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
+        "stop_timeout": "5s"}, environ={})
+    return runner.locust_command(scenario, run_dir, {"uk": base})
+
+
+def bare_command(base: str, run_dir: Path, users: int, seconds: int) -> list[str]:
+    return [sys.executable, "-m", "locust", "-f", str(BARE), "--headless", "-H", base,
+            "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s",
+            "--stop-timeout", "5", "--csv", str(run_dir / "locust"), "--only-summary",
+            "--exit-code-on-error", "0", "--loglevel", "WARNING"]
+
+
+class Sampler(threading.Thread):
+    """Every 0.5 s: the Locust process's CPU seconds and the mock's count of API requests.
+
+    Over the steady part of a run this gives requests per CPU-second of the generator, which
+    other processes competing for the core change much less than requests per second."""
+
+    def __init__(self, pid: int, base: str, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.base = base
+        self.interval = interval
+        self.stop = threading.Event()
+        self.samples: list[tuple[float, float, int]] = []  # (wall, cpu s, requests)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                cpu = self.proc.cpu_times()
+                requests = mock_stats(self.base)["requests"]
+            except (psutil.Error, OSError):
+                return
+            self.samples.append((time.monotonic(), cpu.user + cpu.system,
+                                 requests["create"] + requests["respond"] + requests["close"]))
+
+    def steady(self) -> dict:
+        """Rates between the 3rd sample with traffic and the last but one (ramp and stop cut off)."""
+        busy = [i for i in range(1, len(self.samples)) if self.samples[i][2] > self.samples[i - 1][2]]
+        if len(busy) < 5:
+            return {"cpu_util": float("nan"), "req_per_cpu_s": float("nan"), "mock_rps": float("nan")}
+        (t0, c0, r0), (t1, c1, r1) = self.samples[busy[2]], self.samples[busy[-2]]
+        return {"cpu_util": (c1 - c0) / (t1 - t0), "req_per_cpu_s": (r1 - r0) / max(c1 - c0, 1e-9),
+                "mock_rps": (r1 - r0) / (t1 - t0)}
+
+
+def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
+             cpu: str) -> dict:
+    run_dir.mkdir(parents=True)
+    cmd = (ours_command(base, run_dir, users, seconds, turns) if kind == "ours"
+           else bare_command(base, run_dir, users, seconds))
+    env = child_env()
+    env["BARE_TURNS"] = str(turns)
+    started = time.monotonic()
+    with open(run_dir / "stdout.log", "w") as log:
+        proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        sampler = Sampler(proc.pid, base)  # taskset execs Locust: same pid
+        sampler.start()
+        try:
+            rc = proc.wait(timeout=seconds + 60)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if rc != 0:
+        raise SystemExit(f"{kind} run failed (exit {rc}); see {run_dir / 'stdout.log'}")
+    agg = locust_aggregated(run_dir / "locust")
+    row = {"kind": kind, "rps": float(agg["Requests/s"]), "requests": int(agg["Request Count"]),
+           "failures": int(agg["Failure Count"]), "median_ms": agg["Median Response Time"],
+           "wall_s": time.monotonic() - started, **sampler.steady()}
+    requests_csv = run_dir / "requests.csv"
+    if kind == "ours":
+        row["csv_rows"] = sum(1 for _ in open(requests_csv)) - 1 if requests_csv.exists() else 0
+    return row
+
+
+BREAKDOWN_DOC = """Per-request CPU of our user's own code, in-process, without HTTP.
+
+The conversation runs through locustfiles/chat.py's code path (ChatClient/Conversation)
+with a fake `client.request` that answers like the mock at once; the request listener is
+called the way Locust's ResponseContextManager calls it. Each line is CPU µs per request
+(time.process_time, best of 5 repeats, so other processes on the core barely matter),
+for the mix create → respond × TURNS → close."""
+
+
+def breakdown_child(turns: int, conversations: int = 4000) -> None:
+    """Runs in its own process (importing locust monkey-patches the standard library)."""
+    import gc
+    import types
+
+    import locust  # noqa: F401  - the monkey-patching, as in a real run
+
+    from loadtest import api, chat, config, plugin, recorder
+    from loadtest.live import LiveStats
+
+    values = {s.name: s.default for s in config.SETTINGS if s.locust}
+    values.update(regions="uk", base_urls="uk=http://127.0.0.1:1", variants="", turns=str(turns),
+                  think_time="0", target="mock", yes="false")
+    options = types.SimpleNamespace(**values)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-generator-breakdown-"))
+    live = LiveStats()
+    rec = recorder.Recorder(tmp, "local")
+    run = plugin.RunContext(options, tmp, rec, live)
+    plug = plugin.Plugin()
+    plug.run = run
+    plug.environment = types.SimpleNamespace(runner=object())
+    listeners: list = []
+
+    cid = "uk-" + "0" * 24
+    replies = {"create": json.dumps({"conversation_id": cid, "response": "Hello, thanks for contacting Acme. How can I help?"}).encode(),
+               "respond": json.dumps({"conversation_id": cid, "response": "Sure, I can help with that. Could you give me your order number?",
+                                      "end_conversation": False}).encode(),
+               "close": b'{"success":true}'}
+
+    class Response:
+        status_code = 200
+        error = None
+
+        def __init__(self, content, meta):
+            self.content = content
+            self.request_meta = meta
+
+        def success(self):
+            pass
+
+        def failure(self, message):
+            self.request_meta["exception"] = message
+
+    class Managed:  # what Locust's ResponseContextManager does around a request
+        def __init__(self, response):
+            self.response = response
+
+        def __enter__(self):
+            return self.response
+
+        def __exit__(self, *exc):
+            for fire in listeners:
+                fire(**self.response.request_meta)
+            return False
+
+    class Client:
+        def request(self, method, url, data=None, headers=None, name=None, context=None, catch_response=False):
+            endpoint = url.rsplit("/", 1)[1]
+            meta = {"request_type": method, "name": name, "context": {"user": 1, **context},
+                    "response": None, "exception": None, "start_time": time.time(), "url": url,
+                    "response_time": 0.8, "response_length": len(replies[endpoint])}
+            response = Response(replies[endpoint], meta)
+            meta["response"] = response
+            return Managed(response)
+
+    class BareClient:
+        def post(self, path, data=None, headers=None, name=None):
+            return Response(replies[path.rsplit("/", 1)[1]], {})
+
+        put = post
+
+    user = types.SimpleNamespace(client=Client(), _state="running")
+    client = chat.ChatClient(user, run)
+    bare = types.SimpleNamespace(client=BareClient())
+    paths = {e: api.path(e) for e in api.ENDPOINTS}
+    headers = api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN)
+    message = "I'd like to change my booking please"
+    requests = conversations * (turns + 2)
+
+    def ours():
+        for _ in range(conversations):
+            with client.conversation() as conversation:
+                for m in conversation.turns():
+                    client.think()
+                    conversation.respond(m)
+
+    def bare_task():  # benchmarks/bare_locustfile.py's task, same fake transport
+        for _ in range(conversations):
+            r = bare.client.post(paths["create"], data=json.dumps(api.create_body(None)), headers=headers, name="create")
+            c = json.loads(r.content)["conversation_id"]
+            for _ in range(turns):
+                bare.client.post(paths["respond"], data=json.dumps(api.respond_body(c, message)), headers=headers, name="respond")
+            bare.client.put(paths["close"], data=json.dumps(api.close_body(c)), headers=headers, name="close")
+
+    def timed(fn) -> float:
+        best = float("inf")
+        for _ in range(5):
+            gc.collect()
+            t = time.process_time()
+            fn()
+            best = min(best, time.process_time() - t)
+        return best / requests * 1e6
+
+    def with_listeners(fns, think=True):
+        def go():
+            listeners[:] = fns
+            saved = chat.ChatClient.think
+            if not think:
+                chat.ChatClient.think = lambda self: None
+            try:
+                ours()
+            finally:
+                chat.ChatClient.think = saved
+        return go
+
+    def sample_meta():
+        response = Response(replies["respond"], {})
+        return {"request_type": "POST", "name": "uk · respond", "response_time": 0.8, "response_length": 120,
+                "response": response, "context": {"user": 1, "region": "uk", "variant": "", "endpoint": "respond",
+                                                  "conversation_id": cid, "turn": 2, "error_kind": ""},
+                "exception": None, "start_time": time.time(), "url": "http://127.0.0.1:1" + paths["respond"]}
+
+    def per_call(fn, n=20000) -> float:
+        meta = sample_meta()
+        best = float("inf")
+        for _ in range(5):
+            t = time.process_time()
+            for _ in range(n):
+                fn(**meta)
+            best = min(best, time.process_time() - t)
+        return best / n * 1e6
+
+    def loop(fn, n=20000) -> float:
+        best = float("inf")
+        for _ in range(5):
+            t = time.process_time()
+            for _ in range(n):
+                fn()
+            best = min(best, time.process_time() - t)
+        return best / n * 1e6
+
+    rows = []
+    bare_us = timed(bare_task)
+    user_us = timed(with_listeners([], think=False))
+    rows.append(("bare task code (json.dumps bodies, json.loads create)", bare_us))
+    rows.append(("our user code: Conversation/ChatClient, context, validation", user_us))
+    reply = json.loads(replies["respond"])
+    rows.append(("  of which json.loads + api.parse_reply (respond)", loop(lambda: api.parse_reply("respond", json.loads(replies["respond"])))))
+    rows.append(("  of which api.parse_reply alone (respond)", loop(lambda: api.parse_reply("respond", reply))))
+    rows.append(("think(): gevent.sleep(0) before each respond, per request",
+                 timed(with_listeners([], think=True)) - user_us))
+    rows.append(("request listener Plugin.on_request (all of it)", per_call(plug.on_request)))
+    rows.append(("  Recorder.on_request (csv row)", per_call(rec.on_request)))
+    rows.append(("  LiveStats.add_request", loop(lambda: live.add_request("uk", "", "respond", 0.8, True, 1.0))))
+    rows.append(("  Plugin._is_worker (imports locust.runners per call)", loop(plug._is_worker)))
+    # periodic work, per request at 4000 req/s (the live window full: 10 s of samples)
+    for _ in range(40000):
+        live.add_request("uk", "", "respond", 0.8, True, time.time())
+    snap = loop(live.snapshot, 20)
+    rows.append((f"progress line every 2 s (LiveStats.snapshot {snap / 1000:.1f} ms), per request at 4k req/s",
+                 snap / 2 / 4000))
+    rows.append(("gc: tracked objects at start (bare ~55k; ours imports numpy+pandas)", float(len(gc.get_objects()))))
+    full_think = timed(with_listeners([plug.on_request], think=True))
+    rows.append(("our user code + think + listener, end to end", full_think))
+    rec.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    print("BREAKDOWN " + json.dumps(rows))
+
+
+def breakdown(cpu: str, turns: int) -> list[tuple[str, float]]:
+    out = subprocess.run(pinned(cpu, [sys.executable, __file__, "--breakdown-child", "--turns", str(turns)]),
+                         env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("BREAKDOWN ")), None)
+    if line is None:
+        raise SystemExit(f"breakdown failed:\n{out.stdout}\n{out.stderr}")
+    return json.loads(line[len("BREAKDOWN "):])
+
+
+def print_breakdown(rows, bare_cpu_us: float | None) -> None:
+    print("\n" + BREAKDOWN_DOC)
+    for name, us in rows:
+        if name.startswith("gc:"):
+            print(f"  {name:<84} {us:>8.0f}")
+        else:
+            print(f"  {name:<84} {us:>8.2f} µs")
+    extra = dict(rows)["our user code + think + listener, end to end"] - dict(rows)[
+        "bare task code (json.dumps bodies, json.loads create)"]
+    print(f"  our code's extra per request over the bare task: {extra:.1f} µs")
+    if bare_cpu_us:
+        print(f"  against the bare generator's {bare_cpu_us:.0f} µs CPU per request (measured above) that alone"
+              f" predicts {bare_cpu_us / (bare_cpu_us + extra):.2f}× its req/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 pairs of 6 s runs")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--duration", type=int, help="seconds per run (default 10; quick 6)")
+    parser.add_argument("--pairs", type=int, help="ours/bare pairs (default 6; quick 2)")
+    parser.add_argument("--turns", type=int, default=3, help="respond turns per conversation (default 3)")
+    parser.add_argument("--locust-cpu", default="0")
+    parser.add_argument("--mock-cpu", default="1")
+    parser.add_argument("--keep", metavar="DIR", help="keep run folders here instead of a temp dir")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time our user's own code per request, in-process (no HTTP)")
+    parser.add_argument("--breakdown-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.breakdown_child:
+        breakdown_child(args.turns)
+        return 0
+    seconds = args.duration or (6 if args.quick else 10)
+    pairs = args.pairs or (2 if args.quick else 6)
+
+    print(machine_info())
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        with mock(work, args.mock_cpu) as (_proc, base):
+            for i in range(pairs):
+                order = ("ours", "bare") if i % 2 == 0 else ("bare", "ours")
+                for kind in order:
+                    row = run_once(kind, base, work / f"{i}-{kind}", args.users, seconds, args.turns,
+                                   args.locust_cpu)
+                    row["rep"] = i
+                    rows.append(row)
+                    print(f"  pair {i} {kind:<4} {row['rps']:>6.0f} req/s, {row['req_per_cpu_s']:>6.0f} req/CPU-s,"
+                          f" CPU {row['cpu_util']:.2f}", flush=True)
+
+    def pick(kind: str, key: str) -> list[float]:
+        return [r[key] for r in rows if r["kind"] == kind]
+
+    pair_ratio = [o["rps"] / b["rps"] for o, b in zip(
+        (r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
+    cpu_ratio = [o["req_per_cpu_s"] / b["req_per_cpu_s"] for o, b in zip(
+        (r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
+    print(f"\nLocust on CPU {args.locust_cpu}, mock on CPU {args.mock_cpu}; {args.users} users, {seconds} s"
+          f" per run, create → respond × {args.turns} → close, think time 0; {pairs} pairs, order alternating")
+    print("req/s: Locust's stats CSV, Aggregated Requests/s. req/CPU-s, CPU: requests the mock counted per"
+          " CPU-second of the Locust process, and its CPU use, over the steady part of the run.")
+    print(f"{'pair':>4} {'kind':<5} {'req/s':>7} {'req/CPU-s':>9} {'CPU':>5} {'requests':>9} {'failures':>8}"
+          f" {'median ms':>9} {'csv rows':>9}")
+    for r in rows:
+        print(f"{r['rep']:>4} {r['kind']:<5} {r['rps']:>7.0f} {r['req_per_cpu_s']:>9.0f} {r['cpu_util']:>5.2f}"
+              f" {r['requests']:>9} {r['failures']:>8} {r['median_ms']:>9} {r.get('csv_rows', '-'):>9}")
+    ours, bare = median(pick("ours", "rps")), median(pick("bare", "rps"))
+    print(f"median req/s: ours {ours:.0f}, bare {bare:.0f} → {ours / bare:.2f}")
+    print(f"per-pair ratios of req/s: {', '.join(f'{x:.2f}' for x in pair_ratio)} → median {median(pair_ratio):.2f}")
+    print(f"per-pair ratios of req/CPU-s: {', '.join(f'{x:.2f}' for x in cpu_ratio)} → median {median(cpu_ratio):.2f}"
+          f" (ours {median(pick('ours', 'req_per_cpu_s')):.0f}, bare {median(pick('bare', 'req_per_cpu_s')):.0f})")
+    ratio = median(pair_ratio)
+    verdict = "PASS" if ratio >= TARGET else "FAIL"
+    print(f"verdict: {verdict} — our user generates {ratio:.2f}× the bare FastHttpUser's req/s (median of"
+          f" {pairs} interleaved pairs; target ≥ {TARGET}); per CPU-second {median(cpu_ratio):.2f}×")
+    if args.breakdown:
+        print_breakdown(breakdown(args.locust_cpu, args.turns), 1e6 / median(pick("bare", "req_per_cpu_s")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,8 +2,9 @@
 
 Reads a run folder (the data contract is `loadtest.records`) and knows nothing of Locust.
 
-    analysis.stats.percentiles(values, qs)        THE percentile function of the project
-    analysis.stats.PERCENTILES                    (50, 75, 90, 95, 99, 99.9)
+    analysis.percentiles.percentiles(values, qs)  THE percentile function of the project (numpy only;
+                                                  re-exported by analysis.stats)
+    analysis.percentiles.PERCENTILES              (50, 75, 90, 95, 99, 99.9)
     analysis.load.load_run(run_dir, warmup_s=0)   → Run (DataFrames + run.json + slo.json)
     analysis.stats.compute_stats(run)             → RunStats (tables per region × variant × endpoint …)
     analysis.compare.compare_groups / compare_baseline / compare_runs

@@ -308,7 +308,7 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
     """
     import numpy as np
 
-    from analysis.stats import percentiles
+    from analysis.percentiles import percentiles
     from loadtest import slo
 
     window = t1 - t0
@@ -507,7 +507,7 @@ STOP_GRACE_S = 10.0
 
 def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
     """The default latency SLO from the respond latencies pooled at light load (or none)."""
-    from analysis.stats import percentiles
+    from analysis.percentiles import percentiles
 
     region = result.region
     if not pool:

@@ -167,7 +167,9 @@ class ChatClient:
         Not Locust's `wait()`: a user stopped while waiting is killed asynchronously, and the
         kill can land in the next request, leaving it unrecorded. Sleeping while 'running'
         lets Locust stop the user gracefully (within --stop-timeout) between requests."""
-        gevent.sleep(self.think_time())
+        pause = self.think_time()
+        if pause > 0:
+            gevent.sleep(pause)
         if self.user._state == "stopping":  # locust.user.task.LOCUST_STATE_STOPPING
             from locust.exception import StopUser
 
@@ -194,7 +196,7 @@ class ChatClient:
                    "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
         with self.user.client.request(
             api.METHODS[endpoint], run.url(region, endpoint), data=json.dumps(body),
-            headers=self.headers, name=request_name(region, variant, endpoint),
+            headers=self.headers, name=run.name(region, variant, endpoint),
             context=context, catch_response=True,
         ) as resp:
             status = resp.status_code or 0
@@ -285,7 +287,7 @@ class Conversation:
             started=self.started, ended=ended, turns=self.turn, ended_by=self.ended_by or "error", ok=ok)
 
     def _call(self, endpoint: str, body: dict) -> Outcome:
-        turn = {"create": 0, "respond": self.turn, "close": self.turn + 1}[endpoint]
+        turn = 0 if endpoint == "create" else self.turn if endpoint == "respond" else self.turn + 1
         return self.client.call(endpoint, self.region, self.variant, body, self.id, turn)
 
 

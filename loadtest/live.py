@@ -13,7 +13,7 @@ from collections import Counter, defaultdict, deque
 
 import numpy as np
 
-from analysis.stats import percentiles
+from analysis.percentiles import percentiles
 
 WINDOW_S = 10.0
 MAX_SAMPLES_PER_KEY = 20_000  # bounds memory at very high rates

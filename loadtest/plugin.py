@@ -11,6 +11,7 @@ A locustfile calls `install(events)` once at import. Then:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import gevent
 
 from loadtest import api, config, runfolder, safety
 from loadtest.arrivals import Arrivals, region_rates
-from loadtest.chat import RateLimiter, Rotation, load_corpus
+from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name
 from loadtest.live import LiveStats
 from loadtest.progress import PROGRESS_PREFIX
 from loadtest.recorder import Recorder
@@ -57,11 +58,19 @@ class RunContext:
         self.forward_live = False  # workers forward live samples to the master
         self.base_urls = config.base_urls(s)
         safety.check_target(s.target, self.base_urls, s.yes)
+        self._names: dict[tuple[str, str, str], str] = {}
         self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
                       for r, base in self.base_urls.items() for e in api.ENDPOINTS}
 
     def url(self, region: str, endpoint: str) -> str:
         return self._urls[(region, endpoint)]
+
+    def name(self, region: str, variant: str, endpoint: str) -> str:
+        key = (region, variant, endpoint)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = request_name(region, variant, endpoint)
+        return name
 
     def conversation_ended(self, **row) -> None:
         if self.recorder:
@@ -148,6 +157,7 @@ class Plugin:
             user_class.network_timeout = user_class.connection_timeout = run.scenario.request_timeout
         self.run = run
         environment.loadtest_run = run
+        gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
         if not is_worker and run_dir is not None:
             runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
                                       started=time.time(), target=run.scenario.target,

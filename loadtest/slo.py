@@ -360,7 +360,7 @@ def _run_window(requests) -> float | None:
 
 
 def _stat(values: np.ndarray, stat: str) -> float:
-    from analysis.stats import percentiles  # the project's one percentile function
+    from analysis.percentiles import percentiles  # the project's one percentile function
     if stat == "mean":
         return float(np.mean(values))
     if stat == "min":

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from analysis.stats import percentiles
+from analysis.percentiles import percentiles
 from loadtest import config, records, runfolder, safety
 
 logger = logging.getLogger("loadtest.webui")

@@ -19,7 +19,7 @@ import sys
 from loadtest import config
 
 # Repeatable flags whose setting holds a list.
-_REPEATABLE_FLAGS = {"slos": "--slo", "faults": "--fault"}
+_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC")}
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +27,18 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scenario file (TOML); layering: defaults < file < LOADTEST_* env < flags")
     for s in config.SETTINGS:
         if s.name in _REPEATABLE_FLAGS:
-            parser.add_argument(_REPEATABLE_FLAGS[s.name], dest=s.name, action="append",
-                                metavar="EXPR", help=f"{s.help} (repeatable)")
-        else:
-            parser.add_argument(s.flag, dest=s.name, metavar=s.name.split("_")[-1].upper(),
-                                help=f"{s.help} (default: {s.default or 'none'})")
+            flag, metavar = _REPEATABLE_FLAGS[s.name]
+            parser.add_argument(flag, dest=s.name, action="append", metavar=metavar,
+                                help=f"{s.help} (repeatable)")
+            continue
+        help_text = s.help if "default" in s.help else f"{s.help} (default: {s.default or 'none'})"
+        if s.parse is config.parse_bool:  # `--yes` alone means true
+            parser.add_argument(s.flag, dest=s.name, nargs="?", const="true", metavar="BOOL",
+                                help=help_text)
+            continue
+        last = s.name.split("_")[-1]
+        parser.add_argument(s.flag, dest=s.name, metavar="N" if last.isdigit() else last.upper(),
+                            help=help_text)
 
 
 def scenario_from_args(args: argparse.Namespace) -> config.Scenario:

@@ -14,25 +14,21 @@ and what to do). The library entry points are `analysis.report.build_report` and
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from analysis.compare import ERROR_THRESHOLD, P95_THRESHOLD
+from loadtest import config
 from analysis.load import RunDataError
 from analysis.report import build_comparison, build_report, format_summary_table  # noqa: F401
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h)?\s*$", re.I)
-
-
 def parse_duration(text: str) -> float:
-    """'10s' → 10.0, '2m' → 120.0, '500ms' → 0.5, '15' → 15.0 (seconds)."""
-    m = _DURATION.match(str(text))
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 10s, 2m, 500ms)")
-    value = float(m.group(1))
-    unit = (m.group(2) or "s").lower()
-    return value * {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+    """'10s' → 10.0, '2m' → 120.0, '500ms' → 0.5, '15' → 15.0 (seconds): the project's one
+    duration syntax (loadtest.config), as an argparse type."""
+    try:
+        return config.parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_fraction(text: str) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.stats import ALL, ENDPOINT_ORDER, RunStats, percentiles
+from analysis.stats import ENDPOINT_ORDER, RunStats, percentiles
 
 N_BOOT = 2000
 MW_SAMPLE = 20_000

@@ -12,7 +12,6 @@ leaves no half-written output behind.
 from __future__ import annotations
 
 import datetime as dt
-import html
 import io
 import json
 import math
@@ -20,7 +19,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +35,7 @@ from analysis.compare import (
     compare_groups,
     compare_runs,
 )
-from analysis.load import Run, RunDataError, load_run
+from analysis.load import Run, load_run
 from analysis.stats import (ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats,
                             percentiles)
 

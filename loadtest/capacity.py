@@ -59,7 +59,6 @@ import io
 import json
 import math
 import re
-import signal
 import subprocess
 import sys
 import threading

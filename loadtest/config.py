@@ -152,24 +152,20 @@ def parse_list(value: Any) -> list[str]:
     return [p.strip() for p in str(value).split(",") if p.strip()]
 
 
-def _positive_int(value: Any) -> int:
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"'{value}' is not a whole number") from None
-    if n < 0:
-        raise ValueError(f"'{value}' is negative")
-    return n
+def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
+    def parse(value: Any):
+        try:
+            x = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"'{value}' is not {noun}") from None
+        if x < 0:
+            raise ValueError(f"'{value}' is negative")
+        return x
+    return parse
 
 
-def _positive_float(value: Any) -> float:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"'{value}' is not a number") from None
-    if x < 0:
-        raise ValueError(f"'{value}' is negative")
-    return x
+_positive_int = _non_negative(int, "a whole number")
+_positive_float = _non_negative(float, "a number")
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:

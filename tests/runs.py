@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 FAST = ["--think-time", "0.05-0.15", "--spawn-rate", "50"]
@@ -28,3 +29,13 @@ def read_rows(run_dir: Path, pattern: str = "requests*.csv") -> list[dict]:
 
 def run_json(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
+
+
+def wait_for_rows(path: Path, rows: int, timeout: float = 40) -> bool:
+    """Wait until a CSV that a run is writing holds more than `rows` lines."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) > rows:
+            return True
+        time.sleep(0.2)
+    return False

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from runs import FAST, loadtest, read_csv, read_rows, run_json
+from runs import FAST, loadtest, read_csv, read_rows, run_json, wait_for_rows
 
 SECRET = "sk-prod-4b1d-never-print-me"
 
@@ -124,11 +124,7 @@ def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
                              "--mock-latency-scale", "0.2", "--stop-timeout", "30s",
                              "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    requests_csv = tmp_path / "latest" / "requests.csv"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and not (
-            requests_csv.exists() and len(requests_csv.read_text().splitlines()) > 20):
-        time.sleep(0.2)
+    assert wait_for_rows(tmp_path / "latest" / "requests.csv", 20), "the run never wrote rows"
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
@@ -210,11 +206,7 @@ def test_a_lost_worker_does_not_stop_the_run_and_the_report_names_it(tmp_path):
                              "--users", "6", "--processes", "2", "--regions", "uk", *FAST,
                              "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    requests_csv = tmp_path / "latest" / "requests-worker1.csv"
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline and not (
-            requests_csv.exists() and len(requests_csv.read_text().splitlines()) > 5):
-        time.sleep(0.2)
+    assert wait_for_rows(tmp_path / "latest" / "requests-worker1.csv", 5), "no rows from worker1"
     master = [c for c in psutil.Process(proc.pid).children() if "locust" in " ".join(c.cmdline())]
     workers = master[0].children()
     assert len(workers) == 2

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
 from loadtest import records
+from runs import wait_for_rows
 
 SECRET_KEY = "sk-live-9f8e7d6c5b4a-secret"
 SECRET_TOKEN = "tok-3c2b1a0f-very-secret"
@@ -118,16 +117,8 @@ def test_sigterm_mid_run_keeps_rows_and_still_reports(tmp_path):
         [sys.executable, "-m", "loadtest", "run", "--duration", "60s", "--users", "6",
          "--think-time", "0.05-0.1", "--regions", "uk,eu", "--mock-latency-scale", "0.2",
          "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run_dir = None
-    deadline = time.monotonic() + 40
-    while time.monotonic() < deadline:  # wait until rows are being written
-        latest = tmp_path / "latest"
-        if latest.exists() and (latest / "requests.csv").exists() \
-                and len((latest / "requests.csv").read_text().splitlines()) > 20:
-            run_dir = latest.resolve()
-            break
-        time.sleep(0.2)
-    assert run_dir is not None, "the run never wrote rows"
+    assert wait_for_rows(tmp_path / "latest" / "requests.csv", 20), "the run never wrote rows"
+    run_dir = (tmp_path / "latest").resolve()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

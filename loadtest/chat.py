@@ -27,6 +27,11 @@ from gevent import GreenletExit
 
 from loadtest import api
 
+try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
+    from orjson import dumps, loads
+except ImportError:  # pragma: no cover - an install without it still works
+    dumps, loads = json.dumps, json.loads
+
 if TYPE_CHECKING:
     from loadtest.plugin import RunContext
 
@@ -195,7 +200,7 @@ class ChatClient:
         context = {"region": region, "variant": variant, "endpoint": endpoint,
                    "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
         with self.user.client.request(
-            api.METHODS[endpoint], run.url(region, endpoint), data=json.dumps(body),
+            api.METHODS[endpoint], run.url(region, endpoint), data=dumps(body),
             headers=self.headers, name=run.name(region, variant, endpoint),
             context=context, catch_response=True,
         ) as resp:
@@ -203,7 +208,7 @@ class ChatClient:
             error = getattr(resp, "error", None)
             if status == 200 and error is None:
                 try:
-                    reply = api.parse_reply(endpoint, json.loads(resp.content))
+                    reply = api.parse_reply(endpoint, loads(resp.content))
                 except ValueError as e:  # SchemaError, or JSON that does not parse
                     message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
                     return self._fail(resp, "schema", message), 0.0

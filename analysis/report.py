@@ -52,13 +52,25 @@ REDACTED = "••• (redacted)"
 
 # --------------------------------------------------------------------------- formatting
 
-def fmt_ms(v: Any) -> str:
+DASH = "–"  # what a missing or non-numeric value shows
+
+
+def _number(v: Any) -> float | None:
+    """v as a float, or None when it is missing, not a number, or NaN."""
     try:
         v = float(v)
     except (TypeError, ValueError):
-        return "–"
-    if v != v:
-        return "–"
+        return None
+    return None if v != v else v
+
+
+def _sign(v: float) -> str:
+    return "+" if v > 0 else "−" if v < 0 else "±"
+
+
+def fmt_ms(v: Any) -> str:
+    if (v := _number(v)) is None:
+        return DASH
     if abs(v) >= 10_000:
         return f"{v / 1000:,.1f} s"
     if abs(v) >= 100:
@@ -69,53 +81,34 @@ def fmt_ms(v: Any) -> str:
 
 
 def fmt_num(v: Any) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "–"
-    if v != v:
-        return "–"
+    if (v := _number(v)) is None:
+        return DASH
     return f"{v:,.0f}" if abs(v) >= 100 or v == int(v) else f"{v:,.1f}"
 
 
 def fmt_rate(v: Any, digits: int = 1) -> str:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return "–"
-    if v != v:
-        return "–"
+    if (v := _number(v)) is None:
+        return DASH
     if 0 < v < 0.001:
         return "<0.1%"
     return f"{v:.{digits}%}"
 
 
 def fmt_signed_ms(v: float) -> str:
-    if v != v:
-        return "–"
-    return ("+" if v > 0 else "−" if v < 0 else "±") + fmt_ms(abs(v))
+    return DASH if v != v else _sign(v) + fmt_ms(abs(v))
 
 
 def fmt_signed_pct(v: float, digits: int = 0) -> str:
-    if v != v:
-        return "–"
-    s = f"{abs(v):.{digits}%}"
-    return ("+" if v > 0 else "−" if v < 0 else "±") + s
+    return DASH if v != v else _sign(v) + f"{abs(v):.{digits}%}"
 
 
 def fmt_pt(v: float) -> str:
-    if v != v:
-        return "–"
-    return ("+" if v > 0 else "−" if v < 0 else "±") + f"{abs(v) * 100:.2f} pt"
+    return DASH if v != v else _sign(v) + f"{abs(v) * 100:.2f} pt"
 
 
 def fmt_duration(s: Any) -> str:
-    try:
-        s = float(s)
-    except (TypeError, ValueError):
-        return "–"
-    if s != s:
-        return "–"
+    if (s := _number(s)) is None:
+        return DASH
     s = int(round(s))
     h, rem = divmod(s, 3600)
     m, sec = divmod(rem, 60)

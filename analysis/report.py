@@ -452,8 +452,8 @@ def _arrivals_view(run: Run) -> list[dict]:
     a = run.arrivals
     if a is None or not len(a):
         return []
-    start, end = run.window
-    if math.isfinite(start):
+    start, _ = run.window
+    if run.warmup_s > 0 and math.isfinite(start):  # the same warm-up cut as the requests
         a = a[a["planned"] >= start]
     span = max(float(a["planned"].max() - a["planned"].min()), 1e-9) if len(a) > 1 else math.nan
     rows = []

@@ -122,6 +122,7 @@ class Plugin:
     def on_test_start(self, environment, **_kw) -> None:
         from locust.runners import MasterRunner, WorkerRunner
 
+        started = time.time()  # before anything below can yield to users or arrivals
         options = environment.parsed_options
         runner = environment.runner
         is_master, is_worker = isinstance(runner, MasterRunner), isinstance(runner, WorkerRunner)
@@ -159,7 +160,7 @@ class Plugin:
         gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
         if not is_worker and run_dir is not None:
             runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
-                                      started=time.time(), target=run.scenario.target,
+                                      started=started, target=run.scenario.target,
                                       base_urls=run.base_urls, regions=list(run.scenario.regions),
                                       variants=list(run.scenario.variants),
                                       config=run.scenario.raw())

@@ -132,10 +132,12 @@ def test_429_retry_policy_records_every_try(tmp_path):
 
 
 def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
+    # Long think times keep the graceful stop busy (users finish their pause before closing),
+    # so the second Ctrl-C surely lands during it.
     proc = subprocess.Popen([sys.executable, "-m", "loadtest", "run", "--duration", "60s",
-                             "--users", "6", "--think-time", "0.05-0.1", "--regions", "uk",
-                             "--mock-latency-scale", "0.2", "--stop-timeout", "30s",
-                             "--out", str(tmp_path)],
+                             "--users", "24", "--spawn-rate", "50", "--think-time", "3-4",
+                             "--regions", "uk", "--mock-latency-scale", "0.2",
+                             "--stop-timeout", "30s", "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_for_rows(tmp_path / "latest" / "requests.csv", 20), "the run never wrote rows"
     proc.send_signal(signal.SIGINT)

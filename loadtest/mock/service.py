@@ -229,13 +229,7 @@ class RegionService:
         if attrs is not None and type(attrs) is not dict:
             return self.error(422, f"integration_attributes must be an object, got {_type_name(attrs)}")
         delay = self.sampler.sample("create", variant)
-        if self.faults:
-            fault = self.faults.draw("create")
-            if fault is not None:
-                return self._fault(fault, "create", delay, self._do_create, (variant, attrs))
-        if delay == 0.0:
-            return self._do_create(variant, attrs)
-        return self._later(delay, self._do_create, (variant, attrs))
+        return self._serve("create", delay, self._do_create, (variant, attrs))
 
     def _do_create(self, variant: str | None, attrs: dict | None) -> Result:
         conversation_id = f"{self.region}-{self._ids(96):024x}"
@@ -271,13 +265,7 @@ class RegionService:
         if conv is None:
             return self._unknown(conversation_id)
         delay = self.sampler.sample("respond", conv.variant, conv.turn + 1)
-        if self.faults:
-            fault = self.faults.draw("respond")
-            if fault is not None:
-                return self._fault(fault, "respond", delay, self._do_respond, (conversation_id, message))
-        if delay == 0.0:
-            return self._do_respond(conversation_id, message)
-        return self._later(delay, self._do_respond, (conversation_id, message))
+        return self._serve("respond", delay, self._do_respond, (conversation_id, message))
 
     def _do_respond(self, conversation_id: str, message: str | None) -> Result:
         conv = self.store.get(conversation_id, time.monotonic())
@@ -300,13 +288,7 @@ class RegionService:
         if conv is None:
             return self._unknown(conversation_id)
         delay = self.sampler.sample("close", conv.variant)
-        if self.faults:
-            fault = self.faults.draw("close")
-            if fault is not None:
-                return self._fault(fault, "close", delay, self._do_close, (conversation_id,))
-        if delay == 0.0:
-            return self._do_close(conversation_id)
-        return self._later(delay, self._do_close, (conversation_id,))
+        return self._serve("close", delay, self._do_close, (conversation_id,))
 
     def _do_close(self, conversation_id: str) -> Result:
         if not self.store.close(conversation_id):
@@ -314,6 +296,17 @@ class RegionService:
         return self._count((200, _CLOSE_OK, (), SEND))
 
     # ---------------------------------------------------------------- service time and faults
+
+    def _serve(self, op: str, delay: float, then, args: tuple) -> Outcome:
+        """A valid request's answer: an injected fault if one is drawn, else `then(*args)`,
+        at once when there is no service time (no task allocated), or after it."""
+        if self.faults:
+            fault = self.faults.draw(op)
+            if fault is not None:
+                return self._fault(fault, op, delay, then, args)
+        if delay == 0.0:
+            return then(*args)
+        return self._later(delay, then, args)
 
     async def _later(self, delay: float, then, args: tuple) -> Result:
         """Wait for a capacity slot, hold it for the service time, then answer."""

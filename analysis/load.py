@@ -39,6 +39,8 @@ import pyarrow.csv as pacsv
 from loadtest.records import (
     ARRIVAL_COLUMNS,
     ARRIVALS_GLOB,
+    CONNECTION_COLUMNS,
+    CONNECTIONS_GLOB,
     CONVERSATION_COLUMNS,
     CONVERSATIONS_GLOB,
     LOCUST_CSV_PREFIX,
@@ -130,6 +132,8 @@ class Run:
     slo: list | None = None
     #: Open model only (arrivals*.csv): one row per planned conversation.
     arrivals: pd.DataFrame | None = None
+    #: HTTPS targets only (connections*.csv): one row per new TLS connection.
+    connections: pd.DataFrame | None = None
     warmup_s: float = 0.0
     #: Start and end (epoch s) of the measured window (after warm-up exclusion).
     window: tuple[float, float] = (math.nan, math.nan)
@@ -190,6 +194,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     slo = load_slo(path)
     history = load_stats_history(path)
     arrivals = load_arrivals(path)
+    connections = load_connections(path)
 
     start = _num(meta.get("started"))
     if not math.isfinite(start):
@@ -205,7 +210,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
         if len(conversations):
             conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
     return Run(path=path, meta=meta, requests=requests, conversations=conversations,
-               stats_history=history, slo=slo, arrivals=arrivals, warmup_s=float(max(warmup_s, 0.0)),
+               stats_history=history, slo=slo, arrivals=arrivals, connections=connections, warmup_s=float(max(warmup_s, 0.0)),
                window=(cut, end), files=files)
 
 
@@ -234,24 +239,35 @@ def load_meta(path: Path) -> dict:
     return meta
 
 
-def load_arrivals(path: Path) -> pd.DataFrame | None:
-    """arrivals*.csv of an open-model run (merged over workers), or None for a closed model."""
-    files = sorted(p for p in path.glob(ARRIVALS_GLOB) if p.is_file())
+def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: dict) -> pd.DataFrame | None:
+    """A small optional CSV of the run folder (merged over workers), or None when absent."""
+    files = sorted(p for p in path.glob(glob) if p.is_file())
     if not files:
         return None
     frames = []
     for f in files:
         try:
-            df = pd.read_csv(f, dtype={"region": str, "variant": str}, keep_default_na=False,
-                             na_values={"started": [""], "lag_ms": [""]})
+            df = pd.read_csv(f, dtype=text, keep_default_na=False, na_values=na)
         except (OSError, ValueError) as e:
             raise RunDataError(f, f"cannot read: {e}") from e
-        missing = [c for c in ARRIVAL_COLUMNS if c not in df.columns]
+        missing = [c for c in columns if c not in df.columns]
         if missing:
             raise RunDataError(f, f"missing column(s) {', '.join(missing)}", line=1,
-                               hint=f"expected: {', '.join(ARRIVAL_COLUMNS)}")
-        frames.append(df[list(ARRIVAL_COLUMNS)])
+                               hint=f"expected: {', '.join(columns)}")
+        frames.append(df[list(columns)])
     return pd.concat(frames, ignore_index=True)
+
+
+def load_arrivals(path: Path) -> pd.DataFrame | None:
+    """arrivals*.csv of an open-model run (merged over workers), or None for a closed model."""
+    return _load_small(path, ARRIVALS_GLOB, ARRIVAL_COLUMNS, {"region": str, "variant": str},
+                       {"started": [""], "lag_ms": [""]})
+
+
+def load_connections(path: Path) -> pd.DataFrame | None:
+    """connections*.csv (HTTPS targets: one row per new TLS connection), or None."""
+    return _load_small(path, CONNECTIONS_GLOB, CONNECTION_COLUMNS,
+                       {"region": str, "endpoint": str, "conversation_id": str, "worker": str}, {})
 
 
 def load_slo(path: Path) -> list | None:

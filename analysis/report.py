@@ -430,6 +430,11 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
         add("Think time", f"{tt[0]}–{tt[1]} s")
     else:
         add("Think time", f"{tt} s" if tt not in (None, "") else None)
+    add("Connections", CONNECTION_POLICIES.get(m.get("connections"), m.get("connections")))
+    tls = m.get("tls")
+    if isinstance(tls, dict) and any(str(u).startswith("https:") for u in (base_urls or {}).values()):
+        add("TLS", "certificates NOT verified (--insecure)" if tls.get("verify") is False else
+            "certificates verified against " + (str(tls.get("ca_bundle")) if tls.get("ca_bundle") else "the system trust store"))
     add("Started", fmt_time(m.get("started")) if m.get("started") else fmt_time(stats.window[0]))
     add("Ended", fmt_time(m.get("ended")) if m.get("ended") else None)
     add("Status", m.get("status"))
@@ -444,6 +449,29 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
     add("Config hash", m.get("config_hash"))
     return facts
+
+
+CONNECTION_POLICIES = {
+    "per-conversation": "a new connection per conversation (create latency includes connecting)",
+    "per-user": "each simulated user keeps its connection across conversations",
+}
+
+
+def _connections_view(run: Run) -> list[dict]:
+    """HTTPS: per region, new TLS connections and their handshake times (apart from, and
+    included in, the latency of the request that opened them)."""
+    c = run.connections
+    if c is None or not len(c):
+        return []
+    start, _ = run.window
+    if run.warmup_s > 0 and math.isfinite(start):
+        c = c[c["timestamp"] >= start]
+    rows = []
+    for region, g in [*c.groupby("region", sort=False), ("all", c)]:
+        p50, p95, p99 = percentiles(g["tls_handshake_ms"].to_numpy(dtype=float), (50, 95, 99))
+        rows.append({"region": region, "total": region == "all", "count": f"{len(g):,}",
+                     "handshake": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}"})
+    return rows
 
 
 def _arrivals_view(run: Run) -> list[dict]:
@@ -655,6 +683,8 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
         "charts": charts,
         "conv": _conversation_view(stats, colours),
         "arrivals": _arrivals_view(run),
+        "connections": _connections_view(run),
+        "connection_policy": run.meta.get("connections"),
         "errors": _error_view(stats),
         "distinct_errors": stats.distinct_errors,
         "total_errors": stats.total_errors,

@@ -1098,7 +1098,7 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
                     res = search_region(scenario, region, base_urls[region], plan, user_slos,
                                         folder / region, signals)
                     if mock_urls:
-                        res.mock = _mock_stats(mock_urls[region])
+                        res.mock = _mock_stats(mock_urls[region], scenario)
                     runfolder.update_run_json(
                         res.run_dir, ended=time.time(),
                         status=("interrupted" if signals.count else
@@ -1136,11 +1136,10 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
     return code
 
 
-def _mock_stats(url: str) -> dict | None:
-    import httpx
+def _mock_stats(url: str, scenario: config.Scenario) -> dict | None:
+    from loadtest import runner  # as elsewhere in this module (issue 10 untangles it)
 
-    try:
-        s = httpx.get(f"{url}/_mock/stats", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
+    s = runner.mock_stats(url, scenario)
+    if s is None:
         return None
     return {k: s.get(k) for k in ("slots", "queue_limit", "rejected", "created", "open_conversations")}

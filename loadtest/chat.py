@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator
 import gevent
 from gevent import GreenletExit
 
-from loadtest import api
+from loadtest import api, tls
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
     from orjson import dumps, loads
@@ -87,6 +87,27 @@ class RateLimiter:
         self.next_slot = slot + self.interval
         if slot > now:
             gevent.sleep(slot - now)
+
+
+# Greenlet → TLS handshake time (ms) of the connection it just opened; popped after each request.
+_handshakes: dict = {}
+
+
+def ssl_context_factory(policy: tls.Policy):
+    """For FastHttpUser.ssl_context_factory: one context per process for `policy`, whose
+    handshakes are timed so that each new TLS connection can be recorded apart."""
+    import gevent.ssl  # the patched ssl module of a Locust process
+
+    class TimedContext(gevent.ssl.SSLContext):
+        def wrap_socket(self, *args, **kwargs):
+            started = time.perf_counter()
+            sock = super().wrap_socket(*args, **kwargs)
+            _handshakes[gevent.getcurrent()] = (time.perf_counter() - started) * 1000.0
+            return sock
+
+    context = policy.context(TimedContext)
+    # geventhttpclient calls it with cafile=… (its own default store): the policy decides instead.
+    return lambda *args, **kwargs: context
 
 
 def root_cause(error: BaseException | None) -> BaseException | None:
@@ -204,27 +225,36 @@ class ChatClient:
             headers=self.headers, name=run.name(region, variant, endpoint),
             context=context, catch_response=True,
         ) as resp:
-            status = resp.status_code or 0
-            error = getattr(resp, "error", None)
-            if status == 200 and error is None:
-                try:
-                    reply = api.parse_reply(endpoint, loads(resp.content))
-                except ValueError as e:  # SchemaError, or JSON that does not parse
-                    message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
-                    return self._fail(resp, "schema", message), 0.0
-                if reply is not None and endpoint != "create" and reply.conversation_id != conversation_id:
-                    return self._fail(resp, "schema", f"{endpoint}: conversation_id changed"), 0.0
-                if endpoint == "create":  # the row of the create carries the new id
-                    resp.request_meta["context"]["conversation_id"] = reply.conversation_id
-                resp.success()
-                return Outcome(True, reply), 0.0
-            kind = classify_failure(status, error)
-            if status:
-                message = f"HTTP {status}: {_error_message(resp.content)}"
-            else:
-                cause = root_cause(error)
-                message = f"{type(cause).__name__}: {cause}" if cause else "no response"
-            return self._fail(resp, kind, message), _retry_after(resp)
+            result = self._judge(resp, endpoint, conversation_id)
+        if run.time_handshakes:
+            handshake_ms = _handshakes.pop(gevent.getcurrent(), None)
+            if handshake_ms is not None:  # the row's context, with the user and a new id
+                run.connection_opened(resp.request_meta["context"], handshake_ms)
+        return result
+
+    def _judge(self, resp, endpoint: str, conversation_id: str) -> tuple[Outcome, float]:
+        """The outcome of one response: a validated reply, or a failure of its kind."""
+        status = resp.status_code or 0
+        error = getattr(resp, "error", None)
+        if status == 200 and error is None:
+            try:
+                reply = api.parse_reply(endpoint, loads(resp.content))
+            except ValueError as e:  # SchemaError, or JSON that does not parse
+                message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
+                return self._fail(resp, "schema", message), 0.0
+            if reply is not None and endpoint != "create" and reply.conversation_id != conversation_id:
+                return self._fail(resp, "schema", f"{endpoint}: conversation_id changed"), 0.0
+            if endpoint == "create":  # the row of the create carries the new id
+                resp.request_meta["context"]["conversation_id"] = reply.conversation_id
+            resp.success()
+            return Outcome(True, reply), 0.0
+        kind = classify_failure(status, error)
+        if status:
+            message = f"HTTP {status}: {_error_message(resp.content)}"
+        else:
+            cause = root_cause(error)
+            message = tls.explain(cause) if cause else "no response"
+        return self._fail(resp, kind, message), _retry_after(resp)
 
     def _fail(self, resp, kind: str, message: str) -> Outcome:
         resp.request_meta["context"]["error_kind"] = kind
@@ -285,6 +315,9 @@ class Conversation:
         closed = False
         if self.id:
             closed = self._call("close", api.close_body(self.id)).ok
+        if self.client.run.new_connection_per_conversation:
+            # The customer leaves: the next one arrives on a new connection (and TLS session).
+            self.client.user.client.client.clientpool.close()
         ok = closed and self.ended_by in ("end_conversation", "handoff", "max_turns")
         ended = time.time()
         self.client.run.conversation_ended(

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from loadtest import api, config, safety
+from loadtest import api, config, safety, tls
 from loadtest.chat import load_corpus
 
 HINTS = {
@@ -48,6 +48,8 @@ def check_region(client: httpx.Client, scenario: config.Scenario, region: str, b
             resp = client.request(api.METHODS[endpoint], url, json=body(conversation_id))
         except httpx.HTTPError as e:
             print(f"  {endpoint:<8} no response: {type(e).__name__}: {redact(str(e))}")
+            if tls.is_cert_failure(e):
+                print(f"           hint: {tls.CERT_HINT}")
             return False
         ms = (time.perf_counter() - started) * 1000
         if resp.status_code != 200:
@@ -76,7 +78,11 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
     redact = safety.redactor(key, token)
     message = load_corpus(scenario.corpus)[0]
     ok = True
-    with httpx.Client(headers=api.headers(key, token), timeout=scenario.request_timeout) as client:
+    policy = config.tls_policy(scenario)
+    if policy.insecure:
+        print(tls.INSECURE_WARNING, file=sys.stderr)
+    with httpx.Client(headers=api.headers(key, token), timeout=scenario.request_timeout,
+                      verify=policy.context()) as client:
         for region, base_url in base_urls.items():
             ok &= check_region(client, scenario, region, base_url, message, redact)
     print("All regions answered correctly." if ok else "Some regions failed; see the hints above.")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from loadtest import api
+from loadtest import api, tls
 
 DEFAULT_CORPUS = Path(__file__).parent / "data" / "messages.txt"
 
@@ -236,6 +236,14 @@ SETTINGS: tuple[Setting, ...] = (
             "retry a 429 up to N times after its Retry-After (each try is its own row)"),
     Setting("max_rps", "0", _positive_float,
             "cap on requests/s per process (0 = none; a real target defaults to 20)"),
+    # how connections are made
+    Setting("ca_bundle", "", tls.check_bundle,
+            "PEM file of CA certificates to verify servers against (default: the system trust store)"),
+    Setting("insecure", "false", parse_bool,
+            "do not verify TLS certificates (prints a warning; never with production credentials)"),
+    Setting("connections", "per-conversation", _choice("per-conversation", "per-user"),
+            "per-conversation: a new connection (and TLS handshake) for each conversation, like a "
+            "new customer; per-user: each user keeps its connection across conversations"),
     # how much load, for how long (loadtest run flags; Locust has its own for these)
     Setting("users", "16", _positive_int, "concurrent users (customers)", locust=False),
     Setting("spawn_rate", "8", _positive_float, "users started per second", locust=False),
@@ -257,6 +265,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("mock_seed", "1", _positive_int, "seed of the mock's latencies and replies", locust=False),
     Setting("mock_latency_scale", "1", _positive_float,
             "multiply the mock's latency profiles (0 = no delay)", locust=False),
+    Setting("mock_tls", "false", parse_bool,
+            "serve the mock over HTTPS with a throwaway CA (its bundle is handed to the users)",
+            locust=False),
     # where results go
     Setting("out", "reports", _text, "folder for run folders", locust=False),
     Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False),
@@ -361,3 +372,8 @@ def base_urls(scenario: Scenario) -> dict[str, str]:
     """Region → base URL: an override, else PolyAI's host (real) or the default mock port."""
     defaults = api.REGIONS if scenario.target == "real" else api.mock_base_urls()
     return {r: scenario.base_urls.get(r, defaults[r]).rstrip("/") for r in scenario.regions}
+
+
+def tls_policy(scenario: Scenario) -> tls.Policy:
+    """How servers' certificates are verified (see `loadtest.tls`)."""
+    return tls.Policy(ca_bundle=scenario.ca_bundle, insecure=scenario.insecure)

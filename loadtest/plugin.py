@@ -20,9 +20,9 @@ from pathlib import Path
 
 import gevent
 
-from loadtest import api, config, runfolder, safety
+from loadtest import api, config, runfolder, safety, tls
 from loadtest.arrivals import Arrivals, region_rates
-from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name
+from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name, ssl_context_factory
 from loadtest.live import LiveStats
 from loadtest.progress import PROGRESS_PREFIX
 from loadtest.recorder import Recorder
@@ -57,6 +57,10 @@ class RunContext:
         self.forward_live = False  # workers forward live samples to the master
         self.base_urls = config.base_urls(s)
         safety.check_target(s.target, self.base_urls, s.yes)
+        self.tls = config.tls_policy(s)
+        self.new_connection_per_conversation = s.connections == "per-conversation"
+        # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
+        self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
         self._names: dict[tuple[str, str, str], str] = {}
         self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
                       for r, base in self.base_urls.items() for e in api.ENDPOINTS}
@@ -70,6 +74,11 @@ class RunContext:
         if name is None:
             name = self._names[key] = request_name(region, variant, endpoint)
         return name
+
+    def connection_opened(self, context: dict, handshake_ms: float) -> None:
+        """A request that opened a new TLS connection: its handshake, recorded apart."""
+        if self.recorder:
+            self.recorder.connection(context, handshake_ms)
 
     def conversation_ended(self, **row) -> None:
         if self.recorder:
@@ -153,8 +162,13 @@ class Plugin:
                 run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
                                         run_dir, suffix)
         run.forward_live = is_worker
+        if run.tls.insecure:
+            logger.warning("loadtest: %s", tls.INSECURE_WARNING)
+        context_factory = staticmethod(ssl_context_factory(run.tls))
         for user_class in environment.user_classes:  # FastHttpUser reads these at creation
             user_class.network_timeout = user_class.connection_timeout = run.scenario.request_timeout
+            user_class.insecure = run.tls.insecure
+            user_class.ssl_context_factory = context_factory
         self.run = run
         environment.loadtest_run = run
         gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
@@ -163,6 +177,7 @@ class Plugin:
                                       started=started, target=run.scenario.target,
                                       base_urls=run.base_urls, regions=list(run.scenario.regions),
                                       variants=list(run.scenario.variants),
+                                      tls=run.tls.record(), connections=run.scenario.connections,
                                       config=run.scenario.raw())
         if options.progress_lines and not is_worker:
             self._progress = gevent.spawn(self._print_progress)

@@ -7,6 +7,7 @@ run that is killed loses at most about a second of rows. Columns: see `records.p
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +31,8 @@ class Recorder:
         self.conversations_path = run_dir / records.CONVERSATIONS_CSV.replace(".csv", f"{suffix}.csv")
         self._requests_file = open(self.requests_path, "w", newline="", encoding="utf-8")
         self._conversations_file = open(self.conversations_path, "w", newline="", encoding="utf-8")
+        self.connections_path = run_dir / records.CONNECTIONS_CSV.replace(".csv", f"{suffix}.csv")
+        self._connections_file = None  # opened by the first new TLS connection
         self._requests = csv.writer(self._requests_file, lineterminator="\n")
         self._conversations = csv.writer(self._conversations_file, lineterminator="\n")
         self._requests.writerow(records.REQUEST_COLUMNS)
@@ -77,8 +80,23 @@ class Recorder:
                                       f"{ended:.6f}", f"{ended - started:.3f}", turns, ended_by,
                                       int(ok)))
 
+    def connection(self, context: dict, handshake_ms: float) -> None:
+        """A request opened a new TLS connection (records.CONNECTION_COLUMNS)."""
+        if self._requests_file.closed:
+            return
+        if self._connections_file is None:
+            self._connections_file = open(self.connections_path, "w", newline="", encoding="utf-8")
+            self._connections_file.write(",".join(records.CONNECTION_COLUMNS) + "\n")
+        self._connections_file.write("%.6f,%s,%s,%s,%s,%s,%s,%.3f\n" % (
+            time.time(), context.get("region", ""), context.get("endpoint", ""),
+            context.get("conversation_id", ""), context.get("turn", ""), context.get("user", ""),
+            self.worker, handshake_ms))
+
+    def _files(self) -> list:
+        return [f for f in (self._requests_file, self._conversations_file, self._connections_file) if f]
+
     def flush(self) -> None:
-        for f in (self._requests_file, self._conversations_file):
+        for f in self._files():
             if not f.closed:
                 f.flush()
 
@@ -90,5 +108,5 @@ class Recorder:
     def close(self) -> None:
         self._flusher.kill(block=False)
         self.flush()
-        self._requests_file.close()
-        self._conversations_file.close()
+        for f in self._files():
+            f.close()

@@ -11,6 +11,8 @@ CONVERSATIONS_CSV = "conversations.csv"
 CONVERSATIONS_GLOB = "conversations*.csv"
 ARRIVALS_CSV = "arrivals.csv"   # open model only
 ARRIVALS_GLOB = "arrivals*.csv"
+CONNECTIONS_CSV = "connections.csv"  # HTTPS targets only
+CONNECTIONS_GLOB = "connections*.csv"
 RUN_JSON = "run.json"
 LOCUST_CSV_PREFIX = "locust"  # → locust_stats.csv, locust_stats_history.csv, locust_failures.csv
 REPORT_HTML = "report.html"
@@ -49,3 +51,9 @@ ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")
 # Open model (--arrival-rate): one row per planned conversation. `started` and `lag_ms`
 # (start minus plan) are empty and `dropped` is 1 when no user was free to start it.
 ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped")
+
+# HTTPS targets: one row per new TLS connection, written when the request that opened it
+# ended (that request's latency in requests.csv includes this handshake). With --connections per-conversation that
+# is every conversation's create; per-user, about one per user.
+CONNECTION_COLUMNS = ("timestamp", "region", "endpoint", "conversation_id", "turn", "user",
+                      "worker", "tls_handshake_ms")

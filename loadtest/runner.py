@@ -26,12 +26,13 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import config, records, runfolder, safety, slo
+from loadtest import config, records, runfolder, safety, slo, tls
 from loadtest.chat import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chat.py"
 MOCK_START_TIMEOUT_S = 20.0
+MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
 
 EXIT_OK, EXIT_SLO_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 
@@ -48,11 +49,16 @@ def locustfile() -> Path:
 
 @contextmanager
 def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str, str]]:
-    """Start the embedded mock on free loopback ports; yield region → base URL."""
+    """Start the embedded mock on free loopback ports; yield region → base URL.
+
+    With --mock-tls it serves HTTPS; its throwaway CA is written beside the log
+    (mock-ca.pem) and becomes the scenario's --ca-bundle unless one was given."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
         cmd = [sys.executable, "-m", "loadtest.mock.cli", "--port", "0", "--ready-file", str(ready),
                "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
+        if scenario.mock_tls:
+            cmd += ["--tls", "--tls-ca-file", str(log_path.parent / MOCK_CA_FILE)]
         for spec in scenario.faults:
             cmd += ["--fault", spec]
         if scenario.mock_config:
@@ -67,7 +73,10 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
                 if time.monotonic() > deadline:
                     raise RunFailed(f"the mock server did not start within {MOCK_START_TIMEOUT_S:.0f} s; see {log_path}")
                 time.sleep(0.05)
-            yield json.loads(ready.read_text())["regions"]
+            info = json.loads(ready.read_text())
+            if info.get("ca_bundle") and not scenario.ca_bundle:
+                scenario.values["ca_bundle"] = info["ca_bundle"]
+            yield info["regions"]
         finally:
             if proc.poll() is None:
                 proc.terminate()
@@ -78,15 +87,20 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
                     proc.wait()
 
 
-def open_conversations(base_urls: dict[str, str]) -> dict[str, int]:
+def mock_stats(url: str, scenario: config.Scenario) -> dict | None:
+    """The mock's /_mock/stats at this base URL (over TLS with the run's policy), or None."""
+    try:
+        return httpx.get(f"{url}/_mock/stats", timeout=2,
+                         verify=config.tls_policy(scenario).context()).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def open_conversations(base_urls: dict[str, str], scenario: config.Scenario) -> dict[str, int]:
     """Per region, conversations the mock still holds open (should be 0 after a run)."""
-    out = {}
-    for region, url in base_urls.items():
-        try:
-            out[region] = httpx.get(f"{url}/_mock/stats", timeout=2).json()["open_conversations"]
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-    return out
+    stats = {region: mock_stats(url, scenario) for region, url in base_urls.items()}
+    return {region: s["open_conversations"] for region, s in stats.items()
+            if s and "open_conversations" in s}
 
 
 def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str, str],
@@ -236,6 +250,8 @@ def check_mock_scenario(scenario: config.Scenario) -> None:
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
     """The whole run. Returns the exit code."""
     preflight(scenario)
+    if scenario.insecure:
+        print(tls.INSECURE_WARNING, file=sys.stderr)
     run_dir = runfolder.new_run_dir(scenario.out)
     print(f"Run folder: {run_dir}")
     started = time.time()
@@ -257,7 +273,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
                 cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
                 rc = run_locust(cmd, run_dir, signals, display)
                 if mock_urls:
-                    runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls))
+                    runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))
             if signals.count:
                 status, code = "interrupted", EXIT_OK
             elif rc == 0:

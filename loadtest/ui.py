@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
                 rc = proc.wait()
                 end_process_group(proc.pid)  # --processes: forked workers outliving the master
                 if mock_urls:
-                    still_open = runner.open_conversations(mock_urls)
+                    still_open = runner.open_conversations(mock_urls, scenario)
                     if any(still_open.values()):
                         print(f"loadtest: the mock still holds open conversations: {still_open}",
                               file=sys.stderr)

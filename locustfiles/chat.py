@@ -23,6 +23,9 @@ class ChatUser(FastHttpUser):
     host = "http://127.0.0.1"
     # A failed request is recorded as a failure, never retried behind our back.
     max_retries = 0
+    # Certificates are verified (Locust's default is not to): these requests carry credentials.
+    # The run's --ca-bundle / --insecure policy is applied at test start (loadtest.plugin).
+    insecure = False
 
     def wait_time(self) -> float:
         return self.chat.think_time()

@@ -18,12 +18,15 @@ import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
+import tempfile
 
 from loadtest import api
 from loadtest.mock.config import MockConfig, load_config
 from loadtest.mock.faults import SYNTAX, parse_fault
 from loadtest.mock.server import AsyncMockServer, new_event_loop
+from loadtest.mock.tls import server_context
 
 DEFAULT_PORT = api.MOCK_DEFAULT_PORT
 
@@ -64,6 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="status when a region's queue is full (default 503; 429 adds Retry-After)")
     parser.add_argument("--engine", choices=("fast", "aiohttp"),
                         help="HTTP front end (default fast)")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS with a certificate from a throwaway CA made at start")
+    parser.add_argument("--tls-ca-file", metavar="PATH",
+                        help="with --tls: write the CA certificate (PEM) here for clients' --ca-bundle "
+                             "(default: mock-ca-PID.pem in the temp folder, removed on exit)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
@@ -83,11 +91,14 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
     return config.replace(**changes) if changes else config
 
 
-def write_ready_file(path: str, base_urls: dict[str, str]) -> None:
+def write_ready_file(path: str, base_urls: dict[str, str], ca_bundle: str | None = None) -> None:
     """Write the region → base URL JSON atomically (temp file + rename)."""
     tmp = f"{path}.{os.getpid()}.tmp"
+    ready = {"regions": base_urls, "pid": os.getpid()}
+    if ca_bundle:
+        ready["ca_bundle"] = ca_bundle
     with open(tmp, "w") as f:
-        json.dump({"regions": base_urls, "pid": os.getpid()}, f)
+        json.dump(ready, f)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -99,9 +110,19 @@ def format_table(base_urls: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def tls_setup(ca_file: str | None) -> tuple[ssl.SSLContext, str, bool]:
+    """(server context, where the CA bundle was written, whether to remove it on exit)."""
+    context, ca_pem = server_context()
+    path = ca_file or os.path.join(tempfile.gettempdir(), f"mock-ca-{os.getpid()}.pem")
+    with open(path, "wb") as f:
+        f.write(ca_pem)
+    return context, path, not ca_file
+
+
 async def serve(config: MockConfig, regions, host: str, port: int, ready_file: str | None,
-                quiet: bool = False) -> int:
-    server = AsyncMockServer(config, regions, host, port)
+                quiet: bool = False, tls: bool = False, tls_ca_file: str | None = None) -> int:
+    context, ca_bundle, remove_ca = tls_setup(tls_ca_file) if tls else (None, None, False)
+    server = AsyncMockServer(config, regions, host, port, ssl=context)
     try:
         await server.start()
     except OSError as e:
@@ -116,19 +137,22 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
             print(f"mock Chat API ({config.engine}, latency scale {config.latency_scale:g}, "
                   f"{len(config.faults)} fault(s)); stop with Ctrl-C", flush=True)
             print(format_table(server.base_urls), flush=True)
+            if ca_bundle:
+                print(f"HTTPS with a throwaway CA; clients trust it with: --ca-bundle {ca_bundle}", flush=True)
         if ready_file:
-            write_ready_file(ready_file, server.base_urls)
+            write_ready_file(ready_file, server.base_urls, ca_bundle)
         await stop.wait()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         stats = server.stats()
         await server.stop()
-        if ready_file:
-            try:
-                os.remove(ready_file)
-            except OSError:
-                pass
+        for path in (ready_file, ca_bundle if remove_ca else None):
+            if path:
+                try:
+                    os.remove(path)
+                except OSError:
+                    pass
     if not quiet:
         for region, s in stats.items():
             print(f"{region}: {sum(s['requests'].values())} requests, {s['created']} created, "
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     loop = new_event_loop()
     try:
         return loop.run_until_complete(serve(config, args.region, args.host, args.port,
-                                             args.ready_file, args.quiet))
+                                             args.ready_file, args.quiet, args.tls, args.tls_ca_file))
     finally:
         loop.close()
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from ssl import SSLContext
 from typing import Iterable
 
 from aiohttp import web
@@ -112,14 +113,23 @@ def make_app(config: MockConfig | None = None, region: str = "us",
     return app
 
 
+def _counting(service: RegionService, factory):
+    """A protocol factory that counts accepted connections (over TLS: before the handshake)."""
+    def counted():
+        service.connections += 1
+        return factory()
+    return counted
+
+
 # ---------------------------------------------------------------------------- async server
 
 class AsyncMockServer:
     """Serve regions of the mock on loopback ports, in the running event loop."""
 
     def __init__(self, config: MockConfig | None = None, regions: Iterable[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> None:
         self.config = config or MockConfig()
+        self.ssl = ssl  # HTTPS when given (see loadtest.mock.tls)
         self.regions = list(regions) if regions is not None else list(api.REGIONS)
         unknown = [r for r in self.regions if r not in self.config.regions]
         if unknown or not self.regions:
@@ -147,18 +157,17 @@ class AsyncMockServer:
                                            handle_signals=False, handler_cancellation=True)
                     await runner.setup()
                     self._runners.append(runner)
-                    site = web.TCPSite(runner, self.host, port, backlog=2048, reuse_address=True)
-                    await site.start()
-                    bound = runner.addresses[-1][1]
+                    factory = _counting(service, runner.server)
                 else:
-                    server = await loop.create_server(
-                        protocol_factory(service, self._clock, self._connections),
-                        self.host, port, backlog=2048, reuse_address=True)
-                    self._servers.append(server)
-                    bound = server.sockets[0].getsockname()[1]
+                    factory = _counting(service, protocol_factory(service, self._clock, self._connections))
+                server = await loop.create_server(factory, self.host, port, backlog=2048,
+                                                  reuse_address=True, ssl=self.ssl)
+                self._servers.append(server)
+                bound = server.sockets[0].getsockname()[1]
                 self.ports[region] = bound
                 host = f"[{self.host}]" if ":" in self.host else self.host
-                self.base_urls[region] = f"http://{host}:{bound}"
+                scheme = "https" if self.ssl is not None else "http"
+                self.base_urls[region] = f"{scheme}://{host}:{bound}"
         except BaseException:
             await self.stop()
             raise
@@ -218,8 +227,8 @@ class MockServer:
     """
 
     def __init__(self, config: MockConfig | None = None, regions: Iterable[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = AsyncMockServer(config, regions, host, port)
+                 host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> None:
+        self._server = AsyncMockServer(config, regions, host, port, ssl)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 

@@ -136,6 +136,7 @@ class RegionService:
         self.statuses: dict[int, int] = {}
         self.held = 0
         self.resets = 0
+        self.connections = 0  # accepted by the server (counted by its front end)
 
         self._overload: Result = self._make_error(
             config.overload_status, "region is over capacity; retry later", "overloaded",
@@ -380,6 +381,7 @@ class RegionService:
             "held": self.held,
             "rejected": capacity.rejected,
             "resets": self.resets,
+            "connections": self.connections,
             "slots": capacity.slots,
             "queue_limit": capacity.queue_limit,
             "requests": dict(self.requests),

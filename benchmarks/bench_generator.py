@@ -45,11 +45,13 @@ BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
 TARGET = 0.8
 
 
-def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int) -> list[str]:
+def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int,
+                 extra: dict | None = None) -> list[str]:
+    # per-user connections: the bare user keeps its connection too (like for like)
     scenario = config.resolve(flags={
         "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
         "think_time": "0", "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
-        "stop_timeout": "5s"}, environ={})
+        "stop_timeout": "5s", "connections": "per-user", **(extra or {})}, environ={})
     return runner.locust_command(scenario, run_dir, {"uk": base})
 
 
@@ -95,10 +97,11 @@ class Sampler(threading.Thread):
 
 
 def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
-             cpu: str) -> dict:
+             cpu: str, extra: dict | None = None) -> dict:
+    """One Locust run; `kind` "bare" is the bare user, anything else ours with `extra` settings."""
     run_dir.mkdir(parents=True)
-    cmd = (ours_command(base, run_dir, users, seconds, turns) if kind == "ours"
-           else bare_command(base, run_dir, users, seconds))
+    cmd = (bare_command(base, run_dir, users, seconds) if kind == "bare"
+           else ours_command(base, run_dir, users, seconds, turns, extra))
     env = child_env()
     env["BARE_TURNS"] = str(turns)
     started = time.monotonic()
@@ -122,7 +125,7 @@ def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turn
            "failures": int(agg["Failure Count"]), "median_ms": agg["Median Response Time"],
            "wall_s": time.monotonic() - started, **sampler.steady()}
     requests_csv = run_dir / "requests.csv"
-    if kind == "ours":
+    if kind != "bare":
         row["csv_rows"] = sum(1 for _ in open(requests_csv)) - 1 if requests_csv.exists() else 0
     return row
 
@@ -148,7 +151,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
 
     values = {s.name: s.default for s in config.SETTINGS if s.locust}
     values.update(regions="uk", base_urls="uk=http://127.0.0.1:1", variants="", turns=str(turns),
-                  think_time="0", target="mock", yes="false")
+                  think_time="0", target="mock", yes="false", connections="per-user")
     options = types.SimpleNamespace(**values)
     tmp = Path(tempfile.mkdtemp(prefix="bench-generator-breakdown-"))
     live = LiveStats()

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -104,7 +105,11 @@ def mock(workdir: Path, cpu: str | None = "1", *extra: str, region: str = "uk",
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"mock did not start (exit {proc.poll()})")
             time.sleep(0.05)
-        yield proc, json.loads(ready.read_text())["regions"][region]
+        info = json.loads(ready.read_text())
+        base = info["regions"][region]
+        if info.get("ca_bundle"):  # --tls: the mock's throwaway CA, for request() and --ca-bundle
+            TLS_CONTEXTS[base] = ssl.create_default_context(cafile=info["ca_bundle"])
+        yield proc, base
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -115,11 +120,15 @@ def mock(workdir: Path, cpu: str | None = "1", *extra: str, region: str = "uk",
                 proc.wait()
 
 
+# base URL → SSL context trusting that TLS mock's CA (set by mock(..., "--tls"))
+TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
+
+
 def request(base: str, method: str, path: str, body: dict | None = None, timeout: float = 5) -> dict:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(base + path, data=data, method=method,
                                  headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    with urllib.request.urlopen(req, timeout=timeout, context=TLS_CONTEXTS.get(base)) as r:
         return json.loads(r.read())
 
 

@@ -123,10 +123,11 @@ def test_regions_and_variants_change_latency_over_http():
 
 def test_respond_latency_grows_with_turn_over_http():
     # Full-scale latencies (uk respond median 140 ms) so that client and scheduling overhead in
-    # this shared process stays small against them; turn 8 is × 3.1 the first turn.
+    # this shared process stays small against them; turn 8 is × 3.1 the first turn. 40
+    # conversations (within uk's 48 slots): medians of 12 lognormal samples were too noisy.
     config = MockConfig(latency_scale=1.0, turn_growth=0.3, end_after=0)
 
-    async def conversations(base: str, n: int = 12) -> list[list[float]]:
+    async def conversations(base: str, n: int = 40) -> list[list[float]]:
         async with aiohttp.ClientSession(base_url=base, headers=HEADERS) as session:
             async def one() -> list[float]:
                 async with session.post(api.path("create"), json={}) as r:

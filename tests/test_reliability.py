@@ -11,6 +11,8 @@ import pytest
 
 from runs import FAST, loadtest, read_csv, read_rows, run_json, wait_for_rows
 
+pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
+
 SECRET = "sk-prod-4b1d-never-print-me"
 
 

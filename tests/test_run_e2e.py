@@ -16,6 +16,8 @@ import pytest
 from loadtest import records
 from runs import wait_for_rows
 
+pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
+
 SECRET_KEY = "sk-live-9f8e7d6c5b4a-secret"
 SECRET_TOKEN = "tok-3c2b1a0f-very-secret"
 REGIONS = ["us", "uk", "eu", "self-serve"]

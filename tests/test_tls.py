@@ -18,7 +18,6 @@ from loadtest.mock import MockConfig, MockServer
 from loadtest.mock.tls import server_context
 from runs import FAST, loadtest, read_csv, run_json
 
-pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +46,7 @@ def only_run_dir(out):
     return run_dir
 
 
+@pytest.mark.slow
 def test_mock_serves_https_with_its_throwaway_ca(tls_mock):
     mock, url, ca = tls_mock
     assert url.startswith("https://127.0.0.1:")
@@ -58,6 +58,7 @@ def test_mock_serves_https_with_its_throwaway_ca(tls_mock):
         httpx.post(url + api.path("create"), json={})  # the system store does not know this CA
 
 
+@pytest.mark.slow
 def test_run_without_the_bundle_fails_every_request_and_sends_no_credentials(tls_mock, tmp_path):
     mock, url, _ = tls_mock
     before = requests_by_endpoint(mock)
@@ -73,6 +74,7 @@ def test_run_without_the_bundle_fails_every_request_and_sends_no_credentials(tls
     assert requests_by_endpoint(mock) == before
 
 
+@pytest.mark.slow
 def test_per_conversation_opens_one_tls_connection_per_conversation(tls_mock, tmp_path):
     mock, url, ca = tls_mock
     opened = mock.stats("uk")["connections"]
@@ -97,6 +99,7 @@ def test_per_conversation_opens_one_tls_connection_per_conversation(tls_mock, tm
     assert "TLS connections" in page and "create latency includes connecting" in page
 
 
+@pytest.mark.slow
 def test_per_user_keeps_one_connection_per_user(tls_mock, tmp_path):
     mock, url, ca = tls_mock
     opened = mock.stats("uk")["connections"]
@@ -110,6 +113,7 @@ def test_per_user_keeps_one_connection_per_user(tls_mock, tmp_path):
     assert len(read_csv(run_dir / "connections.csv")) == 3
 
 
+@pytest.mark.slow
 def test_insecure_succeeds_warns_and_is_recorded(tls_mock, tmp_path):
     _, url, _ = tls_mock
     proc = short_run(tmp_path, url, "--insecure", users=2, duration="3s")
@@ -122,6 +126,7 @@ def test_insecure_succeeds_warns_and_is_recorded(tls_mock, tmp_path):
     assert run_json(run_dir)["config"]["insecure"] is True
 
 
+@pytest.mark.slow
 def test_check_over_tls_passes_with_the_bundle_and_explains_without(tls_mock):
     _, url, ca = tls_mock
     good = loadtest("check", "--regions", "uk", "--base-urls", f"uk={url}", "--ca-bundle", ca)
@@ -132,6 +137,7 @@ def test_check_over_tls_passes_with_the_bundle_and_explains_without(tls_mock):
     assert "CERTIFICATE_VERIFY_FAILED" in bad.stdout and tls.CERT_HINT in bad.stdout
 
 
+@pytest.mark.slow
 def test_run_with_mock_tls_hands_the_ca_to_the_users(tmp_path):
     proc = loadtest("run", "--mock-tls", "--regions", "uk,eu", "--users", "4", "--duration", "4s",
                     "--turns", "1-2", "--out", str(tmp_path), *FAST)
@@ -147,6 +153,7 @@ def test_run_with_mock_tls_hands_the_ca_to_the_users(tmp_path):
     assert len(meta["mock_open_conversations"]) == 4  # read over HTTPS with the run's CA
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bundle, problem", [("missing.pem", "does not exist"),
                                               ("empty.pem", "no usable PEM certificate")])
 def test_a_bad_ca_bundle_is_a_usage_error(tmp_path, bundle, problem):

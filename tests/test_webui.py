@@ -33,6 +33,8 @@ import pytest
 from analysis.stats import percentiles
 from loadtest import config, records
 
+pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 DOCS_SCREENSHOT = ROOT / "docs" / "webui.png"

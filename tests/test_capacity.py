@@ -9,6 +9,7 @@ always has one request in flight, and the knee is the highest level <= slots. Le
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -238,7 +239,8 @@ def test_outputs_and_region_run_folders(search):
     assert (folder / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "capacity.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page
-    assert "src='http" not in page and "<link" not in page  # self-contained
+    # self-contained: nothing fetched from anywhere (either quote, CSS url(), any scheme)
+    assert not re.search(r"""src\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?\s*(https?:)?//|<link|@import""", page)
     md = (folder / "capacity.md").read_text()
     assert "| self-serve | 2 |" in md
     for r in REGIONS:

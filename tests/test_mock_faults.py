@@ -187,10 +187,19 @@ def test_held_request_ends_when_client_gives_up():
 
 @pytest.mark.parametrize("engine", ["fast", "aiohttp"])
 def test_reset_and_malformed_on_both_engines(engine):
-    config = MockConfig(latency_scale=0, engine=engine, faults=["create:reset:1", "close:malformed:1"])
+    config = MockConfig(latency_scale=0, engine=engine, faults=["respond:reset:1", "close:malformed:1"])
     with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"],
                                                                     headers=HEADERS) as c:
+        created = c.post(api.path("create"), json={})
+        assert created.status_code == 200  # no fault on create
+        cid = created.json()["conversation_id"]
         with pytest.raises(httpx.TransportError):
-            c.post(api.path("create"), json={})
-        r = c.put(api.path("close"), json={"conversation_id": "x"})
-        assert r.status_code == 404  # validation first: unknown conversation, no fault
+            c.post(api.path("respond"), json={"conversation_id": cid, "message": "hi"})
+        r = c.put(api.path("close"), json={"conversation_id": cid})
+        assert r.status_code == 200
+        with pytest.raises(ValueError):
+            json.loads(r.content)  # a 200 whose body is not JSON
+        unknown = c.put(api.path("close"), json={"conversation_id": "x"})
+        assert unknown.status_code == 404  # validation first: unknown conversation, no fault
+        faults = mock.stats("uk")["faults"]
+    assert faults["respond"] == {"reset": 1} and faults["close"] == {"malformed": 1}

@@ -61,6 +61,70 @@ def test_run_succeeds_and_writes_every_file(run):
     assert f"Report: {run_dir / 'report.html'}" in proc.stdout
 
 
+def _ms(text):
+    value, unit = text.split()
+    return float(value) * (1000.0 if unit == "s" else 1.0)
+
+
+def test_printed_table_matches_requests_csv(run):
+    """The table printed at the end: counts, failures and percentiles of requests.csv."""
+    import numpy as np
+
+    proc, run_dir = run
+    rows = read_csv(run_dir / "requests.csv")
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["region", "endpoint", "requests"])
+    printed = {}
+    for line in lines[start + 2:]:
+        cells = [c for c in line.split("  ") if c.strip()]
+        if len(cells) != 7:
+            break
+        printed[(cells[0].strip(), cells[1].strip())] = [c.strip() for c in cells[2:]]
+    groups = {(r["region"], r["endpoint"]) for r in rows}
+    assert set(printed) == groups
+    for (region, endpoint), (count, failed, p50, p95, p99) in printed.items():
+        group = [r for r in rows if r["region"] == region and r["endpoint"] == endpoint]
+        assert int(count.replace(",", "")) == len(group)
+        assert int(failed.split()[0].replace(",", "")) == sum(r["ok"] == "0" for r in group)
+        ok = np.array([float(r["response_time_ms"]) for r in group if r["ok"] == "1"])
+        for text, q in ((p50, 50), (p95, 95), (p99, 99)):
+            assert _ms(text) == pytest.approx(np.percentile(ok, q), rel=0.006), (region, endpoint, q)
+
+
+def test_locust_csvs_count_the_same_requests(run):
+    """Locust's own CSVs hold the same requests under the same names, except those still in
+    flight when its users were told to stop: Locust writes its last stats before they end
+    (at most a respond and the close per user); requests.csv keeps them."""
+    _, run_dir = run
+    rows = read_csv(run_dir / "requests.csv")
+    stats = {r["Name"]: r for r in read_csv(run_dir / "locust_stats.csv")}
+    by_name = {}
+    for r in rows:
+        by_name[r["name"]] = by_name.get(r["name"], 0) + 1
+    locust = {n: int(s["Request Count"]) for n, s in stats.items() if n != "Aggregated"}
+    assert set(locust) == set(by_name)
+    assert all(locust[n] <= by_name[n] for n in by_name)
+    missing = len(rows) - int(stats["Aggregated"]["Request Count"])
+    assert 0 <= missing <= 2 * 8, missing
+    assert sum(locust.values()) == int(stats["Aggregated"]["Request Count"])
+    assert int(stats["Aggregated"]["Failure Count"]) <= sum(r["ok"] == "0" for r in rows)
+    history = read_csv(run_dir / "locust_stats_history.csv")
+    assert len(history) >= 4 and max(int(h["Total Request Count"]) for h in history) <= len(rows)
+
+
+def test_progress_lines_count_up_to_the_run(run):
+    """Plain progress lines (not a terminal): elapsed/planned, users, a growing request count."""
+    import re
+
+    proc, run_dir = run
+    progress = re.findall(r"^\[\s*(\d+)s/8s\] users (\d+) .*? requests (\d+)", proc.stdout, re.M)
+    assert len(progress) >= 2, proc.stdout
+    counts = [int(n) for _, _, n in progress]
+    assert counts == sorted(counts) and counts[-1] > 0
+    assert counts[-1] <= len(read_csv(run_dir / "requests.csv"))
+    assert int(progress[-1][1]) == 8  # every user spawned
+
+
 def test_requests_csv_has_the_contract_columns_and_all_regions_and_variants(run):
     _, run_dir = run
     with open(run_dir / "requests.csv", newline="") as f:

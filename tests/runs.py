@@ -2,6 +2,7 @@
 
 import csv
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -10,9 +11,33 @@ from pathlib import Path
 FAST = ["--think-time", "0.05-0.15", "--spawn-rate", "50"]
 
 
-def loadtest(*args, env=None, timeout=150):
+def loadtest(*args, env=None, timeout=150, **kw):
+    """`loadtest ARGS` in a child process; its CompletedProcess (text stdout/stderr)."""
     return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+
+
+def free_port_block(n: int) -> int:
+    """A first port P with P..P+n-1 all free right now (all bound at once, then released)."""
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65535:
+            continue
+        socks = []
+        try:
+            for i in range(n):
+                t = socket.socket()
+                socks.append(t)
+                t.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for t in socks:
+                t.close()
+    raise RuntimeError("no free block of ports")
 
 
 def read_csv(path: Path) -> list[dict]:

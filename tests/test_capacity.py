@@ -10,8 +10,6 @@ always has one request in flight, and the knee is the highest level <= slots. Le
 import csv
 import json
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -20,6 +18,7 @@ import pytest
 from analysis.stats import percentiles
 from loadtest import capacity, config
 from loadtest.capacity import CsvTail, Plan, _complete_rows, default_latency_slo, find_knee, measure_step
+from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee
 
@@ -141,11 +140,6 @@ def test_measure_step_with_no_data_fails():
 
 
 # --------------------------------------------------------------------------- the command
-
-def loadtest(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
-                          text=True, timeout=timeout)
-
 
 @pytest.mark.parametrize("args, message", [
     (["--start", "10", "--max", "5"], "--max"),

@@ -18,6 +18,7 @@ import pytest
 from loadtest import api
 from loadtest.mock import config_from_dict, load_config
 from loadtest.mock.cli import add_arguments, config_from_args
+from runs import free_port_block
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,29 +47,6 @@ def stop(proc: subprocess.Popen) -> tuple[int, str, str]:
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     return proc.returncode, out, err
-
-
-def free_port_block(n: int) -> int:
-    """A first port P with P..P+n-1 all free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65535:
-            continue
-        socks = []
-        try:
-            for i in range(n):
-                t = socket.socket()
-                socks.append(t)
-                t.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for t in socks:
-                t.close()
-    pytest.skip("no block of free ports")
 
 
 def test_all_regions_on_free_ports_ready_file_and_table(tmp_path):

@@ -1,6 +1,5 @@
 """`locust -f locustfiles/chat.py` works as is, with settings from locust.conf."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -8,30 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from runs import read_csv
+from runs import free_port_block, read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
-
-
-def free_port_block(n: int) -> int:
-    """A first port P with P..P+n-1 free on loopback (the mock's region ports)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + n < 65535 and all(_free(port + i) for i in range(n)):
-            return port
-    raise RuntimeError("no free block of ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def test_plain_locust_reads_locust_conf_and_writes_a_run_folder(tmp_path):

@@ -5,14 +5,13 @@ Skipped only when chromium or chromedriver is absent.
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from analysis.report import build_report
+from browser import chrome
 from synthetic import make_run
 
 pytestmark = pytest.mark.browser
@@ -20,35 +19,11 @@ pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-def _find(*names: str) -> str | None:
-    for n in names:
-        p = shutil.which(n) if not n.startswith("/") else (n if Path(n).exists() else None)
-        if p:
-            return p
-    return None
-
-
-CHROMIUM = _find("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-CHROMEDRIVER = _find("/usr/bin/chromedriver", "chromedriver")
 
 
 @pytest.fixture()
 def driver(tmp_path):
-    if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("headless browser test: chromium and/or chromedriver not found "
-                    "(install Debian's chromium and chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    d = chrome(tmp_path, window="1280,900", console_logs=True)
     d.set_page_load_timeout(60)
     try:
         yield d

@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from loadtest import records
-from runs import wait_for_rows
+from runs import loadtest, wait_for_rows
 
 pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
 
@@ -22,11 +22,6 @@ SECRET_KEY = "sk-live-9f8e7d6c5b4a-secret"
 SECRET_TOKEN = "tok-3c2b1a0f-very-secret"
 REGIONS = ["us", "uk", "eu", "self-serve"]
 VARIANTS = ["a", "b"]
-
-
-def loadtest(*args, env=None, **kw):
-    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
-                          text=True, env=env, timeout=120, **kw)
 
 
 def secret_env():

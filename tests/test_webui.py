@@ -23,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import httpx
 import pytest
 
 from analysis.stats import percentiles
+from browser import chrome, require_browser
 from loadtest import config, records
 
 pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
@@ -44,16 +44,6 @@ REGIONS, VARIANTS = ("us", "uk"), ("a", "b")
 WAIT_S = 25.0
 
 
-def _find(*candidates: str) -> str | None:
-    for c in candidates:
-        path = c if os.path.isabs(c) else shutil.which(c)
-        if path and os.path.exists(path) and os.access(path, os.X_OK):
-            return path
-    return None
-
-
-CHROMIUM = _find("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-CHROMEDRIVER = _find("/usr/bin/chromedriver", "chromedriver")
 
 
 def _until(condition, timeout: float = WAIT_S, interval: float = 0.25, what: str = "condition"):
@@ -74,6 +64,7 @@ def _until(condition, timeout: float = WAIT_S, interval: float = 0.25, what: str
 @pytest.fixture
 def ui(tmp_path):
     """`loadtest ui` on free ports; yields its ready-file info; Ctrl-C at the end."""
+    require_browser()  # nothing to start when the browser test will skip anyway
     ready = tmp_path / "ui-ready.json"
     log_path = tmp_path / "ui.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYAI_", "LOADTEST_"))}
@@ -104,26 +95,9 @@ def ui(tmp_path):
 
 @pytest.fixture
 def browser(tmp_path):
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.skip("headless browser test: chromium and/or chromedriver not found "
-                    "(install Debian's chromium and chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--window-size=1400,1250"):
-        options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-', dir=tmp_path)}")
-    options.binary_location = CHROMIUM
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow",
-                                                        "downloadPath": str(downloads)})
+    driver = chrome(tmp_path, window="1400,1250", downloads=downloads)
     driver.downloads = downloads
     try:
         yield driver

@@ -48,14 +48,28 @@ import json
 import math
 import random
 import time
+from collections import deque
 from typing import Any, Coroutine, Union
 
+import numpy as np
+
+from analysis.percentiles import percentiles
 from loadtest import api
 from loadtest.mock.agent import Agent
 from loadtest.mock.config import MockConfig
 from loadtest.mock.faults import Fault, FaultTable
 from loadtest.mock.profiles import Capacity, Overloaded, Sampler
 from loadtest.mock.state import ConversationStore
+
+SAMPLED_KEEP = 100_000  # service times kept per endpoint for /_mock/stats
+
+
+def _summary(seconds: deque) -> dict:
+    """count and median (ms) of the service times drawn (before faults or queueing)."""
+    if not seconds:
+        return {"count": 0, "p50": None}
+    (p50,) = percentiles(np.fromiter(seconds, dtype=float, count=len(seconds)) * 1000.0, (50,))
+    return {"count": len(seconds), "p50": round(float(p50), 3)}
 
 try:  # orjson is ~3x faster; the stdlib is the fallback
     import orjson
@@ -137,6 +151,9 @@ class RegionService:
         self.held = 0
         self.resets = 0
         self.connections = 0  # accepted by the server (counted by its front end)
+        # The service times drawn, per endpoint (the newest SAMPLED_KEEP): tests compare what
+        # a client measured with what the mock meant to take, instead of with the profile.
+        self.sampled: dict[str, deque[float]] = {e: deque(maxlen=SAMPLED_KEEP) for e in api.ENDPOINTS}
 
         self._overload: Result = self._make_error(
             config.overload_status, "region is over capacity; retry later", "overloaded",
@@ -301,6 +318,7 @@ class RegionService:
     def _serve(self, op: str, delay: float, then, args: tuple) -> Outcome:
         """A valid request's answer: an injected fault if one is drawn, else `then(*args)`,
         at once when there is no service time (no task allocated), or after it."""
+        self.sampled[op].append(delay)
         if self.faults:
             fault = self.faults.draw(op)
             if fault is not None:
@@ -382,6 +400,7 @@ class RegionService:
             "rejected": capacity.rejected,
             "resets": self.resets,
             "connections": self.connections,
+            "service_ms": {op: _summary(times) for op, times in self.sampled.items()},
             "slots": capacity.slots,
             "queue_limit": capacity.queue_limit,
             "requests": dict(self.requests),

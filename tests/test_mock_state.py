@@ -50,20 +50,25 @@ def test_store_remembers_a_bounded_number_of_gone_ids():
 
 
 def test_idle_conversation_expires_over_http():
-    config = MockConfig(latency_scale=0, idle_timeout=0.3)
+    # An idle timeout of 1.5 s and a touch every 0.1 s: a loaded machine would have to stall
+    # this test for over a second to expire the kept conversation by mistake.
+    config = MockConfig(latency_scale=0, idle_timeout=1.5)
     with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"],
                                                                     headers=HEADERS) as c:
         kept = c.post(api.path("create"), json={}).json()["conversation_id"]
         idle = c.post(api.path("create"), json={}).json()["conversation_id"]
-        for _ in range(4):
+        touched = time.monotonic()
+        while time.monotonic() - touched < 1.8:  # keep one alive past the other's timeout
             time.sleep(0.1)
             assert c.post(api.path("respond"), json={"conversation_id": kept}).status_code == 200
         r = c.post(api.path("respond"), json={"conversation_id": idle})
         assert r.status_code == 404 and "expired" in r.json()["error"]["message"]
         stats = mock.stats("uk")
         assert stats["expired"] == 1 and stats["open_conversations"] == 1
-        time.sleep(0.4)
-        stats = mock.stats("uk")  # swept without being touched
+        deadline = time.monotonic() + 10
+        while mock.stats("uk")["expired"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # swept by housekeeping, without being touched
+        stats = mock.stats("uk")
         assert stats["expired"] == 2 and stats["open_conversations"] == 0
 
 

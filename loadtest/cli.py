@@ -7,6 +7,9 @@
     loadtest mock [--port P]      serve the mock Chat API on loopback
     loadtest report RUN_DIR       (re)build a run's HTML report, summary.csv and summary.md
     loadtest compare RUN_DIR…     compare runs side by side
+    loadtest worker --master-host H   a Locust worker for `loadtest run --workers N` on H
+    loadtest locustfile           print the packaged locustfile's path (for `locust -f`)
+    loadtest --version            the tool's, Locust's and Python's versions
 
 Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run failed.
 """
@@ -14,9 +17,12 @@ Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run fai
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
+from importlib import metadata
 
-from loadtest import config
+from loadtest import __version__, config
+from loadtest.users import LOCUSTFILE
 
 # Repeatable flags whose setting holds a list.
 _REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC")}
@@ -63,9 +69,21 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check(scenario_from_args(args))
 
 
+def version_text() -> str:
+    # metadata, not `import locust`: that would gevent-monkey-patch this process.
+    return (f"polyai-loadtest {__version__} (Locust {metadata.version('locust')}, "
+            f"Python {platform.python_version()})")
+
+
+def cmd_locustfile(_args: argparse.Namespace) -> int:
+    print(LOCUSTFILE)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loadtest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="headless load test (default: the embedded mock, all regions)")
@@ -100,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare runs side by side")
     analysis_cli.add_compare_arguments(compare)
     compare.set_defaults(func=analysis_cli.run_compare)
+
+    locustfile = sub.add_parser("locustfile", help="print the packaged locustfile's path, for locust -f")
+    locustfile.set_defaults(func=cmd_locustfile)
     return parser
 
 

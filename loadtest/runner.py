@@ -29,8 +29,7 @@ import httpx
 from loadtest import config, records, runfolder, safety, slo, tls
 from loadtest.chat import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
-
-LOCUSTFILE = Path(__file__).resolve().parent.parent / "locustfiles" / "chat.py"
+from loadtest.users import LOCUSTFILE
 MOCK_START_TIMEOUT_S = 20.0
 MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
 
@@ -43,7 +42,7 @@ class RunFailed(RuntimeError):
 
 def locustfile() -> Path:
     if not LOCUSTFILE.exists():
-        raise RunFailed(f"locustfile not found at {LOCUSTFILE}; run from a checkout of the project")
+        raise RunFailed(f"the packaged locustfile is missing at {LOCUSTFILE}; reinstall polyai-loadtest")
     return LOCUSTFILE
 
 

@@ -155,7 +155,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     options = types.SimpleNamespace(**values)
     tmp = Path(tempfile.mkdtemp(prefix="bench-generator-breakdown-"))
     live = LiveStats()
-    rec = recorder.Recorder(tmp, "local")
+    rec = recorder.Recorder.in_folder(tmp, "local")
     run = plugin.RunContext(options, tmp, rec, live)
     plug = plugin.Plugin()
     plug.run = run
@@ -293,7 +293,6 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     rows.append(("request listener Plugin.on_request (all of it)", per_call(plug.on_request)))
     rows.append(("  Recorder.on_request (csv row)", per_call(rec.on_request)))
     rows.append(("  LiveStats.add_request", loop(lambda: live.add_request("uk", "", "respond", 0.8, True, 1.0))))
-    rows.append(("  Plugin._is_worker (imports locust.runners per call)", loop(plug._is_worker)))
     # periodic work, per request at 4000 req/s (the live window full: 10 s of samples)
     for _ in range(40000):
         live.add_request("uk", "", "respond", 0.8, True, time.time())

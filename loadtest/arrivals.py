@@ -15,12 +15,11 @@ import heapq
 import random
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import gevent
 from gevent.queue import Queue
 
-from loadtest import records
+from loadtest.recorder import LineSink
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,9 @@ def region_rates(rate: dict[str, float], regions: dict[str, float], share: float
 
 class Arrivals:
     def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
-                 out_dir: Path | None, suffix: str = "", seed: int | None = None):
+                 out: LineSink | None, seed: int | None = None):
+        """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
+        stream, or None."""
         self.rates = {r: x for r, x in rates.items() if x > 0}
         self.variants = variants or {"": 1.0}
         self.poisson = poisson
@@ -52,13 +53,10 @@ class Arrivals:
         self.queue: Queue = Queue()
         self.idle = 0
         self.offered = self.started = self.dropped = 0
-        self._file = None
+        self._file = out
         self._flushed = time.monotonic()
-        if out_dir is not None:
-            path = out_dir / records.ARRIVALS_CSV.replace(".csv", f"{suffix}.csv")
-            self._file = open(path, "w", newline="", encoding="utf-8")
-            self._csv = csv.writer(self._file)
-            self._csv.writerow(records.ARRIVAL_COLUMNS)
+        if out is not None:
+            self._csv = csv.writer(out, lineterminator="\n")
         self._greenlet = gevent.spawn(self._schedule)
 
     def _gap(self, rate: float) -> float:

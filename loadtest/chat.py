@@ -26,6 +26,7 @@ import gevent
 from gevent import GreenletExit
 
 from loadtest import api, tls
+from loadtest.config import DEFAULT_CORPUS
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
     from orjson import dumps, loads
@@ -42,7 +43,9 @@ def request_name(region: str, variant: str, endpoint: str) -> str:
 
 
 def load_corpus(path: str | Path) -> list[str]:
-    """Customer messages, one per line; blank lines and # comments ignored."""
+    """Customer messages, one per line; blank lines and # comments ignored. An empty path is
+    the packaged corpus (found on every machine of a fleet, wherever it is installed)."""
+    path = path or DEFAULT_CORPUS
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:

@@ -17,6 +17,7 @@ Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run fai
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 from importlib import metadata
@@ -69,6 +70,28 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check(scenario_from_args(args))
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Become the Locust worker (exec: signals and the exit code are Locust's own)."""
+    from loadtest.runner import worker_command
+
+    cmd = worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)
+    return 3  # not reached
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--master-host", default=os.environ.get("LOADTEST_MASTER_HOST", "127.0.0.1"),
+                        metavar="HOST", help="the machine running `loadtest run --workers N` "
+                        "(default: $LOADTEST_MASTER_HOST or 127.0.0.1)")
+    parser.add_argument("--master-port", type=int, default=int(os.environ.get("LOADTEST_MASTER_PORT", 5557)),
+                        metavar="PORT", help="its --master-bind-port (default: $LOADTEST_MASTER_PORT or 5557)")
+    parser.add_argument("--processes", type=int, default=0, metavar="N",
+                        help="worker processes on this machine, one per core you give it (default: 1)")
+    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
+                        help="extra arguments passed to Locust after --")
+
+
 def version_text() -> str:
     # metadata, not `import locust`: that would gevent-monkey-patch this process.
     return (f"polyai-loadtest {__version__} (Locust {metadata.version('locust')}, "
@@ -118,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="compare runs side by side")
     analysis_cli.add_compare_arguments(compare)
     compare.set_defaults(func=analysis_cli.run_compare)
+
+    worker = sub.add_parser("worker", help="a load generator for `loadtest run --workers N` on another machine")
+    add_worker_arguments(worker)
+    worker.set_defaults(func=cmd_worker)
 
     locustfile = sub.add_parser("locustfile", help="print the packaged locustfile's path, for locust -f")
     locustfile.set_defaults(func=cmd_locustfile)

@@ -228,7 +228,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("turns", "2-6", parse_int_range, "respond turns per conversation: 3 or a range 2-6"),
     Setting("think_time", "0.5-1.5", parse_duration_range,
             "pause between turns, seconds: 1, 0.5-2 or 500ms-2s"),
-    Setting("corpus", str(DEFAULT_CORPUS), _text, "file of customer messages, one per line"),
+    Setting("corpus", "", _text,
+            "file of customer messages, one per line (default: the packaged loadtest/data/messages.txt; "
+            "in a fleet the file must exist on every worker)"),
     Setting("integration_attributes", "", parse_json_object,
             "create's integration_attributes: JSON object or k=v,k2=v2"),
     Setting("request_timeout", "10s", parse_duration, "client timeout per request"),
@@ -256,6 +258,13 @@ SETTINGS: tuple[Setting, ...] = (
             "open model arrivals: poisson or constant spacing"),
     Setting("processes", "0", _positive_int,
             "Locust worker processes on this machine (0 = one process)", locust=False),
+    Setting("workers", "0", _positive_int,
+            "run as the master of N workers started elsewhere with `loadtest worker --master-host "
+            "THIS_HOST`; the test starts once all N are connected (0 = no fleet)", locust=False),
+    Setting("master_bind_host", "*", _text,
+            "with --workers: the interface the master listens on for workers (* = all)", locust=False),
+    Setting("master_bind_port", "5557", _positive_int,
+            "with --workers: the port the master listens on for workers", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
     Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
     # the mock
@@ -366,6 +375,10 @@ def validate(scenario: Scenario) -> None:
         raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
+    if scenario.workers and scenario.processes:
+        raise ConfigError("--workers and --processes exclude each other: --processes N starts N workers "
+                          "on this machine, --workers N waits for N started with `loadtest worker`; "
+                          "pass one of them (a worker machine can use `loadtest worker --processes N`)")
 
 
 def base_urls(scenario: Scenario) -> dict[str, str]:

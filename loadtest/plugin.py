@@ -7,6 +7,9 @@ A locustfile calls `install(events)` once at import. Then:
   start, so each start in the web UI gets its own), and the recorder starts writing;
 - `request`: one row per request, and a sample for the live view;
 - `test_stop`: the CSVs are flushed and closed, run.json is finalised.
+
+Distributed (a master and workers, `--processes` or `loadtest worker`): only the master has a
+run folder; workers ship their rows to it over Locust's message channel (`loadtest.fleet`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import time
 from pathlib import Path
 
 import gevent
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadtest import api, config, runfolder, safety, tls
+from loadtest import api, config, fleet, records, runfolder, safety, tls
 from loadtest.arrivals import Arrivals, region_rates
 from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name, ssl_context_factory
 from loadtest.live import LiveStats
 from loadtest.progress import PROGRESS_PREFIX
-from loadtest.recorder import Recorder
+from loadtest.recorder import Recorder, open_csv
 from loadtest.shapes import use_shape
 
 logger = logging.getLogger("loadtest")
@@ -96,6 +100,9 @@ class Plugin:
         self._progress = None
         self._watcher = None
         self.lost_workers: set[str] = set()
+        self.collector: fleet.Collector | None = None  # master: the workers' rows → run folder
+        self.shipper: fleet.Shipper | None = None      # worker: its rows → the master
+        self._run_dir_option = ""  # --run-dir as given (the master fills it in for its workers)
 
     # ---- options ----
     def add_options(self, parser) -> None:
@@ -115,9 +122,11 @@ class Plugin:
     # ---- lifecycle ----
     def on_init(self, environment, **_kw) -> None:
         self.environment = environment
+        self._register_fleet_messages(environment.runner)
         options = environment.parsed_options
         if options is None:
             return
+        self._run_dir_option = options.run_dir
         try:  # fail fast, before any traffic, on a bad command line or locust.conf
             values = {s.name: getattr(options, s.name) for s in config.SETTINGS if s.locust}
             scenario = config.resolve(flags=values, environ={})
@@ -129,20 +138,18 @@ class Plugin:
             raise SystemExit(2)
 
     def on_test_start(self, environment, **_kw) -> None:
-        from locust.runners import MasterRunner, WorkerRunner
-
         started = time.time()  # before anything below can yield to users or arrivals
         options = environment.parsed_options
         runner = environment.runner
         is_master, is_worker = isinstance(runner, MasterRunner), isinstance(runner, WorkerRunner)
         self.live.reset()
-        run_dir = Path(options.run_dir) if options.run_dir else None
-        if run_dir is None and not is_worker:
-            run_dir = runfolder.new_run_dir(options.out)
+        run_dir = None
+        if not is_worker:  # a worker has no run folder: its rows go to the master's
+            explicit = self._run_dir_option if is_master else options.run_dir
+            run_dir = Path(explicit) if explicit else runfolder.new_run_dir(options.out)
+            run_dir.mkdir(parents=True, exist_ok=True)
             if is_master:  # workers receive the master's options with the spawn message
                 options.run_dir = str(run_dir)
-        elif run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
         try:
             run = RunContext(options, run_dir, None, self.live)
         except ValueError as e:  # a bad value typed into the web UI form
@@ -150,17 +157,16 @@ class Plugin:
             logger.error("loadtest: %s — fix it and start again", e)
             gevent.spawn_later(0, runner.stop)
             return
-        if not is_master:
-            worker = f"worker{runner.worker_index}" if is_worker else "local"
-            suffix = f"-{worker}" if is_worker else ""
-            if run_dir is not None:
-                run.recorder = Recorder(run_dir, worker, run.redact, suffix=suffix)
+        if is_master:
+            self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
+        elif is_worker:
+            self._start_worker_run(run, runner, options)
+        else:
+            run.recorder = Recorder.in_folder(run_dir, "local", run.redact)
             if run.scenario.arrival_rate:
-                # Each of N workers offers 1/N of the rate.
-                share = 1.0 / max(getattr(options, "expect_workers", 1) or 1, 1) if is_worker else 1.0
-                rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
+                rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)
                 run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
-                                        run_dir, suffix)
+                                        open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS))
         run.forward_live = is_worker
         if run.tls.insecure:
             logger.warning("loadtest: %s", tls.INSECURE_WARNING)
@@ -209,13 +215,102 @@ class Plugin:
             run.recorder.close()
         if run.arrivals:
             run.arrivals.close()
-        if run.run_dir is not None and not self._is_worker():
+        if self.shipper:
+            self._report_stats_now(environment)
+            self.shipper.finish()
+        if run.run_dir is not None:
+            worker_rows = self._finish_master_run(environment.runner) if self.collector else None
             data = runfolder.read_run_json(run.run_dir)
             if self.lost_workers:
                 logger.warning("loadtest: lost worker(s) during the run: %s", ", ".join(sorted(self.lost_workers)))
+            extra = {"workers": sorted(worker_rows), "worker_rows": worker_rows} if worker_rows is not None else {}
             runfolder.update_run_json(run.run_dir, ended=time.time(), lost_workers=sorted(self.lost_workers),
                                       status="completed" if data.get("status") == "running"
-                                      else data.get("status", "completed"))
+                                      else data.get("status", "completed"), **extra)
+
+    # ---- distributed: rows travel from the workers to the master's run folder (fleet.py) ----
+    def _register_fleet_messages(self, runner) -> None:
+        if isinstance(runner, MasterRunner):
+            runner.register_message(fleet.ROWS, self._on_rows_message)
+            runner.register_message(fleet.DONE, self._on_done_message)
+        elif isinstance(runner, WorkerRunner):
+            runner.register_message(fleet.ACK, self._on_ack_message)
+
+    def _start_worker_run(self, run: RunContext, runner, options) -> None:
+        """A worker's test: its recorder and arrivals write into the outbox of a new shipper."""
+        if self.shipper:
+            self.shipper.stop()  # the previous test's unacknowledged batches are not this test's
+        run_id = Path(options.run_dir).name if options.run_dir else ""
+        self.shipper = shipper = fleet.Shipper(runner.send_message, run_id)
+        outbox = shipper.outbox
+        run.recorder = Recorder(outbox.stream("requests"), outbox.stream("conversations"),
+                                outbox.stream("connections"), fleet.worker_name(runner.worker_index), run.redact)
+        if run.scenario.arrival_rate:
+            # Each of N workers offers 1/N of the rate.
+            share = 1.0 / max(getattr(options, "expect_workers", 1) or 1, 1)
+            rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
+            run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
+                                    outbox.stream("arrivals"))
+
+    @staticmethod
+    def _report_stats_now(environment) -> None:
+        """Send Locust's statistics to the master now, as its worker does on "quit" (and
+        before our accounting, so the master has both when it sees "done"): a worker that
+        stopped sleeps --stop-timeout before it handles "quit", past the master's exit, and
+        the master's locust_stats.csv would miss the last seconds."""
+        runner = environment.runner
+        data: dict = {}
+        environment.events.report_to_master.fire(client_id=runner.client_id, data=data)
+        runner.send_message("stats", data)
+
+    def _worker_of(self, msg) -> str:
+        return fleet.worker_name(self.environment.runner.get_worker_index(msg.node_id))
+
+    def _on_rows_message(self, environment, msg, **_kw) -> None:
+        collector = self.collector
+        if collector is None or not collector.on_rows(self._worker_of(msg), msg.node_id, msg.data):
+            logger.warning("loadtest: rows from %s arrived for another test than the current one; "
+                           "not written", self._worker_of(msg))
+        environment.runner.send_message(fleet.ACK, {"run": msg.data.get("run"), "seq": msg.data.get("seq")},
+                                        client_id=msg.node_id)
+
+    def _on_done_message(self, environment, msg, **_kw) -> None:
+        if self.collector:
+            self.collector.on_done(self._worker_of(msg), msg.node_id, msg.data)
+
+    def _on_ack_message(self, environment, msg, **_kw) -> None:
+        if self.shipper:
+            self.shipper.on_ack(msg.data)
+
+    def _finish_master_run(self, runner) -> dict[str, dict]:
+        """Wait for the workers' last rows and accounting; close the files.
+
+        Locust's headless end (`MasterRunner.quit`) fires test_stop here before telling the
+        workers anything, and then sends them "quit" and exits within half a second: the
+        rows of their last second and of the conversations they close while stopping would
+        never arrive. So workers still connected that have not said done are sent Locust's
+        own "stop" (users stop within --stop-timeout and close their conversations; test_stop
+        on the worker ships the last rows and the accounting), waited for, then sent "quit"
+        (Locust's quit no longer reaches a worker that reported "client_stopped"). After a
+        web UI Stop the workers were already stopped and have said done: nothing to wait for.
+        """
+        collector = self.collector
+        assert collector is not None
+
+        def pending() -> dict[str, str]:
+            names = {node.id: fleet.worker_name(runner.get_worker_index(node.id)) for node in runner.clients.all
+                     if node.state != STATE_MISSING}
+            return {name: node for node, name in names.items() if not collector.said_done(name)}
+
+        asked = pending()
+        for node in asked.values():
+            runner.send_message("stop", client_id=node)
+        collector.wait_until_complete(lambda: set(pending()),
+                                      timeout=self.environment.stop_timeout + fleet.DONE_TIMEOUT_S)
+        for node in asked.values():
+            runner.send_message("quit", client_id=node)
+        self.collector = None
+        return collector.close()
 
     # ---- distributed: workers forward live samples to the master ----
     def on_report_to_master(self, client_id, data, **_kw) -> None:
@@ -224,19 +319,17 @@ class Plugin:
     def on_worker_report(self, client_id, data, **_kw) -> None:
         self.live.ingest(data.get("loadtest_live", []))
 
-    def _is_worker(self) -> bool:
-        from locust.runners import WorkerRunner
-        return isinstance(getattr(self.environment, "runner", None), WorkerRunner)
-
     def _watch_workers(self, runner) -> None:
         """A worker that stops sending heartbeats is lost: the run goes on, the report names it."""
         while True:
             gevent.sleep(1.0)
             for node in runner.clients.missing:
-                name = f"worker{runner.worker_indexes.get(node.id, '?')}"
+                name = fleet.worker_name(runner.get_worker_index(node.id))
                 if name not in self.lost_workers:
                     logger.warning("loadtest: %s (%s) stopped responding; the run goes on", name, node.id)
                     self.lost_workers.add(name)
+                    if self.collector:
+                        self.collector.lost(name, node.id)
 
     def _print_progress(self) -> None:
         runner = self.environment.runner

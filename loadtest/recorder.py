@@ -1,7 +1,9 @@
-"""Writes requests.csv and conversations.csv as the run goes.
+"""Writes requests.csv, conversations.csv and (HTTPS targets) connections.csv as the run goes.
 
 Rows are appended to buffered files which a background greenlet flushes every second, so a
-run that is killed loses at most about a second of rows. Columns: see `records.py`.
+run that is killed loses at most about a second of rows. Columns: see `records.py`. On a
+worker of a distributed run the same rows go, line by line, to the outbox that ships them to
+the master (`loadtest.fleet`) instead of to files.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, Sequence, TextIO
 
 import gevent
 
@@ -21,25 +23,72 @@ _OK_ROW = "%.6f,%s,%s,%s,%s,%.3f,%d,1,,,%d,%s,%s,%s,%s\n"
 _COMMAS = len(records.REQUEST_COLUMNS) - 1
 
 
+class LineSink(Protocol):
+    """Where CSV lines go: a text file, or a worker's outbox stream (`fleet.OutboxStream`)."""
+
+    @property
+    def closed(self) -> bool: ...
+    def write(self, line: str) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_csv(path: Path, columns: Sequence[str]) -> TextIO:
+    """A new CSV file of the run folder, its header written and flushed."""
+    f = open(path, "w", newline="", encoding="utf-8")
+    csv.writer(f, lineterminator="\n").writerow(columns)
+    f.flush()
+    return f
+
+
+class LazyCsv:
+    """A CSV file of the run folder created, with its header, by its first line: for files
+    that exist only when there is something in them (connections.csv: HTTPS targets only)."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.path = path
+        self.columns = columns
+        self.closed = False
+        self._file: TextIO | None = None
+
+    def write(self, line: str) -> int:
+        if self._file is None:
+            self._file = open_csv(self.path, self.columns)
+        return self._file.write(line)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._file is not None:
+            self._file.close()
+
+
 class Recorder:
-    def __init__(self, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s,
-                 suffix: str = ""):
-        """`suffix` tells workers' files apart (requests-worker1.csv) in distributed runs."""
+    """One row per request, per conversation and per new TLS connection, each written with
+    one `write` call of one whole CSV line to `requests_out` / `conversations_out` /
+    `connections_out` (files, or a worker's outbox)."""
+
+    def __init__(self, requests_out: LineSink, conversations_out: LineSink, connections_out: LineSink,
+                 worker: str, redact: Callable[[str], str] = lambda s: s):
         self.worker = worker
         self.redact = redact
-        self.requests_path = run_dir / records.REQUESTS_CSV.replace(".csv", f"{suffix}.csv")
-        self.conversations_path = run_dir / records.CONVERSATIONS_CSV.replace(".csv", f"{suffix}.csv")
-        self._requests_file = open(self.requests_path, "w", newline="", encoding="utf-8")
-        self._conversations_file = open(self.conversations_path, "w", newline="", encoding="utf-8")
-        self.connections_path = run_dir / records.CONNECTIONS_CSV.replace(".csv", f"{suffix}.csv")
-        self._connections_file = None  # opened by the first new TLS connection
+        self._requests_file = requests_out
+        self._conversations_file = conversations_out
+        self._connections_file = connections_out
         self._requests = csv.writer(self._requests_file, lineterminator="\n")
         self._conversations = csv.writer(self._conversations_file, lineterminator="\n")
-        self._requests.writerow(records.REQUEST_COLUMNS)
-        self._conversations.writerow(records.CONVERSATION_COLUMNS)
-        self.flush()
         self.rows = 0
         self._flusher = gevent.spawn(self._flush_forever)
+
+    @classmethod
+    def in_folder(cls, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s) -> "Recorder":
+        return cls(open_csv(run_dir / records.REQUESTS_CSV, records.REQUEST_COLUMNS),
+                   open_csv(run_dir / records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
+                   LazyCsv(run_dir / records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS),
+                   worker, redact)
 
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, **_kwargs) -> None:
@@ -82,18 +131,15 @@ class Recorder:
 
     def connection(self, context: dict, handshake_ms: float) -> None:
         """A request opened a new TLS connection (records.CONNECTION_COLUMNS)."""
-        if self._requests_file.closed:
+        if self._connections_file.closed:
             return
-        if self._connections_file is None:
-            self._connections_file = open(self.connections_path, "w", newline="", encoding="utf-8")
-            self._connections_file.write(",".join(records.CONNECTION_COLUMNS) + "\n")
         self._connections_file.write("%.6f,%s,%s,%s,%s,%s,%s,%.3f\n" % (
             time.time(), context.get("region", ""), context.get("endpoint", ""),
             context.get("conversation_id", ""), context.get("turn", ""), context.get("user", ""),
             self.worker, handshake_ms))
 
-    def _files(self) -> list:
-        return [f for f in (self._requests_file, self._conversations_file, self._connections_file) if f]
+    def _files(self) -> list[LineSink]:
+        return [self._requests_file, self._conversations_file, self._connections_file]
 
     def flush(self) -> None:
         for f in self._files():

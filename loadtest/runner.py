@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from loadtest import config, records, runfolder, safety, slo, tls
 from loadtest.chat import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
 from loadtest.users import LOCUSTFILE
+
 MOCK_START_TIMEOUT_S = 20.0
 MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
 
@@ -110,6 +112,7 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
                 "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
     if scenario.processes:
         cmd += ["--processes", str(scenario.processes)]
+    cmd += fleet_master_args(scenario)
     cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
            "--csv", str(run_dir / records.LOCUST_CSV_PREFIX), "--csv-full-history",
            "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
@@ -117,6 +120,33 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
     for s in config.SETTINGS:
         if s.locust:
             cmd += [s.flag, flag_value(s.name, scenario.values[s.name], base_urls)]
+    return cmd + list(extra)
+
+
+# ---- a fleet: a master here, workers elsewhere (`loadtest worker`) -------------------------
+
+def fleet_master_args(scenario: config.Scenario) -> list[str]:
+    """Locust's master flags for `--workers N`: listen, and start once N workers are in."""
+    if not scenario.workers:
+        return []
+    return ["--master", "--expect-workers", str(scenario.workers),
+            "--master-bind-host", scenario.master_bind_host,
+            "--master-bind-port", str(scenario.master_bind_port)]
+
+
+def announce_fleet(scenario: config.Scenario) -> None:
+    if scenario.workers:
+        print(f"Waiting for {scenario.workers} worker(s) on port {scenario.master_bind_port}; start each "
+              f"with: loadtest worker --master-host {socket.gethostname()} "
+              f"--master-port {scenario.master_bind_port}", flush=True)
+
+
+def worker_command(master_host: str, master_port: int, processes: int, extra: list[str] = ()) -> list[str]:
+    """A Locust worker with the packaged user: settings come from the master with each start."""
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--worker",
+           "--master-host", master_host, "--master-port", str(master_port)]
+    if processes:
+        cmd += ["--processes", str(processes)]
     return cmd + list(extra)
 
 
@@ -270,6 +300,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
                 base_urls = resolve_base_urls(scenario, mock_urls)
                 runfolder.update_run_json(run_dir, base_urls=base_urls)
                 cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
+                announce_fleet(scenario)
                 rc = run_locust(cmd, run_dir, signals, display)
                 if mock_urls:
                     runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))

@@ -446,6 +446,7 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     if isinstance(workers, list) and workers:
         add("Workers", f"{len(workers)}: " + ", ".join(map(str, workers[:20])) + (" …" if len(workers) > 20 else ""))
     add("Lost workers", ", ".join(map(str, m.get("lost_workers") or [])))
+    add("Rows per worker (received / produced)", _worker_rows_fact(m.get("worker_rows")))
     add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
     add("Config hash", m.get("config_hash"))
     return facts
@@ -496,12 +497,58 @@ def _arrivals_view(run: Run) -> list[dict]:
     return rows
 
 
+def _worker_rows_fact(worker_rows) -> str | None:
+    """run.json's per-worker accounting of a distributed run, in one line."""
+    if not isinstance(worker_rows, dict) or not worker_rows:
+        return None
+
+    def total(counts) -> int | None:
+        return sum(counts.values()) if isinstance(counts, dict) else None
+
+    parts = []
+    for name, acc in list(worker_rows.items())[:20]:
+        received, produced, dropped = total(acc.get("received")), total(acc.get("produced")), total(acc.get("dropped"))
+        text = f"{name} {received or 0:,} / " + (f"{produced:,}" if produced is not None else "unknown")
+        if dropped:
+            text += f" ({dropped:,} dropped)"
+        parts.append(text)
+    return "; ".join(parts) + (" …" if len(worker_rows) > 20 else "")
+
+
+def _lost_workers_text(meta: dict) -> str:
+    started = meta.get("started")
+    rows = meta.get("worker_rows") if isinstance(meta.get("worker_rows"), dict) else {}
+    texts = []
+    for name in meta.get("lost_workers") or []:
+        acc = rows.get(name) or {}
+        lost_at, last = acc.get("lost_at"), acc.get("last_rows_at")
+        when = ""
+        if isinstance(lost_at, (int, float)):
+            when = f" at {fmt_time(lost_at)}"
+            if isinstance(started, (int, float)):
+                when += f" ({fmt_duration(lost_at - started)} into the run)"
+        received = sum((acc.get("received") or {}).values())
+        last_text = f", the last at {fmt_time(last)}" if isinstance(last, (int, float)) else ""
+        texts.append(f"{name} stopped responding{when}; {received:,} of its rows reached the master{last_text}, "
+                     "and its last rows (about the second before it was lost) may be missing.")
+    return " ".join(texts)
+
+
 def _status_banner(run: Run, stats: RunStats) -> dict | None:
     lost = run.meta.get("lost_workers") or []
     if lost:
         return {"cls": "warn", "title": "Workers lost during the run",
-                "text": f" {', '.join(map(str, lost))} stopped responding; the run went on without them, "
-                        "so their share of the load is missing from the moment they were lost."}
+                "text": f" {_lost_workers_text(run.meta)} The run went on without "
+                        f"{'it' if len(lost) == 1 else 'them'}, so "
+                        f"{'its' if len(lost) == 1 else 'their'} share of the load is missing from the "
+                        "moment it was lost."}
+    dropped = {name: sum((acc.get("dropped") or {}).values())
+               for name, acc in (run.meta.get("worker_rows") or {}).items()}
+    if any(dropped.values()):
+        return {"cls": "warn", "title": "Rows dropped on workers",
+                "text": " " + ", ".join(f"{name} dropped {n:,} rows" for name, n in dropped.items() if n)
+                        + " because the master could not take them fast enough (each worker holds a bounded "
+                          "backlog); the numbers below are without them."}
     status = str(run.meta.get("status") or "")
     planned = run.meta.get("duration_s")
     done = fmt_duration(stats.duration_s)

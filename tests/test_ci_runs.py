@@ -84,8 +84,8 @@ def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
                     "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
-    assert sorted(p.name for p in run_dir.glob("requests*.csv")) == [
-        "requests-worker0.csv", "requests-worker1.csv"]
+    # The workers' rows travel to the master: one requests.csv, told apart by the worker column.
+    assert sorted(p.name for p in run_dir.glob("requests*.csv")) == ["requests.csv"]
     rows = read_rows(run_dir)
     keys = [(r["conversation_id"], r["endpoint"], r["turn"]) for r in rows]
     assert len(keys) == len(set(keys)), "duplicated rows"
@@ -93,6 +93,11 @@ def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
     aggregated = [r for r in read_csv(run_dir / "locust_stats.csv") if r["Name"] == "Aggregated"][0]
     assert int(aggregated["Request Count"]) == len(rows)
     assert {r["worker"] for r in rows} == {"worker0", "worker1"}
+    accounts = run_json(run_dir)["worker_rows"]
+    for worker in ("worker0", "worker1"):  # produced = received = rows in the folder
+        mine = sum(r["worker"] == worker for r in rows)
+        assert accounts[worker]["produced"]["requests"] == accounts[worker]["received"]["requests"] == mine
+        assert accounts[worker]["complete"] and not accounts[worker]["dropped"]
     summary = read_csv(run_dir / "summary.csv")
     assert sum(int(s["count"]) for s in summary) == len(rows)
     assert run_json(run_dir)["mock_open_conversations"] == {"us": 0, "uk": 0, "eu": 0, "self-serve": 0}

@@ -172,7 +172,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     reps, seconds = (1, 8) if args.quick else (2, 15)
 
-    for mode, what in (("lines", "ready-made CSV lines into the outbox: the master saturated"),
+    for mode, what in (("lines", "ready-made CSV lines into the outbox: as many rows as the workers can offer"),
                        ("events", "request events through recorder, outbox, shipper: the whole worker path")):
         print(f"\nPart 1 ({mode}): master ingest, {args.workers} flood workers on CPU 1, master on CPU 0, "
               f"{seconds} s; {what}")

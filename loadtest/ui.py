@@ -84,7 +84,7 @@ def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) 
 
 def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int,
                    extra: list[str] = ()) -> list[str]:
-    from loadtest.runner import locustfile
+    from loadtest.runner import fleet_master_args, locustfile
 
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()),
            "--web-host", "127.0.0.1", "--web-port", str(web_port),
@@ -93,6 +93,7 @@ def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_por
            "--out", str(Path(scenario.out).resolve()), "--exit-code-on-error", "0"]
     if scenario.processes:  # a master with the web UI and N worker processes
         cmd += ["--processes", str(scenario.processes)]
+    cmd += fleet_master_args(scenario)  # a master with the web UI and N `loadtest worker`s
     if scenario.sources.get("duration") != "default":  # the UI's default: run until Stop
         cmd += ["--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
     for s in config.SETTINGS:

@@ -287,14 +287,15 @@ class Plugin:
     def _finish_master_run(self, runner) -> dict[str, dict]:
         """Wait for the workers' last rows and accounting; close the files.
 
-        Locust's headless end (`MasterRunner.quit`) fires test_stop here before telling the
-        workers anything, and then sends them "quit" and exits within half a second: the
-        rows of their last second and of the conversations they close while stopping would
-        never arrive. So workers still connected that have not said done are sent Locust's
-        own "stop" (users stop within --stop-timeout and close their conversations; test_stop
-        on the worker ships the last rows and the accounting), waited for, then sent "quit"
-        (Locust's quit no longer reaches a worker that reported "client_stopped"). After a
-        web UI Stop the workers were already stopped and have said done: nothing to wait for.
+        Locust's headless end (`MasterRunner.quit`, also on Ctrl-C) fires test_stop here
+        before telling the workers anything, then sends them "quit" and exits within half a
+        second: the rows of their last second and of the conversations they close while
+        stopping would never arrive. So workers still connected that have not said done are
+        sent Locust's "quit" now (a worker stops its users within --stop-timeout, closing
+        their conversations; its test_stop ships the last rows, its statistics and the
+        accounting; then it exits) and waited for. Not "stop": a stopped worker sleeps
+        --stop-timeout before it handles the "quit" that follows, keeping the run alive for
+        nothing. After a web UI Stop the workers have stopped and said done already.
         """
         collector = self.collector
         assert collector is not None
@@ -304,13 +305,10 @@ class Plugin:
                      if node.state != STATE_MISSING}
             return {name: node for node, name in names.items() if not collector.said_done(name)}
 
-        asked = pending()
-        for node in asked.values():
-            runner.send_message("stop", client_id=node)
+        for node in pending().values():
+            runner.send_message("quit", client_id=node)
         collector.wait_until_complete(lambda: set(pending()),
                                       timeout=self.environment.stop_timeout + fleet.DONE_TIMEOUT_S)
-        for node in asked.values():
-            runner.send_message("quit", client_id=node)
         self.collector = None
         return collector.close()
 

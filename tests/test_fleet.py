@@ -7,7 +7,6 @@ dedup), and a fleet of separate processes whose workers cannot see the master's 
 import csv
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,7 @@ import pytest
 
 from loadtest import fleet, records
 from loadtest.recorder import Recorder
-from runs import FAST, read_csv, read_rows, run_json
-from test_plain_locust import free_port_block
+from runs import FAST, free_port_block, read_csv, read_rows, run_json
 
 
 class Channel:
@@ -50,6 +48,10 @@ def deliver(channel, collector, worker="worker0"):
     return acks
 
 
+def streams(outbox):
+    return [outbox.stream(name) for name in ("requests", "conversations", "connections")]
+
+
 def request_row(recorder, i):
     recorder.on_request(request_type="POST", name="uk · a · respond", response_time=12.5,
                         response_length=40, context={"region": "uk", "variant": "a", "endpoint": "respond",
@@ -64,7 +66,7 @@ def test_batches_reach_the_run_folder_once_even_when_resent(tmp_path, monkeypatc
     channel = Channel()
     shipper = fleet.Shipper(channel.send, "run-1")
     shipper.stop()  # drive it by hand, no timer
-    recorder = Recorder(shipper.outbox.stream("requests"), shipper.outbox.stream("conversations"), "worker0")
+    recorder = Recorder(*streams(shipper.outbox), "worker0")
     for i in range(5):
         request_row(recorder, i)
     shipper.ship()
@@ -100,7 +102,7 @@ def test_a_worker_backlog_is_bounded_and_what_it_drops_is_counted(tmp_path):
     channel.broken = True  # the master is unreachable: nothing is ever acknowledged
     shipper = fleet.Shipper(channel.send, "run-1", fleet.Outbox(max_held=100, batch_rows=30))
     shipper.stop()
-    recorder = Recorder(shipper.outbox.stream("requests"), shipper.outbox.stream("conversations"), "worker3")
+    recorder = Recorder(*streams(shipper.outbox), "worker3")
     for i in range(250):
         request_row(recorder, i)
         if i % 30 == 29:
@@ -142,7 +144,7 @@ def test_the_master_ignores_batches_of_another_test_and_waits_for_pending_worker
 
 def test_the_outbox_carries_lines_that_need_quoting(tmp_path):
     outbox = fleet.Outbox()
-    recorder = Recorder(outbox.stream("requests"), outbox.stream("conversations"), "worker1")
+    recorder = Recorder(*streams(outbox), "worker1")
     recorder.on_request(request_type="POST", name="uk · a · respond", response_time=5.0, response_length=0,
                         context={"region": "uk", "endpoint": "respond", "error_kind": "http"},
                         exception=RuntimeError('HTTP 503: "busy",\nretry'), start_time=1.0)

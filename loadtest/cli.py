@@ -75,7 +75,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from loadtest.runner import worker_command
 
     cmd = worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
-    sys.stdout.flush()
+    print(f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} "
+          "(it waits for its workers; this retries for a few minutes)", flush=True)
     os.execv(cmd[0], cmd)
     return 3  # not reached
 

@@ -17,7 +17,7 @@ import gevent
 import httpx
 import pytest
 
-from loadtest import fleet, records
+from loadtest import config, fleet, records, runner
 from loadtest.recorder import Recorder
 from runs import FAST, free_port_block, read_csv, read_rows, run_json
 
@@ -153,6 +153,19 @@ def test_the_outbox_carries_lines_that_need_quoting(tmp_path):
     (row,) = list(csv.reader(io.StringIO(texts["requests"])))
     assert row[records.REQUEST_COLUMNS.index("error")] == 'HTTP 503: "busy",\nretry'
     recorder.close()
+
+
+def test_workers_and_processes_exclude_each_other_and_workers_become_master_flags():
+    with pytest.raises(config.ConfigError, match="--workers and --processes exclude each other"):
+        config.resolve(flags={"workers": "2", "processes": "2"}, environ={})
+    scenario = config.resolve(flags={"workers": "3", "master_bind_port": "6000"}, environ={})
+    assert runner.fleet_master_args(scenario) == ["--master", "--expect-workers", "3", "--master-bind-host", "*",
+                                                  "--master-bind-port", "6000"]
+    assert runner.fleet_master_args(config.resolve(environ={})) == []
+    cmd = runner.worker_command("10.0.0.5", 6000, 2)
+    assert cmd[cmd.index("-f") + 1] == str(runner.locustfile())
+    assert cmd[cmd.index("--worker"):] == ["--worker", "--master-host", "10.0.0.5", "--master-port", "6000",
+                                           "--processes", "2"]
 
 
 # ---- a fleet of separate processes, the workers blind to the master's disk ---------------------

@@ -143,7 +143,7 @@ class Plugin:
         runner = environment.runner
         is_master, is_worker = isinstance(runner, MasterRunner), isinstance(runner, WorkerRunner)
         self.live.reset()
-        run_dir = None
+        run_dir: Path | None = None
         if not is_worker:  # a worker has no run folder: its rows go to the master's
             explicit = self._run_dir_option if is_master else options.run_dir
             run_dir = Path(explicit) if explicit else runfolder.new_run_dir(options.out)
@@ -157,11 +157,13 @@ class Plugin:
             logger.error("loadtest: %s — fix it and start again", e)
             gevent.spawn_later(0, runner.stop)
             return
-        if is_master:
-            self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
-        elif is_worker:
+        if is_worker:
             self._start_worker_run(run, runner, options)
+        elif is_master:
+            assert run_dir is not None  # every process but a worker has a run folder
+            self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
         else:
+            assert run_dir is not None
             run.recorder = Recorder.in_folder(run_dir, "local", run.redact)
             if run.scenario.arrival_rate:
                 rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)

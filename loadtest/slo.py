@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from loadtest.api import ENDPOINTS, REGIONS
+from loadtest.scope import parse_scope, scope_text, split_names
 
 SLO_JSON = "slo.json"
 JUNIT_XML = "junit.xml"
@@ -118,8 +119,7 @@ class SLO:
     @property
     def scope(self) -> str:
         """The scope as dotted names in region.variant.endpoint order; "all" when none."""
-        parts = [p for p in (self.region, self.variant, self.endpoint) if p]
-        return ".".join(parts) or "all"
+        return scope_text(self.region, self.variant, self.endpoint)
 
     def compare(self, observed: float) -> bool:
         t = self.threshold
@@ -140,24 +140,12 @@ _EXPR_RE = re.compile(r"^\s*(?P<lhs>[^<>=!]*?)\s*(?P<op>[<>=!]+)\s*(?P<value>.*?
 _NUMBER_RE = re.compile(
     r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|%)?$")
 _PERCENTILE_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _TIME_FACTOR_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def _is_percentile(name: str) -> bool:
     m = _PERCENTILE_RE.match(name)
     return bool(m) and 0.0 <= float(m.group(1)) <= 100.0
-
-
-def _tokens(lhs: str) -> list[str]:
-    """Split on dots, re-joining a percentile's decimals: "uk.p99.9" → ["uk", "p99.9"]."""
-    out: list[str] = []
-    for tok in lhs.split("."):
-        if out and tok.isdigit() and re.match(r"^p\d+$", out[-1]):
-            out[-1] = f"{out[-1]}.{tok}"
-        else:
-            out.append(tok)
-    return out
 
 
 def _metric_kind(metric: str) -> str:
@@ -237,7 +225,7 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
     if any(c in raw_value for c in "<>="):
         raise SLOError(text, "more than one comparison operator")
 
-    tokens = _tokens(lhs.replace(" ", ""))
+    tokens = split_names(lhs)
     if "" in tokens:
         raise SLOError(text, f"empty name in {lhs!r} (stray '.')")
 
@@ -260,27 +248,13 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
                 problem = f"unknown metric {metric!r}"
             raise SLOError(text, f"{problem}; valid metrics: {VALID_METRICS}")
 
-    known_variants = None if variants is None else [str(v) for v in variants if v]
-    scope: dict[str, str] = {}
-    for tok in scope_tokens:
-        if tok in REGIONS:
-            kind = "region"
-        elif tok in ENDPOINTS:
-            kind = "endpoint"
-            if metric.startswith(CONVERSATION + "."):
-                raise SLOError(text, f"endpoint {tok!r} cannot scope a conversation metric; "
-                                     f"scope conversations by region and variant")
-        elif not _NAME_RE.match(tok) or tok == CONVERSATION:
-            raise SLOError(text, f"{tok!r} is not a valid scope name")
-        elif known_variants is not None and tok not in known_variants:
-            raise SLOError(text, f"unknown scope {tok!r}: not a region ({', '.join(REGIONS)}), "
-                                 f"an endpoint ({', '.join(ENDPOINTS)}) or a variant of this run "
-                                 f"({', '.join(known_variants) or 'none'})")
-        else:
-            kind = "variant"
-        if kind in scope:
-            raise SLOError(text, f"two {kind}s in scope: {scope[kind]!r} and {tok!r}")
-        scope[kind] = tok
+    try:
+        scope = parse_scope(scope_tokens, variants)
+    except ValueError as e:
+        raise SLOError(text, str(e)) from None
+    if metric.startswith(CONVERSATION + ".") and "endpoint" in scope:
+        raise SLOError(text, f"endpoint {scope['endpoint']!r} cannot scope a conversation metric; "
+                             f"scope conversations by region and variant")
 
     threshold, unit = _parse_value(text, metric, raw_value)
     return SLO(expr=text, metric=metric, op=op, threshold=threshold, unit=unit,

@@ -13,7 +13,7 @@ otherwise a variant (checked against the run's variants when they are known).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from loadtest.api import ENDPOINTS, REGIONS
 

@@ -63,10 +63,10 @@ def test_regions_side_by_side(stats):
     resp = t[t.endpoint == "respond"].set_index("group")
     ref = resp[resp.is_reference].index[0]
     assert ref in ("uk", "eu")  # the fastest by p50
-    assert resp.loc["us", "verdict"] == "significant"
+    assert resp.loc["us", "shift"] == "significant"
     assert resp.loc["us", "d_p95_lo"] > 0 and resp.loc["us", "d_p95_significant"]
     other = "eu" if ref == "uk" else "uk"
-    assert resp.loc[other, "verdict"] in ("noise", "significant")
+    assert resp.loc[other, "shift"] in ("noise", "significant")
     assert resp.loc[other, "d_p50_lo"] <= 0.05 * resp.loc[other, "p50_ms"]
     # the difference reported is exactly the difference of the table's percentiles
     assert resp.loc["us", "d_p95_ms"] == pytest.approx(resp.loc["us", "p95_ms"] - resp.loc[ref, "p95_ms"])
@@ -76,10 +76,10 @@ def test_variants_against_control(stats):
     t = compare_groups(stats, "variant")
     resp = t[t.endpoint == "respond"].set_index("group")
     assert resp.loc["a", "is_reference"]
-    assert resp.loc["b", "verdict"] == "significant"
+    assert resp.loc["b", "shift"] == "significant"
     assert resp.loc["b", "d_p95_pct"] == pytest.approx(0.3, abs=0.06)
     assert 0.15 < resp.loc["b", "d_p95_pct_lo"] < resp.loc["b", "d_p95_pct"] < resp.loc["b", "d_p95_pct_hi"] < 0.45
-    assert resp.loc["c", "verdict"] == "noise"
+    assert resp.loc["c", "shift"] == "noise"
     assert resp.loc["c", "d_p95_lo"] < 0 < resp.loc["c", "d_p95_hi"]
     named = compare_groups(stats, "variant", control="c")
     assert named[named.is_reference].group.unique().tolist() == ["c"]
@@ -99,7 +99,7 @@ def test_baseline_regression_flagged(tmp_path):
     assert t.loc[("uk", "respond"), "regression"] and "error rate" in t.loc[("uk", "respond"), "reasons"]
     assert not t.loc[("uk", "create"), "regression"] and t.loc[("uk", "create"), "status"] == "ok"
     # thresholds are honoured
-    loose = compare_baseline(cur, base, p95_threshold=0.5, error_threshold=0.1).set_index(["region", "endpoint"])
+    loose = compare_baseline(cur, base, ["p95:+50%", "error_rate:+10pt"]).set_index(["region", "endpoint"])
     assert not loose.regression.any()
     # identical runs: no regression
     same = compare_baseline(base, base)

@@ -106,17 +106,22 @@ def resample(sorted_values: np.ndarray, rng: np.random.Generator, qs: Sequence[f
 
 
 def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """The (low, high) ends of a percentile interval of bootstrap replicates (per column).
+    """The (low, high) ends of a percentile interval of bootstrap replicates (per column,
+    NaN replicates left out; NaN where a column has none).
 
-    Each end is a replicate itself ("lower"/"higher" order statistic, no interpolation), so
-    the intervals of a − b and of a / b − 1 always agree on the sign of the difference."""
-    tail = (1 - level) / 2 * 100
-    with np.errstate(invalid="ignore"):
-        if np.isnan(boot).all():
-            nan = np.full(boot.shape[1:], np.nan)
-            return nan, nan
-        return (np.nanpercentile(boot, tail, axis=0, method="lower"),
-                np.nanpercentile(boot, 100 - tail, axis=0, method="higher"))
+    Each end is a replicate itself (numpy's "lower"/"higher" order statistic, no
+    interpolation), so the intervals of a − b and of a / b − 1 always agree on the sign of
+    the difference."""
+    tail = (1 - level) / 2
+    s = np.sort(boot, axis=0)  # NaNs last
+    valid = (~np.isnan(boot)).sum(axis=0)
+    cols = np.arange(boot.shape[1])
+    lo_i = np.floor(tail * (valid - 1)).astype(np.int64)
+    hi_i = np.ceil((1 - tail) * (valid - 1)).astype(np.int64)
+    none = valid == 0
+    lo = s[np.maximum(lo_i, 0), cols]
+    hi = s[np.maximum(hi_i, 0), cols]
+    return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
 
 
 def diff_ci(a: Resampled, b: Resampled, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -143,7 +148,20 @@ def mann_whitney(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, max_n: 
         b = b[rng.choice(len(b), max_n, replace=False)]
     if np.array_equal(a, b) or (a.min() == a.max() == b.min() == b.max()):
         return 1.0
-    return float(sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
+    # scipy.stats.mannwhitneyu(a, b, method="asymptotic") (tie and continuity corrected), without
+    # its per-call overhead, which dominated a baseline comparison of a few hundred groups.
+    n1, n2 = len(a), len(b)
+    n = n1 + n2
+    ranks = sps.rankdata(np.concatenate([a, b]))
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    u = max(u1, n1 * n2 - u1)
+    _, ties = np.unique(ranks, return_counts=True)
+    ties = ties[ties > 1].astype(float)
+    var = n1 * n2 / 12 * ((n + 1) - (ties ** 3 - ties).sum() / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(var)
+    return min(1.0, math.erfc(z / math.sqrt(2)))
 
 
 def _wilson(e: int, n: int) -> tuple[float, float]:
@@ -287,16 +305,15 @@ def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence
     qs = sorted(set(COMPARE_QS) | set(gated_percentiles(thresholds)))
     rng = np.random.default_rng(seed)
     keys = ["region", "variant", "endpoint"]
-    cur = current.summary().set_index(keys)
-    base = baseline.summary().set_index(keys)
+    cur = current.summary().set_index(keys).to_dict("index")
+    base = baseline.summary().set_index(keys).to_dict("index")
     cur_s = current.latencies(tuple(keys))
     base_s = baseline.latencies(tuple(keys))
-    index = list(cur.index) + [k for k in base.index if k not in cur.index]
+    index = list(cur) + [k for k in base if k not in cur]
     empty = np.array([])
     rows = []
     for k in index:
-        c = cur.loc[k] if k in cur.index else None
-        b = base.loc[k] if k in base.index else None
+        c, b = cur.get(k), base.get(k)
         row: dict = dict(zip(keys, k))
         a_vals, b_vals = cur_s.get(k, empty), base_s.get(k, empty)
         a_rs, b_rs = resample(a_vals, rng, qs), resample(b_vals, rng, qs)
@@ -314,9 +331,12 @@ def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence
         rows.append(row)
     table = pd.DataFrame(rows)
     checks = gate(table, thresholds, baseline_name) if len(table) else []
+    per_group: dict[tuple, list[dict]] = {}
+    for c in checks:
+        per_group.setdefault((c["region"], c["variant"], c["endpoint"]), []).append(c)
     status, reasons = [], []
-    for i, row in enumerate(table.to_dict("records")):
-        mine = [c for c in checks if (c["region"], c["variant"], c["endpoint"]) == (row["region"], row["variant"], row["endpoint"])]
+    for row in table.to_dict("records"):
+        mine = per_group.get((row["region"], row["variant"], row["endpoint"]), [])
         failed = [c for c in mine if c["passed"] is False]
         if row["base_count"] and not row["count"]:
             status.append("missing")

@@ -212,33 +212,21 @@ def _slo_view(slo: list | None) -> dict:
             "text": f"All {n} service-level objective{'s' if n != 1 else ''} met.", "rows": rows}
 
 
-def _verdict_banner(slo: dict, base: BaselineComparison | None) -> dict:
-    """The banner at the top: the SLO verdict and, with a baseline, the regression verdict
-    ("regression against RUN" and the worst offenders)."""
-    state = slo["state"]
-    big = slo["title"] if state in ("pass", "fail") else "NO SLOs"
-    head = {"pass": "The run met its objectives", "fail": "The run missed its objectives"}.get(state, slo["title"])
-    out = {"state": state, "big": big, "headline": head, "text": slo["text"], "regression": None}
+def _regression_banner(base: BaselineComparison | None) -> dict | None:
+    """The regression verdict beside the SLO banner: "Regression against RUN" and the worst
+    offenders, or that every gated metric stayed within its limit."""
     if base is None:
-        return out
+        return None
     bad = failures(base.checks)
     judged = sum(c["passed"] is not None for c in base.checks)
+    limits = ", ".join(t.expr for t in base.thresholds)
     if bad:
-        out["regression"] = {"title": f"Regression against {base.baseline_id}",
-                             "text": f"{len(bad)} of {judged} gated metrics regressed beyond their limits "
-                                     f"({', '.join(t.expr for t in base.thresholds)}). Worst:",
-                             "worst": [offender_text(c) for c in bad[:5]]}
-        out.update(state="fail", big="FAIL")
-        if state != "fail":
-            out["headline"] = f"Regression against {base.baseline_id}"
-    else:
-        out["regression"] = {"title": f"No regression against {base.baseline_id}",
-                             "text": f"{judged} gated metrics within their limits "
-                                     f"({', '.join(t.expr for t in base.thresholds)}).", "worst": []}
-        if state == "none":
-            out.update(state="pass", big="PASS", headline=f"No regression against {base.baseline_id}",
-                       text=f"{slo['text']} ")
-    return out
+        return {"state": "fail", "big": "REGRESSED", "title": f"Regression against {base.baseline_id}",
+                "text": f"{len(bad)} of {judged} gated metrics regressed beyond their limits ({limits}), "
+                        "the whole 95% interval of the change beyond the limit. Worst:",
+                "worst": [offender_text(c) for c in bad[:5]]}
+    return {"state": "pass", "big": "NO REGRESSION", "title": f"No regression against {base.baseline_id}",
+            "text": f"{judged} gated metrics within their limits ({limits}).", "worst": []}
 
 
 def _main_endpoint(stats: RunStats) -> str:
@@ -703,7 +691,7 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "started": fmt_time(run.meta.get("started") or stats.window[0]),
         "duration": fmt_duration(stats.duration_s),
         "slo": slo,
-        "verdict": _verdict_banner(slo, base),
+        "regression": _regression_banner(base),
         "status": _status_banner(run, stats),
         "headline": _headline(run, stats, regions, variants, base.checks if base else None,
                               base.baseline_id if base else None, slo),
@@ -829,8 +817,7 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
     df = compare_runs(stats, names)
     text = format_compare_table(df, names)
     gated = [] if thresholds is None else [against_baseline(s, stats[0], thresholds, names[0]) for s in stats[1:]]
-    gates = [{"name": n, "verdict": _verdict_banner({"state": "none", "title": "", "text": ""}, g)}
-             for n, g in zip(names[1:], gated)]
+    gates = [{"name": n, "verdict": _regression_banner(g)} for n, g in zip(names[1:], gated)]
     all_regions: list[str] = []
     for s in stats:
         all_regions += [r for r in s.regions if r not in all_regions]

@@ -8,7 +8,8 @@
     loadtest report RUN_DIR       (re)build a run's HTML report, summary.csv and summary.md
     loadtest compare RUN_DIR…     compare runs side by side
 
-Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run failed.
+Exit codes: 0 ok, 1 an SLO failed or a regression against --baseline (with --fail-on-regression),
+2 usage or configuration error, 3 the run failed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import sys
 from loadtest import config
 
 # Repeatable flags whose setting holds a list.
-_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC")}
+_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC"),
+                     "regressions": ("--regression", "SPEC")}
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:

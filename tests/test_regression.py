@@ -20,7 +20,7 @@ from analysis.load import load_run
 from analysis.regression import ThresholdError, gate, parse_threshold, parse_thresholds, resolve
 from analysis.report import build_report
 from analysis.stats import compute_stats
-from loadtest import config, runfolder
+from loadtest import cli, config, runfolder
 from synthetic import make_run
 
 REGIONS = {"uk": (5.0, 0.4), "us": (5.2, 0.45)}
@@ -131,10 +131,8 @@ def test_compare_command_gates_exit_1_and_junit_names_uk_respond(regressed, tmp_
     html = out.read_text()
     assert "Regression against main" in html and "uk · a · respond p95 +" in html
     # the same runs gated with a limit the regression stays under: exit 0
-    ok = subprocess.run([sys.executable, "-m", "loadtest", "compare", str(regressed / "main"), str(regressed / "pr"),
-                         "--fail-on-regression", "--regression", "p95:+40%", "-o", str(tmp_path / "ok.html")],
-                        capture_output=True, text=True, timeout=300)
-    assert ok.returncode == 0, ok.stderr
+    assert cli.main(["compare", str(regressed / "main"), str(regressed / "pr"), "--fail-on-regression",
+                     "--regression", "p95:+40%", "-o", str(tmp_path / "ok.html")]) == 0
 
 
 def test_report_banner_says_regression_against_the_baseline(regressed, tmp_path):
@@ -276,18 +274,19 @@ def test_a_baseline_of_another_scenario_is_refused_with_the_settings_that_differ
     assert "not a folder" in runfolder.baseline_problem(tmp_path / "nope", other, any_config=True)
 
 
-def test_compare_refuses_a_gate_across_scenarios_with_exit_2(tmp_path):
+def test_compare_refuses_a_gate_across_scenarios_with_exit_2(tmp_path, capsys):
     make_run(tmp_path / "a", rows=2_000, seed=1, config={"users": 16})
     make_run(tmp_path / "b", rows=2_000, seed=2, config={"users": 32})
     meta = json.loads((tmp_path / "b" / "run.json").read_text())
     meta["config_hash"] = "sha256:other"
     (tmp_path / "b" / "run.json").write_text(json.dumps(meta))
-    cmd = [sys.executable, "-m", "loadtest", "compare", str(tmp_path / "a"), str(tmp_path / "b"),
-           "--fail-on-regression", "-o", str(tmp_path / "c.html")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "users 16 → 32" in proc.stderr and not (tmp_path / "c.html").exists()
-    proc = subprocess.run(cmd + ["--baseline-any-config"], capture_output=True, text=True, timeout=300)
-    assert proc.returncode in (0, 1) and (tmp_path / "c-junit.xml").exists()
+    argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--fail-on-regression", "-o", str(tmp_path / "c.html")]
+    assert cli.main(argv) == 2
+    assert "users 16 → 32" in capsys.readouterr().err and not (tmp_path / "c.html").exists()
+    assert cli.main(argv + ["--regression", "p95:10"]) == 2 and "p95:10" in capsys.readouterr().err
+    assert cli.main(argv + ["--baseline-any-config"]) in (0, 1) and (tmp_path / "c-junit.xml").exists()
+    # without the gate, runs of different scenarios are compared side by side as before
+    assert cli.main(argv[:3] + ["-o", str(tmp_path / "d.html")]) == 0 and not (tmp_path / "d-junit.xml").exists()
 
 
 def test_scenario_file_keys_and_their_validation(tmp_path):
@@ -309,3 +308,36 @@ def test_gate_checks_have_the_slo_result_shape(regressed):
         assert set(c) >= {"expr", "scope", "metric", "threshold", "unit", "observed", "passed", "detail",
                           "observed_text", "threshold_text", "state", "baseline"}
     assert np.isfinite([c["lo"] for c in g.checks if c["passed"] is not None]).all()
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_loadtest_run_gates_against_a_baseline_run(tmp_path):
+    """A real baseline run, then a run 3× slower: refused while the scenarios differ (exit 2,
+    nothing sent), gated with --baseline-any-config (exit 1, junit/slo.md/report name it)."""
+    from runs import FAST, loadtest
+
+    common = ["--duration", "5s", "--users", "6", "--regions", "uk,eu", "--variants", "", *FAST]
+    base = loadtest("run", *common, "--mock-latency-scale", "0.2", "--out", str(tmp_path / "main"))
+    assert base.returncode == 0, base.stderr
+    base_dir = (tmp_path / "main" / "latest").resolve()
+    scenario = tmp_path / "gate.toml"
+    scenario.write_text(f'baseline = "{base_dir}"\nfail_on_regression = true\nregressions = ["p50:+10%"]\n')
+    out = tmp_path / "pr"
+    refused = loadtest("run", "--config", str(scenario), *common, "--mock-latency-scale", "0.6", "--out", str(out))
+    assert refused.returncode == 2, refused.stderr
+    assert "different scenario" in refused.stderr and "mock_latency_scale 0.2 → 0.6" in refused.stderr
+    assert not out.exists()  # refused before any traffic: no run folder
+
+    gated = loadtest("run", "--config", str(scenario), *common, "--mock-latency-scale", "0.6",
+                     "--baseline-any-config", "--out", str(out))
+    assert gated.returncode == 1, gated.stderr
+    run_dir = (out / "latest").resolve()
+    suite = [s for s in ET.parse(run_dir / "junit.xml").getroot().iter("testsuite") if s.get("name") == "regression"][0]
+    failed = {c.get("name") for c in suite.findall("testcase") if c.find("failure") is not None}
+    assert {"uk.respond.p50 +10% vs baseline", "eu.respond.p50 +10% vs baseline"} <= failed
+    assert f"Regression against `{base_dir.name}`" in (run_dir / "slo.md").read_text()
+    assert json.loads((run_dir / "regression.json").read_text())[0]["baseline"] == base_dir.name
+    html = (run_dir / "report.html").read_text()
+    assert f"Regression against {base_dir.name}" in html and "REGRESSED" in html

@@ -341,3 +341,29 @@ def test_loadtest_run_gates_against_a_baseline_run(tmp_path):
     assert json.loads((run_dir / "regression.json").read_text())[0]["baseline"] == base_dir.name
     html = (run_dir / "report.html").read_text()
     assert f"Regression against {base_dir.name}" in html and "REGRESSED" in html
+
+
+def test_the_github_workflow_example_gates_pull_requests_on_mains_run(monkeypatch):
+    """examples/github/regression-gate.yml: main keeps its run folder as an artifact, pull
+    requests download it and run with --baseline … --fail-on-regression; its commands parse."""
+    import shlex
+    from pathlib import Path
+
+    yaml = pytest.importorskip("yaml")
+    path = Path(__file__).resolve().parent.parent / "examples" / "github" / "regression-gate.yml"
+    flow = yaml.safe_load(path.read_text())
+    steps = flow["jobs"]["loadtest"]["steps"]
+    uploads = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert any(s["with"]["name"] == "loadtest-baseline" and "push" in s["if"] for s in uploads)
+    download = [s for s in steps if s.get("uses", "").startswith("actions/download-artifact")][0]
+    assert download["with"]["name"] == "loadtest-baseline" and download["with"]["path"] == "baseline"
+    script = [s for s in steps if "loadtest run" in s.get("run", "")][0]["run"]
+    commands = [shlex.split(line.strip()) for line in script.splitlines() if line.strip().startswith("loadtest run")]
+    gated = [c for c in commands if "--fail-on-regression" in c]
+    assert gated and gated[0][gated[0].index("--baseline") + 1] == "baseline"
+    parser = cli.build_parser()
+    monkeypatch.chdir(path.parent.parent.parent)  # the workflow runs at the repository's root
+    for c in commands:
+        args = parser.parse_args(c[1:])
+        s = cli.scenario_from_args(args)  # the scenario file exists and the flags resolve
+        assert s.regions

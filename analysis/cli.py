@@ -131,6 +131,10 @@ def run_report(args: argparse.Namespace) -> int:
         return _fail(f"cannot write the report: {e}. Pick a writable place with -o FILE.")
     print(f"Report: {path}")
     print(f"        {path.parent / 'summary.csv'}, {path.parent / 'summary.md'}")
+    if args.baseline is not None:  # compared all the same (a report is for reading, not a gate): say so
+        mismatch = runfolder.scenario_mismatch(args.baseline, runfolder.read_run_json(args.run_dir))
+        if mismatch:
+            print(f"note: {mismatch}; read the comparison with that in mind")
     return 0
 
 

@@ -278,7 +278,8 @@ SETTINGS: tuple[Setting, ...] = (
             scenario=False),
     # the regression gate: this run against an earlier one
     Setting("baseline", "", _text,
-            "an earlier run folder of the same scenario to compare with (report, slo.md, junit.xml)",
+            "an earlier run folder of the same scenario to compare with in the report; with "
+            "--fail-on-regression, the gate's baseline",
             locust=False, scenario=False),
     Setting("fail_on_regression", "false", parse_bool,
             "exit 1 when a region × variant × endpoint regressed against --baseline beyond a "

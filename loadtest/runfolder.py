@@ -82,6 +82,21 @@ def scenario_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
+def scenario_mismatch(baseline_dir: str | Path, current: dict[str, Any]) -> str | None:
+    """'baseline X ran a different scenario (…): users 16 → 32' when the run folder's config
+    hash differs from `current`'s (run.json contents) or is not recorded; None when equal."""
+    meta = read_run_json(Path(baseline_dir))
+    theirs, ours = meta.get("config_hash"), current.get("config_hash")
+    if not theirs:
+        return f"baseline {baseline_dir} records no config hash in run.json, so it cannot be told to have run the same scenario"
+    if theirs == ours:
+        return None
+    diff = scenario_differences(meta.get("config") or {}, current.get("config") or {})
+    what = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "") if diff else \
+        "run.json does not record which settings differ"
+    return f"baseline {baseline_dir} ran a different scenario (config hash {theirs}, this run {ours}): {what}"
+
+
 def baseline_problem(baseline_dir: str | Path, current: dict[str, Any], any_config: bool = False) -> str | None:
     """Why `baseline_dir` is not a comparable baseline for a run of `current` (run.json
     contents: config_hash and config), or None when it is: it must be a run folder with
@@ -92,19 +107,9 @@ def baseline_problem(baseline_dir: str | Path, current: dict[str, Any], any_conf
         return f"baseline {base} is not a folder; pass the run folder of an earlier run (e.g. reports/<run-id>)"
     if not any(base.glob(records.REQUESTS_GLOB)):
         return f"baseline {base} holds no {records.REQUESTS_GLOB}; pass the folder of a run that recorded requests"
-    if any_config:
-        return None
-    meta = read_run_json(base)
-    theirs, ours = meta.get("config_hash"), current.get("config_hash")
-    if not theirs:
-        return (f"baseline {base} records no config hash in run.json, so it cannot be told to have run the same "
-                "scenario; pass --baseline-any-config to compare anyway")
-    if theirs != ours:
-        diff = scenario_differences(meta.get("config") or {}, current.get("config") or {})
-        what = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "") if diff else \
-            "run.json does not record which settings differ"
-        return (f"baseline {base} ran a different scenario (config hash {theirs}, this run {ours}): {what}. "
-                "Compare runs of the same scenario, or pass --baseline-any-config to compare anyway")
+    mismatch = None if any_config else scenario_mismatch(base, current)
+    if mismatch:
+        return f"{mismatch}. Compare runs of the same scenario, or pass --baseline-any-config to compare anyway"
     return None
 
 

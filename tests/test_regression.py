@@ -287,6 +287,10 @@ def test_compare_refuses_a_gate_across_scenarios_with_exit_2(tmp_path, capsys):
     assert cli.main(argv + ["--baseline-any-config"]) in (0, 1) and (tmp_path / "c-junit.xml").exists()
     # without the gate, runs of different scenarios are compared side by side as before
     assert cli.main(argv[:3] + ["-o", str(tmp_path / "d.html")]) == 0 and not (tmp_path / "d-junit.xml").exists()
+    capsys.readouterr()
+    # a report against such a baseline is built, with a note saying so
+    assert cli.main(["report", str(tmp_path / "b"), "--baseline", str(tmp_path / "a"), "-o", str(tmp_path / "r.html")]) == 0
+    assert "note: baseline" in capsys.readouterr().out
 
 
 def test_scenario_file_keys_and_their_validation(tmp_path):

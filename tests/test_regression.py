@@ -14,14 +14,25 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from synthetic import make_run
 
-from analysis.compare import against_baseline, compare_baseline, compare_groups, compare_runs
+from analysis.compare import (
+    against_baseline,
+    compare_baseline,
+    compare_groups,
+    compare_runs,
+)
 from analysis.load import load_run
-from analysis.regression import ThresholdError, gate, parse_threshold, parse_thresholds, resolve
+from analysis.regression import (
+    ThresholdError,
+    gate,
+    parse_threshold,
+    parse_thresholds,
+    resolve,
+)
 from analysis.report import build_report
 from analysis.stats import compute_stats
 from loadtest import cli, config, runfolder
-from synthetic import make_run
 
 REGIONS = {"uk": (5.0, 0.4), "us": (5.2, 0.45)}
 

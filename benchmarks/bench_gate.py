@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gate.py                 # 3 × 100 pairs, power at +15…+30 %
     python benchmarks/bench_gate.py --sets 10
+    python benchmarks/bench_gate.py --quick         # 1 × 100 pairs, power at +25 % only
 
 A "pair" is a baseline run and a current run of one scenario (2 regions × 3 endpoints,
 ~4,000 requests per run: respond ~1,300, create and close ~700 each). One synthetic run
@@ -24,8 +25,9 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "benchmarks")]
 
+from common import machine_info  # noqa: E402
 from analysis.compare import against_baseline  # noqa: E402
 from analysis.load import load_run  # noqa: E402
 from analysis.stats import compute_stats  # noqa: E402
@@ -45,11 +47,14 @@ def stats(folder: Path, seed: int, **kw):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", type=int, default=3, help="sets of 100 pairs for the false-alarm rate")
+    ap.add_argument("--quick", action="store_true", help="one set, power at +25 %% only")
     args = ap.parse_args()
+    print(machine_info())
+    sets, factors = (1, (1.25,)) if args.quick else (args.sets, (1.15, 1.2, 1.25, 1.3))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         gate_fails = point_fails = pairs = judged = 0
-        for k in range(args.sets):
+        for k in range(sets):
             checks = against_baseline(stats(work / f"c{k}", 2 * k + 2), stats(work / f"b{k}", 2 * k + 1)).checks
             by_pair = defaultdict(list)
             for c in checks:
@@ -62,7 +67,7 @@ def main() -> None:
         print(f"false alarms: the gate failed {gate_fails} of {pairs} pairs ({judged:,} metrics judged); "
               f"point estimates against the same limits failed {point_fails} of {pairs}")
         base = stats(work / "base", 7)
-        for factor in (1.15, 1.2, 1.25, 1.3):
+        for factor in factors:
             cur = stats(work / f"slow{factor}", 8, endpoint_factor={("uk", "respond"): factor})
             checks = against_baseline(cur, base, ["p95:+10%"]).checks
             target = [c for c in checks if (c["region"], c["endpoint"]) == ("uk", "respond")]

@@ -894,7 +894,7 @@ def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
     head = ["region", "variant", "endpoint"]
     for n in names:
         head += [f"{n} p95", f"{n} err"]
-    head += ["Δp95 (last vs first)", "95% CI", "p95", "p50", "p99", "errors", "shift"]
+    head += ["Δp95 (last vs first)", "95% CI", "p95 verdict", "p50 verdict", "p99 verdict", "errors verdict", "shift"]
     rows = [head]
     for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
         row = [reg, var or "–", ep]

@@ -206,13 +206,14 @@ def judge(row: dict | pd.Series, t: Threshold, baseline: str = "the baseline") -
         now, before = row["error_rate"], row["base_error_rate"]
         enough = row["count"] > 0 and row["base_count"] > 0
     else:
-        name = pct_name(t.q)
+        q = float(t.metric[1:])
+        name = pct_name(q)
         suffix = "_pct" if t.unit == UNIT_REL else "_ms"
         d = row[f"d_{name}{suffix}"]
         lo, hi = (row[f"d_{name}_pct_lo"], row[f"d_{name}_pct_hi"]) if t.unit == UNIT_REL else \
             (row[f"d_{name}_lo"], row[f"d_{name}_hi"])
         now, before = row[f"{name}_ms"], row[f"base_{name}_ms"]
-        need = max(MIN_SAMPLE, math.ceil(MIN_TAIL / (1 - t.q / 100)))
+        need = max(MIN_SAMPLE, math.ceil(MIN_TAIL / (1 - q / 100)))
         enough = min(row["successes"], row["base_successes"]) >= need and not math.isnan(lo)
     check = {
         "kind": "regression", "expr": f"{where}.{t.metric} {t.limit_text} vs baseline", "scope": where,

@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from analysis.compare import compare_baseline, compare_groups, diff_ci, mann_whitney, resample, verdict
+from analysis.compare import compare_baseline, compare_groups, diff_ci, error_rate_diff, mann_whitney, resample, verdict
 from analysis.load import load_run
 from analysis.stats import compute_stats
 from synthetic import make_run
@@ -104,3 +104,25 @@ def test_baseline_regression_flagged(tmp_path):
     # identical runs: no regression
     same = compare_baseline(base, base)
     assert not same.regression.any() and set(same.status) == {"ok"}
+
+
+def test_error_rate_interval_is_newcombes_and_honest_at_zero_errors():
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10
+    d, lo, hi = error_rate_diff(56, 70, 48, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339) and d == pytest.approx(0.2)
+    _, lo, hi = error_rate_diff(9, 10, 3, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.1705, 0.8090)
+    _, lo, hi = error_rate_diff(0, 500, 0, 500)  # a Wald interval would be [0, 0]
+    assert lo < 0 < hi and hi == pytest.approx(0.0076, abs=1e-4)
+
+
+def test_mann_whitney_matches_scipy():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(3)
+    for n1, n2, shift, digits in ((100, 200, 0.0, None), (1_000, 1_300, 0.05, None), (50, 60, 0.2, -1)):
+        a, b = rng.lognormal(5 + shift, 0.4, n1), rng.lognormal(5, 0.4, n2)
+        if digits is not None:  # ties
+            a, b = np.round(a, digits), np.round(b, digits)
+        expect = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
+        assert mann_whitney(a, b, rng, max_n=10**9) == pytest.approx(expect, rel=1e-9)

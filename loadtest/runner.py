@@ -331,6 +331,7 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
     if not any(run_dir.glob(records.REQUESTS_GLOB)):
         print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
+    from analysis import regression
     from analysis.compare import against_baseline
     from analysis.load import RunDataError, load_run
     from analysis.report import format_stats_table, write_report
@@ -357,6 +358,8 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
         if scenario.slos or checks:  # before the report, which shows the SLO table from slo.json
             slo.write_reports(results, run_dir, checks)
             print(slo.markdown(results, checks))
+        elif base:
+            print(regression.markdown(base.checks) + "(not gating the exit code: add --fail-on-regression)")
         if scenario.slos:
             run.slo = results  # the report's verdict banner and SLO table
         if code == EXIT_OK:

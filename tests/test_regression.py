@@ -382,3 +382,23 @@ def test_the_github_workflow_example_gates_pull_requests_on_mains_run(monkeypatc
         args = parser.parse_args(c[1:])
         s = cli.scenario_from_args(args)  # the scenario file exists and the flags resolve
         assert s.regions
+
+
+def test_runner_finish_gates_only_with_fail_on_regression(regressed, tmp_path, capsys):
+    """The end of `loadtest run` on recorded data: a bare --baseline compares (exit 0, no
+    junit.xml); --fail-on-regression gates (exit 1, junit.xml, slo.md, regression.json)."""
+    import shutil
+
+    from loadtest import runner
+
+    for gate_on, expect in ((False, 0), (True, 1)):
+        run_dir = tmp_path / f"pr-{gate_on}"
+        shutil.copytree(regressed / "pr", run_dir)
+        scenario = config.resolve({"baseline": str(regressed / "main"), "fail_on_regression": gate_on,
+                                   "regressions": ["p95:+10%"]}, environ={})
+        assert runner.finish(run_dir, scenario, runner.EXIT_OK) == expect
+        out = capsys.readouterr().out
+        assert "Regression against `main`" in out and "uk.a.respond.p95" in out
+        assert ("not gating" in out) is not gate_on
+        assert (run_dir / "junit.xml").exists() is gate_on and (run_dir / "regression.json").exists() is gate_on
+        assert "Regression against main" in (run_dir / "report.html").read_text()

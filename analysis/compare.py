@@ -3,10 +3,18 @@
     from analysis.compare import compare_groups, compare_baseline, compare_runs
     regions = compare_groups(stats, by="region")                  # reference: fastest p50
     variants = compare_groups(stats, by="variant", control="a")   # reference: control / first
-    base = compare_baseline(stats, baseline_stats)                # regressions flagged
+    base = compare_baseline(stats, baseline_stats, thresholds)    # + regression verdicts
+    gated = against_baseline(stats, baseline_stats, thresholds, "run-id")  # table + the gate's checks
+    runs = compare_runs([stats_a, stats_b])                       # later runs against the first
 
-Every difference in p50/p95/p99 comes with a bootstrap 95% confidence interval, and every
-row with a Mann-Whitney U test, so a report can say when a difference is just noise.
+Every difference carries its own 95% confidence interval and its own verdict from that
+interval (`ci_verdict`): "significant" when the interval excludes zero, "noise" when it
+contains zero, "too few" when there are too few samples for one. That holds for each of
+p50/p95/p99 (bootstrap) and the error rate (Newcombe's score interval), so a difference is
+never called real while its interval straddles zero, nor noise while it excludes zero. A
+Mann-Whitney U test of the whole distributions is reported apart, as the *distribution
+shift* (column `shift`, p-value `mw_p`): it answers a different question ("is one
+distribution stochastically larger?") and can disagree with a single percentile.
 
 How the bootstrap stays cheap on millions of rows (BOOTSTRAP_METHOD, stated in the report):
 it uses the exact bootstrap distribution of order statistics instead of materialising
@@ -14,40 +22,46 @@ resamples. The k-th smallest value of a size-n resample drawn with replacement i
 sample's value at rank ⌈n·U⌉ with U ~ Beta(k, n − k + 1) (and the next one follows from a
 second Beta draw), so each bootstrap replicate of a percentile costs two random numbers and
 one lookup in the already-sorted latencies: all rows are used, no subsampling, no binning,
-and 2,000 replicates per group take microseconds. The Mann-Whitney test (O(n log n)) runs
-on a random subsample of ≤ 20,000 requests per group.
+and 2,000 replicates per group take microseconds. The interval's ends are replicates
+themselves (the 2.5 % "lower" and 97.5 % "higher" order statistics of the replicates), so
+the absolute (ms) and relative (%) intervals of a difference always agree on its sign. The
+Mann-Whitney test (O(n log n)) runs on a random subsample of ≤ 20,000 requests per group.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from analysis.stats import ENDPOINT_ORDER, RunStats, percentiles
+from analysis.regression import Threshold, gate, gated_percentiles, parse_thresholds
+from analysis.stats import ENDPOINT_ORDER, RunStats, pct_name, percentiles
 
 N_BOOT = 2000
 MW_SAMPLE = 20_000
 ALPHA = 0.05
+LEVEL = 0.95
+Z = 1.959963984540054  # two-sided 95 % normal quantile
 MIN_SAMPLE = 20  # below this many successes per group, no CI or test
 COMPARE_QS = (50, 95, 99)
 
-BOOTSTRAP_METHOD = (
-    f"Percentile differences carry 95% bootstrap confidence intervals ({N_BOOT:,} replicates per "
-    "group, all rows used): each replicate of a percentile is drawn from the exact bootstrap "
-    "distribution of the order statistics (the k-th smallest of a resample is the sample's value "
-    "at rank ⌈n·U⌉, U ~ Beta(k, n−k+1)), which costs O(1) per replicate instead of a full resample. "
-    f"\"Significant\" / \"noise\": two-sided Mann-Whitney U test at p < {ALPHA:g} on a random "
-    f"subsample of ≤ {MW_SAMPLE:,} successful requests per group. Error-rate differences: 95% "
-    "Wald interval."
-)
+#: Verdicts of one difference, from its own interval.
+SIGNIFICANT, NOISE, TOO_FEW, REFERENCE = "significant", "noise", "too few", "reference"
 
-#: Default regression thresholds for run-vs-baseline.
-P95_THRESHOLD = 0.10   # +10% p95
-ERROR_THRESHOLD = 0.01  # +1 percentage point error rate
+BOOTSTRAP_METHOD = (
+    f"Every difference carries a 95% confidence interval and its own verdict: \"significant\" when "
+    "the interval excludes zero, \"noise\" when it contains zero. Percentile differences: bootstrap "
+    f"({N_BOOT:,} replicates per group, all rows used); each replicate of a percentile is drawn from "
+    "the exact bootstrap distribution of the order statistics (the k-th smallest of a resample is "
+    "the sample's value at rank ⌈n·U⌉, U ~ Beta(k, n−k+1)), which costs O(1) per replicate instead "
+    "of a full resample. Error-rate differences: Newcombe's hybrid score interval. \"Distribution "
+    f"shift\": a separate two-sided Mann-Whitney U test of the whole latency distributions at "
+    f"p < {ALPHA:g}, on a random subsample of ≤ {MW_SAMPLE:,} successful requests per group; it can "
+    "disagree with a single percentile's verdict, which is why it is shown apart."
+)
 
 
 # --------------------------------------------------------------------------- primitives
@@ -91,29 +105,36 @@ def resample(sorted_values: np.ndarray, rng: np.random.Generator, qs: Sequence[f
     return Resampled(exact, boot, n)
 
 
-def diff_ci(a: Resampled, b: Resampled, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _interval(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (low, high) ends of a percentile interval of bootstrap replicates (per column,
+    NaN replicates left out; NaN where a column has none).
+
+    Each end is a replicate itself (numpy's "lower"/"higher" order statistic, no
+    interpolation), so the intervals of a − b and of a / b − 1 always agree on the sign of
+    the difference."""
+    tail = (1 - level) / 2
+    s = np.sort(boot, axis=0)  # NaNs last
+    valid = (~np.isnan(boot)).sum(axis=0)
+    cols = np.arange(boot.shape[1])
+    lo_i = np.floor(tail * (valid - 1)).astype(np.int64)
+    hi_i = np.ceil((1 - tail) * (valid - 1)).astype(np.int64)
+    none = valid == 0
+    lo = s[np.maximum(lo_i, 0), cols]
+    hi = s[np.maximum(hi_i, 0), cols]
+    return np.where(none, np.nan, lo), np.where(none, np.nan, hi)
+
+
+def diff_ci(a: Resampled, b: Resampled, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Difference a − b in each percentile: (exact diff, CI low, CI high)."""
-    diff = a.exact - b.exact
-    boot = a.boot - b.boot
-    tail = (1 - level) / 2 * 100
-    with np.errstate(invalid="ignore"):
-        if np.isnan(boot).all():
-            nan = np.full(diff.shape, np.nan)
-            return diff, nan, nan
-        lo, hi = np.nanpercentile(boot, [tail, 100 - tail], axis=0)
-    return diff, lo, hi
+    lo, hi = _interval(a.boot - b.boot, level)
+    return a.exact - b.exact, lo, hi
 
 
-def ratio_ci(a: Resampled, b: Resampled, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ratio_ci(a: Resampled, b: Resampled, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Relative difference a / b − 1 in each percentile: (exact, CI low, CI high)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         rel = a.exact / b.exact - 1
-        boot = a.boot / b.boot - 1
-        if np.isnan(boot).all():
-            nan = np.full(rel.shape, np.nan)
-            return rel, nan, nan
-        tail = (1 - level) / 2 * 100
-        lo, hi = np.nanpercentile(boot, [tail, 100 - tail], axis=0)
+        lo, hi = _interval(a.boot / b.boot - 1, level)
     return rel, lo, hi
 
 
@@ -127,23 +148,89 @@ def mann_whitney(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, max_n: 
         b = b[rng.choice(len(b), max_n, replace=False)]
     if np.array_equal(a, b) or (a.min() == a.max() == b.min() == b.max()):
         return 1.0
-    return float(sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue)
+    # scipy.stats.mannwhitneyu(a, b, method="asymptotic") (tie and continuity corrected), without
+    # its per-call overhead, which dominated a baseline comparison of a few hundred groups.
+    n1, n2 = len(a), len(b)
+    n = n1 + n2
+    ranks = sps.rankdata(np.concatenate([a, b]))
+    u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2
+    u = max(u1, n1 * n2 - u1)
+    _, ties = np.unique(ranks, return_counts=True)
+    ties = ties[ties > 1].astype(float)
+    var = n1 * n2 / 12 * ((n + 1) - (ties ** 3 - ties).sum() / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(var)
+    return min(1.0, math.erfc(z / math.sqrt(2)))
+
+
+def _wilson(e: int, n: int) -> tuple[float, float]:
+    p = e / n
+    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z / (1 + Z * Z / n) * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def error_rate_diff(e1: int, n1: int, e2: int, n2: int) -> tuple[float, float, float]:
-    """Error rate 1 − error rate 2 with a 95% Wald interval (NaN if a side has no requests)."""
+    """Error rate 1 − error rate 2 with a 95% interval (NaN if a side has no requests).
+
+    Newcombe's hybrid score interval (his method 10, from two Wilson intervals): unlike the
+    Wald interval it stays honest at error rates near zero, where load tests live (a Wald
+    interval around 0 errors of 500 has width zero)."""
     if n1 <= 0 or n2 <= 0:
         return math.nan, math.nan, math.nan
     p1, p2 = e1 / n1, e2 / n2
+    (l1, u1), (l2, u2) = _wilson(e1, n1), _wilson(e2, n2)
     d = p1 - p2
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    return d, d - 1.96 * se, d + 1.96 * se
+    return d, d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def ci_verdict(lo: float, hi: float) -> str:
+    """The verdict of one difference from its own interval: SIGNIFICANT when the interval
+    excludes zero, NOISE when it contains zero, TOO_FEW when there is none."""
+    if math.isnan(lo) or math.isnan(hi):
+        return TOO_FEW
+    return SIGNIFICANT if lo > 0 or hi < 0 else NOISE
 
 
 def verdict(p: float) -> str:
-    if p != p:  # NaN
-        return "too few"
-    return "significant" if p < ALPHA else "noise"
+    """The distribution-shift verdict of a Mann-Whitney p-value (not of any one percentile)."""
+    if math.isnan(p):
+        return TOO_FEW
+    return SIGNIFICANT if p < ALPHA else NOISE
+
+
+def differences(a: Resampled, b: Resampled, qs: Sequence[float], errors: tuple[int, int, int, int]) -> dict:
+    """Columns of a − b for one pair of groups: per q in `qs` the difference in ms and in %,
+    each with its interval, and its verdict; the same for the error rate (errors =
+    (errors a, requests a, errors b, requests b)).
+
+    Keys: d_pNN_ms, d_pNN_lo, d_pNN_hi, d_pNN_pct, d_pNN_pct_lo, d_pNN_pct_hi, d_pNN_verdict,
+    d_pNN_significant; d_error_rate, d_error_lo, d_error_hi, d_error_verdict."""
+    d, lo, hi = diff_ci(a, b)
+    rel, rlo, rhi = ratio_ci(a, b)
+    row: dict = {}
+    for i, q in enumerate(qs):
+        name = pct_name(q)
+        v = ci_verdict(lo[i], hi[i])
+        row.update({f"d_{name}_ms": d[i], f"d_{name}_lo": lo[i], f"d_{name}_hi": hi[i],
+                    f"d_{name}_pct": rel[i], f"d_{name}_pct_lo": rlo[i], f"d_{name}_pct_hi": rhi[i],
+                    f"d_{name}_verdict": v, f"d_{name}_significant": v == SIGNIFICANT})
+    de, delo, dehi = error_rate_diff(*errors)
+    row.update(d_error_rate=de, d_error_lo=delo, d_error_hi=dehi, d_error_verdict=ci_verdict(delo, dehi))
+    return row
+
+
+def _reference_columns(qs: Sequence[float]) -> dict:
+    """The difference columns of a reference row: no difference, verdict "reference"."""
+    row: dict = {}
+    for q in qs:
+        name = pct_name(q)
+        row.update({f"d_{name}_{k}": math.nan for k in ("ms", "lo", "hi", "pct", "pct_lo", "pct_hi")})
+        row.update({f"d_{name}_verdict": REFERENCE, f"d_{name}_significant": False})
+    row.update(d_error_rate=math.nan, d_error_lo=math.nan, d_error_hi=math.nan, d_error_verdict=REFERENCE,
+               mw_p=math.nan, shift=REFERENCE)
+    return row
 
 
 # --------------------------------------------------------------------------- tables
@@ -159,9 +246,8 @@ def compare_groups(stats: RunStats, by: str = "region", reference: str | None = 
     by="region": reference = the fastest region by p50 (per endpoint), unless `reference`.
     by="variant": reference = `control` (or `reference`), else the first variant.
     Columns: endpoint, group, is_reference, reference, count, errors, error_rate, p50_ms,
-    p95_ms, p99_ms, then for each q in (50, 95, 99): d_p{q}_ms, d_p{q}_lo, d_p{q}_hi,
-    d_p{q}_pct, d_p{q}_pct_lo, d_p{q}_pct_hi, d_p{q}_significant; then d_error_rate,
-    d_error_lo, d_error_hi, mw_p, verdict.
+    p95_ms, p99_ms, then the `differences` columns for (50, 95, 99) and the error rate
+    (verdict "reference" on the reference row), then mw_p and shift (Mann-Whitney).
     """
     if by not in ("region", "variant"):
         raise ValueError("by must be 'region' or 'variant'")
@@ -186,108 +272,116 @@ def compare_groups(stats: RunStats, by: str = "region", reference: str | None = 
             ref = present[0]
         ref_vals = samples.get((ref, ep), np.array([]))
         ref_rs = resample(ref_vals, rng)
+        ref_row = t.loc[ref]
         for g in present:
             r = t.loc[g]
             row = {"endpoint": ep, "group": g, "is_reference": g == ref, "reference": ref,
                    "count": int(r["count"]), "errors": int(r["errors"]), "error_rate": float(r["error_rate"]),
                    "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"]}
-            vals = samples.get((g, ep), np.array([]))
-            rs = ref_rs if g == ref else resample(vals, rng)
-            d, lo, hi = diff_ci(rs, ref_rs)
-            rel, rlo, rhi = ratio_ci(rs, ref_rs)
-            for i, q in enumerate(COMPARE_QS):
-                row[f"d_p{q}_ms"] = d[i]
-                row[f"d_p{q}_lo"] = lo[i]
-                row[f"d_p{q}_hi"] = hi[i]
-                row[f"d_p{q}_pct"] = rel[i]
-                row[f"d_p{q}_pct_lo"] = rlo[i]
-                row[f"d_p{q}_pct_hi"] = rhi[i]
-                row[f"d_p{q}_significant"] = bool(g != ref and lo[i] == lo[i] and (lo[i] > 0 or hi[i] < 0))
-            ref_row = t.loc[ref]
-            de, delo, dehi = error_rate_diff(int(r["errors"]), int(r["count"]), int(ref_row["errors"]), int(ref_row["count"]))
-            row.update(d_error_rate=de, d_error_lo=delo, d_error_hi=dehi)
             if g == ref:
-                row.update(mw_p=math.nan, verdict="reference")
+                row.update(_reference_columns(COMPARE_QS))
             else:
+                vals = samples.get((g, ep), np.array([]))
+                row.update(differences(resample(vals, rng), ref_rs, COMPARE_QS,
+                                       (int(r["errors"]), int(r["count"]), int(ref_row["errors"]), int(ref_row["count"]))))
                 p = mann_whitney(vals, ref_vals, rng)
-                row.update(mw_p=p, verdict=verdict(p))
+                row.update(mw_p=p, shift=verdict(p))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def compare_baseline(current: RunStats, baseline: RunStats, p95_threshold: float = P95_THRESHOLD,
-                     error_threshold: float = ERROR_THRESHOLD, seed: int = 0) -> pd.DataFrame:
-    """This run against a baseline run, per region × variant × endpoint.
+def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None,
+                     seed: int = 0, baseline_name: str = "the baseline") -> pd.DataFrame:
+    """This run against a baseline run, per region × variant × endpoint, with regression verdicts.
 
-    A row is flagged `regression` when p95 grew by more than `p95_threshold` (relative) or
-    the error rate by more than `error_threshold` (absolute); `improvement` for the mirror
-    image. Columns: region, variant, endpoint, count, base_count, p50/p95/p99 (_ms and
-    base_…_ms), d_p50_pct, d_p95_pct, d_p99_pct, d_p95_lo, d_p95_hi (relative CI), error_rate,
-    base_error_rate, d_error_rate, mw_p, verdict, status (regression|improvement|ok|new|missing),
-    regression (bool), reasons.
+    thresholds: `analysis.regression` thresholds (parsed or as text; None: its defaults).
+    Columns: region, variant, endpoint, count, base_count, successes, base_successes; per q in
+    COMPARE_QS and every gated percentile: pNN_ms, base_pNN_ms and the `differences`
+    columns (now − before); error_rate, base_error_rate and the error-rate differences;
+    mw_p, shift; status (regression|missing|improvement|ok|new), regression (bool), reasons
+    (the failed checks, worst first, as text).
     """
+    thresholds = parse_thresholds(thresholds)
+    qs = sorted(set(COMPARE_QS) | set(gated_percentiles(thresholds)))
     rng = np.random.default_rng(seed)
     keys = ["region", "variant", "endpoint"]
-    cur = current.summary().set_index(keys)
-    base = baseline.summary().set_index(keys)
+    cur = current.summary().set_index(keys).to_dict("index")
+    base = baseline.summary().set_index(keys).to_dict("index")
     cur_s = current.latencies(tuple(keys))
     base_s = baseline.latencies(tuple(keys))
-    index = list(cur.index) + [k for k in base.index if k not in cur.index]
+    index = list(cur) + [k for k in base if k not in cur]
+    empty = np.array([])
     rows = []
     for k in index:
-        c = cur.loc[k] if k in cur.index else None
-        b = base.loc[k] if k in base.index else None
-        row = dict(zip(keys, k))
-        row["count"] = int(c["count"]) if c is not None else 0
-        row["base_count"] = int(b["count"]) if b is not None else 0
-        for q in COMPARE_QS:
-            row[f"p{q}_ms"] = float(c[f"p{q}_ms"]) if c is not None else math.nan
-            row[f"base_p{q}_ms"] = float(b[f"p{q}_ms"]) if b is not None else math.nan
-            with np.errstate(invalid="ignore", divide="ignore"):
-                row[f"d_p{q}_pct"] = row[f"p{q}_ms"] / row[f"base_p{q}_ms"] - 1 if row[f"base_p{q}_ms"] else math.nan
+        c, b = cur.get(k), base.get(k)
+        row: dict = dict(zip(keys, k))
+        a_vals, b_vals = cur_s.get(k, empty), base_s.get(k, empty)
+        a_rs, b_rs = resample(a_vals, rng, qs), resample(b_vals, rng, qs)
+        row.update(count=int(c["count"]) if c is not None else 0, base_count=int(b["count"]) if b is not None else 0,
+                   successes=a_rs.n, base_successes=b_rs.n)
+        for i, q in enumerate(qs):
+            row[f"{pct_name(q)}_ms"], row[f"base_{pct_name(q)}_ms"] = a_rs.exact[i], b_rs.exact[i]
         row["error_rate"] = float(c["error_rate"]) if c is not None else math.nan
         row["base_error_rate"] = float(b["error_rate"]) if b is not None else math.nan
-        row["d_error_rate"] = row["error_rate"] - row["base_error_rate"]
-        a_vals = cur_s.get(k, np.array([]))
-        b_vals = base_s.get(k, np.array([]))
-        if row["count"] and row["base_count"]:
-            rel, lo, hi = ratio_ci(resample(a_vals, rng), resample(b_vals, rng))
-            row["d_p95_lo"], row["d_p95_hi"] = lo[1], hi[1]
-            p = mann_whitney(a_vals, b_vals, rng)
-        else:
-            row["d_p95_lo"] = row["d_p95_hi"] = p = math.nan
-        row["mw_p"] = p
-        row["verdict"] = verdict(p)
-        reasons = []
-        if not row["base_count"] and row["count"]:
-            status = "new"
-        elif row["base_count"] and not row["count"]:
-            status = "missing"
-        else:
-            d95 = row["d_p95_pct"]
-            der = row["d_error_rate"]
-            if d95 == d95 and d95 > p95_threshold:
-                reasons.append(f"p95 {d95:+.0%}")
-            if der == der and der > error_threshold:
-                reasons.append(f"error rate {der * 100:+.1f} pt")
-            if reasons:
-                status = "regression"
-            elif (d95 == d95 and d95 < -p95_threshold) or (der == der and der < -error_threshold):
-                status = "improvement"
-            else:
-                status = "ok"
-        row["status"] = status
-        row["regression"] = status == "regression"
-        row["reasons"] = ", ".join(reasons)
+        errors = (int(c["errors"]) if c is not None else 0, row["count"],
+                  int(b["errors"]) if b is not None else 0, row["base_count"])
+        row.update(differences(a_rs, b_rs, qs, errors))
+        p = mann_whitney(a_vals, b_vals, rng)
+        row.update(mw_p=p, shift=verdict(p))
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    checks = gate(table, thresholds, baseline_name) if len(table) else []
+    per_group: dict[tuple, list[dict]] = {}
+    for c in checks:
+        per_group.setdefault((c["region"], c["variant"], c["endpoint"]), []).append(c)
+    status, reasons = [], []
+    for row in table.to_dict("records"):
+        mine = per_group.get((row["region"], row["variant"], row["endpoint"]), [])
+        failed = [c for c in mine if c["passed"] is False]
+        if row["base_count"] and not row["count"]:
+            status.append("missing")
+        elif not row["base_count"]:
+            status.append("new")
+        elif failed:
+            status.append("regression")
+        elif any(c["state"] == "improvement" for c in mine):
+            status.append("improvement")
+        else:
+            status.append("ok")
+        reasons.append(", ".join(f"{c['metric'].replace('_', ' ')} {c['observed_text']} (limit {c['threshold_text'][2:]})" for c in failed
+                                 if c["state"] == "regression"))
+    if len(table):
+        table["status"] = status
+        table["regression"] = [s in ("regression", "missing") for s in status]
+        table["reasons"] = reasons
+    return table
+
+
+@dataclass
+class BaselineComparison:
+    """A run against a baseline run: the per-group table and the regression checks."""
+
+    baseline_id: str
+    table: pd.DataFrame            # compare_baseline's table
+    checks: list[dict]             # analysis.regression.gate: one per group × gated metric
+    thresholds: list[Threshold]
+
+
+def against_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None,
+                     baseline_id: str = "the baseline", seed: int = 0) -> BaselineComparison:
+    """compare_baseline and the gate's checks in one: what the report and the verdict show."""
+    thresholds = parse_thresholds(thresholds)
+    table = compare_baseline(current, baseline, thresholds, seed, baseline_id)
+    checks = gate(table, thresholds, baseline_id) if len(table) else []
+    return BaselineComparison(baseline_id, table, checks, thresholds)
 
 
 def compare_runs(runs: Sequence[RunStats], names: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
     """Several runs side by side per region × variant × endpoint, against the first run.
 
-    Long format: one row per (region, variant, endpoint, run) with count, error_rate,
-    p50/p95/p99, d_p95_pct and mw_p/verdict against the first run's same group.
+    Long format: one row per (region, variant, endpoint, run) with count, errors, error_rate,
+    p50/p95/p99, the `differences` columns against the first run's same group (verdict
+    "reference" on the first run's rows), mw_p and shift.
     """
     rng = np.random.default_rng(seed)
     names = list(names) if names else [f"run {i + 1}" for i in range(len(runs))]
@@ -299,24 +393,29 @@ def compare_runs(runs: Sequence[RunStats], names: Sequence[str] | None = None, s
         for k in s.index:
             if k not in all_keys:
                 all_keys.append(k)
+    empty = np.array([])
     rows = []
     for k in all_keys:
+        first_vals = samples[0].get(k, empty)
+        first_rs = resample(first_vals, rng)
+        first = summaries[0].loc[k] if k in summaries[0].index else None
         for i, (s, name) in enumerate(zip(summaries, names)):
             row = dict(zip(keys, k))
             row["run"] = name
-            if k in s.index:
-                r = s.loc[k]
+            r = s.loc[k] if k in s.index else None
+            if r is not None:
                 row.update(count=int(r["count"]), errors=int(r["errors"]), error_rate=float(r["error_rate"]),
                            p50_ms=float(r["p50_ms"]), p95_ms=float(r["p95_ms"]), p99_ms=float(r["p99_ms"]))
             else:
                 row.update(count=0, errors=0, error_rate=math.nan, p50_ms=math.nan, p95_ms=math.nan, p99_ms=math.nan)
             if i == 0:
-                row.update(d_p95_pct=math.nan, mw_p=math.nan, verdict="reference")
+                row.update(_reference_columns(COMPARE_QS))
             else:
-                b95 = float(summaries[0].loc[k, "p95_ms"]) if k in summaries[0].index else math.nan
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    row["d_p95_pct"] = row["p95_ms"] / b95 - 1 if b95 else math.nan
-                p = mann_whitney(samples[i].get(k, np.array([])), samples[0].get(k, np.array([])), rng)
-                row.update(mw_p=p, verdict=verdict(p))
+                vals = samples[i].get(k, empty)
+                row.update(differences(resample(vals, rng), first_rs, COMPARE_QS,
+                                       (row["errors"], row["count"], int(first["errors"]) if first is not None else 0,
+                                        int(first["count"]) if first is not None else 0)))
+                p = mann_whitney(vals, first_vals, rng)
+                row.update(mw_p=p, shift=verdict(p))
             rows.append(row)
     return pd.DataFrame(rows)

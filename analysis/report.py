@@ -29,13 +29,14 @@ from analysis.charts import build_charts, region_colours
 from analysis.compare import (
     BOOTSTRAP_METHOD,
     COMPARE_QS,
-    ERROR_THRESHOLD,
-    P95_THRESHOLD,
-    compare_baseline,
+    SIGNIFICANT,
+    BaselineComparison,
+    against_baseline,
     compare_groups,
     compare_runs,
 )
 from analysis.load import Run, load_run
+from analysis.regression import Threshold, failures, offender_text
 from analysis.stats import (ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats,
                             percentiles)
 
@@ -211,12 +212,51 @@ def _slo_view(slo: list | None) -> dict:
             "text": f"All {n} service-level objective{'s' if n != 1 else ''} met.", "rows": rows}
 
 
+def _regression_banner(base: BaselineComparison | None) -> dict | None:
+    """The regression verdict beside the SLO banner: "Regression against RUN" and the worst
+    offenders, or that every gated metric stayed within its limit."""
+    if base is None:
+        return None
+    bad = failures(base.checks)
+    judged = sum(c["passed"] is not None for c in base.checks)
+    limits = ", ".join(t.expr for t in base.thresholds)
+    if bad:
+        return {"state": "fail", "big": "REGRESSED", "title": f"Regression against {base.baseline_id}",
+                "text": f"{len(bad)} of {judged} gated metrics regressed beyond their limits ({limits}), "
+                        "the whole 95% interval of the change beyond the limit. Worst:",
+                "worst": [offender_text(c) for c in bad[:5]]}
+    return {"state": "pass", "big": "NO REGRESSION", "title": f"No regression against {base.baseline_id}",
+            "text": f"{judged} gated metrics within their limits ({limits}).", "worst": []}
+
+
 def _main_endpoint(stats: RunStats) -> str:
     return "respond" if "respond" in stats.endpoints else (stats.endpoints[0] if stats.endpoints else "respond")
 
 
+def _reality(row: Any, q: int) -> str:
+    """'a real difference: 95% CI …' / 'within noise: …' from the percentile's own interval."""
+    verdict = row[f"d_p{q}_verdict"]
+    ci = f"95% CI {fmt_signed_ms(row[f'd_p{q}_lo'])} to {fmt_signed_ms(row[f'd_p{q}_hi'])}"
+    if verdict == SIGNIFICANT:
+        return f"a real difference: {ci}"
+    if verdict == "noise":
+        return f"within noise: {ci}"
+    return "too few requests to tell"
+
+
+def _regression_sentence(checks: list[dict], baseline_id: str) -> str:
+    bad = failures(checks)
+    if not bad:
+        judged = sum(c["passed"] is not None for c in checks)
+        return (f"Against the baseline {baseline_id}: no regression beyond the thresholds "
+                f"({judged} metric{'s' if judged != 1 else ''} judged).")
+    items = "; ".join(offender_text(c) for c in bad[:4])
+    more = f"; and {len(bad) - 4} more" if len(bad) > 4 else ""
+    return f"Against the baseline {baseline_id}: {len(bad)} regression{'s' if len(bad) != 1 else ''}: {items}{more}."
+
+
 def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None,
-              baseline: pd.DataFrame | None, slo: dict) -> list[str]:
+              checks: list[dict] | None, baseline_id: str | None, slo: dict) -> list[str]:
     """Plain-language sentences: what this report shows."""
     out = []
     meta = run.meta
@@ -244,7 +284,7 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
         out.append(
             f"{ref.group} was fastest: {ep} p95 {fmt_ms(ref.p95_ms)} (p50 {fmt_ms(ref.p50_ms)}); "
             f"{slow.group} slowest at {fmt_ms(slow.p95_ms)}, {fmt_signed_pct(slow.d_p95_pct)} "
-            f"({'a real difference' if slow.verdict == 'significant' else 'within noise' if slow.verdict == 'noise' else 'too few requests to tell'})."
+            f"({_reality(slow, 95)})."
         )
     elif len(reg) == 1:
         r = reg.iloc[0]
@@ -252,11 +292,11 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
     if variants is not None and len(variants):
         v = variants[(variants.endpoint == ep) & ~variants.is_reference]
         for _, row in v.head(3).iterrows():
-            sig = row.verdict == "significant"
+            err_real = "a real difference" if row.d_error_verdict == SIGNIFICANT else "within noise"
             out.append(
                 f"Variant {row.group} vs {row.reference}: {ep} p95 {fmt_signed_pct(row.d_p95_pct)} "
-                f"({'significant' if sig else 'noise' if row.verdict == 'noise' else 'too few requests'}), "
-                f"error rate {fmt_pt(row.d_error_rate)}."
+                f"({_reality(row, 95)}), error rate {fmt_pt(row.d_error_rate)} "
+                f"({err_real if row.d_error_verdict in (SIGNIFICANT, 'noise') else 'too few requests to tell'})."
             )
     if stats.total_errors and len(stats.top_errors):
         t = stats.top_errors.iloc[0]
@@ -271,16 +311,8 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
             orphans = int(overall.orphans.iloc[0])
             if orphans:
                 out.append(f"{orphans:,} conversation{'s were' if orphans != 1 else ' was'} opened but never closed successfully.")
-    if baseline is not None:
-        reg_rows = baseline[baseline.regression]
-        if len(reg_rows):
-            items = [f"{label(r.region)} · {label(r.variant) + ' · ' if r.variant else ''}{r.endpoint} ({r.reasons})"
-                     for _, r in reg_rows.head(4).iterrows()]
-            more = f" and {len(reg_rows) - 4} more" if len(reg_rows) > 4 else ""
-            out.append(f"Against the baseline: {len(reg_rows)} regression{'s' if len(reg_rows) != 1 else ''}: "
-                       f"{'; '.join(items)}{more}.")
-        else:
-            out.append("Against the baseline: no regression beyond the thresholds.")
+    if checks is not None:
+        out.append(_regression_sentence(checks, baseline_id))
     return out
 
 
@@ -301,12 +333,18 @@ def _request_rows(df: pd.DataFrame, colours: dict) -> list[dict]:
     return rows
 
 
-def _ci_cell(d: float, lo: float, hi: float, sig: bool, pct: float) -> dict:
+def _delta_cell(d: float, lo: float, hi: float, verdict: str, fmt: Any, text: str | None = None) -> dict:
+    """One difference as shown: the number, its 95% interval and its own verdict (from that
+    interval: the colour says worse/better only when the verdict is significant)."""
     if d != d:
-        return {"text": "–", "ci": "", "cls": ""}
-    ci = f"[{fmt_signed_ms(lo)}, {fmt_signed_ms(hi)}]" if lo == lo else "(too few for a CI)"
-    cls = ("worse" if d > 0 else "better") if sig else "same"
-    return {"text": f"{fmt_signed_ms(d)} ({fmt_signed_pct(pct)})", "ci": ci, "cls": cls}
+        return {"text": DASH, "ci": "", "cls": "", "verdict": ""}
+    ci = f"[{fmt(lo)}, {fmt(hi)}]" if lo == lo else "(too few for a CI)"
+    cls = ("worse" if d > 0 else "better") if verdict == SIGNIFICANT else "same"
+    return {"text": text or fmt(d), "ci": ci, "cls": cls, "verdict": verdict}
+
+
+def _shift_text(p: float) -> str:
+    return "" if p != p else (f"p = {p:.3f}" if p >= 0.001 else "p < 0.001")
 
 
 def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict]:
@@ -320,39 +358,41 @@ def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict
         for _, r in sub.iterrows():
             row = {"group": label(r.group), "colour": (colours or {}).get(r.group), "ref": bool(r.is_reference),
                    "count": f"{int(r['count']):,}", "error_rate": fmt_rate(r.error_rate, 2),
-                   "verdict": r.verdict, "mw_p": "" if r.mw_p != r.mw_p else (f"p = {r.mw_p:.3f}" if r.mw_p >= 0.001 else "p < 0.001")}
+                   "shift": r["shift"], "mw_p": _shift_text(r.mw_p)}
             for q in COMPARE_QS:
                 row[f"p{q}"] = fmt_ms(r[f"p{q}_ms"])
-                row[f"d{q}"] = None if r.is_reference else _ci_cell(
-                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], bool(r[f"d_p{q}_significant"]), r[f"d_p{q}_pct"])
-            if r.is_reference:
-                row["d_err"] = None
-            else:
-                de, lo, hi = r.d_error_rate, r.d_error_lo, r.d_error_hi
-                sig = lo == lo and (lo > 0 or hi < 0)
-                row["d_err"] = {"text": fmt_pt(de), "ci": f"[{fmt_pt(lo)}, {fmt_pt(hi)}]" if lo == lo else "",
-                                "cls": ("worse" if de > 0 else "better") if sig else "same"}
+                row[f"d{q}"] = None if r.is_reference else _delta_cell(
+                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], r[f"d_p{q}_verdict"], fmt_signed_ms,
+                    f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})")
+            row["d_err"] = None if r.is_reference else _delta_cell(
+                r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt)
             rows.append(row)
         out.append({"endpoint": ep, "reference": label(sub.reference.iloc[0]), "rows": rows})
     return out
 
 
-def _baseline_view(df: pd.DataFrame | None, colours: dict) -> list[dict]:
+def _baseline_view(df: pd.DataFrame | None, checks: list[dict], colours: dict) -> list[dict]:
+    """Rows of the run-vs-baseline table, regressions first; a gated metric that regressed
+    is marked on its cell."""
     if df is None or not len(df):
         return []
+    failed = {(c["region"], c["variant"], c["endpoint"], c["metric"]) for c in checks if c["state"] == "regression"}
     rows = []
     for _, r in df.iterrows():
-        rows.append({
-            "region": label(r.region), "variant": label(r.variant), "endpoint": r.endpoint,
-            "colour": colours.get(r.region, "#999"),
-            "count": f"{int(r['count']):,}", "base_count": f"{int(r.base_count):,}",
-            "p50": fmt_ms(r.p50_ms), "base_p50": fmt_ms(r.base_p50_ms), "d50": fmt_signed_pct(r.d_p50_pct),
-            "p95": fmt_ms(r.p95_ms), "base_p95": fmt_ms(r.base_p95_ms), "d95": fmt_signed_pct(r.d_p95_pct),
-            "d95_ci": f"[{fmt_signed_pct(r.d_p95_lo)}, {fmt_signed_pct(r.d_p95_hi)}]" if r.d_p95_lo == r.d_p95_lo else "",
-            "p99": fmt_ms(r.p99_ms), "base_p99": fmt_ms(r.base_p99_ms), "d99": fmt_signed_pct(r.d_p99_pct),
-            "err": fmt_rate(r.error_rate, 2), "base_err": fmt_rate(r.base_error_rate, 2), "d_err": fmt_pt(r.d_error_rate),
-            "verdict": r.verdict, "status": r.status, "reasons": r.reasons,
-        })
+        key = (r.region, r.variant, r.endpoint)
+        row = {"region": label(r.region), "variant": label(r.variant), "endpoint": r.endpoint,
+               "colour": colours.get(r.region, "#999"),
+               "count": f"{int(r['count']):,}", "base_count": f"{int(r.base_count):,}",
+               "err": fmt_rate(r.error_rate, 2), "base_err": fmt_rate(r.base_error_rate, 2),
+               "d_err": _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt),
+               "shift": r["shift"], "mw_p": _shift_text(r.mw_p), "status": r.status, "reasons": r.reasons}
+        row["d_err"]["regressed"] = (*key, "error_rate") in failed
+        for q in COMPARE_QS:
+            row[f"p{q}"], row[f"base_p{q}"] = fmt_ms(r[f"p{q}_ms"]), fmt_ms(r[f"base_p{q}_ms"])
+            row[f"d{q}"] = _delta_cell(r[f"d_p{q}_pct"], r[f"d_p{q}_pct_lo"], r[f"d_p{q}_pct_hi"],
+                                       r[f"d_p{q}_verdict"], lambda v: fmt_signed_pct(v, 1))
+            row[f"d{q}"]["regressed"] = (*key, f"p{q}") in failed
+        rows.append(row)
     order = {"regression": 0, "missing": 1, "new": 2, "improvement": 3, "ok": 4}
     rows.sort(key=lambda x: order.get(x["status"], 9))
     return rows
@@ -617,7 +657,7 @@ def summary_csv_text(stats: RunStats) -> str:
     return buf.getvalue()
 
 
-def summary_md_text(run: Run, stats: RunStats, slo: dict, baseline: pd.DataFrame | None = None) -> str:
+def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparison | None = None) -> str:
     """A Markdown summary to paste into a pull request."""
     m = run.meta
     verdict = {"pass": "✅ PASS", "fail": "❌ FAIL"}.get(slo["state"], "no SLOs")
@@ -648,15 +688,8 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, baseline: pd.DataFrame
             r.endpoint, f"{int(r['count']):,}", f"{int(r.errors):,} ({fmt_rate(r.error_rate, 2)})", f"{r.rps:,.1f}",
             fmt_ms(r.p50_ms), fmt_ms(r.p95_ms), fmt_ms(r.p99_ms), fmt_ms(r.max_ms)]
         lines.append("| " + " | ".join(cells) + " |")
-    if baseline is not None:
-        reg = baseline[baseline.regression]
-        lines.append("")
-        if len(reg):
-            lines.append(f"**{len(reg)} regression{'s' if len(reg) != 1 else ''} against the baseline:**")
-            for _, r in reg.iterrows():
-                lines.append(f"- {r.region}{' · ' + r.variant if r.variant else ''} · {r.endpoint}: {r.reasons}")
-        else:
-            lines.append("No regression against the baseline.")
+    if base is not None:
+        lines += ["", _regression_sentence(base.checks, base.baseline_id)]
     lines += ["", f"<sub>Latency percentiles over successful requests (exact). Config hash: "
                   f"`{m.get('config_hash', '–')}`.</sub>", ""]
     return "\n".join(lines)
@@ -684,15 +717,12 @@ def _atomic_write_all(files: dict[Path, str]) -> None:
                 pass
 
 
-def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
-                  baseline_stats: RunStats | None = None, control: str | None = None,
-                  p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD
-                  ) -> tuple[str, dict, pd.DataFrame | None]:
-    """The report HTML (and the SLO view and baseline table, for summary.md)."""
+def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = None,
+                  control: str | None = None) -> tuple[str, dict, BaselineComparison | None]:
+    """The report HTML (and the SLO view and the baseline comparison, for summary.md)."""
     colours = region_colours(stats.regions)
     regions = compare_groups(stats, "region")
     variants = compare_groups(stats, "variant", control=control) if stats.has_variants else None
-    base = compare_baseline(stats, baseline_stats, p95_threshold, error_threshold) if baseline_stats is not None else None
     slo = _slo_view(run.slo)
     charts = build_charts(stats, variants, run.stats_history)
     detail = stats.level("region·variant·endpoint")
@@ -708,8 +738,10 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
         "started": fmt_time(run.meta.get("started") or stats.window[0]),
         "duration": fmt_duration(stats.duration_s),
         "slo": slo,
+        "regression": _regression_banner(base),
         "status": _status_banner(run, stats),
-        "headline": _headline(run, stats, regions, variants, base, slo),
+        "headline": _headline(run, stats, regions, variants, base.checks if base else None,
+                              base.baseline_id if base else None, slo),
         "cards": _cards(stats),
         "facts": _run_facts(run, stats),
         "colours": colours,
@@ -723,10 +755,10 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
         "totals": _request_rows(stats.level("endpoint"), colours) if len(by_region.region.unique()) > 1 else [],
         "cmp_regions": _comparison_view(regions, colours) if len(stats.regions) > 1 else [],
         "cmp_variants": _comparison_view(variants, None),
-        "baseline": _baseline_view(base, colours),
-        "baseline_id": (baseline_run.run_id if baseline_run is not None else None),
-        "baseline_regressions": int(base.regression.sum()) if base is not None else 0,
-        "p95_threshold": f"{p95_threshold:.0%}", "error_threshold": f"{error_threshold * 100:g} pt",
+        "baseline": _baseline_view(base.table, base.checks, colours) if base else [],
+        "baseline_id": base.baseline_id if base else None,
+        "baseline_regressions": len(failures(base.checks)) if base else 0,
+        "thresholds": ", ".join(t.expr for t in base.thresholds) if base else "",
         "charts": charts,
         "conv": _conversation_view(stats, colours),
         "arrivals": _arrivals_view(run),
@@ -750,25 +782,27 @@ def render_report(run: Run, stats: RunStats, baseline_run: Run | None = None,
 
 def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup_s: float = 0.0,
                  output: Path | str | None = None, *, control: str | None = None,
-                 p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD) -> Path:
+                 thresholds: Sequence[Threshold | str] | None = None) -> Path:
     """Analyse a run folder and write report.html, summary.csv and summary.md.
 
-    output: the report's path (default RUN_DIR/report.html); summary.csv and summary.md go
-    beside it. Returns the report's path. Raises RunDataError on unusable input, in which
-    case nothing is written.
+    baseline: an earlier run folder, compared per region × variant × endpoint and judged
+    against `thresholds` (analysis.regression; None: its defaults). output: the report's path
+    (default RUN_DIR/report.html); summary.csv and summary.md go beside it. Returns the
+    report's path. Raises RunDataError on unusable input, in which case nothing is written.
     """
     run = load_run(run_dir, warmup_s=warmup_s)
-    base_run = load_run(baseline, warmup_s=warmup_s) if baseline is not None else None
-    return write_report(run, compute_stats(run), output, base_run, control=control,
-                        p95_threshold=p95_threshold, error_threshold=error_threshold)
+    stats = compute_stats(run)
+    base = None
+    if baseline is not None:
+        base_run = load_run(baseline, warmup_s=warmup_s)
+        base = against_baseline(stats, compute_stats(base_run), thresholds, base_run.run_id)
+    return write_report(run, stats, output, base, control=control)
 
 
 def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
-                 base_run: Run | None = None, *, control: str | None = None,
-                 p95_threshold: float = P95_THRESHOLD, error_threshold: float = ERROR_THRESHOLD) -> Path:
+                 base: BaselineComparison | None = None, *, control: str | None = None) -> Path:
     """`build_report` for a run already loaded and analysed (no second pass over the CSVs)."""
-    base_stats = compute_stats(base_run) if base_run is not None else None
-    text, slo, base = render_report(run, stats, base_run, base_stats, control, p95_threshold, error_threshold)
+    text, slo, base = render_report(run, stats, base, control)
     out = Path(output) if output is not None else run.path / REPORT_HTML
     if out.is_dir():
         out = out / REPORT_HTML
@@ -812,9 +846,13 @@ def format_stats_table(stats: RunStats) -> str:
 
 # --------------------------------------------------------------------------- run comparison
 
-def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_s: float = 0.0
-                     ) -> tuple[Path, str]:
-    """Several runs side by side: an HTML page at `output` and a plain-text table (returned)."""
+def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_s: float = 0.0,
+                     thresholds: Sequence[Threshold | str] | None = None
+                     ) -> tuple[Path, str, list[BaselineComparison]]:
+    """Several runs side by side: an HTML page at `output` and a plain-text table (returned).
+
+    With `thresholds`, each later run is also gated against the first (the baseline): the
+    page shows each gate's verdict and the comparisons are returned (else an empty list)."""
     runs = [load_run(d, warmup_s=warmup_s) for d in run_dirs]
     stats = [compute_stats(r) for r in runs]
     names = []
@@ -825,6 +863,8 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
         names.append(n)
     df = compare_runs(stats, names)
     text = format_compare_table(df, names)
+    gated = [] if thresholds is None else [against_baseline(s, stats[0], thresholds, names[0]) for s in stats[1:]]
+    gates = [{"name": n, "verdict": _regression_banner(g)} for n, g in zip(names[1:], gated)]
     all_regions: list[str] = []
     for s in stats:
         all_regions += [r for r in s.regions if r not in all_regions]
@@ -841,23 +881,29 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
     groups = []
     for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
         rows = []
-        for _, r in g.iterrows():
-            rows.append({"run": r.run, "count": f"{int(r['count']):,}", "err": fmt_rate(r.error_rate, 2),
-                         "p50": fmt_ms(r.p50_ms), "p95": fmt_ms(r.p95_ms), "p99": fmt_ms(r.p99_ms),
-                         "d95": "" if r.verdict == "reference" else fmt_signed_pct(r.d_p95_pct),
-                         "verdict": r.verdict})
+        for i, (_, r) in enumerate(g.iterrows()):
+            row = {"run": r.run, "count": f"{int(r['count']):,}", "err": fmt_rate(r.error_rate, 2),
+                   "p50": fmt_ms(r.p50_ms), "p95": fmt_ms(r.p95_ms), "p99": fmt_ms(r.p99_ms),
+                   "ref": i == 0, "shift": r["shift"], "mw_p": _shift_text(r.mw_p)}
+            for q in COMPARE_QS:
+                row[f"d{q}"] = None if i == 0 else _delta_cell(
+                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], r[f"d_p{q}_verdict"], fmt_signed_ms,
+                    f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})")
+            row["d_err"] = None if i == 0 else _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi,
+                                                           r.d_error_verdict, fmt_pt)
+            rows.append(row)
         groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep,
                        "colour": colours.get(reg, "#999"), "rows": rows})
     chart = _compare_chart(df, names)
     html_text = _env().get_template("compare.html.j2").render(
-        css=_css(), title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart,
+        css=_css(), title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart, gates=gates,
         bootstrap=BOOTSTRAP_METHOD, method=PERCENTILE_METHOD,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     out = Path(output)
     if out.is_dir():
         out = out / "compare.html"
     _atomic_write_all({out: html_text})
-    return out, text
+    return out, text, gated
 
 
 def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
@@ -889,10 +935,13 @@ def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
 
 
 def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
+    """Runs side by side for the terminal: p95 and error rate per run, then the last run
+    against the first: Δ p95 with its 95% interval and its own verdict, the verdicts of
+    Δ p50, Δ p99 and Δ error rate, and the distribution shift (Mann-Whitney)."""
     head = ["region", "variant", "endpoint"]
     for n in names:
         head += [f"{n} p95", f"{n} err"]
-    head += ["Δp95 (last vs first)", "verdict"]
+    head += ["Δp95 (last vs first)", "95% CI", "p95 verdict", "p50 verdict", "p99 verdict", "errors verdict", "shift"]
     rows = [head]
     for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
         row = [reg, var or "–", ep]
@@ -900,7 +949,13 @@ def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
             r = g[g.run == n]
             row += [fmt_ms(r.p95_ms.iloc[0]) if len(r) else "–", fmt_rate(r.error_rate.iloc[0], 2) if len(r) else "–"]
         last = g[g.run == names[-1]]
-        row += [fmt_signed_pct(last.d_p95_pct.iloc[0]) if len(last) else "–", last.verdict.iloc[0] if len(last) else "–"]
+        if len(last):
+            x = last.iloc[0]
+            ci = f"[{fmt_signed_ms(x.d_p95_lo)}, {fmt_signed_ms(x.d_p95_hi)}]" if x.d_p95_lo == x.d_p95_lo else "–"
+            row += [f"{fmt_signed_ms(x.d_p95_ms)} ({fmt_signed_pct(x.d_p95_pct)})", ci, x.d_p95_verdict,
+                    x.d_p50_verdict, x.d_p99_verdict, x.d_error_verdict, x["shift"]]
+        else:
+            row += ["–"] * 7
         rows.append(row)
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     lines = []
@@ -908,4 +963,6 @@ def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
         lines.append("  ".join(str(c).ljust(widths[i]) if i < 3 else str(c).rjust(widths[i]) for i, c in enumerate(row)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append("Verdicts from each difference's own 95% interval: significant = the interval excludes zero. "
+                 "shift: Mann-Whitney test of the whole distributions.")
     return "\n".join(lines)

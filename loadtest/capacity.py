@@ -1067,6 +1067,9 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         if user_slos and not region_slos(user_slos, region, list(scenario.variants) or None):
             raise config.ConfigError(f"no --slo applies to region {region}: add an unscoped SLO "
                                      f"or one scoped to {region}")
+    if scenario.baseline:
+        raise config.ConfigError("--baseline and --fail-on-regression gate `loadtest run` against an earlier "
+                                 "run; a capacity search has no baseline: drop them")
     runner.preflight(scenario)  # SLOs, corpus, target safety, the mock's variants and faults
     ignored = [config.SETTINGS_BY_NAME[n].flag for n in ("users", "spawn_rate", "duration", "warmup")
                if scenario.sources.get(n) not in (None, "default")]

@@ -11,7 +11,8 @@
     loadtest locustfile           print the packaged locustfile's path (for `locust -f`)
     loadtest --version            the tool's, Locust's and Python's versions
 
-Exit codes: 0 ok, 1 an SLO failed, 2 usage or configuration error, 3 the run failed.
+Exit codes: 0 ok, 1 an SLO failed or a regression against --baseline (with --fail-on-regression),
+2 usage or configuration error, 3 the run failed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from loadtest import __version__, config
 from loadtest.users import LOCUSTFILE
 
 # Repeatable flags whose setting holds a list.
-_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC")}
+_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC"),
+                     "regressions": ("--regression", "SPEC")}
 
 
 def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:

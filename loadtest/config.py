@@ -198,6 +198,9 @@ class Setting:
     parse: Callable[[Any], Any]
     help: str
     locust: bool = True  # registered with Locust's parser (in the web UI form)
+    #: Part of the scenario (the load it describes), so in the config hash that decides
+    #: whether a baseline is comparable; False for where results go and how they are judged.
+    scenario: bool = True
 
     @property
     def flag(self) -> str:
@@ -266,7 +269,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("master_bind_port", "5557", _positive_int,
             "with --workers: the port the master listens on for workers", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
-    Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False),
+    Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
+            scenario=False),
     # the mock
     Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),
     Setting("mock_config", "", _text, "TOML file of the mock's profiles, variants, capacity, faults",
@@ -278,11 +282,28 @@ SETTINGS: tuple[Setting, ...] = (
             "serve the mock over HTTPS with a throwaway CA (its bundle is handed to the users)",
             locust=False),
     # where results go
-    Setting("out", "reports", _text, "folder for run folders", locust=False),
-    Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False),
+    Setting("out", "reports", _text, "folder for run folders", locust=False, scenario=False),
+    Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False,
+            scenario=False),
+    # the regression gate: this run against an earlier one
+    Setting("baseline", "", _text,
+            "an earlier run folder of the same scenario to compare with in the report; with "
+            "--fail-on-regression, the gate's baseline",
+            locust=False, scenario=False),
+    Setting("fail_on_regression", "false", parse_bool,
+            "exit 1 when a region × variant × endpoint regressed against --baseline beyond a "
+            "threshold, the whole 95%% interval of the change beyond it", locust=False, scenario=False),
+    Setting("regressions", "", parse_list,
+            "regression thresholds [SCOPE.]METRIC:+LIMIT, e.g. 'p95:+10%%' or 'uk.respond.p99:+20%%' "
+            "(default: p95:+10%%, p99:+15%%, error_rate:+1pt)", locust=False, scenario=False),
+    Setting("baseline_any_config", "false", parse_bool,
+            "compare with a --baseline even when it ran a different scenario (config hash differs)",
+            locust=False, scenario=False),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
-LIST_SETTINGS = {"slos", "faults"}
+LIST_SETTINGS = {"slos", "faults", "regressions"}
+#: Settings that say where results go and how they are judged, not what load is sent.
+NOT_SCENARIO = frozenset(s.name for s in SETTINGS if not s.scenario) | {"yes"}
 
 
 @dataclass
@@ -379,6 +400,10 @@ def validate(scenario: Scenario) -> None:
         raise ConfigError("--workers and --processes exclude each other: --processes N starts N workers "
                           "on this machine, --workers N waits for N started with `loadtest worker`; "
                           "pass one of them (a worker machine can use `loadtest worker --processes N`)")
+    if not scenario.baseline and (scenario.fail_on_regression or scenario.regressions):
+        what = "--fail-on-regression" if scenario.fail_on_regression else "--regression"
+        raise ConfigError(f"{what} needs --baseline RUN_DIR: the earlier run to compare with "
+                          "(e.g. the last run of your main branch)")
 
 
 def base_urls(scenario: Scenario) -> dict[str, str]:

@@ -181,12 +181,17 @@ class Plugin:
         environment.loadtest_run = run
         gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
         if not is_worker and run_dir is not None:
+            # `loadtest run` recorded the whole scenario already (Locust's options hold only part of
+            # it); a plain `locust -f` run records what Locust has.
+            raw = run.scenario.raw()
+            known = {} if runfolder.read_run_json(run_dir).get("config") else \
+                {"config": raw, "config_hash": runfolder.config_hash(raw)}
             runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
                                       started=started, target=run.scenario.target,
                                       base_urls=run.base_urls, regions=list(run.scenario.regions),
                                       variants=list(run.scenario.variants),
                                       tls=run.tls.record(), connections=run.scenario.connections,
-                                      config=run.scenario.raw())
+                                      **known)
         if options.progress_lines and not is_worker:
             self._progress = gevent.spawn(self._print_progress)
         self.lost_workers = set()

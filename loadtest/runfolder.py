@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest import __version__, records
+from loadtest import __version__, config, records
 
 
 def new_run_dir(out: str | Path) -> Path:
@@ -57,10 +57,60 @@ def versions() -> dict[str, str]:
             "host": socket.gethostname()}
 
 
-def config_hash(config: dict[str, Any]) -> str:
-    """Same scenario → same hash, so two reports can be seen to share a scenario."""
-    text = json.dumps(config, sort_keys=True, default=str)
+def scenario_config(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of a run's configuration that defines its load: without the settings that only
+    say where results go and how they are judged (`config.NOT_SCENARIO`: out, slos, warmup,
+    baseline, …), and with the built-in corpus named rather than located, so the same scenario
+    run from two checkouts is the same scenario."""
+    out = {k: v for k, v in settings.items() if k not in config.NOT_SCENARIO}
+    if str(out.get("corpus", "")).replace("\\", "/").endswith("loadtest/data/messages.txt"):
+        out["corpus"] = "(built-in)"
+    return out
+
+
+def config_hash(settings: dict[str, Any]) -> str:
+    """Same scenario → same hash, so two reports can be seen to share a scenario and a
+    baseline can be checked to be comparable (see `baseline_problem`)."""
+    text = json.dumps(scenario_config(settings), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def scenario_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """'users 16 → 32' for each scenario setting that differs between two configurations."""
+    a, b = scenario_config(a), scenario_config(b)
+    return [f"{k} {json.dumps(a.get(k), default=str)} → {json.dumps(b.get(k), default=str)}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def scenario_mismatch(baseline_dir: str | Path, current: dict[str, Any]) -> str | None:
+    """'baseline X ran a different scenario (…): users 16 → 32' when the run folder's config
+    hash differs from `current`'s (run.json contents) or is not recorded; None when equal."""
+    meta = read_run_json(Path(baseline_dir))
+    theirs, ours = meta.get("config_hash"), current.get("config_hash")
+    if not theirs:
+        return f"baseline {baseline_dir} records no config hash in run.json, so it cannot be told to have run the same scenario"
+    if theirs == ours:
+        return None
+    diff = scenario_differences(meta.get("config") or {}, current.get("config") or {})
+    what = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "") if diff else \
+        "run.json does not record which settings differ"
+    return f"baseline {baseline_dir} ran a different scenario (config hash {theirs}, this run {ours}): {what}"
+
+
+def baseline_problem(baseline_dir: str | Path, current: dict[str, Any], any_config: bool = False) -> str | None:
+    """Why `baseline_dir` is not a comparable baseline for a run of `current` (run.json
+    contents: config_hash and config), or None when it is: it must be a run folder with
+    recorded requests and, unless `any_config`, the same config hash. The message says what
+    to do."""
+    base = Path(baseline_dir)
+    if not base.is_dir():
+        return f"baseline {base} is not a folder; pass the run folder of an earlier run (e.g. reports/<run-id>)"
+    if not any(base.glob(records.REQUESTS_GLOB)):
+        return f"baseline {base} holds no {records.REQUESTS_GLOB}; pass the folder of a run that recorded requests"
+    mismatch = None if any_config else scenario_mismatch(base, current)
+    if mismatch:
+        return f"{mismatch}. Compare runs of the same scenario, or pass --baseline-any-config to compare anyway"
+    return None
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any]:

@@ -7,8 +7,12 @@ reaches only this process, which then stops them in order: the first Ctrl-C/SIGT
 Locust to stop gracefully (open conversations are closed within --stop-timeout, CSVs
 flushed) and the report is still built; a second one kills at once, keeping the data.
 
-Exit codes: 0 all SLOs pass (or none set), 1 an SLO failed, 2 usage or configuration error,
-3 the run itself failed.
+With --baseline RUN_DIR the run is compared with an earlier run of the same scenario
+(refused before any traffic when its config hash differs, unless --baseline-any-config), and
+with --fail-on-regression a regression beyond the thresholds (`analysis.regression`) fails it.
+
+Exit codes: 0 all SLOs pass (or none set) and no gated regression, 1 an SLO failed or a
+regression, 2 usage or configuration error, 3 the run itself failed.
 """
 
 from __future__ import annotations
@@ -250,6 +254,8 @@ def preflight(scenario: config.Scenario) -> None:
         load_corpus(scenario.corpus)
     except ValueError as e:  # SLOError is a ValueError
         raise config.ConfigError(str(e)) from None
+    if scenario.baseline:
+        check_baseline(scenario)
     urls = scenario.base_urls if needs_mock(scenario) else config.base_urls(scenario)
     if scenario.target == "real" and not scenario.yes and sys.stdin.isatty():
         answer = input(f"Send load to {', '.join(sorted(set(urls.values())))}? [y/N] ")
@@ -258,6 +264,27 @@ def preflight(scenario: config.Scenario) -> None:
     safety.check_target(scenario.target, urls, scenario.yes)
     if needs_mock(scenario):
         check_mock_scenario(scenario)
+
+
+def check_baseline(scenario: config.Scenario) -> None:
+    """The baseline, before any traffic: thresholds that parse, a run folder of the same
+    scenario (config hash) unless --baseline-any-config, and data the analysis can read."""
+    # Deferred: pandas and the analysis cost a second to import; only a baseline needs them here.
+    from analysis.load import RunDataError, load_run
+    from analysis.regression import parse_thresholds
+
+    try:
+        parse_thresholds(scenario.regressions, variants=list(scenario.variants) or None)
+    except ValueError as e:  # ThresholdError
+        raise config.ConfigError(str(e)) from None
+    current = {"config": scenario.raw(), "config_hash": runfolder.config_hash(scenario.raw())}
+    problem = runfolder.baseline_problem(scenario.baseline, current, scenario.baseline_any_config)
+    if problem:
+        raise config.ConfigError(problem)
+    try:
+        load_run(scenario.baseline, warmup_s=scenario.warmup)
+    except RunDataError as e:
+        raise config.ConfigError(f"cannot analyse the baseline: {e}") from None
 
 
 def check_mock_scenario(scenario: config.Scenario) -> None:
@@ -329,11 +356,14 @@ def _nothing():
 
 
 def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
-    """Report and SLO verdict on whatever was measured, even after a failure or interrupt."""
+    """Report, SLO verdict and regression gate on whatever was measured, even after a failure
+    or an interrupt."""
     if not any(run_dir.glob(records.REQUESTS_GLOB)):
         print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
-    from analysis.load import load_run
+    from analysis import regression
+    from analysis.compare import against_baseline
+    from analysis.load import RunDataError, load_run
     from analysis.report import format_stats_table, write_report
     from analysis.stats import compute_stats
 
@@ -341,14 +371,30 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
         run = load_run(run_dir, warmup_s=scenario.warmup)  # once, for the table, SLOs and report
         stats = compute_stats(run)
         print(format_stats_table(stats))
-        if scenario.slos:  # before the report, which shows the SLO table from slo.json
-            results = slo.evaluate_loaded(run, scenario.slos)
-            slo.write_reports(results, run_dir)
+        results = slo.evaluate_loaded(run, scenario.slos) if scenario.slos else []
+        base = None
+        if scenario.baseline:
+            try:
+                base_run = load_run(scenario.baseline, warmup_s=scenario.warmup)
+            except RunDataError as e:  # checked before the run; changed since
+                print(f"loadtest: cannot analyse the baseline: {e}; the report is built without it",
+                      file=sys.stderr)
+                code = EXIT_USAGE if code == EXIT_OK else code
+            else:
+                base = against_baseline(stats, compute_stats(base_run), scenario.regressions, base_run.run_id)
+        # The gate's checks join the verdict files (junit.xml, slo.md) and the exit code only with
+        # --fail-on-regression; a bare --baseline is a comparison in the report.
+        checks = base.checks if base and scenario.fail_on_regression else []
+        if scenario.slos or checks:  # before the report, which shows the SLO table from slo.json
+            slo.write_reports(results, run_dir, checks)
+            print(slo.markdown(results, checks))
+        elif base:
+            print(regression.markdown(base.checks) + "(not gating the exit code: add --fail-on-regression)")
+        if scenario.slos:
             run.slo = results  # the report's verdict banner and SLO table
-            print(slo.markdown(results))
-            if code == EXIT_OK:
-                code = slo.exit_code(results)
-        report = write_report(run, stats)
+        if code == EXIT_OK:
+            code = slo.exit_code(results, checks)
+        report = write_report(run, stats, base=base)
         print(f"Report: {report}")
     except Exception as e:  # the data is safe on disk; say so and how to retry
         print(f"loadtest: the report could not be built ({e}); the data is in {run_dir}; "

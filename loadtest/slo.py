@@ -39,11 +39,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from analysis import regression
 from loadtest.api import ENDPOINTS, REGIONS
+from loadtest.scope import parse_scope, scope_text, split_names
 
 SLO_JSON = "slo.json"
 JUNIT_XML = "junit.xml"
 SLO_MD = "slo.md"
+REGRESSION_JSON = "regression.json"
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 OPS = ("<", "<=", ">", ">=", "==")
@@ -118,8 +121,7 @@ class SLO:
     @property
     def scope(self) -> str:
         """The scope as dotted names in region.variant.endpoint order; "all" when none."""
-        parts = [p for p in (self.region, self.variant, self.endpoint) if p]
-        return ".".join(parts) or "all"
+        return scope_text(self.region, self.variant, self.endpoint)
 
     def compare(self, observed: float) -> bool:
         t = self.threshold
@@ -140,24 +142,12 @@ _EXPR_RE = re.compile(r"^\s*(?P<lhs>[^<>=!]*?)\s*(?P<op>[<>=!]+)\s*(?P<value>.*?
 _NUMBER_RE = re.compile(
     r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|%)?$")
 _PERCENTILE_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _TIME_FACTOR_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def _is_percentile(name: str) -> bool:
     m = _PERCENTILE_RE.match(name)
     return bool(m) and 0.0 <= float(m.group(1)) <= 100.0
-
-
-def _tokens(lhs: str) -> list[str]:
-    """Split on dots, re-joining a percentile's decimals: "uk.p99.9" → ["uk", "p99.9"]."""
-    out: list[str] = []
-    for tok in lhs.split("."):
-        if out and tok.isdigit() and re.match(r"^p\d+$", out[-1]):
-            out[-1] = f"{out[-1]}.{tok}"
-        else:
-            out.append(tok)
-    return out
 
 
 def _metric_kind(metric: str) -> str:
@@ -237,7 +227,7 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
     if any(c in raw_value for c in "<>="):
         raise SLOError(text, "more than one comparison operator")
 
-    tokens = _tokens(lhs.replace(" ", ""))
+    tokens = split_names(lhs)
     if "" in tokens:
         raise SLOError(text, f"empty name in {lhs!r} (stray '.')")
 
@@ -260,27 +250,13 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
                 problem = f"unknown metric {metric!r}"
             raise SLOError(text, f"{problem}; valid metrics: {VALID_METRICS}")
 
-    known_variants = None if variants is None else [str(v) for v in variants if v]
-    scope: dict[str, str] = {}
-    for tok in scope_tokens:
-        if tok in REGIONS:
-            kind = "region"
-        elif tok in ENDPOINTS:
-            kind = "endpoint"
-            if metric.startswith(CONVERSATION + "."):
-                raise SLOError(text, f"endpoint {tok!r} cannot scope a conversation metric; "
-                                     f"scope conversations by region and variant")
-        elif not _NAME_RE.match(tok) or tok == CONVERSATION:
-            raise SLOError(text, f"{tok!r} is not a valid scope name")
-        elif known_variants is not None and tok not in known_variants:
-            raise SLOError(text, f"unknown scope {tok!r}: not a region ({', '.join(REGIONS)}), "
-                                 f"an endpoint ({', '.join(ENDPOINTS)}) or a variant of this run "
-                                 f"({', '.join(known_variants) or 'none'})")
-        else:
-            kind = "variant"
-        if kind in scope:
-            raise SLOError(text, f"two {kind}s in scope: {scope[kind]!r} and {tok!r}")
-        scope[kind] = tok
+    try:
+        scope = parse_scope(scope_tokens, variants)
+    except ValueError as e:
+        raise SLOError(text, str(e)) from None
+    if metric.startswith(CONVERSATION + ".") and "endpoint" in scope:
+        raise SLOError(text, f"endpoint {scope['endpoint']!r} cannot scope a conversation metric; "
+                             f"scope conversations by region and variant")
 
     threshold, unit = _parse_value(text, metric, raw_value)
     return SLO(expr=text, metric=metric, op=op, threshold=threshold, unit=unit,
@@ -518,9 +494,9 @@ def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool =
 
 # --------------------------------------------------------------------------- writers
 
-def exit_code(results: Sequence[dict]) -> int:
-    """0 when every SLO passed, 1 when any failed."""
-    return 0 if all(r["passed"] for r in results) else 1
+def exit_code(results: Sequence[dict], regressions: Sequence[dict] = ()) -> int:
+    """0 when every SLO passed and no gated metric regressed, 1 otherwise."""
+    return 0 if all(r["passed"] for r in results) and all(c["passed"] is not False for c in regressions) else 1
 
 
 def _failure_message(r: dict) -> str:
@@ -535,31 +511,55 @@ def write_json(results: Sequence[dict], run_dir: str | os.PathLike) -> Path:
     return path
 
 
-def junit_xml(results: Sequence[dict]) -> str:
-    """A JUnit XML document: one testsuite "slo", one testcase per SLO."""
-    failures = sum(not r["passed"] for r in results)
-    root = ET.Element("testsuites", name="slo", tests=str(len(results)),
-                      failures=str(failures), errors="0")
-    suite = ET.SubElement(root, "testsuite", name="slo", tests=str(len(results)),
-                          failures=str(failures), errors="0", skipped="0", time="0")
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname="slo", name=r["expr"], time="0")
-        if not r["passed"]:
-            fail = ET.SubElement(case, "failure", type="SLOFailed", message=_failure_message(r))
-            fail.text = r.get("detail", "")
+def _regression_suite(root: ET.Element, checks: Sequence[dict]) -> None:
+    """testsuite "regression": one testcase per gated metric of a region × variant × endpoint
+    (classname regression.<scope>), failed when it regressed, skipped when not judged."""
+    failed = sum(c["passed"] is False for c in checks)
+    skipped = sum(c["passed"] is None for c in checks)
+    suite = ET.SubElement(root, "testsuite", name="regression", tests=str(len(checks)),
+                          failures=str(failed), errors="0", skipped=str(skipped), time="0")
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"regression.{c['scope']}", name=c["expr"], time="0")
+        if c["passed"] is False:
+            fail = ET.SubElement(case, "failure", type="Regression",
+                                 message=f"{c['expr']}: {c['state']} against {c['baseline']}")
+            fail.text = c["detail"]
+        elif c["passed"] is None:
+            ET.SubElement(case, "skipped", message=c["detail"])
         else:
-            out = ET.SubElement(case, "system-out")
-            out.text = f"observed {r.get('observed_text')}; {r.get('detail', '')}"
+            ET.SubElement(case, "system-out").text = f"{c['state']}: {c['detail']}"
+
+
+def junit_xml(results: Sequence[dict], regressions: Sequence[dict] = ()) -> str:
+    """A JUnit XML document: testsuite "slo", one testcase per SLO, and with a baseline the
+    testsuite "regression", one testcase per gated metric (`analysis.regression.gate`)."""
+    failures = sum(not r["passed"] for r in results) + sum(c["passed"] is False for c in regressions)
+    root = ET.Element("testsuites", name="slo", tests=str(len(results) + len(regressions)),
+                      failures=str(failures), errors="0")
+    if results or not regressions:
+        slo_failures = sum(not r["passed"] for r in results)
+        suite = ET.SubElement(root, "testsuite", name="slo", tests=str(len(results)),
+                              failures=str(slo_failures), errors="0", skipped="0", time="0")
+        for r in results:
+            case = ET.SubElement(suite, "testcase", classname="slo", name=r["expr"], time="0")
+            if not r["passed"]:
+                fail = ET.SubElement(case, "failure", type="SLOFailed", message=_failure_message(r))
+                fail.text = r.get("detail", "")
+            else:
+                out = ET.SubElement(case, "system-out")
+                out.text = f"observed {r.get('observed_text')}; {r.get('detail', '')}"
+    if regressions:
+        _regression_suite(root, regressions)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
-def write_junit(results: Sequence[dict], path: str | os.PathLike) -> Path:
+def write_junit(results: Sequence[dict], path: str | os.PathLike, regressions: Sequence[dict] = ()) -> Path:
     """Write junit.xml to `path` (a file, or a folder to hold junit.xml)."""
     path = Path(path)
     if path.is_dir():
         path = path / JUNIT_XML
-    path.write_text(junit_xml(results), encoding="utf-8")
+    path.write_text(junit_xml(results, regressions), encoding="utf-8")
     return path
 
 
@@ -567,8 +567,9 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(results: Sequence[dict]) -> str:
-    """The verdict as Markdown: a headline and a table with ✅/❌ per SLO."""
+def markdown(results: Sequence[dict], regressions: Sequence[dict] = ()) -> str:
+    """The verdict as Markdown: a headline and a table with ✅/❌ per SLO, then the regression
+    verdict when there was a baseline."""
     failed = sum(not r["passed"] for r in results)
     if not results:
         head = "No SLOs were defined."
@@ -576,7 +577,7 @@ def markdown(results: Sequence[dict]) -> str:
         head = f"❌ {failed} of {len(results)} SLOs failed"
     else:
         head = f"✅ All {len(results)} SLOs passed"
-    lines = ["## SLO verdict", "", head, ""]
+    lines = ["## SLO verdict", "", head, ""] if results or not regressions else []
     if results:
         lines += ["| | SLO | observed | threshold | detail |", "|---|---|---|---|---|"]
         for r in results:
@@ -585,28 +586,42 @@ def markdown(results: Sequence[dict]) -> str:
                 _md_cell(r.get("observed_text") or _fmt(r["observed"], r["unit"])),
                 _md_cell(r.get("threshold_text") or f"{r['op']} {_fmt(r['threshold'], r['unit'])}"),
                 _md_cell(r.get("detail", ""))))
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" if lines else ""
+    if regressions:
+        text += ("\n" if text else "") + regression.markdown(regressions)
+    return text
 
 
-def write_markdown(results: Sequence[dict], run_dir: str | os.PathLike) -> Path:
+def write_markdown(results: Sequence[dict], run_dir: str | os.PathLike, regressions: Sequence[dict] = ()) -> Path:
     """slo.md in the run folder; also appended to $GITHUB_STEP_SUMMARY when that is set."""
-    text = markdown(results)
+    text = markdown(results, regressions)
     path = Path(run_dir) / SLO_MD
     path.write_text(text, encoding="utf-8")
+    append_step_summary(text)
+    return path
+
+
+def append_step_summary(text: str) -> None:
+    """Append Markdown to GitHub's job summary ($GITHUB_STEP_SUMMARY) when it is set."""
     summary = os.environ.get(STEP_SUMMARY_ENV)
     if summary:
         with open(summary, "a", encoding="utf-8") as f:
             f.write(text + "\n")
-    return path
 
 
-def write_reports(results: Sequence[dict], run_dir: str | os.PathLike) -> dict[str, Path]:
-    """slo.json, junit.xml and slo.md into the run folder (+ $GITHUB_STEP_SUMMARY)."""
+def write_reports(results: Sequence[dict], run_dir: str | os.PathLike,
+                  regressions: Sequence[dict] = ()) -> dict[str, Path]:
+    """slo.json, junit.xml and slo.md into the run folder (+ $GITHUB_STEP_SUMMARY); with a
+    baseline's regression checks also regression.json, and both verdicts in junit.xml/slo.md."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return {"json": write_json(results, run_dir),
-            "junit": write_junit(results, run_dir / JUNIT_XML),
-            "markdown": write_markdown(results, run_dir)}
+    paths = {"json": write_json(results, run_dir),
+             "junit": write_junit(results, run_dir / JUNIT_XML, regressions),
+             "markdown": write_markdown(results, run_dir, regressions)}
+    if regressions:
+        paths["regression"] = run_dir / REGRESSION_JSON
+        paths["regression"].write_text(json.dumps(list(regressions), indent=2, default=str) + "\n", encoding="utf-8")
+    return paths
 
 
 def verdict(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO], warmup_s: float = 0.0,

@@ -67,6 +67,7 @@ def make_run(
     regions: dict | None = None,
     variants: list | tuple = ("",),
     variant_factor: dict | None = None,
+    endpoint_factor: dict | None = None,
     turns: int = 6,
     duration_s: float = 120.0,
     error_rate: float = 0.01,
@@ -87,7 +88,8 @@ def make_run(
 
     regions: {name: (mu, sigma)} of the lognormal latency (ms) of `respond`; create and close
     are shifted by ENDPOINT_SHIFT. variants: variant names ("" for none), assigned round-robin;
-    variant_factor: {variant: latency multiplier}. error_rates: {(region, endpoint): rate}
+    variant_factor: {variant: latency multiplier}; endpoint_factor: {(region, endpoint): latency
+    multiplier} (one group slower, the others unchanged). error_rates: {(region, endpoint): rate}
     overrides `error_rate` (1.0 makes an all-failed endpoint). orphans: conversations whose
     close row is dropped. workers > 1 splits requests into requests-<n>.csv files.
     """
@@ -120,6 +122,8 @@ def make_run(
     shift = np.array([ENDPOINT_SHIFT[e] for e in ENDPOINTS])[endpoint]
     vf = np.array([variant_factor.get(v, 1.0) for v in variants])[conv_variant][conv_of_row]
     rt = np.exp(mu + shift + sigma * rng.standard_normal(n)) * vf
+    for (reg, ep), factor in (endpoint_factor or {}).items():
+        rt[(conv_region[conv_of_row] == region_names.index(reg)) & (endpoint == ENDPOINTS.index(ep))] *= factor
 
     # Timestamps: each request starts after the previous one ends plus ~1 s think time.
     gap = rt / 1000.0 + rng.uniform(0.5, 1.5, size=n)

@@ -7,7 +7,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from analysis.compare import compare_baseline, compare_groups, diff_ci, mann_whitney, resample, verdict
+from analysis.compare import compare_baseline, compare_groups, diff_ci, error_rate_diff, mann_whitney, resample, verdict
 from analysis.load import load_run
 from analysis.stats import compute_stats
 from synthetic import make_run
@@ -63,10 +63,10 @@ def test_regions_side_by_side(stats):
     resp = t[t.endpoint == "respond"].set_index("group")
     ref = resp[resp.is_reference].index[0]
     assert ref in ("uk", "eu")  # the fastest by p50
-    assert resp.loc["us", "verdict"] == "significant"
+    assert resp.loc["us", "shift"] == "significant"
     assert resp.loc["us", "d_p95_lo"] > 0 and resp.loc["us", "d_p95_significant"]
     other = "eu" if ref == "uk" else "uk"
-    assert resp.loc[other, "verdict"] in ("noise", "significant")
+    assert resp.loc[other, "shift"] in ("noise", "significant")
     assert resp.loc[other, "d_p50_lo"] <= 0.05 * resp.loc[other, "p50_ms"]
     # the difference reported is exactly the difference of the table's percentiles
     assert resp.loc["us", "d_p95_ms"] == pytest.approx(resp.loc["us", "p95_ms"] - resp.loc[ref, "p95_ms"])
@@ -76,10 +76,10 @@ def test_variants_against_control(stats):
     t = compare_groups(stats, "variant")
     resp = t[t.endpoint == "respond"].set_index("group")
     assert resp.loc["a", "is_reference"]
-    assert resp.loc["b", "verdict"] == "significant"
+    assert resp.loc["b", "shift"] == "significant"
     assert resp.loc["b", "d_p95_pct"] == pytest.approx(0.3, abs=0.06)
     assert 0.15 < resp.loc["b", "d_p95_pct_lo"] < resp.loc["b", "d_p95_pct"] < resp.loc["b", "d_p95_pct_hi"] < 0.45
-    assert resp.loc["c", "verdict"] == "noise"
+    assert resp.loc["c", "shift"] == "noise"
     assert resp.loc["c", "d_p95_lo"] < 0 < resp.loc["c", "d_p95_hi"]
     named = compare_groups(stats, "variant", control="c")
     assert named[named.is_reference].group.unique().tolist() == ["c"]
@@ -99,8 +99,30 @@ def test_baseline_regression_flagged(tmp_path):
     assert t.loc[("uk", "respond"), "regression"] and "error rate" in t.loc[("uk", "respond"), "reasons"]
     assert not t.loc[("uk", "create"), "regression"] and t.loc[("uk", "create"), "status"] == "ok"
     # thresholds are honoured
-    loose = compare_baseline(cur, base, p95_threshold=0.5, error_threshold=0.1).set_index(["region", "endpoint"])
+    loose = compare_baseline(cur, base, ["p95:+50%", "error_rate:+10pt"]).set_index(["region", "endpoint"])
     assert not loose.regression.any()
     # identical runs: no regression
     same = compare_baseline(base, base)
     assert not same.regression.any() and set(same.status) == {"ok"}
+
+
+def test_error_rate_interval_is_newcombes_and_honest_at_zero_errors():
+    # Newcombe (1998), Statistics in Medicine 17:873, table II, method 10
+    d, lo, hi = error_rate_diff(56, 70, 48, 80)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339) and d == pytest.approx(0.2)
+    _, lo, hi = error_rate_diff(9, 10, 3, 10)
+    assert (round(lo, 4), round(hi, 4)) == (0.1705, 0.8090)
+    _, lo, hi = error_rate_diff(0, 500, 0, 500)  # a Wald interval would be [0, 0]
+    assert lo < 0 < hi and hi == pytest.approx(0.0076, abs=1e-4)
+
+
+def test_mann_whitney_matches_scipy():
+    from scipy import stats as sps
+
+    rng = np.random.default_rng(3)
+    for n1, n2, shift, digits in ((100, 200, 0.0, None), (1_000, 1_300, 0.05, None), (50, 60, 0.2, -1)):
+        a, b = rng.lognormal(5 + shift, 0.4, n1), rng.lognormal(5, 0.4, n2)
+        if digits is not None:  # ties
+            a, b = np.round(a, digits), np.round(b, digits)
+        expect = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
+        assert mann_whitney(a, b, rng, max_n=10**9) == pytest.approx(expect, rel=1e-9)

@@ -205,7 +205,7 @@ class CsvTail:
                 self._headers[f] = next(csv.reader([data[:end].decode("utf-8").strip()]))
                 offset += end + 1
                 data = data[end + 1:]
-            cut = _complete_rows(data)
+            cut = records.complete_rows(data)
             if cut == 0:
                 continue
             frame = pd.read_csv(io.BytesIO(data[:cut]), header=None, names=self._headers[f],
@@ -216,14 +216,6 @@ class CsvTail:
         if not frames:
             return None
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def _complete_rows(data: bytes) -> int:
-    """Length of the prefix of `data` that holds only complete CSV rows."""
-    cut = data.rfind(b"\n") + 1
-    while cut > 0 and data.count(b'"', 0, cut) % 2:  # that line end is inside a quoted field
-        cut = data.rfind(b"\n", 0, cut - 1) + 1
-    return cut
 
 
 def _typed_requests(df):

@@ -57,3 +57,20 @@ ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped
 # is every conversation's create; per-user, about one per user.
 CONNECTION_COLUMNS = ("timestamp", "region", "endpoint", "conversation_id", "turn", "user",
                       "worker", "tls_handshake_ms")
+
+
+def complete_rows(data: bytes) -> int:
+    """Length of the prefix of ``data`` that holds only complete CSV rows.
+
+    ``data`` starts at a row boundary (a file's start or a previous cut). A row ends at a
+    line end outside quotes: an ``error`` field may hold quoted line ends, and a file still
+    being written ends in a partial row. Readers of a growing run (the web UI's download, the
+    capacity search's tail) cut here so they never hand on half a row.
+    """
+    cut = data.rfind(b"\n") + 1
+    odd = data.count(b'"', 0, cut) % 2  # inside a quoted field at ``cut``
+    while cut and odd:
+        start = data.rfind(b"\n", 0, cut - 1) + 1
+        odd ^= data.count(b'"', start, cut) % 2
+        cut = start
+    return cut

@@ -407,8 +407,10 @@ def _data_files(run_dir: Path) -> list[Path]:
 def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
     """The files as one CSV: one header, and only rows complete when the download began.
 
-    Files still being written (a running test) end at their last full line; the header of
-    every file after the first is skipped (workers' requests-workerN.csv).
+    Files still being written (a running test) end at their last complete row
+    (:func:`loadtest.records.complete_rows`: a line end inside a quoted, multi-line ``error``
+    field is not a row end); the header of every file after the first is skipped (workers'
+    requests-workerN.csv).
     """
     for i, path in enumerate(files):
         size = path.stat().st_size
@@ -423,7 +425,7 @@ def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
                     break
                 pos += len(chunk)
                 data = carry + chunk
-                cut = data.rfind(b"\n") + 1
+                cut = records.complete_rows(data)
                 if cut:
                     yield data[:cut]
                 carry = data[cut:]

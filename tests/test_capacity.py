@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from analysis.stats import percentiles
-from loadtest import capacity, config
-from loadtest.capacity import CsvTail, Plan, _complete_rows, default_latency_slo, find_knee, measure_step
+from loadtest import capacity, config, records
+from loadtest.capacity import CsvTail, Plan, default_latency_slo, find_knee, measure_step
 from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee
@@ -83,10 +83,10 @@ def test_region_slos_keep_unscoped_and_own_region_only():
 # --------------------------------------------------------------------------- reading a growing CSV
 
 def test_complete_rows_stop_before_a_partial_line_and_inside_quotes():
-    assert _complete_rows(b"a,b\n1,2\n3,") == len(b"a,b\n1,2\n")
+    assert records.complete_rows(b"a,b\n1,2\n3,") == len(b"a,b\n1,2\n")
     data = b'1,"two\nlines"\n2,"open\n'
-    assert _complete_rows(data) == len(b'1,"two\nlines"\n')
-    assert _complete_rows(b"no line end") == 0
+    assert records.complete_rows(data) == len(b'1,"two\nlines"\n')
+    assert records.complete_rows(b"no line end") == 0
 
 
 def test_csv_tail_reads_only_new_complete_rows(tmp_path):

@@ -320,6 +320,28 @@ def test_csv_download_keeps_complete_rows_and_one_header(tmp_path):
     assert b"".join(complete_csv_rows([a, b])) == b"h1,h2\r\n1,2\r\n3,4\r\n5,6\r\n"
 
 
+def test_csv_download_never_ends_inside_a_multi_line_error_field(tmp_path, monkeypatch):
+    """A quoted error field holds line ends; the download cuts only at real row ends."""
+    import csv
+    import io
+
+    from loadtest import webui
+
+    rows = [["timestamp", "ok", "error"], ["1.0", "1", ""],
+            ["2.0", "0", "upstream said:\nline two,\n\"quoted\"\nline four"], ["3.0", "1", ""]]
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    done = buf.getvalue().encode()
+    f = tmp_path / "requests.csv"
+    # The run is still writing a second multi-line error: the file ends inside its quotes.
+    f.write_bytes(done + b'4.0,0,"timeout after\nretry\n')
+    for chunk in (7, 16, 1 << 16):  # chunk boundaries inside and outside the quoted field
+        monkeypatch.setattr(webui, "CSV_CHUNK", chunk)
+        got = b"".join(webui.complete_csv_rows([f]))
+        assert got == done, chunk
+        assert list(csv.reader(io.StringIO(got.decode()))) == rows
+
+
 def test_ui_passes_the_mock_and_every_setting_to_the_form(monkeypatch):
     from loadtest import ui
 

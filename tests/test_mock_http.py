@@ -194,3 +194,128 @@ def test_http10_keep_alive_is_acknowledged(fast):
     got = responses(exchange(fast, one + one))
     assert [s for s, _, _ in got] == [200, 200]
     assert got[0][1]["connection"] == "keep-alive"
+
+
+# ---------------------------------------------------------------------------- while a request is in service
+
+@pytest.fixture
+def slow():
+    """Real latencies, stretched: every create spends a few hundred milliseconds in service."""
+    with MockServer(MockConfig(latency_scale=5, seed=1), regions=["uk"]) as server:
+        yield server
+
+
+def read_responses(s: socket.socket, count: int, timeout: float = 10.0) -> bytes:
+    """Read until ``count`` responses (headers + Content-Length body) have arrived."""
+    raw = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(responses(raw)) >= count:
+                return raw
+        except (ValueError, IndexError):
+            pass  # a partial response so far
+        s.settimeout(max(deadline - time.monotonic(), 0.01))
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        raw += chunk
+    return raw
+
+
+def test_pipelined_requests_wait_for_the_one_in_service(slow):
+    create = request("POST", api.path("create"), b'{"variant_id": "a"}')
+    stats = b"GET /_mock/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(address(slow), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(create + create)  # one read
+        time.sleep(0.02)
+        s.sendall(stats)  # most likely a read of its own, while the first create is in service
+        got = responses(read_responses(s, 3))
+    assert [status for status, _, _ in got] == [200, 200, 200]
+    assert json.loads(got[0][2])["conversation_id"] != json.loads(got[1][2])["conversation_id"]
+    assert json.loads(got[2][2])["created"] == 2  # stats answered after both creates, in order
+
+
+def test_100_continue_only_after_the_answer_before_it(slow):
+    """A pipelined request's 100 Continue must not cut into the previous answer."""
+    body = b'{"variant_id": "b"}'
+    second = request("POST", api.path("create"), body, extra="Expect: 100-continue\r\n")[:-len(body)]
+    with socket.create_connection(address(slow), timeout=10) as s:
+        s.sendall(request("POST", api.path("create"), b"{}") + second)
+        raw = read_responses(s, 2)  # the first answer, then the 100 Continue
+        first, interim = responses(raw)[:2]
+        assert first[0] == 200 and interim[0] == 100
+        s.sendall(body)
+        status, _, reply = responses(read_responses(s, 1))[0]
+    assert status == 200 and "conversation_id" in json.loads(reply)
+
+
+def test_pipelining_past_the_bound_while_in_service_is_cut_off():
+    """Bytes that arrive while a request is in service wait unparsed, up to head + body limits."""
+    with MockServer(MockConfig(latency_scale=40, seed=1), regions=["uk"]) as mock:  # ~1-2 s in service
+        flood = request("POST", api.path("create"), b" " * 60_000)  # within max_body, but ...
+        with socket.create_connection(address(mock), timeout=10) as s:
+            s.sendall(request("POST", api.path("create"), b"{}"))
+            time.sleep(0.3)  # the first create is in service now
+            try:
+                for _ in range(3):  # ... three of them exceed what may wait
+                    s.sendall(flood)
+                raw = read_responses(s, 1, timeout=8)
+            except OSError:  # reset
+                raw = b""
+        assert raw == b""  # cut off: not even the first create is answered
+        still_serving(mock)
+
+
+def test_a_slow_client_does_not_block_others(fast):
+    data = request("POST", api.path("create"), b'{"variant_id": "a"}')
+    with socket.create_connection(address(fast), timeout=10) as slowpoke:
+        slowpoke.sendall(data[:30])  # half a request line, then nothing for a while
+        start = time.monotonic()
+        with httpx.Client(base_url=fast.base_urls["uk"], headers=HEADERS, timeout=5) as c:
+            assert [c.post(api.path("create"), json={}).status_code for _ in range(20)] == [200] * 20
+        assert time.monotonic() - start < 5
+        slowpoke.sendall(data[30:])
+        status, _, body = responses(read_responses(slowpoke, 1))[0]
+    assert status == 200 and json.loads(body)["conversation_id"]
+
+
+def test_a_head_sent_in_pieces_is_still_bounded(fast):
+    """A header line that never ends is refused once the head passes 16 KiB across reads."""
+    with socket.create_connection(address(fast), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"GET / HTTP/1.1\r\nX-Long: ")
+        raw = b""
+        try:
+            for _ in range(40):  # up to 40 KiB, 1 KiB per read
+                time.sleep(0.02)
+                s.sendall(b"a" * 1024)
+        except OSError:
+            pass  # refused and closed: later sends fail
+        raw = read_responses(s, 1, timeout=5)
+    assert responses(raw)[0][0] == 431
+
+
+def test_unknown_method_and_upgrade(fast):
+    status, headers, body = responses(exchange(fast, b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"))[0]
+    assert status == 400 and headers["connection"] == "close" and "error" in json.loads(body)
+    # Upgrade: answered as plain HTTP/1.1, then closed (the mock speaks nothing else).
+    raw = exchange(fast, b"GET /_mock/stats HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+                         b"GET /_mock/stats HTTP/1.1\r\n\r\n")
+    got = responses(raw)
+    assert [s for s, _, _ in got] == [200] and got[0][1]["connection"] == "close"
+
+
+def test_idle_keep_alive_connections_are_closed(monkeypatch):
+    from loadtest.mock import server as mock_server
+
+    monkeypatch.setattr(mock_server, "KEEPALIVE_S", 0.5)
+    with MockServer(MockConfig(latency_scale=0), regions=["uk"]) as mock:
+        with socket.create_connection(address(mock), timeout=10) as s:
+            s.sendall(b"GET /_mock/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert responses(read_responses(s, 1))[0][0] == 200
+            start = time.monotonic()
+            s.settimeout(10)
+            assert s.recv(100) == b""  # the server closed the idle connection
+            assert time.monotonic() - start < 8

@@ -10,7 +10,7 @@ stats. One module per concept:
 * :mod:`.state`    open conversations, idle expiry, the size cap
 * :mod:`.config`   MockConfig and TOML loading
 * :mod:`.service`  one region's API, independent of HTTP (the documented error decisions)
-* :mod:`.protocol` the fast HTTP/1.1 front end
+* :mod:`.protocol` the fast HTTP/1.1 front end (httptools)
 * :mod:`.server`   aiohttp app factory, AsyncMockServer, MockServer (thread)
 * :mod:`.cli`      ``loadtest mock``
 

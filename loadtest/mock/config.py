@@ -67,7 +67,7 @@ class MockConfig:
     versions: tuple[str, ...] | None = None
     accounts: tuple[str, ...] | None = None
     projects: tuple[str, ...] | None = None
-    # HTTP front end: "fast" (built-in asyncio HTTP/1.1 protocol) or "aiohttp".
+    # HTTP front end: "fast" (asyncio protocol on httptools, loadtest.mock.protocol) or "aiohttp".
     engine: str = "fast"
 
     def __post_init__(self) -> None:

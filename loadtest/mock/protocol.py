@@ -1,4 +1,4 @@
-"""A small, fast HTTP/1.1 server protocol (asyncio) in front of a RegionService.
+"""The mock's HTTP/1.1 front end: an asyncio Protocol on httptools, in front of a RegionService.
 
 Why not aiohttp here: on one core aiohttp's request machinery tops out below the request
 rate of a single Locust generator, and the mock must never be the bottleneck. This protocol
@@ -6,22 +6,30 @@ does only what the Chat API needs and is several times faster (``benchmarks/benc
 measures both). The aiohttp front end (:func:`loadtest.mock.server.make_app`) serves the
 same RegionService, for embedding in an aiohttp application.
 
+The bytes are parsed by httptools (llhttp, the parser under uvicorn and Node.js): request
+line, headers, ``Content-Length`` and ``chunked`` bodies, pipelined requests. This module
+adds what a server needs on top: the limits, keep-alive, ``Expect: 100-continue``, answering
+pipelined requests in order while one is in service, and JSON refusals.
+
 What it speaks: HTTP/1.0 and 1.1 requests with ``Content-Length`` or ``chunked`` bodies,
 keep-alive, pipelining (answered in order), ``Expect: 100-continue``; ``HEAD`` gets headers
-only. Everything it refuses, it refuses with a JSON body, then closes the connection:
+only; a request asking to ``Upgrade`` is answered as plain HTTP/1.1, then the connection
+closes. Everything it refuses, it refuses with a JSON body, then closes the connection:
 
-* 400 an unparsable request line or header, a bad Content-Length, Content-Length together
-  with Transfer-Encoding, a transfer coding other than chunked, a bad chunk;
-* 505 an HTTP version other than 1.x;
+* 400 whatever llhttp refuses (an unparsable request line or header, an unknown method, a
+  bad Content-Length, Content-Length together with Transfer-Encoding, a bad chunk), a
+  transfer coding other than chunked, a request target that is neither a path nor
+  absolute-form;
+* 505 an HTTP version other than 1.0 and 1.1;
 * 431 a request head over 16 KiB or more than 100 header lines;
 * 413 a body over ``max_body``, known from Content-Length before reading it or while
   reading a chunked one. The rest of the body is discarded (never buffered) for up to
   2 seconds, so the client sees the 413 rather than a reset.
 
 Memory per connection is bounded by the head limit plus ``max_body`` (a client that
-pipelines more while a request is in service is cut off); a client that disconnects cancels
-its request in service (freeing its capacity slot, ending a held request); idle keep-alive
-connections close after 75 seconds.
+pipelines more while a request is in service is cut off; bytes that arrive then wait
+unparsed); a client that disconnects cancels its request in service (freeing its capacity
+slot, ending a held request); idle keep-alive connections close after 75 seconds.
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from email.utils import formatdate
 from functools import partial
+
+import httptools
 
 from loadtest import api
 from loadtest.mock.service import RESET, RegionService
@@ -50,8 +61,11 @@ _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
             505: "HTTP Version Not Supported"}
 _STATUS = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_KEY = api.API_KEY_HEADER.lower()
-_TOKEN = api.TOKEN_HEADER.lower()
+# The request headers the service reads, by lower-case name.
+_CONTENT_TYPE, _KEY, _TOKEN, _LENGTH, _TRANSFER, _EXPECT = range(6)
+_FIELDS = {b"content-type": _CONTENT_TYPE, api.API_KEY_HEADER.lower().encode(): _KEY,
+           api.TOKEN_HEADER.lower().encode(): _TOKEN, b"content-length": _LENGTH,
+           b"transfer-encoding": _TRANSFER, b"expect": _EXPECT}
 
 
 class Clock:
@@ -68,29 +82,62 @@ class Clock:
 
 
 class _Reject(Exception):
-    """A protocol-level refusal: answer ``status`` with ``message`` and close."""
+    """A protocol-level refusal: answer ``status`` with ``message`` and close.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``length``: a 413's declared Content-Length, the bytes to discard before closing.
+    """
+
+    def __init__(self, status: int, message: str, length: int | None = None) -> None:
         self.status = status
         self.message = message
+        self.length = length
+
+
+def _refusal(error: httptools.HttpParserError, version: str) -> _Reject:
+    """What to answer when httptools stops: our own refusal from a callback, or llhttp's."""
+    cause = error.__context__  # httptools chains what a callback raised
+    if isinstance(cause, _Reject):
+        return cause
+    if isinstance(error, httptools.HttpParserCallbackError):
+        log.error("mock: unexpected error", exc_info=cause)
+        return _Reject(500, "internal error")
+    reason = str(error)
+    if "HTTP version" in reason:
+        return _Reject(505, f"unsupported HTTP version {version}; use HTTP/1.1")
+    return _Reject(400, f"malformed request: {reason}")
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One client connection. Create through :func:`protocol_factory`."""
+    """One client connection. Create through :func:`protocol_factory`.
 
-    __slots__ = ("service", "clock", "connections", "transport", "buf", "task", "last_active",
-                 "closing", "discard_left", "continue_sent")
+    httptools calls the ``on_*`` methods while parsing; a complete request joins ``queue``
+    and is served in order. While one is in service (``task``), received bytes wait in
+    ``pending``, unparsed, so a pipelining client cannot make the mock buffer without bound.
+    """
+
+    __slots__ = ("service", "clock", "connections", "transport", "parser", "queue", "pending",
+                 "pending_size", "task", "last_active", "closing", "failed", "discard_left",
+                 # the request being parsed
+                 "in_head", "in_body", "url", "target", "head_size", "head_bytes", "headers",
+                 "content_type", "key", "token", "length", "expect", "continue_sent", "body",
+                 "body_size", "keep_alive")
 
     def __init__(self, service: RegionService, clock: Clock, connections: set) -> None:
         self.service = service
         self.clock = clock
         self.connections = connections
         self.transport: asyncio.Transport | None = None
-        self.buf = b""
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque = deque()  # parsed requests (and at most one final refusal)
+        self.pending: list[bytes] = []
+        self.pending_size = 0
         self.task: asyncio.Task | None = None
         self.last_active = clock.now
         self.closing = False
+        self.failed = False  # the parser stopped: a refusal is queued, later bytes are dropped
         self.discard_left = -1  # >= 0 while discarding an oversized body
+        self.in_head = self.in_body = False
+        self.head_bytes = 0
         self.continue_sent = False
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -102,7 +149,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.connections.discard(self)
         self.closing = True
-        self.buf = b""
+        self.queue.clear()
+        self.pending.clear()
         if self.task is not None:
             self.task.cancel()  # the client gave up: stop serving (frees slot, ends holds)
             self.task = None
@@ -115,93 +163,134 @@ class HttpProtocol(asyncio.Protocol):
                 if self.discard_left <= 0:
                     self.transport.close()
             return
-        self.buf = self.buf + data if self.buf else data
-        if self.task is None:
-            self._process()
-        elif len(self.buf) > MAX_HEAD + self.service.max_body + _CHUNK_SLACK:
-            self._abort()
+        if self.failed:
+            return
+        if self.task is not None:
+            self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > MAX_HEAD + self.service.max_body + _CHUNK_SLACK:
+                self._abort()
+            return
+        self._feed(data)
+        self._serve()
 
     def eof_received(self):
         # The client closed its side. A half-close and a full close look the same, and a
         # client that gives up closes fully: treat both as gone (cancels a request in service).
         return None
 
-    # ------------------------------------------------------------ parsing
+    # ------------------------------------------------------------ parsing (httptools callbacks)
 
-    def _process(self) -> None:
+    def _feed(self, data: bytes) -> None:
+        was_in_head = self.in_head
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade or CONNECT: llhttp hands over what follows the head. The mock speaks
+            # only HTTP/1.1, so it answers the request as such and closes.
+            if self.queue:
+                self.queue[-1] = self.queue[-1][:-1] + (0,)
+            self.failed = True
+            return
+        except httptools.HttpParserError as e:
+            self.failed = True
+            self.queue.append(_refusal(e, self.parser.get_http_version()))
+            return
+        if was_in_head and self.in_head:  # a whole read inside one head: count it
+            self.head_bytes += len(data)  # (a header line is handed over only once complete)
+            if self.head_bytes > MAX_HEAD:
+                self.failed = True
+                self.queue.append(_Reject(431, f"request head exceeds {MAX_HEAD} bytes"))
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.url = b""
+        self.head_size = self.head_bytes = self.headers = 0
+        self.content_type = self.key = self.token = None
+        self.length = -1
+        self.expect = self.continue_sent = False
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_size += len(url)
+        if self.head_size > MAX_HEAD:
+            raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers += 1
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
+        if self.headers > MAX_HEADERS:
+            raise _Reject(431, f"more than {MAX_HEADERS} header lines")
+        field = _FIELDS.get(name.lower())
+        if field is None or not self.in_head:  # not read, or a trailer of a chunked body
+            return
+        if field == _CONTENT_TYPE:
+            self.content_type = value.decode("latin-1")
+        elif field == _KEY:
+            self.key = value.decode("latin-1")
+        elif field == _TOKEN:
+            self.token = value.decode("latin-1")
+        elif field == _LENGTH:
+            self.length = int(value)  # llhttp has checked the digits
+        elif field == _TRANSFER:
+            if value.lower() != b"chunked":
+                raise _Reject(400, f"unsupported Transfer-Encoding {value[:50].decode('latin-1')!r}")
+        elif value.lower() == b"100-continue":
+            self.expect = True
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        parser = self.parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            self.keep_alive = 1 if parser.should_keep_alive() else 0
+        elif version == "1.0":
+            self.keep_alive = 2 if parser.should_keep_alive() else 0  # 2: say keep-alive
+        else:
+            raise _Reject(505, f"unsupported HTTP version {version}; use HTTP/1.1")
+        target = self.url.decode("latin-1")
+        if target[:1] != "/":
+            if not target.startswith(("http://", "https://")):
+                raise _Reject(400, "malformed request target")
+            slash = target.find("/", target.find("//") + 2)  # absolute-form: keep the path
+            target = target[slash:] if slash > 0 else "/"
+        self.target = target
+        if self.length > self.service.max_body:
+            raise _Reject(413, f"request body exceeds {self.service.max_body} bytes", self.length)
+        self.in_body = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.service.max_body:
+            raise _Reject(413, f"request body exceeds {self.service.max_body} bytes")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.in_body = False
+        body = self.body
+        self.queue.append((self.parser.get_method().decode("ascii"), self.target, self.content_type,
+                           self.key, self.token, body[0] if len(body) == 1 else b"".join(body),
+                           self.keep_alive))
+
+    # ------------------------------------------------------------ serving, in order
+
+    def _serve(self) -> None:
+        """Answer the parsed requests in order until one needs time; then parse what waited."""
         out: list[bytes] = []
         service = self.service
-        try:
-            while self.buf:
-                buf = self.buf
-                if buf[:2] == b"\r\n":  # tolerate stray CRLFs between requests
-                    self.buf = buf.lstrip(b"\r\n")
-                    continue
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    self._check_partial_head(buf)
-                    break
-                if end > MAX_HEAD:
-                    raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
-                head = buf[:end].decode("latin-1").split("\r\n")
-                method, target, keep_alive = self._request_line(head[0])
-                length = None
-                chunked = False
-                content_type = key = token = expect = None
-                if len(head) > MAX_HEADERS + 1:
-                    raise _Reject(431, f"more than {MAX_HEADERS} header lines")
-                for line in head[1:]:
-                    name, sep, value = line.partition(":")
-                    if not sep or not name or name[-1] in " \t" or name[0] in " \t":
-                        raise _Reject(400, "malformed header line")
-                    name = name.lower()
-                    value = value.strip(" \t")
-                    if name == "content-type":
-                        content_type = value
-                    elif name == "content-length":
-                        if not (value.isascii() and value.isdigit()) or (length is not None and int(value) != length):
-                            raise _Reject(400, "invalid Content-Length")
-                        length = int(value)
-                    elif name == _KEY:
-                        key = value
-                    elif name == _TOKEN:
-                        token = value
-                    elif name == "connection":
-                        v = value.lower()
-                        if "close" in v:
-                            keep_alive = 0
-                        elif "keep-alive" in v and not keep_alive:
-                            keep_alive = 2  # HTTP/1.0 keep-alive: say so in the answer
-                    elif name == "transfer-encoding":
-                        if value.lower() != "chunked":
-                            raise _Reject(400, f"unsupported Transfer-Encoding {value[:50]!r}")
-                        chunked = True
-                    elif name == "expect":
-                        expect = value.lower()
-                start = end + 4
-                if chunked:
-                    if length is not None:
-                        raise _Reject(400, "both Content-Length and Transfer-Encoding")
-                    parsed = self._dechunk(buf, start)
-                    if parsed is None:
-                        self._maybe_continue(expect)
-                        break
-                    body, rest = parsed
-                elif length:
-                    if length > service.max_body:
-                        self._flush(out)
-                        self._too_large(len(buf) - start, length)
-                        return
-                    if len(buf) - start < length:
-                        self._maybe_continue(expect)
-                        break
-                    body = buf[start:start + length]
-                    rest = start + length
-                else:
-                    body = b""
-                    rest = start
-                self.buf = buf[rest:]
-                self.continue_sent = False
+        queue = self.queue
+        while True:
+            while queue:
+                request = queue.popleft()
+                if type(request) is _Reject:
+                    self._flush(out)
+                    self._refuse(request)
+                    return
+                method, target, content_type, key, token, body, keep_alive = request
                 head_only = method == "HEAD"
                 try:
                     result = service.handle(method, target, content_type, key, token, body)
@@ -223,96 +312,15 @@ class HttpProtocol(asyncio.Protocol):
                     task = self.task = asyncio.ensure_future(result)
                     task.add_done_callback(partial(self._answer_later, keep_alive, head_only))
                     return
-        except _Reject as r:
-            self._flush(out)
-            self._refuse(r.status, r.message)
-            return
+            if not self.pending or self.failed:
+                break
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.pending_size = 0
+            self._feed(data)
         self._flush(out)
-
-    @staticmethod
-    def _request_line(line: str) -> tuple[str, str, int]:
-        """(method, target, keep_alive): 1 HTTP/1.1 default, 0 HTTP/1.0 default (close)."""
-        parts = line.split(" ")
-        if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper() or not parts[1]:
-            raise _Reject(400, "malformed request line")
-        method, target, version = parts
-        if version == "HTTP/1.1":
-            keep_alive = 1
-        elif version == "HTTP/1.0":
-            keep_alive = 0
-        elif version.startswith("HTTP/"):
-            raise _Reject(505, f"unsupported HTTP version {version[:20]!r}; use HTTP/1.1")
-        else:
-            raise _Reject(400, "malformed request line")
-        if target[0] != "/":
-            if target.startswith(("http://", "https://")):  # absolute-form: keep the path
-                slash = target.find("/", target.find("//") + 2)
-                target = target[slash:] if slash > 0 else "/"
-            else:
-                raise _Reject(400, "malformed request target")
-        return method, target, keep_alive
-
-    def _check_partial_head(self, buf: bytes) -> None:
-        """Refuse garbage early instead of waiting for a blank line that never comes."""
-        if len(buf) > MAX_HEAD:
-            raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
-        nl = buf.find(b"\r\n")
-        if nl >= 0:
-            self._request_line(buf[:nl].decode("latin-1"))
-            return
-        space = buf.find(b" ", 0, 24)
-        method = buf[:space] if space >= 0 else buf[:24]
-        if not (method.isalpha() and method.isupper()) or (space < 0 and len(buf) >= 24):
-            raise _Reject(400, "malformed request line")  # binary, TLS, ... : not an HTTP method
-        if len(buf) > 8192:
-            raise _Reject(400, "request line too long")
-
-    def _dechunk(self, buf: bytes, pos: int) -> tuple[bytes, int] | None:
-        """(body, end offset) of a complete chunked body at ``pos``; None if incomplete."""
-        limit = self.service.max_body
-        parts = []
-        size_total = 0
-        n = len(buf)
-        while True:
-            nl = buf.find(b"\r\n", pos)
-            if nl < 0:
-                if n - pos > 1024:
-                    raise _Reject(400, "bad chunk size line")
-                return self._incomplete_chunked(n, pos)
-            size_text = buf[pos:nl].split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise _Reject(400, "bad chunk size") from None
-            if size < 0:
-                raise _Reject(400, "bad chunk size")
-            size_total += size
-            if size_total > limit:
-                raise _Reject(413, f"request body exceeds {limit} bytes")
-            pos = nl + 2
-            if size == 0:
-                while True:  # trailers, up to the blank line
-                    nl = buf.find(b"\r\n", pos)
-                    if nl < 0:
-                        return self._incomplete_chunked(n, pos)
-                    if nl == pos:
-                        return b"".join(parts), nl + 2
-                    pos = nl + 2
-            if n < pos + size + 2:
-                return self._incomplete_chunked(n, pos)
-            if buf[pos + size:pos + size + 2] != b"\r\n":
-                raise _Reject(400, "chunk not followed by CRLF")
-            parts.append(buf[pos:pos + size])
-            pos += size + 2
-
-    def _incomplete_chunked(self, n: int, pos: int) -> None:
-        if n > MAX_HEAD + self.service.max_body + _CHUNK_SLACK:
-            raise _Reject(413, f"request body exceeds {self.service.max_body} bytes")
-        return None
-
-    def _maybe_continue(self, expect: str | None) -> None:
-        if expect == "100-continue" and not self.continue_sent:
-            self.continue_sent = True
+        if self.in_body and self.expect and not self.continue_sent:
+            self.continue_sent = True  # its turn has come and its body is still to be sent
             self.transport.write(_CONTINUE)
 
     # ------------------------------------------------------------ writing
@@ -353,37 +361,36 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self._close()
             return
-        if self.buf:
-            self._process()
+        self._serve()
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, refusal: _Reject) -> None:
         if self.closing:
             return
-        if status == 413:
-            self._too_large(0, None)
+        if refusal.status == 413:
+            self._too_large(refusal.length)
             return
-        self.transport.write(self._serialize(self.service.error(status, message), False))
+        self.transport.write(self._serialize(self.service.error(refusal.status, refusal.message), False))
         self._close()
 
-    def _too_large(self, have: int, length: int | None) -> None:
-        """Answer 413 now, then discard (not buffer) the rest of the body before closing."""
+    def _too_large(self, length: int | None) -> None:
+        """Answer 413 now, then discard (not buffer) the rest of the body before closing.
+
+        ``length``: the declared Content-Length (some of it may have arrived already); the
+        connection closes once that much more has come, or after LINGER_S.
+        """
         self.transport.write(self._serialize(self.service.too_large(), False))
-        self.buf = b""
         self.closing = True
-        self.discard_left = (1 << 62) if length is None else length - have
-        if self.discard_left <= 0:
-            self.transport.close()
-            return
+        self.discard_left = (1 << 62) if length is None else length
         asyncio.get_running_loop().call_later(LINGER_S, self.transport.close)
 
     def _close(self) -> None:
         self.closing = True
-        self.buf = b""
+        self.pending.clear()
         self.transport.close()
 
     def _abort(self) -> None:
         self.closing = True
-        self.buf = b""
+        self.pending.clear()
         self.transport.abort()
 
     def idle_for(self, now: float) -> float:

@@ -6,9 +6,15 @@ pre-created conversation and once POSTing create. The goal is ≥ 2× what one L
 FastHttpUser generator can send (~11.7k req/s measured bare), so the mock is never the
 bottleneck of a run.
 
-    python benchmarks/bench_mock.py              # 10 s per scenario, fast engine
+    python benchmarks/bench_mock.py              # 10 s per scenario, fast engine, uvloop
     python benchmarks/bench_mock.py --quick      # 3 s per scenario
     python benchmarks/bench_mock.py --engine aiohttp --engine fast --repeat 3
+    python benchmarks/bench_mock.py --loop uvloop --loop asyncio --repeat 5   # which event loop
+
+Several configurations (``--engine`` × ``--loop``) are measured side by side: each
+repetition runs every configuration once, in turn, so a change in the machine's load hits
+them alike; the table shows the best and the median and, per CPU-second, the ratio to the
+first configuration.
 
 Needs ``wrk`` (Debian package ``wrk``) and ``taskset`` (util-linux); needs ≥ 2 CPUs for
 meaningful pinning (with one CPU both share it, and the numbers say so). Besides req/s it
@@ -23,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,9 +58,17 @@ def lua_script(method: str, body: dict) -> str:
                       token_header=api.TOKEN_HEADER, key=api.DUMMY_API_KEY, token=api.DUMMY_TOKEN)
 
 
-def start_mock(engine: str, cpu: str | None, workdir: Path) -> tuple[subprocess.Popen, str]:
-    ready = workdir / f"ready-{engine}.json"
-    cmd = [sys.executable, "-m", "loadtest.mock.cli", "--region", "uk", "--port", "0",
+# The mock's command line runs on uvloop when it is installed; "asyncio" forces the
+# standard loop to compare the two.
+ASYNCIO_MOCK = ("import asyncio, sys; import loadtest.mock.cli as cli; "
+                "cli.new_event_loop = asyncio.new_event_loop; sys.exit(cli.main())")
+
+
+def start_mock(engine: str, loop: str, cpu: str | None, workdir: Path) -> tuple[subprocess.Popen, str]:
+    ready = workdir / f"ready-{engine}-{loop}.json"
+    ready.unlink(missing_ok=True)
+    cmd = [sys.executable, *(["-c", ASYNCIO_MOCK] if loop == "asyncio" else ["-m", "loadtest.mock.cli"]),
+           "--region", "uk", "--port", "0",
            "--latency-scale", "0", "--end-after", "0", "--end-probability", "0",
            "--engine", engine, "--ready-file", str(ready), "--quiet"]
     if cpu is not None:
@@ -103,9 +118,10 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, cpu: str | N
             "latency_avg": latency.group(1) if latency else "?"}
 
 
-def bench(engine: str, seconds: int, connections: int, cpus: tuple[str | None, str | None],
-          workdir: Path, repeat: int = 1) -> list[dict]:
-    proc, base = start_mock(engine, cpus[0], workdir)
+def bench(engine: str, loop: str, seconds: int, connections: int, cpus: tuple[str | None, str | None],
+          workdir: Path) -> list[dict]:
+    """One run of each scenario against a fresh mock: a row per scenario."""
+    proc, base = start_mock(engine, loop, cpus[0], workdir)
     rows = []
     try:
         conversation = post(base + api.path("create"), "POST", api.create_body("a"))["conversation_id"]
@@ -117,17 +133,33 @@ def bench(engine: str, seconds: int, connections: int, cpus: tuple[str | None, s
         for name, (method, path, body) in scenarios.items():
             script = workdir / f"{name}.lua"
             script.write_text(lua_script(method, body))
-            runs = [run_wrk(base + path, script, seconds, connections, cpus[1], proc.pid) for _ in range(repeat)]
-            best = max(runs, key=lambda r: r["rps"])
-            rates = sorted(r["rps"] for r in runs)
-            rows.append({"engine": engine, "scenario": name, **best, "median_rps": rates[len(rates) // 2],
-                         "per_cpu_s": max(r["per_cpu_s"] for r in runs),
-                         "non2xx": sum(r["non2xx"] for r in runs)})
+            rows.append({"engine": engine, "loop": loop, "scenario": name,
+                         **run_wrk(base + path, script, seconds, connections, cpus[1], proc.pid)})
         stats = json.loads(urllib.request.urlopen(base + "/_mock/stats", timeout=5).read())
         assert set(stats["statuses"]) == {"200"}, stats["statuses"]  # every request answered 200
     finally:
         proc.terminate()
         proc.wait(10)
+    return rows
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per configuration and scenario: best and median req/s, median req per CPU-second."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["engine"], r["loop"], r["scenario"]), []).append(r)
+    rows = []
+    for (engine, loop, scenario), group in groups.items():
+        rates = sorted(r["rps"] for r in group)
+        per_cpu = sorted(r["per_cpu_s"] for r in group)
+        best = max(group, key=lambda r: r["rps"])
+        rows.append({**best, "median_rps": statistics.median(rates),
+                     "per_cpu_s": statistics.median(per_cpu), "best_per_cpu_s": per_cpu[-1],
+                     "non2xx": sum(r["non2xx"] for r in group), "runs": len(group)})
+    first = {r["scenario"]: r["per_cpu_s"] for r in rows if (r["engine"], r["loop"]) == (rows[0]["engine"],
+                                                                                       rows[0]["loop"])}
+    for r in rows:
+        r["ratio"] = r["per_cpu_s"] / first[r["scenario"]]
     return rows
 
 
@@ -137,9 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="runs per scenario; the best and the median are shown (default 1)")
+                        help="repetitions, each running every configuration once in turn; the best and "
+                             "the median are shown (default 1)")
     parser.add_argument("--engine", action="append", choices=("fast", "aiohttp"),
                         help="front end(s) to measure (default fast)")
+    parser.add_argument("--loop", action="append", choices=("uvloop", "asyncio"),
+                        help="the mock's event loop(s) to measure (default uvloop, as `loadtest mock` runs)")
     parser.add_argument("--server-cpu", default="0", help="CPU for the mock (default 0)")
     parser.add_argument("--client-cpu", default="1", help="CPU for wrk (default 1)")
     args = parser.parse_args(argv)
@@ -153,23 +188,27 @@ def main(argv: list[str] | None = None) -> int:
         print("note: fewer than 2 CPUs or no taskset: mock and wrk share the machine", file=sys.stderr)
 
     load_before = os.getloadavg()[0]
-    rows = []
+    configs = [(engine, loop) for engine in args.engine or ["fast"] for loop in args.loop or ["uvloop"]]
+    runs = []
     with tempfile.TemporaryDirectory(prefix="bench-mock-") as tmp:
-        for engine in args.engine or ["fast"]:
-            rows += bench(engine, seconds, args.connections, cpus, Path(tmp), max(1, args.repeat))
+        for _ in range(max(1, args.repeat)):  # interleaved: every configuration once per repetition
+            for engine, loop in configs:
+                runs += bench(engine, loop, seconds, args.connections, cpus, Path(tmp))
+    rows = summarise(runs)
 
     print(f"\nmock on CPU {cpus[0]}, wrk on CPU {cpus[1]}, {args.connections} connections, {seconds} s × "
           f"{max(1, args.repeat)} per scenario; goal >= {GOAL} req/s (2x one Locust FastHttpUser process)")
     if load_before > 0.5:
         print(f"warning: load average was {load_before:.1f} before the run: other work shares these CPUs, "
               "so these numbers are low")
-    print(f"{'engine':<8} {'scenario':<8} {'best req/s':>10} {'median':>8} {'vs goal':>8} {'req/CPU-s':>10} "
-          f"{'avg lat':>8} {'non-2xx':>8}  socket errors")
+    print(f"{'engine':<8} {'loop':<8} {'scenario':<8} {'best req/s':>10} {'median':>8} {'vs goal':>8} "
+          f"{'req/CPU-s':>10} {'best':>8} {'ratio':>6} {'avg lat':>8} {'non-2xx':>8}  socket errors")
     for r in rows:
-        print(f"{r['engine']:<8} {r['scenario']:<8} {r['rps']:>10.0f} {r['median_rps']:>8.0f} "
-              f"{r['rps'] / GOAL:>7.2f}x {r['per_cpu_s']:>10.0f} {r['latency_avg']:>8} {r['non2xx']:>8}  "
-              f"{r['socket_errors'] or '-'}")
-    print("req/CPU-s: requests per CPU-second the mock used, i.e. its rate on a core of its own")
+        print(f"{r['engine']:<8} {r['loop']:<8} {r['scenario']:<8} {r['rps']:>10.0f} {r['median_rps']:>8.0f} "
+              f"{r['rps'] / GOAL:>7.2f}x {r['per_cpu_s']:>10.0f} {r['best_per_cpu_s']:>8.0f} {r['ratio']:>6.2f} "
+              f"{r['latency_avg']:>8} {r['non2xx']:>8}  {r['socket_errors'] or '-'}")
+    print("req/CPU-s: median requests per CPU-second the mock used, i.e. its rate on a core of its own; "
+          "ratio: that median over the first configuration's")
     return 0
 
 

@@ -61,11 +61,12 @@ _REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
             505: "HTTP Version Not Supported"}
 _STATUS = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
 # The request headers the service reads, by lower-case name.
-_CONTENT_TYPE, _KEY, _TOKEN, _LENGTH, _TRANSFER, _EXPECT = range(6)
+_CONTENT_TYPE, _KEY, _TOKEN, _LENGTH, _CONNECTION, _TRANSFER, _EXPECT = range(7)
 _FIELDS = {b"content-type": _CONTENT_TYPE, api.API_KEY_HEADER.lower().encode(): _KEY,
            api.TOKEN_HEADER.lower().encode(): _TOKEN, b"content-length": _LENGTH,
-           b"transfer-encoding": _TRANSFER, b"expect": _EXPECT}
+           b"connection": _CONNECTION, b"transfer-encoding": _TRANSFER, b"expect": _EXPECT}
 
 
 class Clock:
@@ -115,12 +116,12 @@ class HttpProtocol(asyncio.Protocol):
     ``pending``, unparsed, so a pipelining client cannot make the mock buffer without bound.
     """
 
-    __slots__ = ("service", "clock", "connections", "transport", "parser", "queue", "pending",
-                 "pending_size", "task", "last_active", "closing", "failed", "discard_left",
+    __slots__ = ("service", "max_body", "clock", "connections", "transport", "parser", "queue",
+                 "pending", "pending_size", "task", "last_active", "closing", "failed", "discard_left",
                  # the request being parsed
                  "in_head", "in_body", "url", "target", "head_size", "head_bytes", "headers",
-                 "content_type", "key", "token", "length", "expect", "continue_sent", "body",
-                 "body_size", "keep_alive")
+                 "content_type", "key", "token", "length", "connection", "expect", "continue_sent",
+                 "body", "body_size", "keep_alive")
 
     def __init__(self, service: RegionService, clock: Clock, connections: set) -> None:
         self.service = service
@@ -136,9 +137,8 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.failed = False  # the parser stopped: a refusal is queued, later bytes are dropped
         self.discard_left = -1  # >= 0 while discarding an oversized body
-        self.in_head = self.in_body = False
-        self.head_bytes = 0
-        self.continue_sent = False
+        self.max_body = service.max_body
+        self._next_request()
 
     # ------------------------------------------------------------ asyncio callbacks
 
@@ -168,7 +168,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.task is not None:
             self.pending.append(data)
             self.pending_size += len(data)
-            if self.pending_size > MAX_HEAD + self.service.max_body + _CHUNK_SLACK:
+            if self.pending_size > MAX_HEAD + self.max_body + _CHUNK_SLACK:
                 self._abort()
             return
         self._feed(data)
@@ -202,40 +202,40 @@ class HttpProtocol(asyncio.Protocol):
                 self.failed = True
                 self.queue.append(_Reject(431, f"request head exceeds {MAX_HEAD} bytes"))
 
-    def on_message_begin(self) -> None:
-        self.in_head = True
+    def _next_request(self) -> None:
+        """Forget the request just parsed (called at the start and after each request)."""
+        self.in_head = self.in_body = self.expect = self.continue_sent = self.connection = False
         self.url = b""
-        self.head_size = self.head_bytes = self.headers = 0
+        self.head_size = self.head_bytes = self.headers = self.body_size = 0
         self.content_type = self.key = self.token = None
         self.length = -1
-        self.expect = self.continue_sent = False
         self.body = []
-        self.body_size = 0
 
-    def on_url(self, url: bytes) -> None:
+    def on_url(self, url: bytes) -> None:  # a request's first callback (a long URL: several)
+        self.in_head = True
         self.url += url
         self.head_size += len(url)
         if self.head_size > MAX_HEAD:
             raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.in_body:
+            return  # a trailer of a chunked body: not read
         self.headers += 1
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > MAX_HEAD:
-            raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
-        if self.headers > MAX_HEADERS:
-            raise _Reject(431, f"more than {MAX_HEADERS} header lines")
+        self.head_size += len(name) + len(value)  # limits checked once the head is complete
         field = _FIELDS.get(name.lower())
-        if field is None or not self.in_head:  # not read, or a trailer of a chunked body
+        if field is None:
             return
-        if field == _CONTENT_TYPE:
-            self.content_type = value.decode("latin-1")
-        elif field == _KEY:
+        if field == _KEY:
             self.key = value.decode("latin-1")
         elif field == _TOKEN:
             self.token = value.decode("latin-1")
+        elif field == _CONTENT_TYPE:
+            self.content_type = value.decode("latin-1")
         elif field == _LENGTH:
             self.length = int(value)  # llhttp has checked the digits
+        elif field == _CONNECTION:
+            self.connection = True
         elif field == _TRANSFER:
             if value.lower() != b"chunked":
                 raise _Reject(400, f"unsupported Transfer-Encoding {value[:50].decode('latin-1')!r}")
@@ -244,14 +244,21 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        if self.head_size > MAX_HEAD:
+            raise _Reject(431, f"request head exceeds {MAX_HEAD} bytes")
+        if self.headers > MAX_HEADERS:
+            raise _Reject(431, f"more than {MAX_HEADERS} header lines")
         parser = self.parser
-        version = parser.get_http_version()
-        if version == "1.1":
-            self.keep_alive = 1 if parser.should_keep_alive() else 0
-        elif version == "1.0":
-            self.keep_alive = 2 if parser.should_keep_alive() else 0  # 2: say keep-alive
+        if not self.connection and parser.should_keep_alive():
+            self.keep_alive = 1  # without a Connection header only HTTP/1.1 keeps alive
         else:
-            raise _Reject(505, f"unsupported HTTP version {version}; use HTTP/1.1")
+            version = parser.get_http_version()
+            if version == "1.1":
+                self.keep_alive = 1 if parser.should_keep_alive() else 0
+            elif version == "1.0":
+                self.keep_alive = 2 if parser.should_keep_alive() else 0  # 2: say keep-alive
+            else:
+                raise _Reject(505, f"unsupported HTTP version {version}; use HTTP/1.1")
         target = self.url.decode("latin-1")
         if target[:1] != "/":
             if not target.startswith(("http://", "https://")):
@@ -259,22 +266,23 @@ class HttpProtocol(asyncio.Protocol):
             slash = target.find("/", target.find("//") + 2)  # absolute-form: keep the path
             target = target[slash:] if slash > 0 else "/"
         self.target = target
-        if self.length > self.service.max_body:
-            raise _Reject(413, f"request body exceeds {self.service.max_body} bytes", self.length)
+        if self.length > self.max_body:
+            raise _Reject(413, f"request body exceeds {self.max_body} bytes", self.length)
         self.in_body = True
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
-        if self.body_size > self.service.max_body:
-            raise _Reject(413, f"request body exceeds {self.service.max_body} bytes")
+        if self.body_size > self.max_body:
+            raise _Reject(413, f"request body exceeds {self.max_body} bytes")
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.in_body = False
         body = self.body
-        self.queue.append((self.parser.get_method().decode("ascii"), self.target, self.content_type,
+        method = self.parser.get_method()
+        self.queue.append((_METHODS.get(method) or method.decode("ascii"), self.target, self.content_type,
                            self.key, self.token, body[0] if len(body) == 1 else b"".join(body),
                            self.keep_alive))
+        self._next_request()
 
     # ------------------------------------------------------------ serving, in order
 

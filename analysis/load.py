@@ -34,7 +34,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from analysis.chunks import CompactRequests, iter_batches, read_requests
 
 from loadtest.records import (
     ARRIVAL_COLUMNS,
@@ -97,6 +100,9 @@ CONVERSATION_TYPES: dict[str, pa.DataType] = {
     "ok": pa.int8(),
 }
 assert set(CONVERSATION_TYPES) == set(CONVERSATION_COLUMNS)
+#: The conversation columns the analysis uses: not the ids (millions of distinct strings;
+#: orphans are found from requests.csv).
+CONVERSATION_ANALYSIS_COLUMNS = tuple(c for c in CONVERSATION_COLUMNS if c != "conversation_id")
 
 
 class RunDataError(ValueError):
@@ -122,11 +128,17 @@ class RunDataError(ValueError):
 
 @dataclass
 class Run:
-    """One run folder, loaded."""
+    """One run folder, loaded.
+
+    `compact` holds the requests as the statistics need them (`analysis.chunks`: a few
+    bytes per request, read in chunks). `requests`, every column of every row as a
+    DataFrame, is read only when asked for (small runs, the capacity search, tests): a
+    report never needs it.
+    """
 
     path: Path
     meta: dict
-    requests: pd.DataFrame
+    compact: CompactRequests
     conversations: pd.DataFrame
     stats_history: pd.DataFrame | None = None
     slo: list | None = None
@@ -138,6 +150,19 @@ class Run:
     #: Start and end (epoch s) of the measured window (after warm-up exclusion).
     window: tuple[float, float] = (math.nan, math.nan)
     files: list[Path] = field(default_factory=list)
+    use_cache: bool = True
+    _requests: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """Every request row after the warm-up cut (ANALYSIS_COLUMNS), read on first use."""
+        if self._requests is None:
+            df = load_requests(self.files, use_cache=self.use_cache)
+            cut = self.window[0]
+            if self.warmup_s > 0 and math.isfinite(cut):
+                df = df.loc[df["timestamp"].to_numpy() >= cut].reset_index(drop=True)
+            self._requests = df
+        return self._requests
 
     @property
     def run_id(self) -> str:
@@ -150,34 +175,34 @@ class Run:
 
     def regions(self) -> list[str]:
         """Regions in a stable order: declared in run.json first, then any seen in the data."""
-        return _ordered(self.meta.get("regions"), self.requests["region"])
+        return _ordered(self.meta.get("regions"), self.compact.regions, self.compact.combo_r)
 
     def variants(self) -> list[str]:
         """Variants ('' for none) in a stable order: declared first, then seen."""
-        declared = self.meta.get("variants") or []
-        out = _ordered(declared, self.requests["variant"])
+        out = _ordered(self.meta.get("variants") or [], self.compact.variants, self.compact.combo_v)
         return out or [""]
 
 
-def _ordered(declared: Any, col: pd.Series) -> list[str]:
+def _ordered(declared: Any, labels: list[str], used: np.ndarray) -> list[str]:
     out: list[str] = []
     if isinstance(declared, (list, tuple)):
         out = [str(x) for x in declared if x is not None]
-    seen = list(col.cat.categories[np.unique(col.cat.codes[col.cat.codes >= 0])]) if len(col) else []
-    for s in seen:
-        if s not in out:
-            out.append(str(s))
+    for i in sorted(set(used.tolist())):
+        if labels[i] not in out:
+            out.append(labels[i])
     return out
 
 
 # --------------------------------------------------------------------------- run folder
 
 def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
-             columns: Sequence[str] = ANALYSIS_COLUMNS) -> Run:
-    """Load a run folder: requests (merged), conversations, run.json, slo.json, Locust history.
+             chunk_rows: int | None = None) -> Run:
+    """Load a run folder: requests (merged, compact), conversations, run.json, slo.json,
+    Locust history.
 
     Rows of requests (and conversations) that start within the first `warmup_s` seconds of
     the run are dropped. Raises RunDataError when the folder or its data is unusable.
+    `chunk_rows` bounds the rows reduced at once (tests); results never depend on it.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -189,7 +214,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     if not files:
         raise RunDataError(path, "no requests.csv in this folder",
                            hint="is this a run folder? a run writes requests.csv as it goes")
-    requests = load_requests(files, use_cache=use_cache, columns=columns)
+    checked = [(f, _check_header(f, REQUEST_COLUMNS)) for f in files]
     conversations = load_conversations(path, use_cache=use_cache)
     slo = load_slo(path)
     history = load_stats_history(path)
@@ -198,20 +223,40 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
 
     start = _num(meta.get("started"))
     if not math.isfinite(start):
-        start = float(requests["timestamp"].min()) if len(requests) else math.nan
-    end = _num(meta.get("ended"))
-    if len(requests):
-        last = float((requests["timestamp"] + requests["response_time_ms"] / 1000.0).max())
-        if not math.isfinite(end) or end < last - 1e-6:
-            end = last if not math.isfinite(end) else max(end, last)
+        start = _first_timestamp(checked)
     cut = start + max(warmup_s, 0.0) if math.isfinite(start) else math.nan
-    if warmup_s > 0 and math.isfinite(cut):
-        requests = requests.loc[requests["timestamp"].to_numpy() >= cut].reset_index(drop=True)
-        if len(conversations):
-            conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
-    return Run(path=path, meta=meta, requests=requests, conversations=conversations,
-               stats_history=history, slo=slo, arrivals=arrivals, connections=connections, warmup_s=float(max(warmup_s, 0.0)),
-               window=(cut, end), files=files)
+    compact = read_requests(checked, REQUEST_TYPES, [c for c in REQUEST_COLUMNS if c in ANALYSIS_COLUMNS],
+                            start=cut if math.isfinite(cut) else 0.0,
+                            cut=cut if warmup_s > 0 and math.isfinite(cut) else -math.inf,
+                            diagnose=lambda f, m: _diagnose(f, _header_of(checked, f), REQUEST_TYPES,
+                                                            ANALYSIS_COLUMNS, m),
+                            fail=lambda f, problem, i, c: RunDataError(f, problem, line=i + 2, column=c),
+                            chunk_rows=chunk_rows)
+    end = _num(meta.get("ended"))
+    last = compact.last_end
+    if math.isfinite(last) and (not math.isfinite(end) or end < last - 1e-6):
+        end = last if not math.isfinite(end) else max(end, last)
+    if warmup_s > 0 and math.isfinite(cut) and len(conversations):
+        conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
+    return Run(path=path, meta=meta, compact=compact, conversations=conversations,
+               stats_history=history, slo=slo, arrivals=arrivals, warmup_s=float(max(warmup_s, 0.0)),
+               window=(cut, end), files=files, use_cache=use_cache)
+
+
+def _header_of(checked: Sequence[tuple[Path, list[str]]], f: Path) -> list[str]:
+    return next(h for p, h in checked if p == f)
+
+
+def _first_timestamp(checked: Sequence[tuple[Path, list[str]]]) -> float:
+    """The earliest request start over all files (only when run.json does not say)."""
+    first = math.inf
+    for f, header in checked:
+        for batch, _ in iter_batches(f, header, REQUEST_TYPES, ["timestamp"],
+                                     lambda m, f=f, h=header: _diagnose(f, h, REQUEST_TYPES, ["timestamp"], m)):
+            ts = batch.column(0)
+            if len(ts) and ts.null_count < len(ts):
+                first = min(first, float(pc.min(ts).as_py()))
+    return first if math.isfinite(first) else math.nan
 
 
 def _num(x: Any) -> float:
@@ -344,12 +389,14 @@ def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, 
     return Path(files[-1]), i + 2
 
 
-def load_conversations(path: Path, use_cache: bool = True) -> pd.DataFrame:
+def load_conversations(path: Path, use_cache: bool = True,
+                       columns: Sequence[str] = CONVERSATION_ANALYSIS_COLUMNS) -> pd.DataFrame:
     """conversations*.csv merged; an empty frame with the right columns when absent."""
     files = sorted(p for p in path.glob(CONVERSATIONS_GLOB) if p.is_file())
+    columns = [c for c in CONVERSATION_COLUMNS if c in set(columns)]
     if not files:
-        return _empty(CONVERSATION_COLUMNS, CONVERSATION_TYPES)
-    tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, list(CONVERSATION_COLUMNS),
+        return _empty(columns, CONVERSATION_TYPES)
+    tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, columns,
                           use_cache=use_cache, required=("started",)) for f in files]
     table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
     df = table.to_pandas()

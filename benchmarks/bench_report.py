@@ -113,6 +113,46 @@ def clear_cache(run: Path) -> None:
         p.unlink()
 
 
+PIECE = 10_000_000  # rows generated in one piece (make_run holds a piece in memory)
+REGIONS = {"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4), "self-serve": (5.4, 0.5)}
+
+
+def generate(run: Path, rows: int, workers: int = 1) -> None:
+    """A synthetic run folder of `rows` requests. Above PIECE rows it is written piece by
+    piece (distinct seeds, same time window: a fleet of generators), appended to one
+    requests.csv and conversations.csv, so generating 100M rows needs no more memory than 10M."""
+    from synthetic import make_run
+
+    kw = dict(variants=["a", "b"], variant_factor={"b": 1.1}, regions=REGIONS)
+    if rows <= PIECE:
+        make_run(run, rows=rows, workers=workers, duration_s=max(120.0, rows / 2000), seed=1, **kw)
+        return
+    pieces = -(-rows // PIECE)
+    tmp = run.with_name(run.name + ".piece")
+    ended = 0.0
+    for i in range(pieces):
+        n = min(PIECE, rows - i * PIECE)
+        make_run(tmp, rows=n, duration_s=PIECE / 2000, seed=1 + i, **kw)
+        run.mkdir(parents=True, exist_ok=True)
+        for name in ("requests.csv", "conversations.csv"):
+            with open(tmp / name, "rb") as src, open(run / name, "ab") as dst:
+                if i:
+                    src.readline()  # one header
+                while block := src.read(64 << 20):
+                    dst.write(block)
+        meta = json.loads((tmp / "run.json").read_text())
+        ended = max(ended, meta["ended"])
+        print(f"  piece {i + 1}/{pieces}", flush=True)
+    for f in tmp.iterdir():
+        if f.name == "locust_stats_history.csv":
+            f.replace(run / f.name)
+        elif f.is_file():
+            f.unlink()
+    tmp.rmdir()
+    meta.update(run_id=run.name, ended=ended)
+    (run / "run.json").write_text(json.dumps(meta, indent=2))  # last: marks the folder complete
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000, help="request rows in the synthetic run (default 1M)")
@@ -122,15 +162,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from synthetic import make_run
-
     run = args.workdir / f"run-{args.rows}"
     if not (run / "run.json").exists():
         t = time.perf_counter()
         print(f"generating {args.rows:,} rows in {run} …", flush=True)
-        make_run(run, rows=args.rows, variants=["a", "b"], variant_factor={"b": 1.1}, workers=args.workers,
-                 regions={"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4), "self-serve": (5.4, 0.5)},
-                 duration_s=max(120.0, args.rows / 2000), seed=1)
+        generate(run, args.rows, args.workers)
         print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in run.glob("requests*.csv"))
     print(f"run folder: {run} ({size / 1e9:.2f} GB of requests CSV)\n", flush=True)

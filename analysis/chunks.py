@@ -25,8 +25,10 @@ file, line and column, as `analysis.load` always did.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -90,21 +92,26 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
     offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
     lengths = np.diff(offsets)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    words = max(1, -(-int(lengths.max()) // 8))
+    width = int(lengths.max())
+    words = max(1, -(-width // 8))
     padded = np.zeros((n, words * 8), dtype=np.uint8)
-    col = np.arange(words * 8)
-    inside = col[None, :] < lengths[:, None]
-    padded[inside] = data[(offsets[:-1, None] + col[None, :])[inside]]
+    fixed = bool((lengths == width).all())
+    if fixed:  # the usual case (uuids): a reshape, no gather
+        padded[:, :width] = data[offsets[0]:offsets[0] + n * width].reshape(n, width)
+    else:
+        col = np.arange(words * 8)
+        inside = col[None, :] < lengths[:, None]
+        padded[inside] = data[(offsets[:-1, None] + col[None, :])[inside]]
     w = padded.view(np.uint64)
     h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64) ^ lengths.astype(np.uint64)
     prime = np.uint64(0x100000001B3)
     nwords = -(-lengths // 8)
     with np.errstate(over="ignore"):
-        for j in range(words):
-            m = nwords > j
-            x = (h ^ w[:, j]) * prime
+        for j in range(words):  # a string mixes its own words only: the hash ignores padding
+            x = h ^ w[:, j]
+            x *= prime
             x ^= x >> np.uint64(29)
-            h = np.where(m, x, h)
+            h = x if fixed else np.where(nwords > j, x, h)
     return h
 
 
@@ -114,29 +121,31 @@ def _ranges(f: Path, range_bytes: int) -> Iterator[bytes]:
     """The file after its header line, in pieces that end at a line end outside quotes."""
     with open(f, "rb") as fh:
         fh.readline()
-        rest = b""
-        inside = False  # inside a quoted field at the start of `rest`?
+        rest = b""  # a range always starts outside quotes: it starts where the last one ended
         while True:
             block = fh.read(range_bytes)
             if not block:
                 if rest:
                     yield rest
                 return
-            data = rest + block
+            data = rest + block if rest else block
             cut = data.rfind(b"\n") + 1
-            # an odd number of quotes before the cut: that newline is inside a quoted field
-            while cut and ((data.count(b'"', 0, cut) & 1) ^ inside):
-                cut = data.rfind(b"\n", 0, cut - 1) + 1
+            if cut and data.find(b'"', 0, cut) >= 0:
+                # an odd number of quotes before the cut: that newline is inside a quoted field
+                quotes = int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8, count=cut) == 34))
+                while cut and quotes & 1:
+                    prev = data.rfind(b"\n", 0, cut - 1) + 1
+                    quotes -= data.count(b'"', prev, cut)
+                    cut = prev
             if not cut:  # no usable line end yet: read more
                 rest = data
                 continue
-            inside = False
             yield data[:cut]
             rest = data[cut:]
 
 
 def iter_batches(f: Path, header: list[str], types: dict, columns: Sequence[str],
-                 on_error: Callable[[str], Exception], range_bytes: int = RANGE_BYTES,
+                 on_error: Callable[[str], Exception], range_bytes: int | None = None,
                  chunk_rows: int | None = None) -> Iterator[tuple[pa.RecordBatch, int]]:
     """(record batch, index of its first data row in the file), in file order.
 
@@ -150,31 +159,51 @@ def iter_batches(f: Path, header: list[str], types: dict, columns: Sequence[str]
         return pacsv.read_csv(pa.py_buffer(data), read_options=read, convert_options=convert)
 
     row0 = 0
+    futures: queue.Queue = queue.Queue(maxsize=3)  # parsed ranges in flight: bounded memory
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="analysis-parse") as pool:
-        pending: list = []
-        ranges = _ranges(f, range_bytes)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < 3:
-                data = next(ranges, None)
-                if data is None:
-                    exhausted = True
-                else:
-                    pending.append(pool.submit(parse, data))
-            if not pending:
-                return
+
+        def produce() -> None:  # cutting ranges (a pass over the bytes) overlaps the reduction
             try:
-                table = pending.pop(0).result()
-            except pa.ArrowInvalid as e:
-                for p in pending:
-                    p.cancel()
-                raise on_error(str(e)) from None
-            for batch in table.to_batches():
-                step = chunk_rows or batch.num_rows
-                for i in range(0, batch.num_rows, max(step, 1)):
-                    piece = batch.slice(i, step) if step < batch.num_rows else batch
-                    yield piece, row0
-                    row0 += piece.num_rows
+                for data in _ranges(f, range_bytes or RANGE_BYTES):
+                    fut = pool.submit(parse, data)
+                    while not stop.is_set():
+                        try:
+                            futures.put(fut, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            except OSError as e:
+                futures.put(e)
+                return
+            futures.put(None)
+
+        producer = threading.Thread(target=produce, name="analysis-ranges", daemon=True)
+        producer.start()
+        try:
+            while (fut := futures.get()) is not None:
+                if isinstance(fut, OSError):
+                    raise fut
+                try:
+                    table = fut.result()
+                except pa.ArrowInvalid as e:
+                    raise on_error(str(e)) from None
+                for batch in table.to_batches():
+                    step = chunk_rows or batch.num_rows
+                    for i in range(0, batch.num_rows, max(step, 1)):
+                        piece = batch.slice(i, step) if step < batch.num_rows else batch
+                        yield piece, row0
+                        row0 += piece.num_rows
+        finally:
+            stop.set()
+            while producer.is_alive():
+                try:
+                    futures.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            producer.join()
 
 
 # --------------------------------------------------------------------------- compact requests
@@ -225,30 +254,52 @@ class CompactRequests:
         return sum(v.nbytes for v in vars(self).values() if isinstance(v, np.ndarray))
 
 
-@dataclass
-class _Parts:
-    """Per-chunk arrays, concatenated once at the end."""
+class Parts:
+    """Growing columns in buffers sized for the whole file up front: virtual memory only
+    (pages are touched as rows arrive), so there is no concatenation at the end and no
+    heap full of freed chunk arrays (which would count in the peak RSS)."""
 
-    lists: dict = field(default_factory=dict)
+    def __init__(self, capacity: int):
+        self.capacity = max(int(capacity), 1024)
+        self.bufs: dict[str, np.ndarray] = {}
+        self.sizes: dict[str, int] = {}
 
-    def add(self, **arrays) -> None:
+    def add(self, **arrays: np.ndarray) -> None:
         for k, v in arrays.items():
-            self.lists.setdefault(k, []).append(v)
+            buf, n = self.bufs.get(k), self.sizes.get(k, 0)
+            if buf is None or n + len(v) > len(buf) or not np.can_cast(v.dtype, buf.dtype):
+                dtype = v.dtype if buf is None else np.promote_types(buf.dtype, v.dtype)
+                size = self.capacity if buf is None else max(len(buf), int((n + len(v)) * 1.5))
+                grown = np.empty(size, dtype=dtype)
+                if buf is not None:
+                    grown[:n] = buf[:n]
+                self.bufs[k] = buf = grown
+            buf[n:n + len(v)] = v
+            self.sizes[k] = n + len(v)
 
     def take(self, k: str, dtype) -> np.ndarray:
-        parts = self.lists.pop(k, [])
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+        buf = self.bufs.pop(k, None)
+        return buf[:self.sizes[k]] if buf is not None else np.zeros(0, dtype=dtype)
+
+
+def estimate_rows(files: Sequence[Path]) -> int:
+    """About how many rows the files hold, from the line length at the start of the first."""
+    total = sum(f.stat().st_size for f in files)
+    with open(files[0], "rb") as fh:
+        head = fh.read(1 << 20)
+    lines = max(head.count(b"\n"), 1)
+    return int(total / (len(head) / lines) * 1.2) + 1024
 
 
 class _Reducer:
-    def __init__(self, start: float, cut: float):
+    def __init__(self, start: float, cut: float, capacity: int):
         self.start, self.cut = start, cut
         self.regions, self.variants, self.endpoints = Labels(), Labels(), Labels()
         self.kinds = Labels()
         self.messages = Labels(MAX_MESSAGES, OTHER_MESSAGES)
         self.lut = np.full((4, 4, 4), -1, dtype=np.int32)
         self.combos: list[tuple[int, int, int]] = []
-        self.parts = _Parts()
+        self.parts = Parts(capacity)
         self.first_ts, self.last_end, self.rows = math.inf, -math.inf, 0
 
     def _combo_codes(self, r: np.ndarray, v: np.ndarray, e: np.ndarray, on_overflow: Callable[[], Exception]
@@ -372,13 +423,13 @@ class _Reducer:
 def read_requests(files: Sequence[tuple[Path, list[str]]], types: dict, columns: Sequence[str],
                   start: float, cut: float, diagnose: Callable[[Path, str], Exception],
                   fail: Callable[[Path, str, int, str], Exception], chunk_rows: int | None = None,
-                  range_bytes: int = RANGE_BYTES) -> CompactRequests:
+                  range_bytes: int | None = None) -> CompactRequests:
     """Reduce requests CSVs (with their checked headers) to `CompactRequests`.
 
     start: the time origin of the per-row seconds; cut: rows that start before it are left
     out (the warm-up; -inf for none). diagnose(file, arrow message) and fail(file, problem,
     data row index, column) build the errors raised on bad data."""
-    red = _Reducer(start, cut)
+    red = _Reducer(start, cut, estimate_rows([f for f, _ in files]))
     for f, header in files:
         for batch, row0 in iter_batches(f, header, types, columns, lambda m, f=f: diagnose(f, m),
                                         range_bytes, chunk_rows):

@@ -45,9 +45,8 @@ class SortedGroups:
         self.counts = np.diff(self.bounds)
         # exact integer sums per group (int64: 100M values of 2^32 still fit)
         self.sums = np.zeros(len(self.counts), dtype=np.int64)
-        full = np.flatnonzero(self.counts)
-        if len(full):
-            self.sums[full] = np.add.reduceat(values, self.bounds[full], dtype=np.int64)
+        for g in np.flatnonzero(self.counts):  # per group: a reduceat would cast all values first
+            self.sums[g] = self.segment(g).sum(dtype=np.int64)
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from analysis.chunks import CompactRequests, iter_batches, read_requests
+from analysis.chunks import CompactRequests, Labels, Parts, estimate_rows, iter_batches, read_requests
 
 from loadtest.records import (
     ARRIVAL_COLUMNS,
@@ -391,19 +391,38 @@ def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, 
 
 def load_conversations(path: Path, use_cache: bool = True,
                        columns: Sequence[str] = CONVERSATION_ANALYSIS_COLUMNS) -> pd.DataFrame:
-    """conversations*.csv merged; an empty frame with the right columns when absent."""
+    """conversations*.csv merged; an empty frame with the right columns when absent.
+
+    Read in chunks like the requests (`analysis.chunks.iter_batches`): strings become
+    categoricals, so the frame costs ~30 bytes per conversation and the read adds no
+    full-size copy. (`use_cache` is accepted for symmetry; conversations need no cache.)"""
     files = sorted(p for p in path.glob(CONVERSATIONS_GLOB) if p.is_file())
     columns = [c for c in CONVERSATION_COLUMNS if c in set(columns)]
     if not files:
         return _empty(columns, CONVERSATION_TYPES)
-    tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, columns,
-                          use_cache=use_cache, required=("started",)) for f in files]
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
-    df = table.to_pandas()
-    for c in ("turns", "ok"):
-        if df[c].dtype.kind == "f":
-            df[c] = df[c].fillna(0).astype(CONVERSATION_TYPES[c].to_pandas_dtype())
-    return df
+    labels = {c: Labels() for c in columns if pa.types.is_dictionary(CONVERSATION_TYPES[c])}
+    parts = Parts(estimate_rows(files))
+    for f in files:
+        header = _check_header(f, CONVERSATION_COLUMNS)
+        for batch, row0 in iter_batches(f, header, CONVERSATION_TYPES, columns,
+                                        lambda m, f=f, h=header: _diagnose(f, h, CONVERSATION_TYPES, columns, m)):
+            for c in columns:
+                col = batch.column(c)
+                if c in labels:
+                    parts.add(**{c: labels[c].codes(col).astype(np.int16)})
+                elif c == "started" and col.null_count:
+                    i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise RunDataError(f, "empty value where a number is required", line=row0 + i + 2, column=c)
+                else:
+                    fill = 0 if pa.types.is_integer(col.type) else math.nan
+                    parts.add(**{c: pc.fill_null(col, fill).to_numpy()})
+    data = {}
+    for c in columns:
+        if c in labels:
+            data[c] = pd.Categorical.from_codes(parts.take(c, np.int16), categories=labels[c].names or [""])
+        else:
+            data[c] = parts.take(c, CONVERSATION_TYPES[c].to_pandas_dtype())
+    return pd.DataFrame(data)
 
 
 def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -319,6 +319,31 @@ def _combo_lut(values: np.ndarray) -> np.ndarray:
     return np.asarray(values).astype(np.uint64)
 
 
+#: Rows handled at once when building sort keys: bounds the temporaries, not the result.
+STEP = 1 << 22
+
+
+def _packed(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,
+            add: Callable[[slice, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Sort keys (lut[combo] + add) << 32 | latency of the successful rows where `keep`,
+    built a slice of STEP rows at a time into one uint64 array (the only full-size
+    allocation: 8 bytes per kept row, turned into the 4-byte result by `SortedGroups`)."""
+    n = len(rq.ok_combo)
+    slices = [slice(i, i + STEP) for i in range(0, n, STEP)]
+    masks = [keep(sl) if keep else None for sl in slices]
+    sizes = [int(m.sum()) if m is not None else len(rq.ok_combo[sl]) for sl, m in zip(slices, masks)]
+    key = np.empty(sum(sizes), dtype=np.uint64)
+    pos = 0
+    for sl, m, size in zip(slices, masks, sizes):
+        rows = m if m is not None else slice(None)
+        part = lut[rq.ok_combo[sl][rows]]
+        if add is not None:
+            part += add(sl, rows)
+        key[pos:pos + size] = pack(part, rq.ok_lat[sl][rows])
+        pos += size
+    return key
+
+
 def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
     """Statistics of a loaded run (`analysis.load.Run`)."""
     rq = run.compact
@@ -332,7 +357,7 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
     nr, nv, ne = len(dims.regions), len(dims.variants), len(dims.endpoints)
 
     detail = _combo_lut((dims.ri * nv + dims.vi) * ne + dims.ei)
-    samples = SortedGroups.from_key(pack(detail[rq.ok_combo], rq.ok_lat), nr * nv * ne, 1000.0)
+    samples = SortedGroups.from_key(_packed(rq, detail), nr * nv * ne, 1000.0)
     fails = _fail_rows(rq, dims)
     requests = _request_table(samples, fails, dims, duration)
     errs_status, errs_kind = _error_breakdowns(fails, dims)
@@ -498,18 +523,20 @@ def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
     if "respond" not in dims.endpoints or not len(rq.ok_lat):
         return pd.DataFrame(columns=cols)
     turn = rq.ok_turn
-    sel = (dims.ei == dims.endpoints.index("respond"))[rq.ok_combo]
-    sel &= turn >= 1
-    sel &= turn <= turn_limit
-    if not sel.any():
+    respond = dims.ei == dims.endpoints.index("respond")
+
+    def keep(sl: slice) -> np.ndarray:
+        t = turn[sl]
+        return respond[rq.ok_combo[sl]] & (t >= 1) & (t <= turn_limit)
+
+    tmax = max((int(turn[sl][keep(sl)].max(initial=0)) for sl in
+                (slice(i, i + STEP) for i in range(0, len(turn), STEP))), default=0)
+    if not tmax:
         return pd.DataFrame(columns=cols)
-    tmax = int(turn[sel].max())
     nr, nv = len(dims.regions), len(dims.variants)
-    key = _combo_lut((dims.ri * nv + dims.vi) * tmax)[rq.ok_combo[sel]]
-    key += turn[sel]
-    key -= np.uint64(1)
-    groups = SortedGroups.from_key(pack(key, rq.ok_lat[sel]), nr * nv * tmax, 1000.0)
-    del sel
+    key = _packed(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep,
+                  lambda sl, rows: turn[sl][rows].astype(np.uint64) - np.uint64(1))
+    groups = SortedGroups.from_key(key, nr * nv * tmax, 1000.0)
     frames = []
     for with_variant in ((True, False) if dims.variants != [""] else (True,)):
         if with_variant:
@@ -550,12 +577,14 @@ def _bins(sec: np.ndarray, w: int, nb: int) -> np.ndarray:
     return b
 
 
-def _bincount_rows(lut: np.ndarray, combo: np.ndarray, sec: np.ndarray, w: int, nb: int, n: int,
-                   step: int = 1 << 22) -> np.ndarray:
-    """Counts per lut[combo] + bin, a slice at a time (bincount copies its input to int64)."""
+def _bincount_rows(lut: np.ndarray, combo: np.ndarray, sec: np.ndarray | None, w: int, nb: int, n: int
+                   ) -> np.ndarray:
+    """Counts per lut[combo] (+ time bin), a slice at a time (bincount copies its input to int64)."""
     out = np.zeros(n, dtype=np.int64)
-    for i in range(0, len(combo), step):
-        k = lut[combo[i:i + step]] + _bins(sec[i:i + step], w, nb)
+    for i in range(0, len(combo), STEP):
+        k = lut[combo[i:i + STEP]]
+        if sec is not None:
+            k = k + _bins(sec[i:i + STEP], w, nb)
         out += np.bincount(k, minlength=n)[:n]
     return out
 
@@ -569,7 +598,7 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
     duration = max(end - start, 1e-9)
     lat_combo = (dims.ei == dims.endpoints.index("respond")) if "respond" in dims.endpoints \
         else np.ones(len(dims.ei), dtype=bool)
-    per_combo = np.bincount(rq.ok_combo, minlength=len(dims.ei))
+    per_combo = _bincount_rows(np.arange(len(dims.ei)), rq.ok_combo, None, 1, 1, len(dims.ei))
     # Enough requests per bin for a meaningful percentile: on average ≥ ~200 latency
     # samples per region per bin, between 10 and max_bins bins.
     per_region = int(per_combo[lat_combo].sum()) / max(len(dims.regions), 1)
@@ -577,11 +606,9 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
     nr = len(dims.regions)
-    sel = lat_combo[rq.ok_combo]
-    key = _combo_lut(dims.ri * nb)[rq.ok_combo[sel]]
-    key += _bins(rq.ok_sec[sel], int(w), nb)
-    lat = SortedGroups.from_key(pack(key, rq.ok_lat[sel]), nr * nb, 1000.0)
-    del sel
+    key = _packed(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]],
+                  lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb))
+    lat = SortedGroups.from_key(key, nr * nb, 1000.0)
     frames = []
     for per_region in (True, False):
         n_r = nr if per_region else 1

@@ -24,8 +24,11 @@ file, line and column, as `analysis.load` always did.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import queue
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -204,6 +207,91 @@ def iter_batches(f: Path, header: list[str], types: dict, columns: Sequence[str]
                 except queue.Empty:
                     pass
             producer.join()
+
+
+# --------------------------------------------------------------------------- Arrow cache
+
+#: Bump when the cached columns or their types change.
+CACHE_VERSION = 4
+#: CSVs smaller than this are parsed again rather than cached.
+CACHE_MIN_BYTES = 8 << 20
+
+
+def cache_path(f: Path) -> Path:
+    return f.with_name(f".{f.name}.cache.arrow")
+
+
+def _cache_key(f: Path) -> dict:
+    st = f.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}
+
+
+def cached_batches(f: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch] | None:
+    """The parsed columns of `f` from the cache beside it, if it matches the CSV's size and
+    mtime and holds `columns`; None otherwise (the cache is never needed for correctness)."""
+    cache = cache_path(f)
+    try:
+        if not cache.exists():
+            return None
+        source = pa.memory_map(str(cache), "r")
+        reader = pa.ipc.open_stream(source)
+        meta = reader.schema.metadata or {}
+        if json.loads(meta.get(b"analysis_cache", b"{}")) != _cache_key(f) or \
+                any(c not in reader.schema.names for c in columns):
+            source.close()
+            return None
+    except Exception:  # a stale or broken cache is just ignored
+        return None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        with source:
+            for b in reader:
+                yield b.select(list(columns))
+    return batches()
+
+
+class CacheWriter:
+    """Writes the parsed batches of a CSV beside it as an Arrow IPC stream (dictionaries may
+    change between batches), to a temporary file renamed on `commit`: a killed process or
+    a data error never leaves a half-written cache. Best effort: a read-only folder or a
+    full disk only costs the next report a CSV parse."""
+
+    def __init__(self, f: Path, schema: pa.Schema):
+        self.cache, self.tmp, self.writer = cache_path(f), None, None
+        try:
+            key = _cache_key(f)
+            fd, self.tmp = tempfile.mkstemp(prefix=self.cache.name, suffix=".tmp", dir=self.cache.parent)
+            os.close(fd)
+            self.sink = pa.OSFile(self.tmp, "wb")
+            self.writer = pa.ipc.new_stream(self.sink, schema.with_metadata({"analysis_cache": json.dumps(key)}))
+        except Exception:
+            self.abort()
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.write_batch(batch)
+            except Exception:
+                self.abort()
+
+    def commit(self) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer.close()
+            self.sink.close()
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, self.cache)
+            self.tmp = None
+        except Exception:
+            pass
+        self.abort()
+
+    def abort(self) -> None:
+        self.writer = None
+        if self.tmp and os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+        self.tmp = None
 
 
 # --------------------------------------------------------------------------- compact requests
@@ -423,15 +511,39 @@ class _Reducer:
 def read_requests(files: Sequence[tuple[Path, list[str]]], types: dict, columns: Sequence[str],
                   start: float, cut: float, diagnose: Callable[[Path, str], Exception],
                   fail: Callable[[Path, str, int, str], Exception], chunk_rows: int | None = None,
-                  range_bytes: int | None = None) -> CompactRequests:
+                  range_bytes: int | None = None, use_cache: bool = False) -> CompactRequests:
     """Reduce requests CSVs (with their checked headers) to `CompactRequests`.
 
     start: the time origin of the per-row seconds; cut: rows that start before it are left
     out (the warm-up; -inf for none). diagnose(file, arrow message) and fail(file, problem,
-    data row index, column) build the errors raised on bad data."""
+    data row index, column) build the errors raised on bad data. With `use_cache`, parsed
+    columns are read from (or written to) the Arrow cache beside each CSV."""
     red = _Reducer(start, cut, estimate_rows([f for f, _ in files]))
     for f, header in files:
-        for batch, row0 in iter_batches(f, header, types, columns, lambda m, f=f: diagnose(f, m),
-                                        range_bytes, chunk_rows):
-            red.absorb(batch, row0, lambda problem, i, c, f=f: fail(f, problem, i, c))
+        cached = cached_batches(f, columns) if use_cache else None
+        writer = None
+        if cached is not None:
+            source = _numbered(cached)
+        else:
+            source = iter_batches(f, header, types, columns, lambda m, f=f: diagnose(f, m), range_bytes, chunk_rows)
+            if use_cache and f.stat().st_size >= CACHE_MIN_BYTES:
+                writer = CacheWriter(f, pa.schema([(c, types[c]) for c in columns]))
+        try:
+            for batch, row0 in source:
+                red.absorb(batch, row0, lambda problem, i, c, f=f: fail(f, problem, i, c))
+                if writer is not None:
+                    writer.write(batch)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        if writer is not None:
+            writer.commit()
     return red.finish()
+
+
+def _numbered(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:
+    row0 = 0
+    for b in batches:
+        yield b, row0
+        row0 += b.num_rows

@@ -23,9 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from analysis.chunks import CompactRequests, Labels, Parts, estimate_rows, iter_batches, read_requests
+from analysis.chunks import (
+    CacheWriter,
+    CompactRequests,
+    Labels,
+    Parts,
+    cached_batches,
+    estimate_rows,
+    iter_batches,
+    read_requests,
+)
 
 from loadtest.records import (
     ARRIVAL_COLUMNS,
@@ -54,7 +61,6 @@ from loadtest.records import (
 
 SLO_JSON = "slo.json"
 STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
-CACHE_VERSION = 3
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -231,7 +237,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
                             diagnose=lambda f, m: _diagnose(f, _header_of(checked, f), REQUEST_TYPES,
                                                             ANALYSIS_COLUMNS, m),
                             fail=lambda f, problem, i, c: RunDataError(f, problem, line=i + 2, column=c),
-                            chunk_rows=chunk_rows)
+                            chunk_rows=chunk_rows, use_cache=use_cache)
     end = _num(meta.get("ended"))
     last = compact.last_end
     if math.isfinite(last) and (not math.isfinite(end) or end < last - 1e-6):
@@ -434,13 +440,11 @@ def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:
 def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence[str],
                 use_cache: bool, required: Sequence[str] = REQUIRED_VALUES) -> pa.Table:
     try:
-        st = f.stat()
+        f.stat()
     except OSError as e:
         raise RunDataError(f, f"cannot read: {e.strerror or e}") from e
-    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}
-    cache = f.with_name(f".{f.name}.cache.arrow")
-    if use_cache and cache.exists():
-        table = _read_cache(cache, key, columns)
+    if use_cache:
+        table = _read_cache(f, columns)
         if table is not None:
             return table
     header = _check_header(f, contract)
@@ -449,7 +453,7 @@ def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence
         # Written on a background (non-daemon) thread: Arrow releases the GIL, so the write
         # overlaps the statistics; the interpreter waits for it at exit, and the temporary
         # file + rename means a killed process never leaves a half-written cache.
-        threading.Thread(target=_write_cache, args=(cache, key, table), name="analysis-cache").start()
+        threading.Thread(target=_write_cache, args=(f, table), name="analysis-cache").start()
     return table
 
 
@@ -549,36 +553,18 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
 
 # --------------------------------------------------------------------------- Arrow cache
 
-def _read_cache(cache: Path, key: dict, columns: Sequence[str]) -> pa.Table | None:
+def _read_cache(f: Path, columns: Sequence[str]) -> pa.Table | None:
+    batches = cached_batches(f, columns)
+    if batches is None:
+        return None
     try:
-        with pa.memory_map(str(cache), "r") as source:
-            reader = pa.ipc.open_file(source)
-            meta = reader.schema.metadata or {}
-            if json.loads(meta.get(b"analysis_cache", b"{}")) != key:
-                return None
-            if any(c not in reader.schema.names for c in columns):
-                return None
-            table = reader.read_all().select(list(columns))
-        return table.replace_schema_metadata(None)
-    except Exception:  # a stale or broken cache is just ignored
+        return pa.Table.from_batches(list(batches))
+    except Exception:  # a broken cache is just ignored
         return None
 
 
-def _write_cache(cache: Path, key: dict, table: pa.Table) -> None:
-    """Best effort: a read-only folder or a full disk only costs the next report a CSV parse."""
-    tmp = None
-    try:
-        # the IPC file format needs one dictionary per column across all chunks
-        t = table.unify_dictionaries().replace_schema_metadata({"analysis_cache": json.dumps(key)})
-        fd, tmp = tempfile.mkstemp(prefix=cache.name, suffix=".tmp", dir=cache.parent)
-        os.close(fd)
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
-            writer.write_table(t, max_chunksize=1 << 20)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cache)
-        tmp = None
-    except Exception:
-        pass
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_cache(f: Path, table: pa.Table) -> None:
+    writer = CacheWriter(f, table.schema)
+    for b in table.to_batches(max_chunksize=1 << 20):
+        writer.write(b)
+    writer.commit()

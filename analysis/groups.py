@@ -1,15 +1,15 @@
 """Integer values (latencies in microseconds) sorted once per group, and exact order
 statistics of any union of groups without concatenating them.
 
-    g = SortedGroups.from_codes(codes, values_us, ngroups, divisor=1000)  # one in-place sort
+    g = SortedGroups.from_codes(codes, values_us, ngroups, divisor=1000)
     g.describe([[0], [1, 2]], qs=(50, 95, 99))   # group 0 alone; groups 1 and 2 together
     g.merged([1, 2])                              # sorted float values of 1 ∪ 2 (for bootstraps)
 
 Why: a report needs the same percentiles per region × variant × endpoint and per roll-up
 (region × endpoint, variant × endpoint, endpoint, overall), per turn and per time bin. With
-4-byte integer microseconds and a group code packed into one uint64 key, one in-place sort
-gives every group's sorted values (no argsort index, no float copy). Roll-ups are then
-answered by rank: the k-th smallest value of a union of sorted groups is found by bisection
+4-byte integer microseconds and small group codes, a counting sort by group (slice by
+slice) and an in-place sort per group give every group's sorted values with no argsort
+index over all rows and no float copy. Roll-ups are then answered by rank: the k-th smallest value of a union of sorted groups is found by bisection
 on the value (each step counts values ≤ x with a binary search per group), so a roll-up
 costs O(groups × log n × 32), not a new sort and not a copy of its rows. `divisor` turns the
 integers back into the recorded unit (µs → ms: a division by 1000, correctly rounded, so a
@@ -17,22 +17,11 @@ latency written with 3 decimals comes back bit-identical to parsing it).
 """
 from __future__ import annotations
 
-from typing import Sequence
-
-import sys
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from analysis.percentiles import percentiles_at
-
-_LOW = np.uint64(0xFFFFFFFF)
-
-
-def pack(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Keys group << 32 | value, built in place in `groups` (uint64); values uint32."""
-    groups <<= np.uint64(32)
-    groups |= values
-    return groups
 
 
 class SortedGroups:
@@ -52,27 +41,31 @@ class SortedGroups:
     def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0
                    ) -> "SortedGroups":
         """Sort uint32 `values` by (group code, value)."""
-        return cls.from_key(pack(codes.astype(np.uint64), values), ngroups, divisor)
+        return cls.from_slices(lambda: [(codes, values)], ngroups, divisor)
 
     @classmethod
-    def from_key(cls, key: np.ndarray, ngroups: int, divisor: float = 1.0) -> "SortedGroups":
-        """Sort packed keys (`pack`) in place and keep their values: the key array's memory
-        is reused for the uint32 result, so the peak is the key array alone."""
-        key.sort()
-        bounds = np.searchsorted(key, np.arange(ngroups + 1, dtype=np.uint64) << np.uint64(32))
-        m = len(key)
-        if sys.byteorder != "little" or m < 2:
-            return cls((key & _LOW).astype(np.uint32), bounds, divisor)
-        v = key.view(np.uint32)  # low half of key i at 2i: move it to i, block by block
-        block = 1 << 20
-        first = min(block, m)
-        v[:first] = v[0:2 * first:2].copy()
-        for i in range(block, m, block):  # from the second block on, source and target never overlap
-            j = min(i + block, m)
-            v[i:j] = v[2 * i:2 * j:2]
-        del v
-        key.resize((m + 1) // 2, refcheck=False)  # give the upper half back
-        return cls(key.view(np.uint32)[:m], bounds, divisor)
+    def from_slices(cls, slices: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ngroups: int,
+                    divisor: float = 1.0) -> "SortedGroups":
+        """Group (code, uint32 value) pairs given slice by slice (`slices()` is called twice),
+        then sort each group in place. A counting sort: the only full-size allocation is the
+        result (4 bytes a value); temporaries are the size of one slice."""
+        counts = np.zeros(ngroups, dtype=np.int64)
+        for codes, _ in slices():
+            counts += np.bincount(codes, minlength=ngroups)[:ngroups]
+        bounds = np.concatenate(([0], np.cumsum(counts)))
+        out = np.empty(int(bounds[-1]), dtype=np.uint32)
+        cursor = bounds[:-1].copy()
+        for codes, values in slices():
+            order = np.argsort(codes, kind="stable")  # small codes: a radix sort
+            c = np.bincount(codes, minlength=ngroups)[:ngroups]
+            sv = values[order]
+            b = np.concatenate(([0], np.cumsum(c)))
+            for g in np.flatnonzero(c):
+                out[cursor[g]:cursor[g] + c[g]] = sv[b[g]:b[g + 1]]
+            cursor += c
+        for g in np.flatnonzero(counts):
+            out[bounds[g]:bounds[g + 1]].sort()
+        return cls(out, bounds, divisor)
 
     def __len__(self) -> int:
         return int(self.bounds[-1])

@@ -23,7 +23,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,7 @@ import pandas as pd
 from loadtest.records import ENDED_BY
 
 from analysis.chunks import CompactRequests
-from analysis.groups import SortedGroups, pack
+from analysis.groups import SortedGroups
 from analysis.percentiles import PERCENTILE_METHOD, PERCENTILES, percentiles  # noqa: F401 (re-exported)
 
 #: Label of a rolled-up dimension ("all regions", "all variants", "all endpoints").
@@ -315,33 +315,28 @@ def _fail_rows(rq: CompactRequests, dims: Dims) -> FailRows:
 
 
 def _combo_lut(values: np.ndarray) -> np.ndarray:
-    """A per-combo uint64 table, to gather group codes straight into a key array."""
-    return np.asarray(values).astype(np.uint64)
+    """A per-combo table of group codes (gathered per row, a slice at a time)."""
+    return np.asarray(values).astype(np.int64)
 
 
-#: Rows handled at once when building sort keys: bounds the temporaries, not the result.
+#: Rows handled at once when grouping: bounds the temporaries, not the result.
 STEP = 1 << 22
 
 
-def _packed(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,
-            add: Callable[[slice, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Sort keys (lut[combo] + add) << 32 | latency of the successful rows where `keep`,
-    built a slice of STEP rows at a time into one uint64 array (the only full-size
-    allocation: 8 bytes per kept row, turned into the 4-byte result by `SortedGroups`)."""
-    n = len(rq.ok_combo)
-    slices = [slice(i, i + STEP) for i in range(0, n, STEP)]
-    masks = [keep(sl) if keep else None for sl in slices]
-    sizes = [int(m.sum()) if m is not None else len(rq.ok_combo[sl]) for sl, m in zip(slices, masks)]
-    key = np.empty(sum(sizes), dtype=np.uint64)
-    pos = 0
-    for sl, m, size in zip(slices, masks, sizes):
-        rows = m if m is not None else slice(None)
-        part = lut[rq.ok_combo[sl][rows]]
-        if add is not None:
-            part += add(sl, rows)
-        key[pos:pos + size] = pack(part, rq.ok_lat[sl][rows])
-        pos += size
-    return key
+def _slices(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,
+            add: Callable[[slice, np.ndarray], np.ndarray] | None = None
+            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(group codes lut[combo] + add, latencies) of the successful rows where `keep`, a
+    slice of STEP rows at a time: what `SortedGroups.from_slices` sorts."""
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(rq.ok_combo), STEP):
+            sl = slice(i, i + STEP)
+            rows = keep(sl) if keep is not None else slice(None)
+            codes = lut[rq.ok_combo[sl][rows]]
+            if add is not None:
+                codes = codes + add(sl, rows)
+            yield codes, rq.ok_lat[sl][rows]
+    return gen
 
 
 def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
@@ -357,7 +352,7 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
     nr, nv, ne = len(dims.regions), len(dims.variants), len(dims.endpoints)
 
     detail = _combo_lut((dims.ri * nv + dims.vi) * ne + dims.ei)
-    samples = SortedGroups.from_key(_packed(rq, detail), nr * nv * ne, 1000.0)
+    samples = SortedGroups.from_slices(_slices(rq, detail), nr * nv * ne, 1000.0)
     fails = _fail_rows(rq, dims)
     requests = _request_table(samples, fails, dims, duration)
     errs_status, errs_kind = _error_breakdowns(fails, dims)
@@ -534,9 +529,9 @@ def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
     if not tmax:
         return pd.DataFrame(columns=cols)
     nr, nv = len(dims.regions), len(dims.variants)
-    key = _packed(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep,
-                  lambda sl, rows: turn[sl][rows].astype(np.uint64) - np.uint64(1))
-    groups = SortedGroups.from_key(key, nr * nv * tmax, 1000.0)
+    groups = SortedGroups.from_slices(_slices(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep,
+                                              lambda sl, rows: turn[sl][rows].astype(np.int64) - 1),
+                                      nr * nv * tmax, 1000.0)
     frames = []
     for with_variant in ((True, False) if dims.variants != [""] else (True,)):
         if with_variant:
@@ -606,9 +601,9 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
     nr = len(dims.regions)
-    key = _packed(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]],
-                  lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb))
-    lat = SortedGroups.from_key(key, nr * nb, 1000.0)
+    lat = SortedGroups.from_slices(_slices(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]],
+                                           lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb)),
+                                   nr * nb, 1000.0)
     frames = []
     for per_region in (True, False):
         n_r = nr if per_region else 1

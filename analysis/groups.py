@@ -47,22 +47,25 @@ class SortedGroups:
     def from_slices(cls, slices: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ngroups: int,
                     divisor: float = 1.0) -> "SortedGroups":
         """Group (code, uint32 value) pairs given slice by slice (`slices()` is called twice),
-        then sort each group in place. A counting sort: the only full-size allocation is the
-        result (4 bytes a value); temporaries are the size of one slice."""
+        then sort each group in place. The only full-size allocation is the result (4 bytes a
+        value); temporaries (a packed uint64 key per value) are the size of one slice."""
         counts = np.zeros(ngroups, dtype=np.int64)
         for codes, _ in slices():
             counts += np.bincount(codes, minlength=ngroups)[:ngroups]
         bounds = np.concatenate(([0], np.cumsum(counts)))
         out = np.empty(int(bounds[-1]), dtype=np.uint32)
         cursor = bounds[:-1].copy()
+        edges = np.arange(ngroups + 1, dtype=np.uint64) << np.uint64(32)
         for codes, values in slices():
-            order = np.argsort(codes, kind="stable")  # small codes: a radix sort
-            c = np.bincount(codes, minlength=ngroups)[:ngroups]
-            sv = values[order]
-            b = np.concatenate(([0], np.cumsum(c)))
-            for g in np.flatnonzero(c):
-                out[cursor[g]:cursor[g] + c[g]] = sv[b[g]:b[g + 1]]
-            cursor += c
+            key = codes.astype(np.uint64)  # one slice of (code << 32 | value), sorted: grouped
+            key <<= np.uint64(32)
+            key |= values
+            key.sort()
+            b = np.searchsorted(key, edges)
+            for g in np.flatnonzero(np.diff(b)):
+                n = b[g + 1] - b[g]
+                out[cursor[g]:cursor[g] + n] = key[b[g]:b[g + 1]]  # the low 32 bits: the value
+                cursor[g] += n
         for g in np.flatnonzero(counts):
             out[bounds[g]:bounds[g + 1]].sort()
         return cls(out, bounds, divisor)

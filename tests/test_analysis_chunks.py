@@ -169,6 +169,7 @@ def _child(code: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_report_peak_memory_grows_less_than_30_mib_per_million_rows(tmp_path):
     peaks = {}
     for rows in (2_000_000, 6_000_000):

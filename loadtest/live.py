@@ -10,8 +10,8 @@ latency goes into a log-linear bucket with 3 significant digits (HdrHistogram's 
 exact microseconds below 2.048 ms, then 1,024 buckets per power of two, so a bucket is at
 most 0.1 % wide and its midpoint is within 0.05 % of every value in it; Locust's own
 statistics keep 2 digits). One histogram per key and second, kept for the window: adding a
-request is a dict increment, a snapshot merges at most `window_s` small histograms per key,
-whatever the rate, and a worker forwards histograms (bounded by the number of distinct
+request is a dict increment, a snapshot concatenates at most `window_s` sparse histograms per
+key (numpy), whatever the rate, and a worker forwards histograms (bounded by the number of distinct
 buckets), not one message per request. Percentiles of the merged counts go through the
 project's one percentile function (`analysis.percentiles.percentiles_at`).
 """
@@ -29,6 +29,8 @@ from analysis.percentiles import percentiles_at
 WINDOW_S = 10.0
 SUB_BUCKETS = 1024  # per power of two: 3 significant digits
 _EXACT = 2 * SUB_BUCKETS  # microseconds below this are their own bucket
+MAX_US = 2 ** 28  # ~4.5 min: longer latencies share the last bucket (a live view, not the report)
+NBUCKETS = _EXACT + (MAX_US.bit_length() - 12) * SUB_BUCKETS
 
 
 def bucket(ms: float) -> int:
@@ -36,6 +38,8 @@ def bucket(ms: float) -> int:
     u = int(ms * 1000.0 + 0.5)  # the recorded microsecond
     if u < _EXACT:
         return u if u > 0 else 0
+    if u >= MAX_US:
+        return NBUCKETS - 1
     shift = u.bit_length() - 11
     return _EXACT + (shift - 1) * SUB_BUCKETS + (u >> shift) - SUB_BUCKETS
 
@@ -51,15 +55,28 @@ def bucket_value(idx: np.ndarray) -> np.ndarray:
     return np.where(exact, idx.astype(float), lo + (width - 1) / 2.0) / 1000.0
 
 
-def histogram_percentiles(counts: Counter, qs: Sequence[float]) -> np.ndarray:
-    """Percentiles (ms) of a bucket → count histogram; NaN when it is empty."""
-    if not counts:
+def histogram_percentiles(hist: tuple[np.ndarray, np.ndarray], qs: Sequence[float]) -> np.ndarray:
+    """Percentiles (ms) of a sparse histogram: (bucket indices, counts), in any order, a
+    bucket possibly listed more than once (histograms merge by concatenation)."""
+    idx, counts = hist
+    if not len(idx) or not counts.sum():
         return np.full(len(qs), np.nan)
-    idx = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-    n = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
-    order = np.argsort(idx)
-    values, cum = bucket_value(idx[order]), np.cumsum(n[order])
+    dense = np.bincount(idx, weights=counts, minlength=NBUCKETS)  # no sort: buckets are ordered
+    nz = np.flatnonzero(dense)
+    values, cum = bucket_value(nz), np.cumsum(dense[nz]).astype(np.int64)
     return percentiles_at(int(cum[-1]), qs, lambda ranks: values[np.searchsorted(cum, ranks, side="right")])
+
+
+def merge(hists: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    hists = list(hists)
+    if not hists:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate([h[0] for h in hists]), np.concatenate([h[1] for h in hists])
+
+
+def _arrays(counter: Counter) -> tuple[np.ndarray, np.ndarray]:
+    return (np.fromiter(counter.keys(), dtype=np.int64, count=len(counter)),
+            np.fromiter(counter.values(), dtype=np.int64, count=len(counter)))
 
 
 class LiveStats:
@@ -71,7 +88,7 @@ class LiveStats:
         self.started = time.time()
         self.count: Counter = Counter()
         self.failures: Counter = Counter()
-        #: key → deque of [second, bucket histogram, failures in that second]
+        #: key → deque of [second, histogram (count per bucket), failures in that second]
         self.seconds: dict[tuple, deque] = defaultdict(deque)
         self.conversations_started = 0
         self.ended_by: Counter = Counter()
@@ -89,6 +106,8 @@ class LiveStats:
             slot = self._slot(slots, sec)
         else:
             slot = slots[-1]
+            if len(slot) > 3:
+                del slot[3:]
         b = bucket(response_time_ms) if ok else -1
         if ok:
             slot[1][b] += 1
@@ -100,9 +119,9 @@ class LiveStats:
         if forward:
             out = self._outbox.get((key, sec))
             if out is None:
-                out = self._outbox[(key, sec)] = [Counter(), 0]
+                out = self._outbox[(key, sec)] = [{}, 0]
             if ok:
-                out[0][b] += 1
+                out[0][b] = out[0].get(b, 0) + 1
             else:
                 out[1] += 1
 
@@ -110,6 +129,7 @@ class LiveStats:
         """The slot of second `sec` (requests may arrive slightly out of order)."""
         for slot in reversed(slots):
             if slot[0] == sec:
+                del slot[3:]  # it changes: drop its converted arrays
                 return slot
             if slot[0] < sec:
                 break
@@ -154,18 +174,25 @@ class LiveStats:
                 self.add_conversation(item[1])
 
     # ---- reading ----
-    def window(self, keys: Iterable[tuple], now: float | None = None) -> tuple[Counter, int]:
-        """The merged latency histogram and the failures of `keys` over the window."""
+    def window(self, keys: Iterable[tuple], now: float | None = None
+               ) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+        """The merged latency histogram (sparse) and the failures of `keys` over the window."""
         now = time.time() if now is None else now
         since = now - self.window_s
-        merged: Counter = Counter()
-        fails = 0
+        parts, fails = [], 0
         for key in keys:
-            for sec, h, f in self.seconds.get(key, ()):
+            for slot in self.seconds.get(key, ()):
+                sec, h, f = slot[:3]
                 if sec + 1 > since:
-                    merged.update(h)
+                    if len(slot) == 4:  # a past second: converted once
+                        parts.append(slot[3])
+                    else:
+                        arrays = _arrays(h)
+                        if sec + 2 < now:  # complete (late rows land within a second): keep
+                            slot.append(arrays)
+                        parts.append(arrays)
                     fails += f
-        return merged, fails
+        return merge(parts), fails
 
     def snapshot(self, now: float | None = None) -> dict:
         """JSON-able: rows per key and rolled up per region and per variant."""
@@ -180,7 +207,7 @@ class LiveStats:
                 "region": region, "variant": variant, "endpoint": endpoint,
                 "count": self.count[key], "failures": self.failures[key],
                 "error_rate": self.failures[key] / self.count[key],
-                "rps": (sum(hist.values()) + errs) / span,
+                "rps": (int(hist[1].sum()) + errs) / span,
                 "p50": _num(p50), "p95": _num(p95), "p99": _num(p99),
             })
         completed = sum(self.ended_by.values())

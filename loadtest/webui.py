@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from loadtest import config, records, runfolder, safety
-from loadtest.live import histogram_percentiles
+from loadtest.live import histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.webui")
 
@@ -94,6 +94,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
     variants = sorted({k[1] for k in keys})
     endpoints = [e for e in ("create", "respond", "close") if any(k[2] == e for k in keys)]
     endpoints += sorted({k[2] for k in keys} - set(endpoints))
+    windows = {k: live.window([k], snapshot["time"])[0] for k in keys}  # once per key, merged per row
 
     def row(region: str, variant: str, endpoint: str, match: Callable[[tuple], bool]) -> dict | None:
         chosen = [k for k in keys if match(k)]
@@ -101,8 +102,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
             return None
         count = sum(by_key[k]["count"] for k in chosen)
         failures = sum(by_key[k]["failures"] for k in chosen)
-        hist, _ = live.window(chosen, snapshot["time"])
-        p50, p95, p99 = histogram_percentiles(hist, (50, 95, 99))
+        p50, p95, p99 = histogram_percentiles(merge(windows[k] for k in chosen), (50, 95, 99))
         return {"region": region, "variant": variant,
                 "endpoint": endpoint, "count": count, "failures": failures,
                 "error_pct": _round(100.0 * failures / count if count else 0.0, 2),

@@ -6,19 +6,20 @@ import time
 import numpy as np
 import pytest
 
-from loadtest.live import LiveStats, bucket, bucket_value, histogram_percentiles
+from loadtest.live import MAX_US, NBUCKETS, LiveStats, bucket, bucket_value, histogram_percentiles
 
 
 def test_buckets_keep_three_significant_digits():
     rng = np.random.default_rng(1)
-    ms = np.round(np.concatenate([rng.lognormal(5, 1.5, 20_000), rng.uniform(0, 3, 2_000), [0.0, 0.001, 2.047,
-                                                                                          2.048, 71 * 60_000.0]]), 3)
+    ms = np.round(np.concatenate([rng.lognormal(5, 1.5, 20_000), rng.uniform(0, 3, 2_000),
+                                  [0.0, 0.001, 2.047, 2.048, MAX_US / 1000 - 0.001]]), 3)
     mid = bucket_value(np.array([bucket(v) for v in ms]))
     rel = np.abs(mid - ms) / np.maximum(ms, 1e-9)
     assert (rel[ms >= 2.048] <= 0.5 / 1024).all()        # ≤ 0.05 %: three significant digits
     assert (mid[ms < 2.048] == ms[ms < 2.048]).all()      # exact microseconds below 2.048 ms
-    # buckets are ordered like the values
+    # buckets are ordered like the values; beyond MAX_US, one last bucket
     assert (np.diff([bucket(v) for v in np.sort(ms)]) >= 0).all()
+    assert bucket(MAX_US / 1000 - 0.001) == NBUCKETS - 1 == bucket(1e9)
 
 
 def test_window_percentiles_within_0_1_percent_of_exact():
@@ -81,3 +82,14 @@ def test_snapshot_cost_does_not_grow_with_the_rate():
     about the same (bounded by distinct buckets); a list of samples would cost ~100×."""
     small, big = _snapshot_seconds(2_000), _snapshot_seconds(200_000)
     assert big < 10 * small + 0.005, (small, big)
+
+
+def test_a_late_worker_report_updates_a_second_already_shown():
+    live, now = LiveStats(), time.time()
+    live.add_request("uk", "a", "respond", 100.0, True, now - 5)
+    assert live.snapshot(now)["rows"][0]["p50"] == pytest.approx(100.0, rel=1e-3)  # second now-5 converted
+    worker = LiveStats()
+    for _ in range(3):
+        worker.add_request("uk", "a", "respond", 300.0, True, now - 5, forward=True)
+    live.ingest(worker.drain())
+    assert live.snapshot(now)["rows"][0]["p50"] == pytest.approx(300.0, rel=1e-3)

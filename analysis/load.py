@@ -2,21 +2,19 @@
 
     from analysis.load import load_run
     run = load_run("reports/2024-05-01T10-00-00", warmup_s=10)
-    run.requests        # one row per request (categoricals for region/variant/endpoint/...)
-    run.conversations   # one row per conversation
+    run.compact         # the requests as the statistics need them (analysis.chunks)
+    run.conversations   # one row per conversation (categoricals, no ids)
     run.meta            # run.json as a dict ({} when missing)
     run.slo             # slo.json as a list, or None
+    run.requests        # every request row as a DataFrame: read only when asked for
 
 Bad data raises `RunDataError` naming the file, the line and the column, so the user can
-find and fix it. Reading is built for 10M+ rows: pyarrow's multi-threaded CSV reader with
-explicit types, dictionary-encoded (categorical) columns for the low-cardinality strings
-(conversation ids stay plain Arrow strings: 10M distinct-ish values cost more to dictionary
-encode than they save), and a cache written beside each large CSV
-(`.<name>.cache.arrow`, keyed on the CSV's size and mtime) so a second report on the same
-run skips the CSV parse. The cache is an uncompressed Arrow IPC file, memory-mapped on
-read: measured on 10M rows it loads in ~1 s against ~7 s for the CSV and ~6 s for a
-Parquet file (whose decode dominates); it takes ~0.6× the CSV's disk space. Distributed runs (several `requests*.csv`,
-one per worker) are merged.
+find and fix it. Reading is built for 100M+ rows in bounded memory: requests are read in
+chunks and reduced to compact columns as they are parsed (`analysis.chunks`), so the
+memory a report needs grows by ~20 MiB per million rows, not by every column of every row.
+An Arrow cache of the parsed columns (`.<name>.cache.arrow`, keyed on the CSV's size and
+mtime) lets a second report skip the CSV parse; it is optional and never needed for
+correctness. Distributed runs (several `requests*.csv`, one per worker) are merged.
 """
 from __future__ import annotations
 

@@ -12,10 +12,12 @@ everywhere. Exact percentiles from raw values, numpy's default ("linear") interp
     st.conversations     # per region × variant, plus roll-ups
     st.by_turn, st.timeseries, st.errors_by_status, st.errors_by_kind, st.top_errors
 
-Everything is computed with integer group codes and numpy (one sort of the latencies, a
-radix sort of small group codes per roll-up level), never a Python loop over rows, so 10M
-rows take seconds. Latency percentiles are over successful requests only; failed requests
-are counted and their latencies reported separately.
+Everything is computed from the compact columns of `analysis.chunks` with integer group
+codes and numpy, never a Python loop over rows: each statistic sorts its groups' latencies
+once (`analysis.groups.SortedGroups`) and every roll-up is answered by rank across the
+sorted groups, so percentiles stay exact (equal to numpy on the raw rows) and memory stays
+a few bytes per row. Latency percentiles are over successful requests only; failed
+requests are counted and their latencies reported separately.
 """
 from __future__ import annotations
 

@@ -39,13 +39,13 @@ class SortedGroups:
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0
-                   ) -> "SortedGroups":
+                   ) -> SortedGroups:
         """Sort uint32 `values` by (group code, value)."""
         return cls.from_slices(lambda: [(codes, values)], ngroups, divisor)
 
     @classmethod
     def from_slices(cls, slices: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ngroups: int,
-                    divisor: float = 1.0) -> "SortedGroups":
+                    divisor: float = 1.0) -> SortedGroups:
         """Group (code, uint32 value) pairs given slice by slice (`slices()` is called twice),
         then sort each group in place. The only full-size allocation is the result (4 bytes a
         value); temporaries (a packed uint64 key per value) are the size of one slice."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict, deque
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def bucket(ms: float) -> int:
     """The histogram bucket of a latency in milliseconds."""
     u = int(ms * 1000.0 + 0.5)  # the recorded microsecond
     if u < _EXACT:
-        return u if u > 0 else 0
+        return max(0, u)
     if u >= MAX_US:
         return NBUCKETS - 1
     shift = u.bit_length() - 11

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from synthetic import make_run
 
 from analysis import chunks
 from analysis.groups import SortedGroups
 from analysis.load import load_run
 from analysis.stats import ALL, PERCENTILES, compute_stats
-from synthetic import make_run
 
 ROOT = Path(__file__).resolve().parents[1]
 REGIONS = {"uk": (4.9, 0.35), "us": (5.3, 0.5), "eu": (5.0, 0.4)}

@@ -6,7 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from loadtest.live import MAX_US, NBUCKETS, LiveStats, bucket, bucket_value, histogram_percentiles
+from loadtest.live import (
+    MAX_US,
+    NBUCKETS,
+    LiveStats,
+    bucket,
+    bucket_value,
+    histogram_percentiles,
+)
 
 
 def test_buckets_keep_three_significant_digits():

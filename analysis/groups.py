@@ -81,7 +81,9 @@ class SortedGroups:
         segs = [self.segment(g) for g in groups if self.counts[g]]
         if not segs:
             return np.zeros(0)
-        v = segs[0].copy() if len(segs) == 1 else np.sort(np.concatenate(segs))
+        v = np.concatenate(segs)
+        if len(segs) > 1:
+            v.sort()  # in place: the copy above is the only one besides the float result
         return v / self.divisor
 
     def kth(self, groups: Sequence[int], ranks: np.ndarray) -> np.ndarray:

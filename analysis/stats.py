@@ -322,7 +322,7 @@ def _combo_lut(values: np.ndarray) -> np.ndarray:
 
 
 #: Rows handled at once when grouping: bounds the temporaries, not the result.
-STEP = 1 << 22
+STEP = 1 << 20
 
 
 def _slices(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,

@@ -11,7 +11,7 @@
 Bad data raises `RunDataError` naming the file, the line and the column, so the user can
 find and fix it. Reading is built for 100M+ rows in bounded memory: requests are read in
 chunks and reduced to compact columns as they are parsed (`analysis.chunks`), so the
-memory a report needs grows by ~20 MiB per million rows, not by every column of every row.
+memory a report needs grows by under ~30 MiB per million rows, not by every column of every row.
 An Arrow cache of the parsed columns (`.<name>.cache.arrow`, keyed on the CSV's size and
 mtime) lets a second report skip the CSV parse; it is optional and never needed for
 correctness. Distributed runs (several `requests*.csv`, one per worker) are merged.

@@ -487,12 +487,16 @@ class _Reducer:
         if len(ch):
             created = np.bincount(cc, minlength=ncombo).astype(np.int64)
             xh.sort()
-            if len(xh):
-                pos = np.minimum(np.searchsorted(xh, ch), len(xh) - 1)
-                closed = xh[pos] == ch
-            else:
-                closed = np.zeros(len(ch), dtype=bool)
-            orphans = np.bincount(cc[~closed], minlength=ncombo).astype(np.int64)
+            step = 1 << 20  # temporaries of one slice of creates at a time
+            for i in range(0, len(ch), step):
+                h, c = ch[i:i + step], cc[i:i + step]
+                if len(xh):
+                    pos = np.searchsorted(xh, h)
+                    np.minimum(pos, len(xh) - 1, out=pos)
+                    open_ = xh[pos] != h
+                else:
+                    open_ = np.ones(len(h), dtype=bool)
+                orphans += np.bincount(c[open_], minlength=ncombo)[:ncombo]
         del ch, cc, xh
         combos = np.array(self.combos, dtype=np.int32).reshape(-1, 3)
         return CompactRequests(

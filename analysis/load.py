@@ -2,30 +2,26 @@
 
     from analysis.load import load_run
     run = load_run("reports/2024-05-01T10-00-00", warmup_s=10)
-    run.requests        # one row per request (categoricals for region/variant/endpoint/...)
-    run.conversations   # one row per conversation
+    run.compact         # the requests as the statistics need them (analysis.chunks)
+    run.conversations   # one row per conversation (categoricals, no ids)
     run.meta            # run.json as a dict ({} when missing)
     run.slo             # slo.json as a list, or None
+    run.requests        # every request row as a DataFrame: read only when asked for
 
 Bad data raises `RunDataError` naming the file, the line and the column, so the user can
-find and fix it. Reading is built for 10M+ rows: pyarrow's multi-threaded CSV reader with
-explicit types, dictionary-encoded (categorical) columns for the low-cardinality strings
-(conversation ids stay plain Arrow strings: 10M distinct-ish values cost more to dictionary
-encode than they save), and a cache written beside each large CSV
-(`.<name>.cache.arrow`, keyed on the CSV's size and mtime) so a second report on the same
-run skips the CSV parse. The cache is an uncompressed Arrow IPC file, memory-mapped on
-read: measured on 10M rows it loads in ~1 s against ~7 s for the CSV and ~6 s for a
-Parquet file (whose decode dominates); it takes ~0.6× the CSV's disk space. Distributed runs (several `requests*.csv`,
-one per worker) are merged.
+find and fix it. Reading is built for 100M+ rows in bounded memory: requests are read in
+chunks and reduced to compact columns as they are parsed (`analysis.chunks`), so the
+memory a report needs grows by under ~30 MiB per million rows, not by every column of every row.
+An Arrow cache of the parsed columns (`.<name>.cache.arrow`, keyed on the CSV's size and
+mtime) lets a second report skip the CSV parse; it is optional and never needed for
+correctness. Distributed runs (several `requests*.csv`, one per worker) are merged.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +30,19 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+
+from analysis.chunks import (
+    CacheWriter,
+    CompactRequests,
+    Labels,
+    Parts,
+    cached_batches,
+    estimate_rows,
+    iter_batches,
+    read_requests,
+)
 
 from loadtest.records import (
     ARRIVAL_COLUMNS,
@@ -51,7 +59,6 @@ from loadtest.records import (
 
 SLO_JSON = "slo.json"
 STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
-CACHE_VERSION = 3
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 
@@ -97,6 +104,9 @@ CONVERSATION_TYPES: dict[str, pa.DataType] = {
     "ok": pa.int8(),
 }
 assert set(CONVERSATION_TYPES) == set(CONVERSATION_COLUMNS)
+#: The conversation columns the analysis uses: not the ids (millions of distinct strings;
+#: orphans are found from requests.csv).
+CONVERSATION_ANALYSIS_COLUMNS = tuple(c for c in CONVERSATION_COLUMNS if c != "conversation_id")
 
 
 class RunDataError(ValueError):
@@ -122,11 +132,17 @@ class RunDataError(ValueError):
 
 @dataclass
 class Run:
-    """One run folder, loaded."""
+    """One run folder, loaded.
+
+    `compact` holds the requests as the statistics need them (`analysis.chunks`: a few
+    bytes per request, read in chunks). `requests`, every column of every row as a
+    DataFrame, is read only when asked for (small runs, the capacity search, tests): a
+    report never needs it.
+    """
 
     path: Path
     meta: dict
-    requests: pd.DataFrame
+    compact: CompactRequests
     conversations: pd.DataFrame
     stats_history: pd.DataFrame | None = None
     slo: list | None = None
@@ -138,6 +154,19 @@ class Run:
     #: Start and end (epoch s) of the measured window (after warm-up exclusion).
     window: tuple[float, float] = (math.nan, math.nan)
     files: list[Path] = field(default_factory=list)
+    use_cache: bool = True
+    _requests: pd.DataFrame | None = field(default=None, repr=False)
+
+    @property
+    def requests(self) -> pd.DataFrame:
+        """Every request row after the warm-up cut (ANALYSIS_COLUMNS), read on first use."""
+        if self._requests is None:
+            df = load_requests(self.files, use_cache=self.use_cache)
+            cut = self.window[0]
+            if self.warmup_s > 0 and math.isfinite(cut):
+                df = df.loc[df["timestamp"].to_numpy() >= cut].reset_index(drop=True)
+            self._requests = df
+        return self._requests
 
     @property
     def run_id(self) -> str:
@@ -150,34 +179,34 @@ class Run:
 
     def regions(self) -> list[str]:
         """Regions in a stable order: declared in run.json first, then any seen in the data."""
-        return _ordered(self.meta.get("regions"), self.requests["region"])
+        return _ordered(self.meta.get("regions"), self.compact.regions, self.compact.combo_r)
 
     def variants(self) -> list[str]:
         """Variants ('' for none) in a stable order: declared first, then seen."""
-        declared = self.meta.get("variants") or []
-        out = _ordered(declared, self.requests["variant"])
+        out = _ordered(self.meta.get("variants") or [], self.compact.variants, self.compact.combo_v)
         return out or [""]
 
 
-def _ordered(declared: Any, col: pd.Series) -> list[str]:
+def _ordered(declared: Any, labels: list[str], used: np.ndarray) -> list[str]:
     out: list[str] = []
     if isinstance(declared, (list, tuple)):
         out = [str(x) for x in declared if x is not None]
-    seen = list(col.cat.categories[np.unique(col.cat.codes[col.cat.codes >= 0])]) if len(col) else []
-    for s in seen:
-        if s not in out:
-            out.append(str(s))
+    for i in sorted(set(used.tolist())):
+        if labels[i] not in out:
+            out.append(labels[i])
     return out
 
 
 # --------------------------------------------------------------------------- run folder
 
 def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
-             columns: Sequence[str] = ANALYSIS_COLUMNS) -> Run:
-    """Load a run folder: requests (merged), conversations, run.json, slo.json, Locust history.
+             chunk_rows: int | None = None) -> Run:
+    """Load a run folder: requests (merged, compact), conversations, run.json, slo.json,
+    Locust history.
 
     Rows of requests (and conversations) that start within the first `warmup_s` seconds of
     the run are dropped. Raises RunDataError when the folder or its data is unusable.
+    `chunk_rows` bounds the rows reduced at once (tests); results never depend on it.
     """
     path = Path(run_dir)
     if not path.exists():
@@ -189,7 +218,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     if not files:
         raise RunDataError(path, "no requests.csv in this folder",
                            hint="is this a run folder? a run writes requests.csv as it goes")
-    requests = load_requests(files, use_cache=use_cache, columns=columns)
+    checked = [(f, _check_header(f, REQUEST_COLUMNS)) for f in files]
     conversations = load_conversations(path, use_cache=use_cache)
     slo = load_slo(path)
     history = load_stats_history(path)
@@ -198,20 +227,40 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
 
     start = _num(meta.get("started"))
     if not math.isfinite(start):
-        start = float(requests["timestamp"].min()) if len(requests) else math.nan
-    end = _num(meta.get("ended"))
-    if len(requests):
-        last = float((requests["timestamp"] + requests["response_time_ms"] / 1000.0).max())
-        if not math.isfinite(end) or end < last - 1e-6:
-            end = last if not math.isfinite(end) else max(end, last)
+        start = _first_timestamp(checked)
     cut = start + max(warmup_s, 0.0) if math.isfinite(start) else math.nan
-    if warmup_s > 0 and math.isfinite(cut):
-        requests = requests.loc[requests["timestamp"].to_numpy() >= cut].reset_index(drop=True)
-        if len(conversations):
-            conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
-    return Run(path=path, meta=meta, requests=requests, conversations=conversations,
-               stats_history=history, slo=slo, arrivals=arrivals, connections=connections, warmup_s=float(max(warmup_s, 0.0)),
-               window=(cut, end), files=files)
+    compact = read_requests(checked, REQUEST_TYPES, [c for c in REQUEST_COLUMNS if c in ANALYSIS_COLUMNS],
+                            start=cut if math.isfinite(cut) else 0.0,
+                            cut=cut if warmup_s > 0 and math.isfinite(cut) else -math.inf,
+                            diagnose=lambda f, m: _diagnose(f, _header_of(checked, f), REQUEST_TYPES,
+                                                            ANALYSIS_COLUMNS, m),
+                            fail=lambda f, problem, i, c: RunDataError(f, problem, line=i + 2, column=c),
+                            chunk_rows=chunk_rows, use_cache=use_cache)
+    end = _num(meta.get("ended"))
+    last = compact.last_end
+    if math.isfinite(last) and (not math.isfinite(end) or end < last - 1e-6):
+        end = last if not math.isfinite(end) else max(end, last)
+    if warmup_s > 0 and math.isfinite(cut) and len(conversations):
+        conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
+    return Run(path=path, meta=meta, compact=compact, conversations=conversations,
+               stats_history=history, slo=slo, arrivals=arrivals, warmup_s=float(max(warmup_s, 0.0)),
+               window=(cut, end), files=files, use_cache=use_cache)
+
+
+def _header_of(checked: Sequence[tuple[Path, list[str]]], f: Path) -> list[str]:
+    return next(h for p, h in checked if p == f)
+
+
+def _first_timestamp(checked: Sequence[tuple[Path, list[str]]]) -> float:
+    """The earliest request start over all files (only when run.json does not say)."""
+    first = math.inf
+    for f, header in checked:
+        for batch, _ in iter_batches(f, header, REQUEST_TYPES, ["timestamp"],
+                                     lambda m, f=f, h=header: _diagnose(f, h, REQUEST_TYPES, ["timestamp"], m)):
+            ts = batch.column(0)
+            if len(ts) and ts.null_count < len(ts):
+                first = min(first, float(pc.min(ts).as_py()))
+    return first if math.isfinite(first) else math.nan
 
 
 def _num(x: Any) -> float:
@@ -344,19 +393,40 @@ def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, 
     return Path(files[-1]), i + 2
 
 
-def load_conversations(path: Path, use_cache: bool = True) -> pd.DataFrame:
-    """conversations*.csv merged; an empty frame with the right columns when absent."""
+def load_conversations(path: Path, use_cache: bool = True,
+                       columns: Sequence[str] = CONVERSATION_ANALYSIS_COLUMNS) -> pd.DataFrame:
+    """conversations*.csv merged; an empty frame with the right columns when absent.
+
+    Read in chunks like the requests (`analysis.chunks.iter_batches`): strings become
+    categoricals, so the frame costs ~30 bytes per conversation and the read adds no
+    full-size copy. (`use_cache` is accepted for symmetry; conversations need no cache.)"""
     files = sorted(p for p in path.glob(CONVERSATIONS_GLOB) if p.is_file())
+    columns = [c for c in CONVERSATION_COLUMNS if c in set(columns)]
     if not files:
-        return _empty(CONVERSATION_COLUMNS, CONVERSATION_TYPES)
-    tables = [_read_table(f, CONVERSATION_COLUMNS, CONVERSATION_TYPES, list(CONVERSATION_COLUMNS),
-                          use_cache=use_cache, required=("started",)) for f in files]
-    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
-    df = table.to_pandas()
-    for c in ("turns", "ok"):
-        if df[c].dtype.kind == "f":
-            df[c] = df[c].fillna(0).astype(CONVERSATION_TYPES[c].to_pandas_dtype())
-    return df
+        return _empty(columns, CONVERSATION_TYPES)
+    labels = {c: Labels() for c in columns if pa.types.is_dictionary(CONVERSATION_TYPES[c])}
+    parts = Parts(estimate_rows(files))
+    for f in files:
+        header = _check_header(f, CONVERSATION_COLUMNS)
+        for batch, row0 in iter_batches(f, header, CONVERSATION_TYPES, columns,
+                                        lambda m, f=f, h=header: _diagnose(f, h, CONVERSATION_TYPES, columns, m)):
+            for c in columns:
+                col = batch.column(c)
+                if c in labels:
+                    parts.add(**{c: labels[c].codes(col).astype(np.int16)})
+                elif c == "started" and col.null_count:
+                    i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise RunDataError(f, "empty value where a number is required", line=row0 + i + 2, column=c)
+                else:
+                    fill = 0 if pa.types.is_integer(col.type) else math.nan
+                    parts.add(**{c: pc.fill_null(col, fill).to_numpy()})
+    data = {}
+    for c in columns:
+        if c in labels:
+            data[c] = pd.Categorical.from_codes(parts.take(c, np.int16), categories=labels[c].names or [""])
+        else:
+            data[c] = parts.take(c, CONVERSATION_TYPES[c].to_pandas_dtype())
+    return pd.DataFrame(data)
 
 
 def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:
@@ -368,13 +438,11 @@ def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:
 def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence[str],
                 use_cache: bool, required: Sequence[str] = REQUIRED_VALUES) -> pa.Table:
     try:
-        st = f.stat()
+        f.stat()
     except OSError as e:
         raise RunDataError(f, f"cannot read: {e.strerror or e}") from e
-    key = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "version": CACHE_VERSION}
-    cache = f.with_name(f".{f.name}.cache.arrow")
-    if use_cache and cache.exists():
-        table = _read_cache(cache, key, columns)
+    if use_cache:
+        table = _read_cache(f, columns)
         if table is not None:
             return table
     header = _check_header(f, contract)
@@ -383,7 +451,7 @@ def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence
         # Written on a background (non-daemon) thread: Arrow releases the GIL, so the write
         # overlaps the statistics; the interpreter waits for it at exit, and the temporary
         # file + rename means a killed process never leaves a half-written cache.
-        threading.Thread(target=_write_cache, args=(cache, key, table), name="analysis-cache").start()
+        threading.Thread(target=_write_cache, args=(f, table), name="analysis-cache").start()
     return table
 
 
@@ -483,36 +551,18 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
 
 # --------------------------------------------------------------------------- Arrow cache
 
-def _read_cache(cache: Path, key: dict, columns: Sequence[str]) -> pa.Table | None:
+def _read_cache(f: Path, columns: Sequence[str]) -> pa.Table | None:
+    batches = cached_batches(f, columns)
+    if batches is None:
+        return None
     try:
-        with pa.memory_map(str(cache), "r") as source:
-            reader = pa.ipc.open_file(source)
-            meta = reader.schema.metadata or {}
-            if json.loads(meta.get(b"analysis_cache", b"{}")) != key:
-                return None
-            if any(c not in reader.schema.names for c in columns):
-                return None
-            table = reader.read_all().select(list(columns))
-        return table.replace_schema_metadata(None)
-    except Exception:  # a stale or broken cache is just ignored
+        return pa.Table.from_batches(list(batches))
+    except Exception:  # a broken cache is just ignored
         return None
 
 
-def _write_cache(cache: Path, key: dict, table: pa.Table) -> None:
-    """Best effort: a read-only folder or a full disk only costs the next report a CSV parse."""
-    tmp = None
-    try:
-        # the IPC file format needs one dictionary per column across all chunks
-        t = table.unify_dictionaries().replace_schema_metadata({"analysis_cache": json.dumps(key)})
-        fd, tmp = tempfile.mkstemp(prefix=cache.name, suffix=".tmp", dir=cache.parent)
-        os.close(fd)
-        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, t.schema) as writer:
-            writer.write_table(t, max_chunksize=1 << 20)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, cache)
-        tmp = None
-    except Exception:
-        pass
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
+def _write_cache(f: Path, table: pa.Table) -> None:
+    writer = CacheWriter(f, table.schema)
+    for b in table.to_batches(max_chunksize=1 << 20):
+        writer.write(b)
+    writer.commit()

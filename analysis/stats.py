@@ -12,24 +12,28 @@ everywhere. Exact percentiles from raw values, numpy's default ("linear") interp
     st.conversations     # per region × variant, plus roll-ups
     st.by_turn, st.timeseries, st.errors_by_status, st.errors_by_kind, st.top_errors
 
-Everything is computed with integer group codes and numpy (one sort of the latencies, a
-radix sort of small group codes per roll-up level), never a Python loop over rows, so 10M
-rows take seconds. Latency percentiles are over successful requests only; failed requests
-are counted and their latencies reported separately.
+Everything is computed from the compact columns of `analysis.chunks` with integer group
+codes and numpy, never a Python loop over rows: each statistic sorts its groups' latencies
+once (`analysis.groups.SortedGroups`) and every roll-up is answered by rank across the
+sorted groups, so percentiles stay exact (equal to numpy on the raw rows) and memory stays
+a few bytes per row. Latency percentiles are over successful requests only; failed
+requests are counted and their latencies reported separately.
 """
 from __future__ import annotations
 
 import math
 import re
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 
 from loadtest.records import ENDED_BY
 
+from analysis.chunks import CompactRequests
+from analysis.groups import SortedGroups
 from analysis.percentiles import PERCENTILE_METHOD, PERCENTILES, percentiles  # noqa: F401 (re-exported)
 
 #: Label of a rolled-up dimension ("all regions", "all variants", "all endpoints").
@@ -184,38 +188,22 @@ class Dims:
                              for d in ("region", "variant", "endpoint")})
 
 
-def _map_categories(col: pd.Series, universe: list[str]) -> np.ndarray:
-    """Row index into `universe` for a categorical column."""
-    cats = [str(c) for c in col.cat.categories]
-    lut = np.array([universe.index(c) for c in cats] + [-1], dtype=np.int16 if len(universe) < 2 ** 15 else np.int32)
-    codes = col.cat.codes.to_numpy()
-    return lut[codes]  # code -1 (missing) → last entry → -1
-
-
-def make_dims(requests: pd.DataFrame, regions: Sequence[str] = (), variants: Sequence[str] = ()) -> Dims:
-    """The group universe: declared regions/variants first, then any seen in the data."""
-    def universe(col: pd.Series, declared: Sequence[str], order: Sequence[str] = ()) -> list[str]:
+def make_dims(rq: CompactRequests, regions: Sequence[str] = (), variants: Sequence[str] = ()) -> Dims:
+    """The group universe (declared regions/variants first, then any seen in the data, in
+    name order) and each combo's index into it (`Dims.ri/vi/ei` are per combo of `rq`)."""
+    def universe(labels: list[str], used: np.ndarray, declared: Sequence[str], order: Sequence[str] = ()
+                 ) -> tuple[list[str], np.ndarray]:
         out = [str(x) for x in declared]
-        if len(col):
-            codes = col.cat.codes.to_numpy()
-            seen = [str(c) for c in col.cat.categories[np.unique(codes[codes >= 0])]]
-        else:
-            seen = []
-        for s in sorted(seen, key=lambda s: (order.index(s) if s in order else len(order), s)):
-            if s not in out:
-                out.append(s)
-        return out
+        seen = sorted({labels[i] for i in used.tolist()},
+                      key=lambda s: (order.index(s) if s in order else len(order), s))
+        out += [x for x in seen if x not in out]
+        lut = np.array([out.index(x) if x in out else -1 for x in labels] + [-1], dtype=np.int32)
+        return out, lut[used]
 
-    for c in ("region", "variant", "endpoint"):
-        if requests[c].isna().any():
-            requests[c] = requests[c].cat.add_categories([""]).fillna("") if "" not in requests[c].cat.categories else requests[c].fillna("")
-    reg = universe(requests["region"], regions)
-    var = universe(requests["variant"], variants) or [""]
-    ep = universe(requests["endpoint"], [], ENDPOINT_ORDER)
-    return Dims(reg, var, ep,
-                _map_categories(requests["region"], reg),
-                _map_categories(requests["variant"], var),
-                _map_categories(requests["endpoint"], ep))
+    reg, ri = universe(rq.regions, rq.combo_r, regions)
+    var, vi = universe(rq.variants, rq.combo_v, variants)
+    ep, ei = universe(rq.endpoints, rq.combo_e, [], ENDPOINT_ORDER)
+    return Dims(reg, var or [""], ep, ri, vi, ei)
 
 
 # --------------------------------------------------------------------------- results
@@ -244,8 +232,8 @@ class RunStats:
     bin_s: float = 0.0
     method: str = PERCENTILE_METHOD
     notes: list[str] = field(default_factory=list)
-    rows: Rows | None = field(default=None, repr=False)
-    dims: Dims | None = field(default=None, repr=False)
+    #: the successful requests' latencies, sorted per region × variant × endpoint
+    samples: SortedGroups | None = field(default=None, repr=False)
 
     def level(self, name: str) -> pd.DataFrame:
         return self.requests[self.requests["level"] == name].reset_index(drop=True)
@@ -259,41 +247,48 @@ class RunStats:
     def has_variants(self) -> bool:
         return self.variants != [""]
 
-    def latencies(self, by: Sequence[str]) -> dict[tuple, np.ndarray]:
-        """Sorted latencies of the successful requests per group of the `by` dims.
+    def latencies(self, by: Sequence[str]) -> Mapping[tuple, np.ndarray]:
+        """Sorted latencies (ms) of the successful requests per group of the `by` dims.
 
         by: a subset of ("region", "variant", "endpoint"), e.g. ("region", "endpoint");
         keys are tuples of labels in that order. Groups without successes are left out.
+        A group's array is built when it is looked up (one group at a time in memory).
         """
-        if self.rows is None or not len(self.rows):
+        if self.samples is None or not len(self.samples):
             return {}
-        sd = self.rows.dims
+        grid = _detail_grid(self.regions, self.variants, self.endpoints)
         dims = [d for d in ("region", "variant", "endpoint") if d in by]
-        key, n = sd.level_keys(dims)
-        sv, bounds = SortedValues(self.rows.rt, presorted=True).groups(key, n)
-        labels = sd.level_labels(dims)
-        out = {}
-        for g in np.flatnonzero(np.diff(bounds)):
-            out[tuple(labels.iloc[g][d] for d in by)] = sv[bounds[g]:bounds[g + 1]]
-        return out
+        key, n = grid.level_keys(dims)
+        labels = grid.level_labels(dims)
+        members = {}
+        for g in range(n):
+            gs = np.flatnonzero(key == g)
+            if self.samples.counts[gs].sum():
+                members[tuple(labels.iloc[g][d] for d in by)] = gs
+        return _Merged(self.samples, members)
 
 
-@dataclass
-class Rows:
-    """The successful requests, as numpy arrays in ascending latency order.
+class _Merged(Mapping):
+    """group labels → sorted latencies (ms), merged from the detail groups on lookup."""
 
-    Group statistics do not depend on row order, and in latency order every group's values
-    come out already sorted: one argsort of the latencies serves every table below.
-    `dims` (region/variant/endpoint indices) is permuted the same way.
-    """
+    def __init__(self, samples: SortedGroups, members: dict):
+        self.samples, self.members = samples, members
 
-    rt: np.ndarray
-    ts: np.ndarray
-    turn: np.ndarray
-    dims: "Dims"
+    def __getitem__(self, k):
+        return self.samples.merged(self.members[k])
+
+    def __iter__(self):
+        return iter(self.members)
 
     def __len__(self) -> int:
-        return len(self.rt)
+        return len(self.members)
+
+
+def _detail_grid(regions: list[str], variants: list[str], endpoints: list[str]) -> Dims:
+    """Dims whose rows are the region × variant × endpoint groups themselves, in detail order."""
+    r, v, e = np.meshgrid(np.arange(len(regions)), np.arange(len(variants)), np.arange(len(endpoints)),
+                          indexing="ij")
+    return Dims(regions, variants, endpoints, r.ravel(), v.ravel(), e.ravel())
 
 
 @dataclass
@@ -314,169 +309,100 @@ class FailRows:
         return len(self.ri)
 
 
-def _codes(col: pd.Series | None, n: int, rows: np.ndarray | slice = slice(None)) -> tuple[np.ndarray, np.ndarray]:
-    """Category codes (of the selected rows) and categories (object array of str) of a column."""
-    if col is None:
-        return np.full(n, -1, dtype=np.int32)[rows], np.array([], dtype=object)
-    if col.dtype != "category":
-        col = col.astype(str).astype("category")
-    return col.cat.codes.to_numpy()[rows], col.cat.categories.to_numpy(dtype=object, na_value="")
+def _fail_rows(rq: CompactRequests, dims: Dims) -> FailRows:
+    c = rq.fail_combo
+    return FailRows(dims.ri[c], dims.vi[c], dims.ei[c], rq.fail_lat, rq.fail_status.astype(np.int64),
+                    rq.fail_kind, np.array(rq.kinds, dtype=object), rq.fail_err,
+                    np.array(rq.messages, dtype=object))
 
 
-def _fail_rows(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> FailRows:
-    fail = np.flatnonzero(~ok)
-    kind, kind_cats = _codes(req.get("error_kind"), len(req), fail)
-    err, err_cats = _codes(req.get("error"), len(req), fail)
-    status = req["status"].to_numpy()[fail].astype(np.int64) if "status" in req else np.zeros(len(fail), np.int64)
-    rt = req["response_time_ms"].to_numpy(dtype=float)[fail]
-    return FailRows(dims.ri[fail], dims.vi[fail], dims.ei[fail], rt, status, kind, kind_cats, err, err_cats)
+def _combo_lut(values: np.ndarray) -> np.ndarray:
+    """A per-combo table of group codes (gathered per row, a slice at a time)."""
+    return np.asarray(values).astype(np.int64)
 
 
-def _sorted_rows(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> Rows:
-    """Successful requests (with known region/variant/endpoint), sorted by latency."""
-    idx = np.flatnonzero(ok & (dims.ri >= 0) & (dims.vi >= 0) & (dims.ei >= 0))
-    rt = req["response_time_ms"].to_numpy(dtype=float)[idx]
-    order = np.argsort(rt, kind="quicksort")  # the one O(n log n) sort
-    idx = idx[order]
-    turn = req["turn"].to_numpy()[idx] if "turn" in req else np.full(len(idx), -1)
-    return Rows(rt=rt[order], ts=req["timestamp"].to_numpy(dtype=float)[idx],
-                turn=np.clip(turn, -1, 32_000).astype(np.int16),
-                dims=Dims(dims.regions, dims.variants, dims.endpoints, dims.ri[idx], dims.vi[idx], dims.ei[idx]))
+#: Rows handled at once when grouping: bounds the temporaries, not the result.
+STEP = 1 << 20
 
 
-def _string_hashes(arr) -> np.ndarray | None:
-    """64-bit hashes of an Arrow string array whose values all have the same length
-    (conversation ids usually do), computed with numpy on the raw bytes; None otherwise.
-
-    Far cheaper than a hash set of millions of Python-level strings; a collision between
-    two distinct ids is ~1e-7 likely for 2M ids and would only hide one orphan.
-    """
-    import pyarrow as pa
-
-    n = len(arr)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint64)
-    if arr.null_count or arr.type not in (pa.string(), pa.large_string()):
-        return None
-    bufs = arr.buffers()
-    off_t = np.int64 if arr.type == pa.large_string() else np.int32
-    offsets = np.frombuffer(bufs[1], dtype=off_t, count=n + 1, offset=arr.offset * np.dtype(off_t).itemsize)
-    width = int(offsets[1] - offsets[0])
-    if width == 0 or not (np.diff(offsets) == width).all():
-        return None
-    data = np.frombuffer(bufs[2], dtype=np.uint8, count=int(offsets[-1] - offsets[0]), offset=int(offsets[0]))
-    words = -(-width // 8)
-    padded = np.zeros((n, words * 8), dtype=np.uint8)
-    padded[:, :width] = data.reshape(n, width)
-    w = padded.view(np.uint64)
-    h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64)
-    prime = np.uint64(0x100000001B3)
-    with np.errstate(over="ignore"):
-        for j in range(words):
-            h ^= w[:, j]
-            h *= prime
-            h ^= h >> np.uint64(29)
-    return h
-
-
-def _orphans(req: pd.DataFrame, dims: Dims, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(successful create rows with an id, those without a successful close of that id), file order."""
-    n = len(req)
-    none = np.zeros(n, dtype=bool)
-    if "conversation_id" not in req or not n or "create" not in dims.endpoints:
-        return none, none
-    create = ok & (dims.ei == dims.endpoints.index("create"))
-    close = ok & (dims.ei == dims.endpoints.index("close")) if "close" in dims.endpoints else none
-    col = req["conversation_id"]
-    ci, xi = np.flatnonzero(create), np.flatnonzero(close)
-    if col.dtype == "category":
-        codes = col.cat.codes.to_numpy()
-        empty = np.asarray(col.cat.categories == "")
-        has_id = codes >= 0
-        has_id[has_id] = ~empty[codes[has_id]]
-        closed = np.zeros(len(empty) + 1, dtype=bool)
-        closed[codes[xi][has_id[xi]]] = True
-        create_rows = create & has_id
-        return create_rows, create_rows & ~closed[codes]
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = pa.array(col.array) if not isinstance(col.array, np.ndarray) else pa.array(col.to_numpy(dtype=object))
-
-    def pick(mask: np.ndarray) -> pa.Array:  # filter is chunk-aware and much cheaper than take
-        got = pc.filter(arr, pa.array(mask))
-        return got.combine_chunks() if isinstance(got, pa.ChunkedArray) else got
-
-    created_ids = pick(create)
-    closed_ids = pick(close)
-    has_id = pc.fill_null(pc.not_equal(created_ids, ""), False).to_numpy(zero_copy_only=False)
-    ha, hb = _string_hashes(created_ids), _string_hashes(closed_ids)
-    if ha is not None and hb is not None and len(hb):
-        hb = np.sort(hb)
-        order = np.argsort(ha)  # sorted keys make searchsorted cache-friendly (3× faster)
-        sa = ha[order]
-        closed = np.empty(len(ha), dtype=bool)
-        closed[order] = hb[np.minimum(np.searchsorted(hb, sa), len(hb) - 1)] == sa
-    else:  # ids of varying length: Arrow's hash set (exact, slower)
-        closed = pc.fill_null(pc.is_in(created_ids, value_set=closed_ids), False).to_numpy(zero_copy_only=False)
-    create_rows = np.zeros(n, dtype=bool)
-    orphan_rows = np.zeros(n, dtype=bool)
-    create_rows[ci[has_id]] = True
-    orphan_rows[ci[has_id & ~closed]] = True
-    return create_rows, orphan_rows
+def _slices(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,
+            add: Callable[[slice, np.ndarray], np.ndarray] | None = None
+            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """(group codes lut[combo] + add, latencies) of the successful rows where `keep`, a
+    slice of STEP rows at a time: what `SortedGroups.from_slices` sorts."""
+    def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(rq.ok_combo), STEP):
+            sl = slice(i, i + STEP)
+            rows = keep(sl) if keep is not None else slice(None)
+            codes = lut[rq.ok_combo[sl][rows]]
+            if add is not None:
+                codes = codes + add(sl, rows)
+            yield codes, rq.ok_lat[sl][rows]
+    return gen
 
 
 def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
     """Statistics of a loaded run (`analysis.load.Run`)."""
-    req = run.requests
-    dims = make_dims(req, run.meta.get("regions") or [], run.meta.get("variants") or [])
+    rq = run.compact
+    dims = make_dims(rq, run.meta.get("regions") or [], run.meta.get("variants") or [])
     start, end = run.window
     if not math.isfinite(start):
-        start = float(req["timestamp"].min()) if len(req) else 0.0
+        start = rq.first_ts if math.isfinite(rq.first_ts) else 0.0
     if not math.isfinite(end):
         end = start
     duration = max(end - start, 1e-9)
+    nr, nv, ne = len(dims.regions), len(dims.variants), len(dims.endpoints)
 
-    ok = req["ok"].to_numpy() == 1
-    # The latency sort (numpy, GIL released) runs on a second core while the orphan
-    # detection (Arrow/numpy) runs here.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        sorting = pool.submit(_sorted_rows, req, dims, ok)
-        fails = _fail_rows(req, dims, ok)
-        create_rows, orphan_rows = _orphans(req, dims, ok)
-        conv_counts = _conversation_counts(dims, create_rows, orphan_rows)
-        succ = sorting.result()
-    requests = _request_table(succ, fails, req, duration)
+    detail = _combo_lut((dims.ri * nv + dims.vi) * ne + dims.ei)
+    samples = SortedGroups.from_slices(_slices(rq, detail), nr * nv * ne, 1000.0)
+    fails = _fail_rows(rq, dims)
+    requests = _request_table(samples, fails, dims, duration)
     errs_status, errs_kind = _error_breakdowns(fails, dims)
     top, distinct = _top_errors(fails, dims, top_errors)
-    by_turn = _by_turn(succ, turn_limit)
-    ts, bin_s = _timeseries(req, dims, ok, succ, start, end, max_bins)
-    conv = _conversation_table(run.conversations, dims, requests, conv_counts)
-    ecdf = _ecdf(succ)
+    by_turn = _by_turn(rq, dims, turn_limit)
+    ts, bin_s = _timeseries(rq, dims, start, end, max_bins)
+    conv = _conversation_table(run.conversations, dims, requests, _conversation_counts(dims, rq))
+    ecdf = _ecdf(samples, dims)
     notes = []
     if run.warmup_s:
         notes.append(f"The first {run.warmup_s:g} s of the run (warm-up) are excluded.")
+    total_errors = len(rq.fail_lat)
     return RunStats(
         requests=requests, conversations=conv, by_turn=by_turn, timeseries=ts,
         errors_by_status=errs_status, errors_by_kind=errs_kind, top_errors=top, ecdf=ecdf,
         regions=dims.regions, variants=dims.variants, endpoints=dims.endpoints,
-        window=(start, end), duration_s=duration if len(req) else max(end - start, 0.0),
-        warmup_s=run.warmup_s, total_requests=int(len(req)), total_errors=int((~ok).sum()),
-        distinct_errors=distinct, bin_s=bin_s, notes=notes, rows=succ, dims=dims,
+        window=(start, end), duration_s=duration if len(rq) else max(end - start, 0.0),
+        warmup_s=run.warmup_s, total_requests=len(rq), total_errors=total_errors,
+        distinct_errors=distinct, bin_s=bin_s, notes=notes, samples=samples,
     )
 
 
-def _request_table(succ: Rows, fails: FailRows, req: pd.DataFrame, duration: float) -> pd.DataFrame:
-    dims = succ.dims
+def _level_members(key: np.ndarray, n: int) -> list[np.ndarray]:
+    """For each of n level groups, the detail groups (rows of `key`) that roll up into it."""
+    order = np.argsort(key, kind="stable")
+    bounds = np.searchsorted(key[order], np.arange(n + 1))
+    return [order[bounds[g]:bounds[g + 1]] for g in range(n)]
+
+
+def _describe_groups(samples: SortedGroups, members: Sequence[Sequence[int]], qs: Sequence[float]
+                     ) -> dict[str, np.ndarray]:
+    d = samples.describe(members, qs)
+    out = {"n": d["n"], "mean": d["mean"], "min": d["min"], "max": d["max"]}
+    for i, q in enumerate(qs):
+        out[pct_name(q)] = d["pct"][:, i]
+    return out
+
+
+def _request_table(samples: SortedGroups, fails: FailRows, dims: Dims, duration: float) -> pd.DataFrame:
+    grid = _detail_grid(dims.regions, dims.variants, dims.endpoints)
     fvalid = (fails.ri >= 0) & (fails.vi >= 0) & (fails.ei >= 0)
     fdims = Dims(dims.regions, dims.variants, dims.endpoints, fails.ri[fvalid], fails.vi[fvalid], fails.ei[fvalid])
-    s_sorter = SortedValues(succ.rt, presorted=True)
     f_sorter = SortedValues(fails.rt[fvalid])
     frames = []
     for level, level_dims in LEVELS.items():
-        ks, n = dims.level_keys(level_dims) if level_dims else (None, 1)
+        ks, n = grid.level_keys(level_dims) if level_dims else (np.zeros(len(grid.ri), dtype=np.int64), 1)
         kf, _ = fdims.level_keys(level_dims) if level_dims else (None, 1)
-        s = _describe(ks, n, s_sorter)
+        s = _describe_groups(samples, _level_members(ks, n), PERCENTILES)
         f = _describe(kf, n, f_sorter, qs=(50, 95))
         count = s["n"] + f["n"]
         df = dims.level_labels(level_dims)
@@ -588,30 +514,33 @@ def _top_errors(fails: FailRows, dims: Dims, limit: int) -> tuple[pd.DataFrame, 
     return pd.DataFrame(rows, columns=cols), distinct
 
 
-def _by_turn(succ: Rows, turn_limit: int) -> pd.DataFrame:
+def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
     """respond p50/p95/p99 per turn number, per region × variant and per region (all variants)."""
     cols = ["region", "variant", "turn", "count", "p50_ms", "p95_ms", "p99_ms"]
-    dims = succ.dims
-    if "respond" not in dims.endpoints:
+    if "respond" not in dims.endpoints or not len(rq.ok_lat):
         return pd.DataFrame(columns=cols)
-    turn = succ.turn
-    sel = (dims.ei == dims.endpoints.index("respond")) & (turn >= 1) & (turn <= turn_limit)
-    if not sel.any():
+    turn = rq.ok_turn
+    respond = dims.ei == dims.endpoints.index("respond")
+
+    def keep(sl: slice) -> np.ndarray:
+        t = turn[sl]
+        return respond[rq.ok_combo[sl]] & (t >= 1) & (t <= turn_limit)
+
+    tmax = max((int(turn[sl][keep(sl)].max(initial=0)) for sl in
+                (slice(i, i + STEP) for i in range(0, len(turn), STEP))), default=0)
+    if not tmax:
         return pd.DataFrame(columns=cols)
-    tmax = int(turn[sel].max())
-    sorter = SortedValues(succ.rt[sel], presorted=True)
-    t0 = turn[sel].astype(np.int32) - 1
-    ri, vi = dims.ri[sel].astype(np.int32), dims.vi[sel].astype(np.int32)
-    frames = []
     nr, nv = len(dims.regions), len(dims.variants)
+    groups = SortedGroups.from_slices(_slices(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep,
+                                              lambda sl, rows: turn[sl][rows].astype(np.int64) - 1),
+                                      nr * nv * tmax, 1000.0)
+    frames = []
     for with_variant in ((True, False) if dims.variants != [""] else (True,)):
         if with_variant:
-            key = (ri * nv + vi) * tmax + t0
-            n = nr * nv * tmax
+            members = [[g] for g in range(nr * nv * tmax)]
         else:
-            key = ri * tmax + t0
-            n = nr * tmax
-        d = _describe(key, n, sorter, qs=(50, 95, 99))
+            members = [[(r * nv + v) * tmax + t for v in range(nv)] for r in range(nr) for t in range(tmax)]
+        d = _describe_groups(groups, members, (50, 95, 99))
         nz = np.flatnonzero(d["n"])
         if with_variant:
             rv, tt = np.divmod(nz, tmax)
@@ -638,43 +567,54 @@ def bin_width(duration_s: float, max_bins: int = 120) -> float:
     return float(math.ceil(duration_s / max_bins))
 
 
-def _timeseries(req: pd.DataFrame, dims: Dims, ok: np.ndarray, succ: Rows,
-                start: float, end: float, max_bins: int) -> tuple[pd.DataFrame, float]:
+def _bins(sec: np.ndarray, w: int, nb: int) -> np.ndarray:
+    """Time bin of whole seconds since the window start (bins are whole seconds wide)."""
+    b = sec // sec.dtype.type(w)
+    np.minimum(b, nb - 1, out=b)
+    return b
+
+
+def _bincount_rows(lut: np.ndarray, combo: np.ndarray, sec: np.ndarray | None, w: int, nb: int, n: int
+                   ) -> np.ndarray:
+    """Counts per lut[combo] (+ time bin), a slice at a time (bincount copies its input to int64)."""
+    out = np.zeros(n, dtype=np.int64)
+    for i in range(0, len(combo), STEP):
+        k = lut[combo[i:i + STEP]]
+        if sec is not None:
+            k = k + _bins(sec[i:i + STEP], w, nb)
+        out += np.bincount(k, minlength=n)[:n]
+    return out
+
+
+def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_bins: int
+                ) -> tuple[pd.DataFrame, float]:
     """Per region (and all regions) per time bin: throughput, error rate, respond p50/p95/p99."""
     cols = ["region", "t", "count", "errors", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
-    if not len(req):
+    if not len(rq):
         return pd.DataFrame(columns=cols), 1.0
     duration = max(end - start, 1e-9)
-    sd = succ.dims
-    lat_ep = sd.endpoints.index("respond") if "respond" in sd.endpoints else None
-    lat = (sd.ei == lat_ep) if lat_ep is not None else np.ones(len(succ), dtype=bool)
+    lat_combo = (dims.ei == dims.endpoints.index("respond")) if "respond" in dims.endpoints \
+        else np.ones(len(dims.ei), dtype=bool)
+    per_combo = _bincount_rows(np.arange(len(dims.ei)), rq.ok_combo, None, 1, 1, len(dims.ei))
     # Enough requests per bin for a meaningful percentile: on average ≥ ~200 latency
     # samples per region per bin, between 10 and max_bins bins.
-    per_region = int(lat.sum()) / max(len(dims.regions), 1)
+    per_region = int(per_combo[lat_combo].sum()) / max(len(dims.regions), 1)
     max_bins = int(min(max_bins, max(10, per_region // 200)))
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
-
-    def bins(ts: np.ndarray) -> np.ndarray:
-        b = ((ts - start) * (1.0 / w)).astype(np.int32)  # truncation = floor for ts ≥ start
-        np.maximum(b, 0, out=b)
-        np.minimum(b, nb - 1, out=b)
-        return b
-
-    b_all = bins(req["timestamp"].to_numpy(dtype=float))
-    valid = dims.ri >= 0
-    lat_sorter = SortedValues(succ.rt[lat], presorted=True)
-    b_lat = bins(succ.ts[lat])
-    r_lat = sd.ri[lat].astype(np.int32)
     nr = len(dims.regions)
+    lat = SortedGroups.from_slices(_slices(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]],
+                                           lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb)),
+                                   nr * nb, 1000.0)
     frames = []
     for per_region in (True, False):
         n_r = nr if per_region else 1
         n = n_r * nb
-        key = (dims.ri.astype(np.int32) * nb + b_all) if per_region else b_all
-        count = np.bincount(key[valid], minlength=n)[:n]
-        errors = np.bincount(key[valid & ~ok], minlength=n)[:n]
-        d = _describe((r_lat * nb + b_lat) if per_region else b_lat, n, lat_sorter, qs=(50, 95, 99))
+        lut = (dims.ri * nb if per_region else np.zeros(len(dims.ri), dtype=np.int64)).astype(np.int64)
+        errors = _bincount_rows(lut, rq.fail_combo, rq.fail_sec, int(w), nb, n)
+        count = _bincount_rows(lut, rq.ok_combo, rq.ok_sec, int(w), nb, n) + errors
+        members = [[g] for g in range(n)] if per_region else [[r * nb + b for r in range(nr)] for b in range(nb)]
+        d = _describe_groups(lat, members, (50, 95, 99))
         rr, bb = np.divmod(np.arange(n), nb)
         width = np.minimum(w, duration - bb * w)
         width = np.where(width > 0, width, w)
@@ -693,16 +633,14 @@ ECDF_QS = np.unique(np.concatenate([np.linspace(0, 90, 181), np.linspace(90, 99,
                                     np.linspace(99, 99.9, 46), np.linspace(99.9, 100, 11)]))
 
 
-def _ecdf(succ: Rows) -> dict:
+def _ecdf(samples: SortedGroups, dims: Dims) -> dict:
     """Per endpoint, per region: latency at each q of ECDF_QS (bounded size for the charts)."""
-    dims = succ.dims
     out: dict = {}
-    nr, ne = len(dims.regions), len(dims.endpoints)
-    key = dims.ei.astype(np.int32) * nr + dims.ri
-    grid = grouped_percentiles(key, ne * nr, qs=ECDF_QS, sorter=SortedValues(succ.rt, presorted=True))
-    counts = np.bincount(key, minlength=ne * nr)
+    nr = len(dims.regions)
+    key, n = _detail_grid(dims.regions, dims.variants, dims.endpoints).level_keys(("endpoint", "region"))
+    d = samples.describe(_level_members(key, n), ECDF_QS)
     for e, ep in enumerate(dims.endpoints):
-        out[ep] = {dims.regions[r]: (ECDF_QS, grid[e * nr + r]) for r in range(nr) if counts[e * nr + r]}
+        out[ep] = {dims.regions[r]: (ECDF_QS, d["pct"][e * nr + r]) for r in range(nr) if d["n"][e * nr + r]}
     return out
 
 
@@ -720,16 +658,13 @@ def _conv_key(dims: Dims, ldims: Sequence[str], ri: np.ndarray, vi: np.ndarray) 
     return k, n
 
 
-def _conversation_counts(dims: Dims, create_rows: np.ndarray, orphan_rows: np.ndarray) -> dict:
-    """Per conversation level: (created, orphans) counts per group (rows in file order)."""
-    valid = (dims.ri >= 0) & (dims.vi >= 0)
+def _conversation_counts(dims: Dims, rq: CompactRequests) -> dict:
+    """Per conversation level: (created, orphans) counts per group, from the per-combo counts."""
     out = {}
     for level, ldims in _CONV_LEVELS.items():
-        c = create_rows & valid
-        o = orphan_rows & valid
-        kc, n = _conv_key(dims, ldims, dims.ri[c], dims.vi[c])
-        ko, _ = _conv_key(dims, ldims, dims.ri[o], dims.vi[o])
-        out[level] = (np.bincount(kc, minlength=n)[:n], np.bincount(ko, minlength=n)[:n])
+        k, n = _conv_key(dims, ldims, dims.ri, dims.vi)
+        out[level] = (np.bincount(k, weights=rq.created, minlength=n)[:n].astype(np.int64),
+                      np.bincount(k, weights=rq.orphans, minlength=n)[:n].astype(np.int64))
     return out
 
 

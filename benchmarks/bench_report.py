@@ -2,6 +2,8 @@
 
     python benchmarks/bench_report.py --rows 1000000
     python benchmarks/bench_report.py --rows 10000000 --workdir /tmp/bench
+    python benchmarks/bench_report.py --rows 1000000 10000000 30000000 100000000 \
+        --workdir /work/bench-data --old /path/to/main-checkout         # the sweep
 
 Each measurement runs in a fresh Python process, so its peak RSS (/proc/self/status VmHWM)
 is its own. Measured, on the same synthetic run folder:
@@ -9,15 +11,21 @@ is its own. Measured, on the same synthetic run folder:
   baseline C       pandas.read_csv (C engine, explicit dtypes, categoricals) +
                    groupby(region, variant, endpoint).quantile(PERCENTILES)
   baseline arrow   the same with engine="pyarrow"
-  ours cold        analysis.load.load_run (no Parquet cache) + analysis.stats.compute_stats
+  ours cold        analysis.load.load_run (no Arrow cache) + analysis.stats.compute_stats
   ours cached      the same, reading the Parquet cache a first load wrote
   report cold      analysis.report.build_report end to end, no cache yet (the real first run)
   report cached    build_report again (cache present)
   breakdown        load / stats / comparisons (bootstrap + Mann-Whitney) / charts / render
 
+The sweep (several --rows) builds the full report cold per size, with this checkout's
+analysis and optionally another's (--old), and prints seconds and peak RSS per million rows
+and the marginal memory per million rows (targets: 100M rows ≤ 120 s and ≤ 4 GiB, 10M
+≤ 12 s, ≤ 30 MiB per extra million rows), plus the Arrow cache's size per million rows.
+Runs above 10M rows are generated piece by piece (see `generate`).
+
 Wall times on a shared machine vary with its load; CPU times (user + system) are printed
-beside them. Targets: 10M rows → full report ≤ 20 s and ≤ 4 GiB; loading + statistics within 2× of the
-faster baseline. Results are printed and written to benchmarks/out/bench-<rows>.json.
+beside them. Results are printed and written to benchmarks/out/bench-<rows>.json
+(bench-sweep.json for a sweep).
 """
 from __future__ import annotations
 
@@ -33,9 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "out"
 
-PRELUDE = textwrap.dedent(f"""
+PRELUDE = textwrap.dedent("""
     import json, resource, sys, time
-    sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
+    sys.path[:0] = [CODE_ROOT, TESTS_ROOT]
     t0 = time.perf_counter()
     def done(**extra):
         # VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak over exec)
@@ -70,7 +78,7 @@ OURS = textwrap.dedent("""
     run = load_run(RUN, use_cache=CACHE)
     t_load = time.perf_counter() - t0
     st = compute_stats(run)
-    done(load=t_load, stats=time.perf_counter() - t0 - t_load, rows=len(run.requests))
+    done(load=t_load, stats=time.perf_counter() - t0 - t_load, rows=st.total_requests)
 """)
 
 REPORT = textwrap.dedent("""
@@ -99,9 +107,13 @@ BREAKDOWN = textwrap.dedent("""
 """)
 
 
-def child(code: str, **params) -> dict:
+def child(code: str, root: Path = ROOT, **params) -> dict:
+    """Run `code` in a fresh Python process on the analysis code at `root` (this checkout, or
+    another one such as the main branch, for side-by-side ratios)."""
+    params = {"CODE_ROOT": str(root), "TESTS_ROOT": str(ROOT / "tests"), **params}
     head = "".join(f"{k} = {v!r}\n" for k, v in params.items())
-    proc = subprocess.run([sys.executable, "-c", PRELUDE + head + code], capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", head + PRELUDE + code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
@@ -113,24 +125,116 @@ def clear_cache(run: Path) -> None:
         p.unlink()
 
 
+PIECE = 10_000_000  # rows generated in one piece (make_run holds a piece in memory)
+REGIONS = {"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4), "self-serve": (5.4, 0.5)}
+
+
+def generate(run: Path, rows: int, workers: int = 1) -> None:
+    """A synthetic run folder of `rows` requests. Above PIECE rows it is written piece by
+    piece (distinct seeds, same time window: a fleet of generators), appended to one
+    requests.csv and conversations.csv, so generating 100M rows needs no more memory than 10M."""
+    from synthetic import make_run
+
+    kw = dict(variants=["a", "b"], variant_factor={"b": 1.1}, regions=REGIONS)
+    if rows <= PIECE:
+        make_run(run, rows=rows, workers=workers, duration_s=max(120.0, rows / 2000), seed=1, **kw)
+        return
+    pieces = -(-rows // PIECE)
+    tmp = run.with_name(run.name + ".piece")
+    ended = 0.0
+    for i in range(pieces):
+        n = min(PIECE, rows - i * PIECE)
+        make_run(tmp, rows=n, duration_s=PIECE / 2000, seed=1 + i, **kw)
+        run.mkdir(parents=True, exist_ok=True)
+        for name in ("requests.csv", "conversations.csv"):
+            with open(tmp / name, "rb") as src, open(run / name, "ab") as dst:
+                if i:
+                    src.readline()  # one header
+                while block := src.read(64 << 20):
+                    dst.write(block)
+        meta = json.loads((tmp / "run.json").read_text())
+        ended = max(ended, meta["ended"])
+        print(f"  piece {i + 1}/{pieces}", flush=True)
+    for f in tmp.iterdir():
+        if f.name == "locust_stats_history.csv":
+            f.replace(run / f.name)
+        elif f.is_file():
+            f.unlink()
+    tmp.rmdir()
+    meta.update(run_id=run.name, ended=ended)
+    (run / "run.json").write_text(json.dumps(meta, indent=2))  # last: marks the folder complete
+
+
+def sweep(rows: list[int], workdir: Path, old: Path | None, old_max_rows: int) -> int:
+    """Full report, cold, per run size: seconds and peak RSS, per million rows, and the
+    marginal memory per million rows between consecutive sizes; with `old`, the same report
+    built by another checkout's analysis code (e.g. the main branch) in the same run."""
+    print(f"{'rows':>12} {'CSV GB':>7} {'code':<6} {'wall s':>7} {'cpu s':>7} {'peak GiB':>9} "
+          f"{'s/M rows':>8} {'MiB/M marginal':>14}", flush=True)
+    res: dict = {"cpus": os.cpu_count(), "sweep": []}
+    prev: dict = {}
+    for n in rows:
+        run = workdir / f"run-{n}"
+        if not (run / "run.json").exists():
+            print(f"generating {n:,} rows in {run} …", flush=True)
+            generate(run, n)
+        size = sum(p.stat().st_size for p in run.glob("requests*.csv"))
+        for name, root in (("new", ROOT), ("old", old)):
+            if root is None or (name == "old" and n > old_max_rows):
+                continue
+            clear_cache(run)
+            r = child(REPORT, root=root, RUN=str(run))
+            clear_cache(run)
+            cache = child(CACHE_SIZE, root=root, RUN=str(run)) if name == "new" else None
+            marginal = ((r["peak_rss"] - prev[name][1]["peak_rss"]) / 2**20 / ((n - prev[name][0]) / 1e6)
+                        if name in prev else float("nan"))
+            prev[name] = (n, r)
+            row = {"rows": n, "csv_bytes": size, "code": name, **r, "marginal_mib_per_m": marginal,
+                   "cache_bytes": cache["cache_bytes"] if cache else None}
+            res["sweep"].append(row)
+            print(f"{n:>12,} {size / 1e9:>7.2f} {name:<6} {r['seconds']:>7.1f} {r['cpu']:>7.1f} "
+                  f"{r['peak_rss'] / 2**30:>9.2f} {r['seconds'] / (n / 1e6):>8.2f} {marginal:>14.1f}"
+                  + (f"   cache {cache['cache_bytes'] / (n / 1e6) / 2**20:.1f} MiB/M rows" if cache else ""),
+                  flush=True)
+            clear_cache(run)
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / "bench-sweep.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(f"\nwritten {out}")
+    return 0
+
+
+CACHE_SIZE = textwrap.dedent("""
+    import glob, os
+    from analysis.load import load_run
+    load_run(RUN)  # a warm load writes the Arrow cache beside each CSV
+    done(cache_bytes=sum(os.path.getsize(p) for p in glob.glob(RUN + "/.*.cache.*")))
+""")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=1_000_000, help="request rows in the synthetic run (default 1M)")
+    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000],
+                    help="request rows in the synthetic run (default 1M); several values: a sweep of "
+                         "full reports, e.g. --rows 1000000 10000000 30000000 100000000")
+    ap.add_argument("--old", type=Path, help="sweep: also build each report with the analysis code of this "
+                                             "checkout (e.g. the main branch) for side-by-side ratios")
+    ap.add_argument("--old-max-rows", type=int, default=30_000_000,
+                    help="sweep: largest run for --old (the old code needs ~0.15 GiB per million rows)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/loadtest-bench"), help="where the synthetic run lives")
     ap.add_argument("--workers", type=int, default=1, help="split requests into this many worker files")
     ap.add_argument("--skip-baseline", action="store_true")
     args = ap.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    from synthetic import make_run
-
+    if len(args.rows) > 1:
+        return sweep(args.rows, args.workdir, args.old, args.old_max_rows)
+    args.rows = args.rows[0]
     run = args.workdir / f"run-{args.rows}"
     if not (run / "run.json").exists():
         t = time.perf_counter()
         print(f"generating {args.rows:,} rows in {run} …", flush=True)
-        make_run(run, rows=args.rows, variants=["a", "b"], variant_factor={"b": 1.1}, workers=args.workers,
-                 regions={"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4), "self-serve": (5.4, 0.5)},
-                 duration_s=max(120.0, args.rows / 2000), seed=1)
+        generate(run, args.rows, args.workers)
         print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
     size = sum(p.stat().st_size for p in run.glob("requests*.csv"))
     print(f"run folder: {run} ({size / 1e9:.2f} GB of requests CSV)\n", flush=True)

@@ -371,7 +371,7 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
         run = load_run(run_dir, warmup_s=scenario.warmup)  # once, for the table, SLOs and report
         stats = compute_stats(run)
         print(format_stats_table(stats))
-        results = slo.evaluate_loaded(run, scenario.slos) if scenario.slos else []
+        results = slo.evaluate_loaded(run, scenario.slos, stats=stats) if scenario.slos else []
         base = None
         if scenario.baseline:
             try:

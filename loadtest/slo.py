@@ -428,9 +428,61 @@ def _apply_warmup(requests, conversations, warmup_s: float, start: float | None)
     return requests, conversations
 
 
+def _stats_scope(stats, slo: SLO, with_endpoint: bool = True):
+    """Rows of the stats' detail table (region × variant × endpoint) in the SLO's scope."""
+    detail = stats.level("region·variant·endpoint")
+    mask = np.ones(len(detail), dtype=bool)
+    for col, want in (("region", slo.region), ("variant", slo.variant),
+                      ("endpoint", slo.endpoint if with_endpoint else None)):
+        if want is not None:
+            mask &= (detail[col] == want).to_numpy()
+    return detail, np.flatnonzero(mask)
+
+
+def _observe_stats(slo: SLO, stats, duration_s: float | None) -> tuple[float | None, str]:
+    """`_observe_requests` from computed statistics (`analysis.stats.RunStats`): counts from
+    the detail table, exact percentiles of the union of the scope's groups by rank, so a
+    run of any size is judged without its rows in memory."""
+    where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
+    detail, rows = _stats_scope(stats, slo)
+    n = int(detail["count"].to_numpy()[rows].sum())
+    if n == 0:
+        return None, f"no data: no requests {where}"
+    n_ok = int(detail["ok_count"].to_numpy()[rows].sum())
+    if slo.metric == "count":
+        return float(n), f"{n} requests {where}"
+    if slo.metric == "error_rate":
+        return (n - n_ok) / n, f"{n - n_ok} failed of {n} requests {where}"
+    if slo.metric == "rps":
+        if not duration_s:
+            return None, "no data: run duration unknown"
+        return n / duration_s, f"{n} requests {where} over {duration_s:.4g} s"
+    if n_ok == 0:
+        return None, f"no data: no successful requests {where} ({n - n_ok} failed)"
+    q = [float(slo.metric[1:])] if slo.metric not in _STATS else [50.0]
+    d = stats.samples.describe([rows], q)
+    value = float(d[slo.metric][0]) if slo.metric in _STATS else float(d["pct"][0][0])
+    return value, f"over {n_ok} successful requests {where}"
+
+
+def _orphans_from_stats(slo: SLO, stats) -> tuple[float | None, str]:
+    where = f"in scope {slo.scope}" if slo.region or slo.variant else "overall"
+    level = {(True, True): "region·variant", (True, False): "region", (False, True): "variant",
+             (False, False): "overall"}[(slo.region is not None, slo.variant is not None)]
+    conv = stats.conversations
+    sel = conv[(conv["level"] == level) & ((conv["region"] == slo.region) if slo.region else True) &
+               ((conv["variant"] == slo.variant) if slo.variant else True)]
+    created = int(sel["created"].sum()) if len(sel) else 0
+    if not created:
+        return None, f"no data: no create requests {where}"
+    orphaned = int(sel["orphans"].sum())
+    return float(orphaned), f"{orphaned} of {created} created conversations never closed successfully {where}"
+
+
 def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
              warmup_s: float = 0.0, duration_s: float | None = None,
-             start: float | None = None, variants: Iterable[str] | None = None) -> list[dict]:
+             start: float | None = None, variants: Iterable[str] | None = None,
+             stats=None) -> list[dict]:
     """Evaluate SLOs against a run's DataFrames.
 
     requests: columns of `records.REQUEST_COLUMNS`; conversations: `records.CONVERSATION_COLUMNS`
@@ -438,6 +490,8 @@ def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
     warmup_s seconds after `start` (default: the first request's timestamp). duration_s is the
     denominator of rps (default: first request start to last request end, after warmup).
     variants: the run's variant list, to reject unknown scope names while parsing.
+    stats: the run's `analysis.stats.RunStats`; when given, request metrics and orphans come
+    from it (exact, bounded memory) and `requests` may be None.
 
     Returns one dict per SLO: {expr, scope, metric, op, threshold, unit, observed, passed,
     detail, observed_text, threshold_text}. observed is None when the scope has no data
@@ -445,12 +499,16 @@ def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
     """
     parsed = parse_slos(slos, variants)
     requests, conversations = _apply_warmup(requests, conversations, warmup_s, start)
-    if duration_s is None:
+    if duration_s is None and stats is None:
         duration_s = _run_window(requests)
     results = []
     for slo in parsed:
-        if slo.is_conversation:
+        if stats is not None and slo.metric == f"{CONVERSATION}.orphaned":
+            observed, detail = _orphans_from_stats(slo, stats)
+        elif slo.is_conversation:
             observed, detail = _observe_conversations(slo, conversations, requests)
+        elif stats is not None:
+            observed, detail = _observe_stats(slo, stats, duration_s)
         else:
             observed, detail = _observe_requests(slo, requests, duration_s)
         passed = observed is not None and not math.isnan(observed) and slo.compare(observed)
@@ -485,11 +543,17 @@ def evaluate_run(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO],
     return evaluate_loaded(load_run(run_dir, warmup_s=warmup_s), slos, check_variants)
 
 
-def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True) -> list[dict]:
-    """`evaluate_run` on a run already loaded by `analysis.load.load_run` (warm-up cut)."""
+def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True,
+                    stats=None) -> list[dict]:
+    """`evaluate_run` on a run already loaded by `analysis.load.load_run` (warm-up cut),
+    judged on its statistics (`stats`, computed here when not given): the rows are never
+    all in memory, whatever the run's size."""
+    from analysis.stats import compute_stats  # pandas: only when a run is judged
+
     variants = [v for v in run.variants() if v] if check_variants else None
-    return evaluate(slos, run.requests, run.conversations,
-                    duration_s=run.duration_s or None, variants=variants)
+    parse_slos(slos, variants)  # a bad SLO fails before any statistics are computed
+    return evaluate(slos, None, run.conversations, duration_s=run.duration_s or None, variants=variants,
+                    stats=stats if stats is not None else compute_stats(run))
 
 
 # --------------------------------------------------------------------------- writers

@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from analysis.percentiles import percentiles
 from loadtest import config, records, runfolder, safety
+from loadtest.live import histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.webui")
 
@@ -85,8 +85,8 @@ def region_rows(live, snapshot: dict) -> list[dict]:
     """Rows of the Regions tab from a `LiveStats` and a snapshot just taken of it.
 
     Per region: each endpoint, then all endpoints; then per variant the same. Percentiles
-    pool the raw samples of the window (a p95 of several p95s would be wrong), through the
-    project's one percentile function.
+    merge the keys' histograms over the window (a p95 of several p95s would be wrong;
+    histograms add up exactly), 3 significant digits (`loadtest.live`).
     """
     keys = [(r["region"], r["variant"], r["endpoint"]) for r in snapshot["rows"]]
     by_key = {k: r for k, r in zip(keys, snapshot["rows"])}
@@ -94,6 +94,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
     variants = sorted({k[1] for k in keys})
     endpoints = [e for e in ("create", "respond", "close") if any(k[2] == e for k in keys)]
     endpoints += sorted({k[2] for k in keys} - set(endpoints))
+    windows = {k: live.window([k], snapshot["time"])[0] for k in keys}  # once per key, merged per row
 
     def row(region: str, variant: str, endpoint: str, match: Callable[[tuple], bool]) -> dict | None:
         chosen = [k for k in keys if match(k)]
@@ -101,8 +102,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
             return None
         count = sum(by_key[k]["count"] for k in chosen)
         failures = sum(by_key[k]["failures"] for k in chosen)
-        window = [v for k in chosen for _, v in live.samples.get(k, ())]
-        p50, p95, p99 = percentiles(window, (50, 95, 99))
+        p50, p95, p99 = histogram_percentiles(merge(windows[k] for k in chosen), (50, 95, 99))
         return {"region": region, "variant": variant,
                 "endpoint": endpoint, "count": count, "failures": failures,
                 "error_pct": _round(100.0 * failures / count if count else 0.0, 2),

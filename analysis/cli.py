@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from analysis import regression
-from analysis.load import RunDataError
+from analysis.load import RunDataError, load_meta
 from analysis.report import build_comparison, build_report, format_summary_table  # noqa: F401
 from loadtest import config, runfolder, slo
 
@@ -118,6 +118,9 @@ def run_report(args: argparse.Namespace) -> int:
     if problem:
         return _fail(problem)
     try:
+        note = load_meta(Path(args.run_dir)).get("status_note")
+        if note:
+            print(f"loadtest: note: {args.run_dir}: {note}", file=sys.stderr)
         path = build_report(args.run_dir, baseline=args.baseline, warmup_s=args.warmup, output=args.output,
                             control=getattr(args, "control", None), thresholds=thresholds_from_args(args))
     except regression.ThresholdError as e:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,6 +287,9 @@ def load_meta(path: Path) -> dict:
                            hint="the run may still be writing it; or delete it to report without run metadata") from e
     if not isinstance(meta, dict):
         raise RunDataError(f, "expected a JSON object")
+    note = did_not_finish(meta)
+    if note:  # the folder says it is still going, but nothing is running it any more
+        meta["status"], meta["status_note"] = "did not finish", note
     return meta
 
 
@@ -566,3 +571,31 @@ def _write_cache(f: Path, table: pa.Table) -> None:
     for b in table.to_batches(max_chunksize=1 << 20):
         writer.write(b)
     writer.commit()
+
+
+def did_not_finish(meta: dict) -> str | None:
+    """Why a run whose run.json says `starting`/`running` is in fact over: the process that
+    owned it (`pid` on `host`) is gone, killed before it could say so. None when the run
+    may still be going, or cannot be checked from here (another host, no pid recorded)."""
+    status, pid, host = meta.get("status"), meta.get("pid"), meta.get("host")
+    if status not in ("starting", "running") or not isinstance(pid, int):
+        return None
+    if host and host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    except PermissionError:  # another user's process: its command line tells
+        alive = True
+    if alive:  # a recycled pid is not the run's: the run's was loadtest or Locust
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            alive = b"loadtest" in cmdline or b"locust" in cmdline
+        except OSError:
+            pass  # no /proc here: trust the pid
+    if alive:
+        return None
+    return (f"run.json says {status}, but its process (pid {pid}) is gone: the run did not "
+            f"finish (killed?), and the data covers only what was recorded until then")

@@ -592,17 +592,23 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
     status = str(run.meta.get("status") or "")
     planned = run.meta.get("duration_s")
     done = fmt_duration(stats.duration_s)
+    reason = str(run.meta.get("reason") or "")  # run.json: why it did not complete
     if status == "interrupted":
         try:
             shorter = float(planned) > stats.duration_s
         except (TypeError, ValueError):
             shorter = False
         extra = f" of a planned {fmt_duration(planned)}" if shorter else ""
+        why = f" ({reason})" if reason else ""
         return {"cls": "warn", "title": "Interrupted run",
-                "text": f"This run was stopped early, after {done}{extra}. The numbers cover only that part."}
+                "text": f"This run was stopped early{why}, after {done}{extra}. The numbers cover only that part."}
     if status == "failed":
+        why = f": {reason}" if reason else ""
         return {"cls": "bad", "title": "Failed run",
-                "text": "The run ended with an error; the data below is what was recorded before it stopped."}
+                "text": f"The run ended with an error{why}. The data below is what was recorded before it stopped."}
+    if status == "did not finish":
+        return {"cls": "bad", "title": "Run did not finish",
+                "text": f"{run.meta.get('status_note', '')}. The numbers cover {done} of it."}
     if status == "running":
         return {"cls": "warn", "title": "Run still in progress",
                 "text": f"This report was made while the run was still going ({done} so far)."}

@@ -15,11 +15,13 @@ import heapq
 import random
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import gevent
 from gevent.queue import Queue
 
 from loadtest.recorder import LineSink
+from loadtest.runfolder import WriteFailed
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,10 @@ def region_rates(rate: dict[str, float], regions: dict[str, float], share: float
 
 class Arrivals:
     def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
-                 out: LineSink | None, seed: int | None = None):
+                 out: LineSink | None, seed: int | None = None,
+                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
         """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
-        stream, or None."""
+        stream, or None. A failed write stops the file and goes to `on_failure`."""
         self.rates = {r: x for r, x in rates.items() if x > 0}
         self.variants = variants or {"": 1.0}
         self.poisson = poisson
@@ -55,6 +58,7 @@ class Arrivals:
         self.offered = self.started = self.dropped = 0
         self._file = out
         self._flushed = time.monotonic()
+        self.on_failure = on_failure
         if out is not None:
             self._csv = csv.writer(out, lineterminator="\n")
         self._greenlet = gevent.spawn(self._schedule)
@@ -107,9 +111,15 @@ class Arrivals:
     def flush(self) -> None:
         self._flushed = time.monotonic()
         if self._file and not self._file.closed:
-            self._file.flush()
+            try:
+                self._file.flush()
+            except WriteFailed as e:
+                self.on_failure(e)
 
     def close(self) -> None:
         self._greenlet.kill(block=False)
         if self._file and not self._file.closed:
-            self._file.close()
+            try:
+                self._file.close()
+            except WriteFailed as e:
+                self.on_failure(e)

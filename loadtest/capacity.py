@@ -67,7 +67,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from loadtest import config, records
+from loadtest import config, processes, records, runfolder
+from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
 
 EXIT_OK, EXIT_BELOW_START, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 
@@ -449,24 +450,47 @@ class _LocustOutput(threading.Thread):
         self.changes: list[tuple[float, int]] = []  # (epoch s, users), in order
         self.shape_end: float | None = None
         self.stopping = False  # asked to stop: its KeyboardInterrupt traceback is expected
+        self.failure: runfolder.WriteFailed | None = None  # a file of the run folder could not be written
 
     def run(self) -> None:
-        from loadtest.progress import PROGRESS_PREFIX
+        try:
+            log = open(self.log_path, "w", encoding="utf-8", buffering=1)  # line by line
+        except OSError as e:
+            log = None
+            self._failed(runfolder.WriteFailed(self.log_path, e))
+        for line in self.proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                continue
+            if line.startswith(WRITE_FAILED_PREFIX):  # Locust stopped its load itself
+                self.failure = self.failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX):])
+                self.stopping = True
+                continue
+            if log is not None:
+                try:
+                    log.write(line)
+                except OSError as e:
+                    log = None
+                    self._failed(runfolder.WriteFailed(self.log_path, e))
+            m = _SHAPE_CHANGE.search(line)
+            if m:
+                self.changes.append((_log_time(line), int(m.group(1))))
+            elif "Shape test stopping" in line:
+                self.shape_end = _log_time(line)
+            elif "CPU usage above" in line:
+                self.cpu_warning = True
+            if (line.startswith("loadtest:") or "Traceback" in line) and not self.stopping:
+                sys.stderr.write(f"[{self.region}] {line}")
+        if log is not None:
+            try:
+                log.close()
+            except OSError as e:
+                self._failed(runfolder.WriteFailed(self.log_path, e))
 
-        with open(self.log_path, "w", encoding="utf-8") as log:
-            for line in self.proc.stdout:
-                if line.startswith(PROGRESS_PREFIX):
-                    continue
-                log.write(line)
-                m = _SHAPE_CHANGE.search(line)
-                if m:
-                    self.changes.append((_log_time(line), int(m.group(1))))
-                elif "Shape test stopping" in line:
-                    self.shape_end = _log_time(line)
-                elif "CPU usage above" in line:
-                    self.cpu_warning = True
-                if (line.startswith("loadtest:") or "Traceback" in line) and not self.stopping:
-                    sys.stderr.write(f"[{self.region}] {line}")
+    def _failed(self, failure: "runfolder.WriteFailed") -> None:
+        """locust.log cannot be written: nothing more will be; ask Locust to stop."""
+        self.failure = self.failure or failure
+        if self.proc.poll() is None and not self.stopping:
+            stop_locust(self.proc, self)
 
     def steps(self) -> list[tuple[int, float, float | None]]:
         """(users, start, end or None while running) of each step so far."""
@@ -560,8 +584,8 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
           f"({LATENCY_ENDPOINT} latency, ms)")
     sys.stdout.flush()
     # No stdin: Locust's key listener would switch the terminal's input mode.
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    proc = processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, bufsize=1)
     signals.proc = proc
     output = _LocustOutput(proc, run_dir / "locust.log", region)
     output.start()
@@ -627,11 +651,11 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        end_group = getattr(runner, "end_process_group", None)
-        if end_group:
-            end_group(proc.pid)  # worker processes must not outlive the master
+        processes.end_process_group(proc.pid)  # worker processes must not outlive the master
         output.join(timeout=10)
         signals.proc = None
+    if output.failure is not None:  # a full disk: what was measured is in the region's folder
+        raise output.failure
     result.cpu_warning = output.cpu_warning
     if signals.count:
         result.message = "interrupted"
@@ -1076,7 +1100,11 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         print(f"note: the ramp-up part of each step ({plan.settle_s:.3g} s) is short for think times "
               f"up to {think_max:g} s; raise --hold or --settle for steadier steps", file=sys.stderr)
 
-    folder = runfolder.new_run_dir(scenario.out)
+    try:
+        folder = runfolder.new_run_dir(scenario.out)
+    except runfolder.WriteFailed as e:
+        print(f"loadtest: {e}; nothing was sent (free some space, or pick another --out)", file=sys.stderr)
+        return EXIT_RUN_FAILED
     slo_source = "flags" if user_slos else "default"
     print(f"Capacity search, regions {', '.join(regions)}: {plan.describe()}")
     print("SLOs: " + ("; ".join(user_slos) if user_slos else DEFAULT_SLO_TEXT + " (default; set your own with --slo)"))
@@ -1111,6 +1139,11 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
                     if signals.count:
                         print("Interrupted: writing what was measured.", file=sys.stderr)
                         break
+        except runfolder.WriteFailed as e:
+            print(f"loadtest: {e}; the load was stopped and the rows already written are kept; "
+                  f"free some space (or pick another --out), then build a region's report with: "
+                  f"loadtest report {e.path.parent}", file=sys.stderr)
+            return EXIT_RUN_FAILED  # no room for the capacity report
         except runner.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
             code = EXIT_RUN_FAILED
@@ -1119,7 +1152,12 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
             code = EXIT_RUN_FAILED
         elif any(r.status == "below_start" for r in results):
             code = EXIT_BELOW_START
-    write_outputs(results, plan, scenario, folder, slo_source, code)
+    try:
+        write_outputs(results, plan, scenario, folder, slo_source, code)
+    except OSError as e:  # the disk filled while writing the summary: the region folders are kept
+        print(f"loadtest: cannot write the capacity report in {folder}: {e.strerror or e}; the "
+              f"per-region run folders are kept (loadtest report {folder}/<region>)", file=sys.stderr)
+        return EXIT_RUN_FAILED
     print("\nCapacity knees (highest load within SLO):")
     print(text_table(knees_table(results, plan)))
     for res in results:

@@ -219,6 +219,10 @@ class ChatClient:
     def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
               turn: int) -> tuple[Outcome, float]:
         run = self.run
+        if run.halted:  # a write of the run folder failed: nothing more could be recorded
+            from locust.exception import StopUser  # imported late: importing locust monkey-patches
+
+            raise StopUser()
         if run.rate_limiter:
             run.rate_limiter.wait()
         context = {"region": region, "variant": variant, "endpoint": endpoint,

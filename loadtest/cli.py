@@ -23,7 +23,7 @@ import platform
 import sys
 from importlib import metadata
 
-from loadtest import __version__, config
+from loadtest import __version__, config, runfolder
 from loadtest.users import LOCUSTFILE
 
 # Repeatable flags whose setting holds a list.
@@ -168,5 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as e:
         print(f"loadtest: {e}", file=sys.stderr)
         return 2
+    except runfolder.WriteFailed as e:  # an environment error, said in one line (no traceback)
+        print(f"loadtest: {e}; {e.advice}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130

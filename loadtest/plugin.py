@@ -10,6 +10,16 @@ A locustfile calls `install(events)` once at import. Then:
 
 Distributed (a master and workers, `--processes` or `loadtest worker`): only the master has a
 run folder; workers ship their rows to it over Locust's message channel (`loadtest.fleet`).
+
+Two ways a test ends early, both without a traceback:
+- a file of the run folder cannot be written (a full disk): nothing more could be recorded,
+  so the users stop at once, without another request (`on_write_failure`; a master tells its
+  workers too); run.json says `failed` and why, the files keep their whole rows, a headless
+  Locust exits with code 3;
+- the `loadtest` process that started this Locust is gone, however it ended (its lifeline,
+  see `loadtest.processes`): the test stops as on Ctrl-C, with a short stop timeout, its
+  output going to locust.log (`on_parent_lost`); run.json says `interrupted` and why.
+`quit`: Locust's own CSVs (`loadtest.locust_csv`) get their final numbers.
 """
 
 from __future__ import annotations
@@ -17,24 +27,34 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 import gevent
+from gevent.socket import wait_read
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadtest import api, config, fleet, records, runfolder, safety, tls
+from loadtest import api, config, fleet, processes, records, runfolder, safety, tls
 from loadtest.arrivals import Arrivals, region_rates
 from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name, ssl_context_factory
 from loadtest.live import LiveStats
-from loadtest.progress import PROGRESS_PREFIX
+from loadtest.locust_csv import LocustCsv
+from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
 from loadtest.recorder import Recorder, open_csv
+from loadtest.runfolder import WriteFailed
 from loadtest.shapes import use_shape
 
 logger = logging.getLogger("loadtest")
 
 PROGRESS_INTERVAL_S = 2.0
+# When the loadtest process is gone: time for open conversations to close before users are
+# stopped (short: nobody is waiting for this run any more, and its mock leaves soon).
+PARENT_LOST_STOP_TIMEOUT_S = 1.0
+EXIT_RUN_FAILED = 3  # as `loadtest run`'s: the run itself failed
+HALT_MESSAGE = "loadtest_halt"  # master → workers: send nothing more, it could not be recorded
 
 
 class RunContext:
@@ -58,6 +78,7 @@ class RunContext:
         max_rps = s.max_rps or (safety.REAL_TARGET_DEFAULT_MAX_RPS if s.target == "real" else 0)
         self.rate_limiter = RateLimiter(max_rps) if max_rps else None
         self.arrivals: Arrivals | None = None  # set when the open model is on
+        self.halted = False  # a write failed: users send nothing more
         self.forward_live = False  # workers forward live samples to the master
         self.base_urls = config.base_urls(s)
         safety.check_target(s.target, self.base_urls, s.yes)
@@ -103,6 +124,9 @@ class Plugin:
         self.collector: fleet.Collector | None = None  # master: the workers' rows → run folder
         self.shipper: fleet.Shipper | None = None      # worker: its rows → the master
         self._run_dir_option = ""  # --run-dir as given (the master fills it in for its workers)
+        self.write_failure: WriteFailed | None = None
+        self.parent_lost = False
+        self.locust_csv: LocustCsv | None = None  # Locust's own CSVs of the current or last test
 
     # ---- options ----
     def add_options(self, parser) -> None:
@@ -136,6 +160,12 @@ class Plugin:
         except ValueError as e:
             sys.stderr.write(f"loadtest: {e}\n")
             raise SystemExit(2)
+        if isinstance(environment.runner, WorkerRunner):
+            environment.runner.register_message(HALT_MESSAGE, self._on_halt)
+        lifeline = processes.lifeline_fd()
+        if lifeline is not None:  # started by loadtest: stop when it is gone
+            gevent.signal_handler(processes.PARENT_LOST_SIGNAL, self.on_parent_lost)
+            gevent.spawn(self._watch_lifeline, lifeline)
 
     def on_test_start(self, environment, **_kw) -> None:
         started = time.time()  # before anything below can yield to users or arrivals
@@ -144,10 +174,18 @@ class Plugin:
         is_master, is_worker = isinstance(runner, MasterRunner), isinstance(runner, WorkerRunner)
         self.live.reset()
         run_dir: Path | None = None
+        self.write_failure, failure = None, None
         if not is_worker:  # a worker has no run folder: its rows go to the master's
             explicit = self._run_dir_option if is_master else options.run_dir
-            run_dir = Path(explicit) if explicit else runfolder.new_run_dir(options.out)
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir = Path(explicit) if explicit else runfolder.new_run_dir(options.out)
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except (WriteFailed, OSError) as e:
+                logger.error("loadtest: cannot make the run folder %s: %s — fix it and start again",
+                             run_dir or options.out, e)
+                environment.loadtest_run = None
+                gevent.spawn_later(0, runner.stop)
+                return
             if is_master:  # workers receive the master's options with the spawn message
                 options.run_dir = str(run_dir)
         try:
@@ -157,18 +195,22 @@ class Plugin:
             logger.error("loadtest: %s — fix it and start again", e)
             gevent.spawn_later(0, runner.stop)
             return
-        if is_worker:
-            self._start_worker_run(run, runner, options)
-        elif is_master:
-            assert run_dir is not None  # every process but a worker has a run folder
-            self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
-        else:
-            assert run_dir is not None
-            run.recorder = Recorder.in_folder(run_dir, "local", run.redact)
-            if run.scenario.arrival_rate:
-                rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)
-                run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
-                                        open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS))
+        try:
+            if is_worker:
+                self._start_worker_run(run, runner, options)
+            elif is_master:
+                assert run_dir is not None  # every process but a worker has a run folder
+                self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
+            else:
+                assert run_dir is not None
+                run.recorder = Recorder.in_folder(run_dir, "local", run.redact, self.on_write_failure)
+                if run.scenario.arrival_rate:
+                    rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)
+                    run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
+                                            open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),
+                                            on_failure=self.on_write_failure)
+        except WriteFailed as e:
+            failure = e
         run.forward_live = is_worker
         if run.tls.insecure:
             logger.warning("loadtest: %s", tls.INSECURE_WARNING)
@@ -180,18 +222,27 @@ class Plugin:
         self.run = run
         environment.loadtest_run = run
         gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
-        if not is_worker and run_dir is not None:
+        if not is_worker and run_dir is not None and failure is None:
             # `loadtest run` recorded the whole scenario already (Locust's options hold only part of
             # it); a plain `locust -f` run records what Locust has.
             raw = run.scenario.raw()
-            known = {} if runfolder.read_run_json(run_dir).get("config") else \
-                {"config": raw, "config_hash": runfolder.config_hash(raw)}
-            runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
-                                      started=started, target=run.scenario.target,
-                                      base_urls=run.base_urls, regions=list(run.scenario.regions),
-                                      variants=list(run.scenario.variants),
-                                      tls=run.tls.record(), connections=run.scenario.connections,
-                                      **known)
+            data = runfolder.read_run_json(run_dir)
+            known = {} if data.get("config") else {"config": raw, "config_hash": runfolder.config_hash(raw)}
+            try:
+                if self.locust_csv is not None:  # the last test's, kept for Locust's final numbers
+                    self.locust_csv.close()
+                self.locust_csv = LocustCsv(environment, run_dir, on_failure=self.on_write_failure)
+                runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
+                                          started=started, target=run.scenario.target,
+                                          base_urls=run.base_urls, regions=list(run.scenario.regions),
+                                          variants=list(run.scenario.variants),
+                                          tls=run.tls.record(), connections=run.scenario.connections,
+                                          # the process whose end ends the run: loadtest's, else ours
+                                          pid=data.get("pid", os.getpid()), **known)
+            except WriteFailed as e:
+                failure = e
+        if failure is not None:
+            self.on_write_failure(failure)
         if options.progress_lines and not is_worker:
             self._progress = gevent.spawn(self._print_progress)
         self.lost_workers = set()
@@ -233,9 +284,87 @@ class Plugin:
             if self.lost_workers:
                 logger.warning("loadtest: lost worker(s) during the run: %s", ", ".join(sorted(self.lost_workers)))
             extra = {"workers": sorted(worker_rows), "worker_rows": worker_rows} if worker_rows is not None else {}
-            runfolder.update_run_json(run.run_dir, ended=time.time(), lost_workers=sorted(self.lost_workers),
-                                      status="completed" if data.get("status") == "running"
-                                      else data.get("status", "completed"), **extra)
+            try:
+                runfolder.update_run_json(run.run_dir, ended=time.time(), lost_workers=sorted(self.lost_workers),
+                                          status="completed" if data.get("status") == "running"
+                                          else data.get("status", "completed"), **extra)
+            except WriteFailed as e:
+                if self.write_failure is None:
+                    self.on_write_failure(e)
+
+    # ---- ending early ----
+    def on_write_failure(self, failure: WriteFailed) -> None:
+        """A file of the run folder could not be written: nothing more could be recorded, so
+        nothing more is sent. Users stop at once (no closes: they would go unrecorded), every
+        writer keeps its whole rows, run.json says failed (when it still can)."""
+        if self.write_failure is not None:
+            return
+        self.write_failure = failure
+        environment, run = self.environment, self.run
+        if run is not None:
+            run.halted = True
+        if environment.parsed_options.progress_lines:  # first: loadtest names this file
+            sys.stdout.write(WRITE_FAILED_PREFIX + failure.to_json() + "\n")
+            sys.stdout.flush()
+        logger.error("loadtest: %s; the load was stopped", failure)
+        if isinstance(environment.runner, MasterRunner):
+            environment.runner.send_message(HALT_MESSAGE)  # every worker, at once
+        # The rest in a greenlet of its own: this may run in a writer's greenlet, which the
+        # writers' close() kills.
+        gevent.spawn(self._stop_after_write_failure, environment, run, failure)
+
+    def _stop_after_write_failure(self, environment, run: RunContext | None, failure: WriteFailed) -> None:
+        if run is not None:
+            for writer in (run.recorder, run.arrivals, self.locust_csv):
+                if writer:
+                    writer.close()
+            if run.run_dir is not None:
+                try:
+                    runfolder.update_run_json(run.run_dir, status="failed", ended=time.time(),
+                                              reason=f"{failure}; the load was stopped")
+                except WriteFailed:
+                    pass
+        stop_timeout, environment.stop_timeout = environment.stop_timeout, 0  # whatever users would send is lost
+        if environment.web_ui is not None and not environment.parsed_options.headless:
+            environment.runner.stop()  # the UI stays up: free some space, start again
+            environment.stop_timeout = stop_timeout
+        else:
+            environment.process_exit_code = EXIT_RUN_FAILED
+            environment.runner.quit()
+
+    def on_quit(self, **_kw) -> None:
+        """Locust is quitting, its final numbers known: the last write of its CSVs."""
+        if self.locust_csv is not None:
+            self.locust_csv.close()
+
+    def _on_halt(self, environment, msg, **_kw) -> None:
+        if self.run is not None:
+            self.run.halted = True
+
+    def _watch_lifeline(self, fd: int) -> None:
+        wait_read(fd)  # readable only at end of file: the loadtest process is gone
+        self.on_parent_lost()
+
+    def on_parent_lost(self) -> None:
+        """The loadtest process that started this Locust is gone: stop as on Ctrl-C, quickly."""
+        if self.parent_lost:
+            return
+        self.parent_lost = True
+        run = self.run
+        _detach_output(run.run_dir / "locust.log" if run and run.run_dir else None)
+        parent = os.environ.get(processes.LIFELINE_ENV, "").partition(":")[0]
+        logger.warning("loadtest: the loadtest process (pid %s) that started this Locust is gone; "
+                       "stopping the test", parent)
+        if run is not None and run.run_dir is not None:
+            try:
+                runfolder.update_run_json(run.run_dir, status="interrupted",
+                                          reason=f"the loadtest process (pid {parent}) ended during "
+                                                 f"the run; Locust stopped the load by itself")
+            except WriteFailed:
+                pass
+        environment = self.environment
+        environment.stop_timeout = min(environment.stop_timeout or 0.0, PARENT_LOST_STOP_TIMEOUT_S)
+        os.kill(os.getpid(), signal.SIGINT)  # Locust's own graceful path, as loadtest would have asked
 
     # ---- distributed: rows travel from the workers to the master's run folder (fleet.py) ----
     def _register_fleet_messages(self, runner) -> None:
@@ -356,6 +485,26 @@ class Plugin:
 plugin = Plugin()
 
 
+def _detach_output(log_path: Path | None) -> None:
+    """Nobody reads our stdout any more: send it (and stderr) to locust.log, else nowhere."""
+    if os.isatty(1):
+        return
+    try:
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if log_path else -1
+    except OSError:
+        fd = -1
+    if fd < 0:
+        fd = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def install(events) -> Plugin:
     """Register the listeners once per process (a locustfile may be imported twice)."""
     if not getattr(events, "_loadtest_installed", False):
@@ -364,6 +513,7 @@ def install(events) -> Plugin:
         events.test_start.add_listener(plugin.on_test_start)
         events.request.add_listener(plugin.on_request)
         events.test_stop.add_listener(plugin.on_test_stop)
+        events.quit.add_listener(plugin.on_quit)
         events.report_to_master.add_listener(plugin.on_report_to_master)
         events.worker_report.add_listener(plugin.on_worker_report)
         from loadtest import webui  # the web UI's Regions tab, report and CSV routes

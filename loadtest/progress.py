@@ -10,15 +10,22 @@ from loadtest.live import by_region
 # Locust (a child process) prints live snapshots as lines with this prefix; `loadtest run`
 # shows them and logs everything else.
 PROGRESS_PREFIX = "@@loadtest-progress "
+# …and, once, {"path", "errno", "strerror"} with this prefix when a file of the run folder could not
+# be written (a full disk): the load has stopped; `loadtest run` says so in one line, exit 3.
+WRITE_FAILED_PREFIX = "@@loadtest-write-failed "
 
 
 class ProgressDisplay:
     def __init__(self, duration_s: float, stream=None):
-        self.stream = stream or sys.stdout
+        self._stream = stream  # None: whatever sys.stdout is now (see runner.forgive_output)
         self.tty = self.stream.isatty()
         self.duration_s = duration_s
         self.started = time.monotonic()
         self._drawn = 0
+
+    @property
+    def stream(self):
+        return self._stream or sys.stdout
 
     def lines(self, snap: dict) -> list[str]:
         regions = by_region(snap)

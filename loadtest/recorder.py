@@ -1,7 +1,10 @@
 """Writes requests.csv, conversations.csv and (HTTPS targets) connections.csv as the run goes.
 
-Rows are appended to buffered files which a background greenlet flushes every second, so a
-run that is killed loses at most about a second of rows. Columns: see `records.py`. On a
+Rows are gathered in `RowFile`s (`open_csv`) which a background greenlet flushes every
+second, so a run that is killed loses at most about a second of rows, and the files only ever
+hold whole rows. When a write fails (a full disk), recording stops, the rows already written
+stay, and `on_failure` is called once with the `runfolder.WriteFailed`. Columns: see
+`records.py`. On a
 worker of a distributed run the same rows go, line by line, to the outbox that ships them to
 the master (`loadtest.fleet`) instead of to files.
 """
@@ -11,11 +14,13 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, TextIO
+from typing import Callable, Protocol, Sequence
 
 import gevent
 
 from loadtest import records
+from loadtest.rowfile import RowFile
+from loadtest.runfolder import WriteFailed
 
 FLUSH_INTERVAL_S = 1.0
 # A successful row: ok=1, no error_kind, no error (columns as in records.REQUEST_COLUMNS).
@@ -33,9 +38,10 @@ class LineSink(Protocol):
     def close(self) -> None: ...
 
 
-def open_csv(path: Path, columns: Sequence[str]) -> TextIO:
-    """A new CSV file of the run folder, its header written and flushed."""
-    f = open(path, "w", newline="", encoding="utf-8")
+def open_csv(path: Path, columns: Sequence[str]) -> RowFile:
+    """A new CSV file of the run folder, its header written and flushed (whole rows only, see
+    `loadtest.rowfile`); raises WriteFailed."""
+    f = RowFile(path)
     csv.writer(f, lineterminator="\n").writerow(columns)
     f.flush()
     return f
@@ -49,7 +55,7 @@ class LazyCsv:
         self.path = path
         self.columns = columns
         self.closed = False
-        self._file: TextIO | None = None
+        self._file: RowFile | None = None
 
     def write(self, line: str) -> int:
         if self._file is None:
@@ -72,9 +78,12 @@ class Recorder:
     `connections_out` (files, or a worker's outbox)."""
 
     def __init__(self, requests_out: LineSink, conversations_out: LineSink, connections_out: LineSink,
-                 worker: str, redact: Callable[[str], str] = lambda s: s):
+                 worker: str, redact: Callable[[str], str] = lambda s: s,
+                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
         self.worker = worker
         self.redact = redact
+        self.on_failure = on_failure
+        self.failure: WriteFailed | None = None
         self._requests_file = requests_out
         self._conversations_file = conversations_out
         self._connections_file = connections_out
@@ -84,11 +93,13 @@ class Recorder:
         self._flusher = gevent.spawn(self._flush_forever)
 
     @classmethod
-    def in_folder(cls, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s) -> "Recorder":
+    def in_folder(cls, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s,
+                  on_failure: Callable[[WriteFailed], None] = lambda e: None) -> "Recorder":
+        """Raises WriteFailed when the files cannot be made."""
         return cls(open_csv(run_dir / records.REQUESTS_CSV, records.REQUEST_COLUMNS),
                    open_csv(run_dir / records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
                    LazyCsv(run_dir / records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS),
-                   worker, redact)
+                   worker, redact, on_failure)
 
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, **_kwargs) -> None:
@@ -133,18 +144,36 @@ class Recorder:
         """A request opened a new TLS connection (records.CONNECTION_COLUMNS)."""
         if self._connections_file.closed:
             return
-        self._connections_file.write("%.6f,%s,%s,%s,%s,%s,%s,%.3f\n" % (
+        try:  # LazyCsv: the first line makes the file
+            self._connections_file.write("%.6f,%s,%s,%s,%s,%s,%s,%.3f\n" % (
             time.time(), context.get("region", ""), context.get("endpoint", ""),
             context.get("conversation_id", ""), context.get("turn", ""), context.get("user", ""),
             self.worker, handshake_ms))
+        except WriteFailed as e:
+            self._failed(e)
 
     def _files(self) -> list[LineSink]:
         return [self._requests_file, self._conversations_file, self._connections_file]
 
     def flush(self) -> None:
         for f in self._files():
-            if not f.closed:
-                f.flush()
+            try:
+                if not f.closed:
+                    f.flush()
+            except WriteFailed as e:
+                self._failed(e)
+
+    def _failed(self, failure: WriteFailed) -> None:
+        """Stop recording: what is on disk stays (whole rows); tell on_failure once."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        for f in self._files():
+            try:
+                f.close()
+            except WriteFailed:
+                pass
+        self.on_failure(failure)
 
     def _flush_forever(self) -> None:
         while True:
@@ -155,4 +184,7 @@ class Recorder:
         self._flusher.kill(block=False)
         self.flush()
         for f in self._files():
-            f.close()
+            try:
+                f.close()
+            except WriteFailed as e:
+                self._failed(e)

@@ -1,7 +1,17 @@
-"""Run folders: `reports/<run-id>/`, the `reports/latest` link, and `run.json`."""
+"""Run folders: `reports/<run-id>/`, the `reports/latest` link, and `run.json`.
+
+A file of the run folder that cannot be written (a full disk, a quota, a read-only mount)
+raises `WriteFailed`, whose message names the folder, the file and what to do; whoever
+catches it stops the load (nothing more could be recorded) and exits with code 3.
+`run.json` is replaced atomically and never leaves its temporary file behind; on a full disk
+it is rewritten in place when the new text fits in the space it already holds, so it can
+still say `failed`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 from importlib import metadata
 import json
@@ -17,13 +27,42 @@ from typing import Any
 from loadtest import __version__, config, records
 
 
+class WriteFailed(Exception):
+    """A file of the run folder could not be written; the message says which and what to do."""
+
+    def __init__(self, path: Path, error: OSError):
+        self.path, self.error = Path(path), error
+        reason = error.strerror or str(error)
+        super().__init__(f"cannot write {self.path.name} in {self.path.parent}: {reason}")
+
+    def to_json(self) -> str:
+        """For Locust to tell `loadtest` (a line on its stdout, see progress.WRITE_FAILED_PREFIX)."""
+        return json.dumps({"path": str(self.path), "errno": self.error.errno,
+                           "strerror": self.error.strerror or str(self.error)})
+
+    @classmethod
+    def from_json(cls, text: str) -> "WriteFailed":
+        got = json.loads(text)
+        return cls(Path(got["path"]), OSError(got["errno"], got["strerror"]))
+
+    @property
+    def advice(self) -> str:
+        if self.error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return (f"free some space (or pick another --out), then build the report of what was "
+                    f"recorded with: loadtest report {self.path.parent}")
+        return f"check the folder is writable, then: loadtest report {self.path.parent}"
+
+
 def new_run_dir(out: str | Path) -> Path:
     """A fresh, uniquely named run folder under `out`; `out/latest` points to it."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
     run_dir = out / run_id
-    run_dir.mkdir()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir()
+    except OSError as e:
+        raise WriteFailed(run_dir, e) from None
     point_latest(run_dir)
     return run_dir
 
@@ -121,9 +160,36 @@ def read_run_json(run_dir: Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Replace `path` by the JSON of `data` (temporary file + rename); raises WriteFailed."""
+    text = (json.dumps(data, indent=2, default=str) + "\n").encode()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if not _rewrite_in_place(path, text):
+            raise WriteFailed(path, e) from None
+
+
+def _rewrite_in_place(path: Path, text: bytes) -> bool:
+    """On a full disk: rewrite the file within the blocks it already holds (no new space)."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        if len(text) > os.fstat(fd).st_blocks * 512:
+            return False
+        if os.pwrite(fd, text, 0) != len(text):
+            return False
+        os.ftruncate(fd, len(text))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def update_run_json(run_dir: Path, **fields: Any) -> dict[str, Any]:

@@ -2,10 +2,14 @@
 
     mock (unless a real target) → Locust headless (a child process) → report → SLO verdict
 
-The mock and Locust run as child processes in their own sessions, so a terminal's Ctrl-C
-reaches only this process, which then stops them in order: the first Ctrl-C/SIGTERM asks
-Locust to stop gracefully (open conversations are closed within --stop-timeout, CSVs
-flushed) and the report is still built; a second one kills at once, keeping the data.
+The mock and Locust run as child processes in their own sessions (`processes.spawn`: they
+end when this process ends, however it ends), so a terminal's Ctrl-C reaches only this
+process, which then stops them in order: the first Ctrl-C/SIGTERM/SIGHUP asks Locust to stop
+gracefully (open conversations are closed within --stop-timeout, CSVs flushed) and the
+report is still built; a second one kills at once, keeping the data.
+
+A file of the run folder that cannot be written (a full disk) stops the load at once (Locust
+does it, or is asked to), and ends the run with one line and exit code 3, no report.
 
 With --baseline RUN_DIR the run is compared with an earlier run of the same scenario
 (refused before any traffic when its config hash differs, unless --baseline-any-config), and
@@ -31,9 +35,9 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import config, records, runfolder, safety, slo, tls
+from loadtest import config, processes, records, runfolder, safety, slo, tls
 from loadtest.chat import load_corpus
-from loadtest.progress import PROGRESS_PREFIX, ProgressDisplay
+from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX, ProgressDisplay
 from loadtest.users import LOCUSTFILE
 
 MOCK_START_TIMEOUT_S = 20.0
@@ -68,8 +72,12 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
             cmd += ["--fault", spec]
         if scenario.mock_config:
             cmd += ["--config", scenario.mock_config]
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            log = open(log_path, "ab")
+        except OSError as e:
+            raise runfolder.WriteFailed(log_path, e) from None
+        with log:
+            proc = processes.spawn(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + MOCK_START_TIMEOUT_S
             while not ready.exists():
@@ -115,10 +123,10 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
         cmd += ["--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
                 "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
     if scenario.processes:
-        cmd += ["--processes", str(scenario.processes)]
+        cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]
     cmd += fleet_master_args(scenario)
+    # No --csv: the plugin writes Locust's CSVs into the run folder (loadtest.locust_csv).
     cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
-           "--csv", str(run_dir / records.LOCUST_CSV_PREFIX), "--csv-full-history",
            "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
            "--run-dir", str(run_dir), "--progress-lines"]
     for s in config.SETTINGS:
@@ -181,15 +189,23 @@ def stop_locust(proc: subprocess.Popen) -> None:
 
 
 class Signals:
-    """First SIGINT/SIGTERM: graceful stop. Second: kill now."""
+    """First SIGINT/SIGTERM/SIGHUP: graceful stop. Second: kill now.
+
+    SIGHUP (an SSH session dropped, a terminal closed) is a stop like SIGTERM: the run ends
+    gracefully, keeps its data and still builds its report. The terminal may be gone, so from
+    then on output that cannot be written is dropped rather than failing the run (see
+    `forgive_output`)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self, stopping_message: str = "closing open conversations and saving data"):
         self.count = 0
+        self.first = ""  # the name of the first signal, e.g. "SIGHUP"
         self.proc: subprocess.Popen | None = None
         self.stopping_message = stopping_message
 
     def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
@@ -198,40 +214,100 @@ class Signals:
 
     def _handle(self, signum, frame):
         self.count += 1
+        self.first = self.first or signal.Signals(signum).name
+        if signum == signal.SIGHUP:
+            forgive_output()
         if self.proc is None or self.proc.poll() is not None:
             return
         if self.count == 1:
-            sys.stderr.write(f"\nStopping: {self.stopping_message} "
+            sys.stderr.write(f"\nStopping ({signal.Signals(signum).name}): {self.stopping_message} "
                              "(press Ctrl-C again to stop at once)…\n")
             stop_locust(self.proc)
         else:
             self.proc.kill()
 
 
+class _ForgivingStream:
+    """A text stream whose writes stop failing once its terminal or pipe is gone."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # EIO from a hung-up terminal, EPIPE, a closed stream
+            self._stream = open(os.devnull, "w", encoding="utf-8")
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._stream = open(os.devnull, "w", encoding="utf-8")
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def forgive_output() -> None:
+    """After a hangup: stdout and stderr drop what they can no longer deliver."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, _ForgivingStream):
+            setattr(sys, name, _ForgivingStream(stream))
+
+
 def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: ProgressDisplay) -> int:
-    """Run Locust, showing its progress lines and logging everything else to locust.log."""
-    with open(run_dir / "locust.log", "w", encoding="utf-8") as log:
-        # No stdin: Locust's key listener would switch the terminal's input mode.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
-        signals.proc = proc
-        for line in proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                display.update(json.loads(line[len(PROGRESS_PREFIX):]))
-            else:
-                log.write(line)
-                if line.startswith("loadtest:") or "Traceback" in line:
-                    sys.stderr.write(line)
-        display.close()
-        code = proc.wait()
-        end_process_group(proc.pid)  # worker processes (--processes) must not outlive the master
-        return code
+    """Run Locust, showing its progress lines and logging everything else to locust.log.
 
-
-def end_process_group(pgid: int) -> None:
+    Raises runfolder.WriteFailed, once Locust has ended, when a file of the run folder could
+    not be written: by Locust (it stops its load at once and says so on a line of its own) or
+    here (locust.log; Locust is then asked to stop)."""
+    log_path = run_dir / "locust.log"
+    failure: runfolder.WriteFailed | None = None
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+        log = open(log_path, "w", encoding="utf-8", buffering=1)  # line by line: a full disk shows at once
+    except OSError as e:
+        raise runfolder.WriteFailed(log_path, e) from None
+    # No stdin: Locust's key listener would switch the terminal's input mode.
+    proc = processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, bufsize=1)
+    signals.proc = proc
+    for line in proc.stdout:
+        if line.startswith(PROGRESS_PREFIX):
+            display.update(json.loads(line[len(PROGRESS_PREFIX):]))
+            continue
+        if line.startswith(WRITE_FAILED_PREFIX):
+            failure = failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX):])
+            continue
+        if log is not None:
+            try:
+                log.write(line)
+            except OSError as e:
+                failure = failure or runfolder.WriteFailed(log_path, e)
+                _close_quietly(log)
+                log = None
+                stop_locust(proc)
+        if (line.startswith("loadtest:") or "Traceback" in line) and failure is None:
+            sys.stderr.write(line)
+    display.close()
+    code = proc.wait()
+    processes.end_process_group(proc.pid)  # worker processes (--processes) must not outlive the master
+    if log is not None:
+        try:
+            log.close()
+        except OSError as e:
+            failure = failure or runfolder.WriteFailed(log_path, e)
+    if failure is not None:
+        raise failure
+    return code
+
+
+def _close_quietly(f) -> None:
+    try:
+        f.close()
+    except OSError:  # its buffered tail could not be written either
         pass
 
 
@@ -308,18 +384,24 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
     preflight(scenario)
     if scenario.insecure:
         print(tls.INSECURE_WARNING, file=sys.stderr)
-    run_dir = runfolder.new_run_dir(scenario.out)
-    print(f"Run folder: {run_dir}")
-    started = time.time()
-    runfolder.update_run_json(run_dir, status="starting", started=started, target=scenario.target,
-                              config=scenario.raw(),
-                              config_hash=runfolder.config_hash(scenario.raw()),
-                              users=scenario.users, spawn_rate=scenario.spawn_rate,
-                              duration_s=scenario.duration, turns=scenario.raw()["turns"],
-                              think_time=scenario.raw()["think_time"],
-                              regions=list(scenario.regions), variants=list(scenario.variants),
-                              **runfolder.versions())
-    status, code = "failed", EXIT_RUN_FAILED
+    try:
+        run_dir = runfolder.new_run_dir(scenario.out)
+        print(f"Run folder: {run_dir}")
+        started = time.time()
+        runfolder.update_run_json(run_dir, status="starting", started=started, target=scenario.target,
+                                  pid=os.getpid(), config=scenario.raw(),
+                                  config_hash=runfolder.config_hash(scenario.raw()),
+                                  users=scenario.users, spawn_rate=scenario.spawn_rate,
+                                  duration_s=scenario.duration, turns=scenario.raw()["turns"],
+                                  think_time=scenario.raw()["think_time"],
+                                  regions=list(scenario.regions), variants=list(scenario.variants),
+                                  **runfolder.versions())
+    except runfolder.WriteFailed as e:
+        print(f"loadtest: {e}; nothing was sent (free some space, or pick another --out)",
+              file=sys.stderr)
+        return EXIT_RUN_FAILED
+    status, code, reason = "failed", EXIT_RUN_FAILED, ""
+    write_failure: runfolder.WriteFailed | None = None
     display = ProgressDisplay(scenario.duration)
     with Signals() as signals:
         try:
@@ -333,16 +415,32 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
                     runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))
             if signals.count:
                 status, code = "interrupted", EXIT_OK
+                reason = f"stopped by {signals.first}"
             elif rc == 0:
                 status, code = "completed", EXIT_OK
             elif rc == 2:
                 status, code = "failed", EXIT_USAGE
             else:
                 print(f"Locust exited with code {rc}; see {run_dir / 'locust.log'}", file=sys.stderr)
+        except runfolder.WriteFailed as e:
+            write_failure = e
+            print(f"loadtest: {e}; the load was stopped and the rows already written are kept; "
+                  f"{e.advice}", file=sys.stderr)
         except RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
         finally:
-            runfolder.update_run_json(run_dir, status=status, ended=time.time(), exit_code=code)
+            end = {"status": status, "ended": time.time(), "exit_code": code}
+            if write_failure is not None:
+                reason = f"{write_failure}; the load was stopped"
+            if reason:
+                end["reason"] = reason
+            try:
+                runfolder.update_run_json(run_dir, **end)
+            except runfolder.WriteFailed as e:
+                if write_failure is None:  # else said above
+                    print(f"loadtest: {e}; its status is out of date", file=sys.stderr)
+    if write_failure is not None:
+        return code  # no report: there is no room for one (loadtest report builds it later)
     if signals.count > 1:
         print(f"Stopped at once; data kept in {run_dir}. Build the report with: "
               f"loadtest report {run_dir}", file=sys.stderr)

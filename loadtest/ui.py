@@ -13,7 +13,7 @@ Each Start opens a new run folder under --out; Stop closes the open conversation
 --stop-timeout) and finalises the CSVs. The UI's Regions and Conversations tabs, the report
 and the CSV downloads come from `loadtest.webui`.
 
-Ctrl-C (or SIGTERM) stops everything: Locust stops its users gracefully, then the mock
+Ctrl-C (or SIGTERM, or SIGHUP) stops everything: Locust stops its users gracefully, then the mock
 stops. A second Ctrl-C kills Locust at once.
 """
 
@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ import webbrowser
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtest import config
+from loadtest import config, processes
 
 UI_START_TIMEOUT_S = 60.0
 EXIT_OK, EXIT_USAGE, EXIT_RUN_FAILED = 0, 2, 3
@@ -48,12 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='write {"url", "base_urls", "mock", "out"} as JSON here once the UI answers')
     parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
                         help="extra arguments passed to Locust after --")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def stop_timeout(scenario: config.Scenario) -> float:
@@ -92,7 +84,7 @@ def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_por
            "--stop-timeout", f"{stop_timeout(scenario):g}",
            "--out", str(Path(scenario.out).resolve()), "--exit-code-on-error", "0"]
     if scenario.processes:  # a master with the web UI and N worker processes
-        cmd += ["--processes", str(scenario.processes)]
+        cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]
     cmd += fleet_master_args(scenario)  # a master with the web UI and N `loadtest worker`s
     if scenario.sources.get("duration") != "default":  # the UI's default: run until Stop
         cmd += ["--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
@@ -118,23 +110,6 @@ def wait_until_up(url: str, proc: subprocess.Popen, signals, timeout: float = UI
     return False
 
 
-def end_process_group(pgid: int, grace_s: float = 5.0) -> None:
-    """Stop what is left of the Locust child's own session (it was started with
-    start_new_session, so its process group id is its pid): SIGTERM, then SIGKILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                return
-            time.sleep(0.1)
-
-
 @contextmanager
 def _nothing():
     yield None
@@ -149,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runner.preflight(scenario)  # loopback unless --target real --yes (asks on a terminal)
     needs_mock = runner.needs_mock(scenario)
-    port = args.web_port or free_port()
+    port = args.web_port or processes.free_port()
     url = f"http://127.0.0.1:{port}"
     with runner.Signals() as signals:
         try:
@@ -163,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                 if scenario.warmup:
                     env["LOADTEST_WARMUP"] = f"{scenario.warmup:g}"
                 cmd = locust_command(scenario, base_urls, port, list(args.locust_args or []))
-                proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+                proc = processes.spawn(cmd, env=env, stdin=subprocess.DEVNULL)
                 signals.proc = proc
                 if not wait_until_up(url, proc, signals):
                     if proc.poll() is None:
@@ -188,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 if args.open:
                     webbrowser.open(url)
                 rc = proc.wait()
-                end_process_group(proc.pid)  # --processes: forked workers outliving the master
+                processes.end_process_group(proc.pid)  # --processes: forked workers outliving the master
                 if mock_urls:
                     still_open = runner.open_conversations(mock_urls, scenario)
                     if any(still_open.values()):

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from loadtest import config, records, runfolder, safety
+from loadtest import config, processes, records, runfolder, safety
 from loadtest.live import histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.webui")
@@ -381,15 +381,20 @@ def build_report_in_child(run_dir: Path, warmup_s: float = 0.0,
     except ImportError as e:
         return None, f"The report builder (analysis.report) is not available: {e}."
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
+    # Spawned like every child: it ends with this Locust, however Locust ends.
+    proc = processes.spawn([sys.executable, "-c", _BUILD_SCRIPT, str(run_dir), f"{warmup_s:g}"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, env=env)
     try:
-        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, str(run_dir), f"{warmup_s:g}"],
-                              capture_output=True, text=True, timeout=timeout, env=env)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
         return None, f"Building the report took longer than {timeout:.0f} s."
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-12:]
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-12:]
         return None, "Building the report failed:\n" + "\n".join(tail)
-    lines = done.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     path = Path(lines[-1]) if lines else run_dir / records.REPORT_HTML
     if not path.is_absolute():
         path = Path.cwd() / path

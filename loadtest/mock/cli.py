@@ -1,4 +1,4 @@
-"""``loadtest mock``: run the mock Chat API until SIGTERM/SIGINT.
+"""``loadtest mock``: run the mock Chat API until SIGTERM/SIGINT/SIGHUP.
 
     loadtest mock                              # us, uk, eu, self-serve on 8700..8703
     loadtest mock --port 0 --ready-file r.json # free ports; r.json once listening
@@ -9,6 +9,10 @@ loadtest.mock.cli`` runs it standalone. Flags override ``--config FILE`` (TOML, 
 :mod:`loadtest.mock.config`), which overrides the defaults. The ready file is written
 atomically once every port listens — ``{"regions": {"us": "http://127.0.0.1:8700", ...},
 "pid": 1234}`` — and removed on exit.
+
+Started by ``loadtest run|ui|capacity|check`` (through :func:`loadtest.processes.spawn`), the
+mock watches its lifeline: when that ``loadtest`` process ends, however it ends, the mock
+serves its last clients (Locust, stopping too) for at most ``PARENT_LOST_GRACE_S`` and exits.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import ssl
 import sys
 import tempfile
 
-from loadtest import api
+from loadtest import api, processes
 from loadtest.mock.config import MockConfig, load_config
 from loadtest.mock.faults import SYNTAX, parse_fault
 from loadtest.mock.server import AsyncMockServer, new_event_loop
 from loadtest.mock.tls import server_context
 
 DEFAULT_PORT = api.MOCK_DEFAULT_PORT
+# After the loadtest process that started the mock is gone: how long its clients (a Locust
+# closing its conversations as it stops) may still be served before the mock exits.
+PARENT_LOST_GRACE_S = 3.0
 
 
 def _fault(text: str):
@@ -130,8 +137,22 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    lifeline = processes.lifeline_fd()
+    parent_lost = asyncio.Event()
+
+    def on_parent_lost() -> None:
+        if not parent_lost.is_set():
+            parent_lost.set()
+            loop.remove_reader(lifeline)
+            loop.create_task(_serve_last_clients(server, stop))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if lifeline is None:  # run by hand: a closed terminal stops it
+        loop.add_signal_handler(signal.SIGHUP, stop.set)
+    else:  # SIGHUP: the parent's death signal (see loadtest.processes)
+        loop.add_signal_handler(signal.SIGHUP, on_parent_lost)
+        loop.add_reader(lifeline, on_parent_lost)
     try:
         if not quiet:
             print(f"mock Chat API ({config.engine}, latency scale {config.latency_scale:g}, "
@@ -143,8 +164,10 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
             write_ready_file(ready_file, server.base_urls, ca_bundle)
         await stop.wait()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if lifeline is not None and not parent_lost.is_set():
+            loop.remove_reader(lifeline)
         stats = server.stats()
         await server.stop()
         for path in (ready_file, ca_bundle if remove_ca else None):
@@ -154,10 +177,21 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
                 except OSError:
                     pass
     if not quiet:
-        for region, s in stats.items():
-            print(f"{region}: {sum(s['requests'].values())} requests, {s['created']} created, "
-                  f"{s['closed']} closed, {s['open_conversations']} left open", flush=True)
+        try:  # stdout may be a log on a full disk, or a terminal that is gone
+            for region, s in stats.items():
+                print(f"{region}: {sum(s['requests'].values())} requests, {s['created']} created, "
+                      f"{s['closed']} closed, {s['open_conversations']} left open", flush=True)
+        except OSError:
+            pass
     return 0
+
+
+async def _serve_last_clients(server: AsyncMockServer, stop: asyncio.Event) -> None:
+    """The parent is gone: serve the clients still connected for a little while, then stop."""
+    deadline = asyncio.get_running_loop().time() + PARENT_LOST_GRACE_S
+    while server.open_connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    stop.set()
 
 
 def run(args: argparse.Namespace) -> int:

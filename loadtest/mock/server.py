@@ -201,6 +201,11 @@ class AsyncMockServer:
             await runner.cleanup()
         self._runners.clear()
 
+    @property
+    def open_connections(self) -> int:
+        """Client connections open right now, over every region."""
+        return len(self._connections) + sum(len(r.server.connections) for r in self._runners if r.server)
+
     def stats(self, region: str | None = None) -> dict:
         """One region's stats, or {region: stats} for all (call in the server's loop)."""
         if region is not None:

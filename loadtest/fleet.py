@@ -40,6 +40,7 @@ from gevent.event import Event
 
 from loadtest import records
 from loadtest.recorder import open_csv
+from loadtest.runfolder import WriteFailed
 
 logger = logging.getLogger("loadtest")
 
@@ -219,7 +220,12 @@ class WorkerAccount:
 class Collector:
     """The master's side of one test: writes the workers' rows into the run folder."""
 
-    def __init__(self, run_dir: Path, open_model: bool):
+    def __init__(self, run_dir: Path, open_model: bool,
+                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
+        """Raises WriteFailed when the files cannot be made; a failed write later stops the
+        files (whole rows kept, see `loadtest.rowfile`) and goes to `on_failure` once."""
+        self.on_failure = on_failure
+        self.failure: WriteFailed | None = None
         self.run_id = run_dir.name
         self.run_dir = run_dir
         # connections.csv appears with its first row, as in a single-process run.
@@ -248,7 +254,11 @@ class Collector:
         for name, count in data["counts"].items():
             f = self.files.get(name)
             if f is None:  # the first TLS handshakes (or arrivals the master did not expect)
-                f = self.files[name] = open_csv(self.run_dir / FILES[name][0], FILES[name][1])
+                try:
+                    f = self.files[name] = open_csv(self.run_dir / FILES[name][0], FILES[name][1])
+                except WriteFailed as e:
+                    self._failed(e)
+                    continue
             f.write(data[name])
             acc.received[name] += count
         acc.seqs.add(seq)
@@ -288,12 +298,28 @@ class Collector:
     def _flush_forever(self) -> None:
         while True:
             gevent.sleep(BATCH_INTERVAL_S)
+            self._each_file("flush")
+
+    def _each_file(self, method: str) -> None:
+        for f in list(self.files.values()):
+            try:
+                getattr(f, method)()
+            except WriteFailed as e:
+                self._failed(e)
+
+    def _failed(self, failure: WriteFailed) -> None:
+        if self.failure is None:
+            self.failure = failure
             for f in self.files.values():
-                f.flush()
+                try:
+                    f.close()
+                except WriteFailed:
+                    pass
+            self.on_failure(failure)
 
     def close(self) -> dict[str, dict]:
         """Close the files; per worker accounting for run.json."""
         self._flusher.kill(block=False)
-        for f in self.files.values():
-            f.close()
+        self._each_file("flush")
+        self._each_file("close")
         return {w: self.workers[w].summary() for w in sorted(self.workers)}

@@ -200,7 +200,8 @@ class Plugin:
                 self._start_worker_run(run, runner, options)
             elif is_master:
                 assert run_dir is not None  # every process but a worker has a run folder
-                self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate))
+                self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate),
+                                                 on_failure=self.on_write_failure)
             else:
                 assert run_dir is not None
                 run.recorder = Recorder.in_folder(run_dir, "local", run.redact, self.on_write_failure)

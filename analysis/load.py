@@ -245,8 +245,8 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     if warmup_s > 0 and math.isfinite(cut) and len(conversations):
         conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
     return Run(path=path, meta=meta, compact=compact, conversations=conversations,
-               stats_history=history, slo=slo, arrivals=arrivals, warmup_s=float(max(warmup_s, 0.0)),
-               window=(cut, end), files=files, use_cache=use_cache)
+               stats_history=history, slo=slo, arrivals=arrivals, connections=connections,
+               warmup_s=float(max(warmup_s, 0.0)), window=(cut, end), files=files, use_cache=use_cache)
 
 
 def _header_of(checked: Sequence[tuple[Path, list[str]]], f: Path) -> list[str]:

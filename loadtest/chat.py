@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import gevent
 from gevent import GreenletExit
+from geventhttpclient import client as _geventhttpclient
 
 from loadtest import api, tls
 from loadtest.config import DEFAULT_CORPUS
@@ -35,6 +36,25 @@ except ImportError:  # pragma: no cover - an install without it still works
 
 if TYPE_CHECKING:
     from loadtest.plugin import RunContext
+
+
+def record_every_try() -> None:
+    """Make geventhttpclient send each request once: every try is its own row.
+
+    Below Locust's `max_retries = 0`, geventhttpclient's `HTTPClient.request` silently sends
+    an idempotent request again (close is a PUT) when the connection breaks after it was
+    sent; only the last try reaches Locust's request event, so a reset close would vanish and
+    the retry's latency would pose as the only one. With this, a reset is a `connection`
+    failure row whatever the method, as it already was for POST (create, respond).
+    The knob is the module's one policy function (RFC 9110 idempotent-retry check).
+    """
+    if not hasattr(_geventhttpclient, "_may_retry_after_send_error"):
+        raise RuntimeError("geventhttpclient changed: cannot turn off its hidden retries of PUT; "
+                           "pin geventhttpclient to a version loadtest supports")
+    _geventhttpclient._may_retry_after_send_error = lambda method: False
+
+
+record_every_try()
 
 
 def request_name(region: str, variant: str, endpoint: str) -> str:

@@ -111,6 +111,16 @@ class RunContext:
         self.live.add_conversation(row["ended_by"], forward=self.forward_live)
 
 
+def recorded_config(scenario: config.Scenario, options) -> dict:
+    """The configuration of a test started from Locust itself (its command line or web UI):
+    the scenario's options, with users, spawn rate, run time and output folder as Locust
+    holds them. (`loadtest run` records its own resolved scenario before Locust starts.)"""
+    values = scenario.raw()
+    values.update(users=options.num_users, spawn_rate=options.spawn_rate,
+                  duration=float(options.run_time or 0), out=options.out)
+    return values
+
+
 class Plugin:
     """Holds the state of the current test inside one Locust process."""
 
@@ -226,9 +236,11 @@ class Plugin:
         if not is_worker and run_dir is not None and failure is None:
             # `loadtest run` recorded the whole scenario already (Locust's options hold only part of
             # it); a plain `locust -f` run records what Locust has.
-            raw = run.scenario.raw()
             data = runfolder.read_run_json(run_dir)
-            known = {} if data.get("config") else {"config": raw, "config_hash": runfolder.config_hash(raw)}
+            known = {}
+            if not data.get("config"):
+                config_used = recorded_config(run.scenario, options)
+                known = {"config": config_used, "config_hash": runfolder.config_hash(config_used)}
             try:
                 if self.locust_csv is not None:  # the last test's, kept for Locust's final numbers
                     self.locust_csv.close()

@@ -4,10 +4,13 @@ Hidden retries, the configuration in run.json, conversation success, exit codes 
 interrupted runs, the open model's schedule, and input refused before anything starts.
 """
 
+import json
+import os
 from collections import Counter
 
 import pytest
 
+from loadtest import config, runfolder
 from loadtest.mock import MockConfig, MockServer
 from runs import FAST, loadtest, read_csv, read_rows, run_json
 
@@ -29,3 +32,28 @@ def test_a_reset_is_one_connection_row_per_request_the_server_received(tmp_path,
     kinds = Counter((r["ok"], r["error_kind"]) for r in rows)
     assert kinds[("0", "connection")] == stats["faults"][endpoint]["reset"] > 0
     assert kinds[("1", "")] == len(rows) - kinds[("0", "connection")]
+
+
+@pytest.mark.slow
+def test_run_json_config_is_the_effective_scenario_from_flags_file_and_environment(tmp_path):
+    scenario_file = tmp_path / "scenario.toml"
+    scenario_file.write_text('users = 3\nwarmup = "1s"\nregions = ["uk", "eu"]\nturns = "1-2"\n'
+                             'slos = ["error_rate < 50%", "respond.p95 < 5s", "rps > 0"]\n')
+    env = {**os.environ, "LOADTEST_DURATION": "3s", "LOADTEST_MOCK_LATENCY_SCALE": "0.1"}
+    faults = ["respond:503:0.01", "create:503:0.01", "close:503:0.01", "uk.respond:spike:0.01:5ms",
+              "eu.create:429:0.01"]
+    flags = ["--spawn-rate", "20", "--think-time", "0.05-0.1", "--variants", "a:3,b:1",
+             "--out", str(tmp_path / "out")]
+    proc = loadtest("run", "--config", str(scenario_file), *flags,
+                    *[a for f in faults for a in ("--fault", f)], env=env)
+    assert proc.returncode == 0, proc.stderr
+    recorded = run_json((tmp_path / "out" / "latest").resolve())
+    expected = config.resolve(config.load_file(scenario_file),
+                              {"spawn_rate": "20", "think_time": "0.05-0.1", "variants": "a:3,b:1",
+                               "out": str(tmp_path / "out"), "faults": faults}, env)
+    assert recorded["config"] == json.loads(json.dumps(expected.raw()))
+    for name, value in {"users": 3, "duration": 3.0, "warmup": 1.0, "faults": faults,
+                        "out": str(tmp_path / "out"), "mock_latency_scale": 0.1}.items():
+        assert recorded["config"][name] == value, name
+    assert len(recorded["config"]["slos"]) == 3
+    assert recorded["config_hash"] == runfolder.config_hash(expected.raw())

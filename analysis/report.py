@@ -417,6 +417,7 @@ def _conversation_view(stats: RunStats, colours: dict) -> dict:
             "total": r.level == "overall",
             "conversations": f"{int(r.conversations):,}",
             "success": fmt_rate(r.success_rate, 1),
+            "stopped": f"{int(r.stopped):,}" if r.stopped == r.stopped else "–",
             "dur50": fmt_duration(r.duration_p50_s) if r.duration_p50_s == r.duration_p50_s else "–",
             "dur95": fmt_duration(r.duration_p95_s) if r.duration_p95_s == r.duration_p95_s else "–",
             "turns": f"{r.turns_mean:.1f}" if r.turns_mean == r.turns_mean else "–",

@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from loadtest.records import ENDED_BY
+from loadtest.records import ENDED_BY, UNFINISHED
 
 from analysis.chunks import CompactRequests
 from analysis.groups import SortedGroups
@@ -672,6 +672,9 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
     """Per region × variant (and roll-ups): conversations, success, duration, turns, create
     latency (time to greeting), how they ended, orphans, failed requests by step.
 
+    Success rate: succeeded / finished, where finished leaves out the conversations the end
+    of the test cut (`stopped`, counted in their own column): neither success nor failure.
+
     Orphans: a create succeeded, but there is no successful close for that conversation_id."""
     nr, nv = len(dims.regions), len(dims.variants)
     levels = _CONV_LEVELS
@@ -681,6 +684,7 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
         c_vi = _map_universe_lenient(conv["variant"], dims.variants)
         c_ri = _map_universe_lenient(conv["region"], dims.regions)
         c_ok = conv["ok"].to_numpy() == 1
+        c_stopped = conv["ended_by"].to_numpy() == UNFINISHED
         dur = conv["duration_s"].to_numpy(dtype=float)
         turns = conv["turns"].to_numpy(dtype=float)
         eb_col = conv["ended_by"] if conv["ended_by"].dtype == "category" else conv["ended_by"].astype("category")
@@ -713,6 +717,7 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
             ck, _ = key_of(c_ri[c_valid], c_vi[c_valid])
             c_count = np.bincount(ck, minlength=n)[:n]
             c_okn = np.bincount(ck[c_ok[c_valid]], minlength=n)[:n]
+            c_finished = c_count - np.bincount(ck[c_stopped[c_valid]], minlength=n)[:n]
             d = _describe(ck, n, dur_sorter, None, qs=(50, 95))
             with np.errstate(invalid="ignore", divide="ignore"):
                 t_mean = np.bincount(ck, weights=turns[c_valid], minlength=n)[:n] / c_count
@@ -729,14 +734,15 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
             row = dict(level=level, region=lab["region"], variant=lab["variant"])
             if have_conv:
                 row.update(conversations=int(c_count[g]), succeeded=int(c_okn[g]),
-                           success_rate=(c_okn[g] / c_count[g]) if c_count[g] else np.nan,
+                           stopped=int(c_count[g] - c_finished[g]),
+                           success_rate=(c_okn[g] / c_finished[g]) if c_finished[g] else np.nan,
                            duration_p50_s=d["p50"][g], duration_p95_s=d["p95"][g],
                            turns_mean=t_mean[g])
                 for name, arr in shares.items():
                     if name in ENDED_BY or (np.nan_to_num(arr).sum() > 0):
                         row[f"ended_by_{name}"] = arr[g]
             else:
-                row.update(conversations=int(creates[g]), succeeded=np.nan, success_rate=np.nan,
+                row.update(conversations=int(creates[g]), succeeded=np.nan, stopped=np.nan, success_rate=np.nan,
                            duration_p50_s=np.nan, duration_p95_s=np.nan, turns_mean=np.nan)
             row["created"] = int(creates[g])
             row["orphans"] = int(orphans[g])

@@ -47,6 +47,9 @@ CONVERSATION_COLUMNS = (
     "ended_by", "ok",
 )
 ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")
+# Cut by the end of the test (and still closed): neither a success nor a failure. Conversation
+# success rates are over finished conversations: succeeded / (all - stopped).
+UNFINISHED = "stopped"
 
 # Open model (--arrival-rate): one row per planned conversation. `started` and `lag_ms`
 # (start minus plan) are empty and `dropped` is 1 when no user was free to start it.

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import regression
+from loadtest import records
 from loadtest.api import ENDPOINTS, REGIONS
 from loadtest.scope import parse_scope, scope_text, split_names
 
@@ -392,11 +393,15 @@ def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | N
     n = len(df)
     if rest == "count":
         return float(n), f"{n} conversations {where}"
-    if rest in ("success_rate", "error_rate"):
-        n_ok = int(_ok_mask(df).sum())
+    if rest in ("success_rate", "error_rate"):  # over finished conversations (records.UNFINISHED)
+        finished = ~_equals(df["ended_by"], records.UNFINISHED)
+        n_fin, n_ok = int(finished.sum()), int((_ok_mask(df).to_numpy() & finished).sum())
+        cut = f" ({n - n_fin} cut by the end of the test left out)" if n > n_fin else ""
+        if not n_fin:
+            return None, f"no data: no finished conversations {where}{cut}"
         if rest == "success_rate":
-            return n_ok / n, f"{n_ok} of {n} conversations succeeded {where}"
-        return (n - n_ok) / n, f"{n - n_ok} of {n} conversations failed {where}"
+            return n_ok / n_fin, f"{n_ok} of {n_fin} finished conversations succeeded {where}{cut}"
+        return (n_fin - n_ok) / n_fin, f"{n_fin - n_ok} of {n_fin} finished conversations failed {where}{cut}"
     base, _, stat = rest.partition(".")
     col = "duration_s" if base == "duration" else "turns"
     values = df[col].to_numpy(dtype=float)

@@ -8,11 +8,15 @@ import json
 import os
 from collections import Counter
 
+import pandas as pd
 import pytest
 
-from loadtest import config, runfolder
+from analysis.load import load_run
+from analysis.stats import compute_stats
+from loadtest import config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from runs import FAST, loadtest, read_csv, read_rows, run_json
+from synthetic import make_run
 
 
 @pytest.mark.slow
@@ -57,3 +61,25 @@ def test_run_json_config_is_the_effective_scenario_from_flags_file_and_environme
         assert recorded["config"][name] == value, name
     assert len(recorded["config"]["slos"]) == 3
     assert recorded["config_hash"] == runfolder.config_hash(expected.raw())
+
+
+def test_conversations_cut_by_the_end_are_neither_success_nor_failure(tmp_path):
+    make_run(tmp_path, rows=3_000, error_rate=0.0, seed=3)
+    path = tmp_path / "conversations.csv"
+    conv = pd.read_csv(path, keep_default_na=False)
+    conv.loc[conv.index[:40], ["ended_by", "ok"]] = ["stopped", 0]  # cut by the end of the test
+    conv.loc[conv.index[40:50], ["ended_by", "ok"]] = ["error", 0]
+    conv.to_csv(path, index=False)
+    finished = conv[conv.ended_by != "stopped"]
+    expected = finished.ok.sum() / len(finished)
+    assert expected == (len(conv) - 50) / (len(conv) - 40)
+
+    run = load_run(tmp_path, use_cache=False)
+    overall = compute_stats(run).conversations.query("level == 'overall'").iloc[0]
+    assert overall["stopped"] == 40
+    assert overall["success_rate"] == pytest.approx(expected)
+    results = {r["expr"]: r for r in slo.evaluate_loaded(
+        run, ["conversation.success_rate > 95%", "conversation.error_rate < 5%"])}
+    assert results["conversation.success_rate > 95%"]["observed"] == pytest.approx(expected)
+    assert results["conversation.error_rate < 5%"]["observed"] == pytest.approx(1 - expected)
+    assert "40 cut by the end" in results["conversation.success_rate > 95%"]["detail"]

@@ -12,7 +12,8 @@
     loadtest --version            the tool's, Locust's and Python's versions
 
 Exit codes: 0 ok, 1 an SLO failed or a regression against --baseline (with --fail-on-regression),
-2 usage or configuration error, 3 the run failed.
+2 usage or configuration error, 3 the run failed, 4 the run was interrupted (its data and
+report are kept).
 """
 
 from __future__ import annotations

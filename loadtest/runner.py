@@ -16,7 +16,9 @@ With --baseline RUN_DIR the run is compared with an earlier run of the same scen
 with --fail-on-regression a regression beyond the thresholds (`analysis.regression`) fails it.
 
 Exit codes: 0 all SLOs pass (or none set) and no gated regression, 1 an SLO failed or a
-regression, 2 usage or configuration error, 3 the run itself failed.
+regression, 2 usage or configuration error, 3 the run itself failed, 4 the run was
+interrupted (Ctrl-C, SIGTERM: the data and the report are kept, but a cancelled CI job must
+not look green).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from loadtest.users import LOCUSTFILE
 MOCK_START_TIMEOUT_S = 20.0
 MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
 
-EXIT_OK, EXIT_SLO_FAILED, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
+EXIT_OK, EXIT_SLO_FAILED, EXIT_USAGE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
 
 
 class RunFailed(RuntimeError):
@@ -414,7 +416,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
                 if mock_urls:
                     runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))
             if signals.count:
-                status, code = "interrupted", EXIT_OK
+                status, code = "interrupted", EXIT_INTERRUPTED
                 reason = f"stopped by {signals.first}"
             elif rc == 0:
                 status, code = "completed", EXIT_OK

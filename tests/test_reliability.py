@@ -148,6 +148,7 @@ def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
     started = time.monotonic()
     out, err = proc.communicate(timeout=30)
     assert time.monotonic() - started < 10
+    assert proc.returncode == 4, err  # interrupted, even when stopped at once
     assert "Stopped at once" in err
     run_dir = (tmp_path / "latest").resolve()
     rows = read_csv(run_dir / "requests.csv")

@@ -293,7 +293,8 @@ def load_meta(path: Path) -> dict:
     return meta
 
 
-def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: dict) -> pd.DataFrame | None:
+def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: dict,
+                optional: dict | None = None) -> pd.DataFrame | None:
     """A small optional CSV of the run folder (merged over workers), or None when absent."""
     files = sorted(p for p in path.glob(glob) if p.is_file())
     if not files:
@@ -304,6 +305,9 @@ def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: d
             df = pd.read_csv(f, dtype=text, keep_default_na=False, na_values=na)
         except (OSError, ValueError) as e:
             raise RunDataError(f, f"cannot read: {e}") from e
+        for column, value in (optional or {}).items():  # runs recorded before the column existed
+            if column not in df.columns:
+                df[column] = value
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise RunDataError(f, f"missing column(s) {', '.join(missing)}", line=1,
@@ -314,8 +318,8 @@ def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: d
 
 def load_arrivals(path: Path) -> pd.DataFrame | None:
     """arrivals*.csv of an open-model run (merged over workers), or None for a closed model."""
-    return _load_small(path, ARRIVALS_GLOB, ARRIVAL_COLUMNS, {"region": str, "variant": str},
-                       {"started": [""], "lag_ms": [""]})
+    return _load_small(path, ARRIVALS_GLOB, ARRIVAL_COLUMNS, {"region": str, "variant": str, "reason": str},
+                       {"started": [""], "lag_ms": [""]}, optional={"reason": ""})
 
 
 def load_connections(path: Path) -> pd.DataFrame | None:

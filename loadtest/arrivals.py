@@ -5,7 +5,13 @@ per region), so slow responses cannot lower the offered load — no coordinated 
 Users form a pool of at most `--users` concurrent conversations; inside a conversation the
 turns stay closed-loop with think time. When a conversation is due and no user is free, it
 is dropped and counted (like k6's dropped iterations); when one starts late, its schedule lag
-is recorded. Both go to arrivals.csv, one row per planned conversation.
+is recorded. Both go to arrivals.csv, one row per planned conversation, with the reason of
+a drop.
+
+The schedule lives inside the test's window: it starts once the pool is ready (`start()`,
+when Locust has spawned the users and they wait for work; k6 pre-allocates its VUs the same
+way), plans nothing at or after the end (`--duration`), and `stop()` (the test is stopping)
+ends it and sends idle users home, so a stop only closes what is open.
 """
 
 from __future__ import annotations
@@ -43,25 +49,60 @@ def region_rates(rate: dict[str, float], regions: dict[str, float], share: float
     return {r: x * share for r, x in rate.items()}
 
 
+# Wait at most this long after spawning for the pool's users to reach take() (normally a few ms).
+POOL_READY_TIMEOUT_S = 5.0
+
+
+class Stopped(Exception):
+    """take() after stop(): the test is ending, no conversation will come."""
+
+
+_STOP = object()  # wakes a user waiting in take() when the test stops
+
+
 class Arrivals:
     def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
-                 out: LineSink | None, seed: int | None = None,
+                 out: LineSink | None, seed: int | None = None, end: float | None = None,
                  on_failure: Callable[[WriteFailed], None] = lambda e: None):
         """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
-        stream, or None. A failed write stops the file and goes to `on_failure`."""
+        stream, or None. A failed write stops the file and goes to `on_failure`. `end`
+        (epoch s): nothing is planned at or after it (None: until stopped)."""
         self.rates = {r: x for r, x in rates.items() if x > 0}
         self.variants = variants or {"": 1.0}
         self.poisson = poisson
         self.rng = random.Random(seed)
         self.queue: Queue = Queue()
         self.idle = 0
+        self.end = end
+        self.pool = 0  # users the pool should hold (set by start())
+        self.joined = 0  # users that have started
+        self.stopped = False
         self.offered = self.started = self.dropped = 0
         self._file = out
         self._flushed = time.monotonic()
         self.on_failure = on_failure
         if out is not None:
             self._csv = csv.writer(out, lineterminator="\n")
-        self._greenlet = gevent.spawn(self._schedule)
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self, pool: int) -> None:
+        """The pool of `pool` users is spawned: plan conversations once they wait for work."""
+        self.pool = pool
+        if self._greenlet is None and not self.stopped:
+            self._greenlet = gevent.spawn(self._schedule)
+
+    def stop(self) -> None:
+        """The test is stopping: plan nothing more; users waiting for a conversation leave."""
+        self.stopped = True
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+        for _ in range(self.idle):
+            self.queue.put(_STOP)
+        self.idle = 0
+
+    def join(self) -> None:
+        """A user of the pool has started (it will take() conversations)."""
+        self.joined += 1
 
     def _gap(self, rate: float) -> float:
         return self.rng.expovariate(rate) if self.poisson else 1.0 / rate
@@ -71,12 +112,17 @@ class Arrivals:
         return self.rng.choices(names, weights=[self.variants[n] for n in names])[0]
 
     def _schedule(self) -> None:
+        deadline = time.monotonic() + POOL_READY_TIMEOUT_S
+        while self.idle < self.pool and time.monotonic() < deadline:
+            gevent.sleep(0.01)
         start = time.time()
         # Stagger the first arrival of each region by a random phase: no synchronised bursts.
         heap = [(start + self.rng.uniform(0, 1.0 / rate), region) for region, rate in self.rates.items()]
         heapq.heapify(heap)
         while heap:
             planned, region = heapq.heappop(heap)
+            if self.end is not None and planned >= self.end:
+                return
             heapq.heappush(heap, (planned + self._gap(self.rates[region]), region))
             delay = planned - time.time()
             if delay > 0:
@@ -88,23 +134,29 @@ class Arrivals:
                 self.queue.put(ticket)
             else:
                 self.dropped += 1
-                self._row(ticket, None)
+                self._row(ticket, None, f"all {self.joined} users busy" if self.joined >= self.pool
+                          else f"pool not ready: {self.joined} of {self.pool} users spawned, all busy")
 
     def take(self) -> Ticket:
-        """Block until a conversation is due; called by a free user."""
+        """Block until a conversation is due; called by a free user. Raises Stopped when the
+        test is stopping."""
+        if self.stopped:
+            raise Stopped()
         self.idle += 1
         ticket = self.queue.get()
+        if ticket is _STOP:
+            raise Stopped()
         self.started += 1
         self._row(ticket, time.time())
         return ticket
 
-    def _row(self, ticket: Ticket, started: float | None) -> None:
+    def _row(self, ticket: Ticket, started: float | None, reason: str = "") -> None:
         if self._file is None or self._file.closed:
             return
         lag = "" if started is None else f"{(started - ticket.planned) * 1000:.3f}"
         self._csv.writerow((f"{ticket.planned:.6f}", ticket.region, ticket.variant,
                             "" if started is None else f"{started:.6f}", lag,
-                            int(started is None)))
+                            int(started is None), reason))
         if time.monotonic() - self._flushed > 1.0:  # lose at most about a second on a kill
             self.flush()
 
@@ -117,7 +169,7 @@ class Arrivals:
                 self.on_failure(e)
 
     def close(self) -> None:
-        self._greenlet.kill(block=False)
+        self.stop()
         if self._file and not self._file.closed:
             try:
                 self._file.close()

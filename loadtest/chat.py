@@ -27,6 +27,7 @@ from gevent import GreenletExit
 from geventhttpclient import client as _geventhttpclient
 
 from loadtest import api, tls
+from loadtest.arrivals import Stopped
 from loadtest.config import DEFAULT_CORPUS
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
@@ -195,11 +196,18 @@ class ChatClient:
         self.run = run
         self.headers = api.headers(run.api_key, run.token)
         self.in_conversation = False
+        if run.arrivals:
+            run.arrivals.join()
 
     def conversation(self) -> "Conversation":
         """The next conversation: when it is due (open model) or right away (closed model)."""
         if self.run.arrivals:
-            ticket = self.run.arrivals.take()
+            try:
+                ticket = self.run.arrivals.take()
+            except Stopped:  # the test is stopping: no conversation will come
+                from locust.exception import StopUser  # late: importing locust monkey-patches
+
+                raise StopUser() from None
             return Conversation(self, ticket.region, ticket.variant)
         region, variant = self.run.rotation.next()
         return Conversation(self, region, variant)

@@ -312,6 +312,7 @@ class Scenario:
 
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)  # name → default|file|env|flag
+    notes: list[str] = field(default_factory=list)  # decisions taken for the user, to print
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -391,9 +392,7 @@ def validate(scenario: Scenario) -> None:
     for name in ("api_version", "account", "project"):
         if not re.fullmatch(r"[A-Za-z0-9._~-]+", scenario.values[name]):
             raise ConfigError(f"{name} '{scenario.values[name]}' is not a valid path segment")
-    stray = [r for r in scenario.arrival_rate if r != "*" and r not in scenario.regions]
-    if stray:
-        raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
+    _arrival_regions(scenario)
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
     if scenario.workers and scenario.processes:
@@ -404,6 +403,30 @@ def validate(scenario: Scenario) -> None:
         what = "--fail-on-regression" if scenario.fail_on_regression else "--regression"
         raise ConfigError(f"{what} needs --baseline RUN_DIR: the earlier run to compare with "
                           "(e.g. the last run of your main branch)")
+
+
+def _arrival_regions(scenario: Scenario) -> None:
+    """Per-region arrival rates and the run's regions must agree: a region without a rate
+    would silently get no load. Without --regions, the rates' regions are the run's."""
+    rates = scenario.arrival_rate
+    if not rates or "*" in rates:
+        return
+    unknown = [r for r in rates if r not in api.REGIONS]
+    if unknown:
+        raise ConfigError(f"--arrival-rate names unknown region(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(api.REGIONS)}")
+    if scenario.sources.get("regions") == "default":
+        scenario.values["regions"] = {r: 1.0 for r in rates}
+        scenario.notes.append(f"open model: regions {', '.join(rates)} (those --arrival-rate names)")
+        return
+    stray = [r for r in rates if r not in scenario.regions]
+    if stray:
+        raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
+    missing = [r for r in scenario.regions if r not in rates]
+    if missing:
+        raise ConfigError(f"--arrival-rate gives no rate for region(s) {', '.join(missing)} of --regions; "
+                          "give each region a rate (e.g. us:2,uk:3), or one total rate split by the "
+                          "region weights (e.g. 5)")
 
 
 def base_urls(scenario: Scenario) -> dict[str, str]:

@@ -217,9 +217,11 @@ class Plugin:
                 run.recorder = Recorder.in_folder(run_dir, "local", run.redact, self.on_write_failure)
                 if run.scenario.arrival_rate:
                     rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)
+                    # Nothing is planned after --duration.
+                    end = started + options.run_time if getattr(options, "run_time", None) else None
                     run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
                                             open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),
-                                            on_failure=self.on_write_failure)
+                                            end=end, on_failure=self.on_write_failure)
         except WriteFailed as e:
             failure = e
         run.forward_live = is_worker
@@ -261,6 +263,24 @@ class Plugin:
         self.lost_workers = set()
         if is_master:
             self._watcher = gevent.spawn(self._watch_workers, runner)
+
+    def on_spawning_complete(self, user_count, **_kw) -> None:
+        """The open model's pool is spawned: its schedule may start (k6 pre-allocates VUs)."""
+        if self.run is not None and self.run.arrivals:
+            self.run.arrivals.start(user_count)
+
+    @staticmethod
+    def _start_arrivals_when_spawned(runner, arrivals: Arrivals) -> None:
+        from locust.runners import STATE_RUNNING
+
+        while runner.worker_state != STATE_RUNNING and not arrivals.stopped:
+            gevent.sleep(0.01)
+        arrivals.start(runner.user_count)
+
+    def on_test_stopping(self, **_kw) -> None:
+        """Plan no more conversations; users waiting for one leave at once."""
+        if self.run is not None and self.run.arrivals:
+            self.run.arrivals.stop()
 
     def on_request(self, response_time, context=None, exception=None, start_time=None, **kw) -> None:
         run = self.run
@@ -402,6 +422,8 @@ class Plugin:
             rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
             run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
                                     outbox.stream("arrivals"))
+            # A worker is stopped by its master, and does not fire spawning_complete locally.
+            gevent.spawn(self._start_arrivals_when_spawned, runner, run.arrivals)
 
     @staticmethod
     def _report_stats_now(environment) -> None:
@@ -525,6 +547,8 @@ def install(events) -> Plugin:
         events.init.add_listener(plugin.on_init)
         events.test_start.add_listener(plugin.on_test_start)
         events.request.add_listener(plugin.on_request)
+        events.spawning_complete.add_listener(plugin.on_spawning_complete)
+        events.test_stopping.add_listener(plugin.on_test_stopping)
         events.test_stop.add_listener(plugin.on_test_stop)
         events.quit.add_listener(plugin.on_quit)
         events.report_to_master.add_listener(plugin.on_report_to_master)

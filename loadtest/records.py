@@ -52,8 +52,9 @@ ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")
 UNFINISHED = "stopped"
 
 # Open model (--arrival-rate): one row per planned conversation. `started` and `lag_ms`
-# (start minus plan) are empty and `dropped` is 1 when no user was free to start it.
-ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped")
+# (start minus plan) are empty and `dropped` is 1 when no user was free to start it; `reason`
+# says why (all users busy, or the pool not ready yet).
+ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped", "reason")
 
 # HTTPS targets: one row per new TLS connection, written when the request that opened it
 # ended (that request's latency in requests.csv includes this handshake). With --connections per-conversation that

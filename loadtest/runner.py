@@ -122,7 +122,10 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
                    extra: list[str] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless"]
     if not scenario.shape:  # a shape decides users and run time itself
-        cmd += ["--users", str(scenario.users), "--spawn-rate", str(scenario.spawn_rate),
+        # The open model's pool is spawned at once (idle users cost nothing), ready before
+        # the first arrival, as k6 pre-allocates VUs.
+        spawn_rate = scenario.users if scenario.arrival_rate else scenario.spawn_rate
+        cmd += ["--users", str(scenario.users), "--spawn-rate", str(spawn_rate),
                 "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
     if scenario.processes:
         cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]

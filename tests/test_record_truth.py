@@ -6,14 +6,16 @@ interrupted runs, the open model's schedule, and input refused before anything s
 
 import json
 import os
+import time
 from collections import Counter
 
+import gevent
 import pandas as pd
 import pytest
 
 from analysis.load import load_run
 from analysis.stats import compute_stats
-from loadtest import config, runfolder, slo
+from loadtest import arrivals, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from runs import FAST, loadtest, read_csv, read_rows, run_json
 from synthetic import make_run
@@ -83,3 +85,60 @@ def test_conversations_cut_by_the_end_are_neither_success_nor_failure(tmp_path):
     assert results["conversation.success_rate > 95%"]["observed"] == pytest.approx(expected)
     assert results["conversation.error_rate < 5%"]["observed"] == pytest.approx(1 - expected)
     assert "40 cut by the end" in results["conversation.success_rate > 95%"]["detail"]
+
+
+def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_users_home(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(arrivals, "POOL_READY_TIMEOUT_S", 0.05)
+    end = time.time() + 0.5
+    plan = arrivals.Arrivals({"uk": 40.0}, {}, poisson=False, out_dir=tmp_path, end=end)
+    plan.join()  # one user of a pool of two has started, and is busy (never takes)
+    plan.start(pool=2)
+    gevent.sleep(0.8)
+    waiting = gevent.spawn(plan.take)
+    gevent.sleep(0.05)
+    plan.stop()
+    with pytest.raises(arrivals.Stopped):
+        waiting.get(timeout=2)
+    with pytest.raises(arrivals.Stopped):
+        plan.take()
+    plan.close()
+    rows = read_csv(tmp_path / "arrivals.csv")
+    assert 10 <= len(rows) <= 21  # 40/s for the 0.45 s between start and end
+    assert max(float(r["planned"]) for r in rows) < end
+    assert {r["dropped"] for r in rows} == {"1"}
+    assert {r["reason"] for r in rows} == {"pool not ready: 1 of 2 users spawned, all busy"}
+
+
+@pytest.mark.slow
+def test_open_model_pool_is_ready_before_the_first_arrival_and_nothing_runs_past_the_end(tmp_path):
+    duration = 5
+    proc = loadtest("run", "--arrival-rate", "20", "--arrival", "constant", "--users", "200",
+                    "--spawn-rate", "8", "--duration", f"{duration}s", "--regions", "uk,eu",
+                    "--think-time", "0.05-0.1", "--turns", "1-2", "--mock-latency-scale", "0.1",
+                    "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    end = run_json(run_dir)["started"] + duration
+    planned = read_csv(run_dir / "arrivals.csv")
+    assert len(planned) >= 60
+    assert max(float(a["planned"]) for a in planned) < end
+    # 200 users spawned at 8/s would leave the first seconds short of users: the pool is
+    # spawned before the first arrival, so none is dropped.
+    assert [a["reason"] for a in planned if a["dropped"] == "1"] == []
+    creates = [float(r["timestamp"]) for r in read_rows(run_dir) if r["endpoint"] == "create"]
+    assert len(creates) == len(planned)
+    lags = [float(a["lag_ms"]) / 1000 for a in planned]
+    assert max(creates) <= end + max(lags) + 0.01
+
+
+def test_per_region_arrival_rates_choose_the_regions_or_are_refused():
+    scenario = config.resolve(flags={"arrival_rate": "us:2,uk:3"}, environ={})
+    assert list(scenario.regions) == ["us", "uk"]
+    assert scenario.notes == ["open model: regions us, uk (those --arrival-rate names)"]
+    with pytest.raises(config.ConfigError, match="no rate for region.s. eu of --regions"):
+        config.resolve(flags={"arrival_rate": "us:2,uk:3", "regions": "us,uk,eu"}, environ={})
+    with pytest.raises(config.ConfigError, match="not in --regions"):
+        config.resolve(flags={"arrival_rate": "us:2,eu:3", "regions": "us,uk"}, environ={})
+    assert list(config.resolve(flags={"arrival_rate": "5"}, environ={}).regions) == [
+        "us", "uk", "eu", "self-serve"]

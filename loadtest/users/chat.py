@@ -39,8 +39,9 @@ class ChatUser(FastHttpUser):
             raise StopUser()
         self.user_id = next_user_id()
         self.chat = ChatClient(self, run)
-        # Jitter, so that users spawned together don't fire in lockstep.
-        gevent.sleep(random.uniform(0, run.think_time[1]))
+        if not run.arrivals:  # (the open model's schedule spaces conversations itself)
+            # Jitter, so that users spawned together don't fire in lockstep.
+            gevent.sleep(random.uniform(0, run.think_time[1]))
 
     @task
     def conversation(self) -> None:

@@ -240,6 +240,10 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
                             chunk_rows=chunk_rows, use_cache=use_cache)
     end = _num(meta.get("ended"))
     last = compact.last_end
+    if warmup_s > 0 and not len(compact) and math.isfinite(compact.first_ts):
+        raise RunDataError(path, f"a warm-up of {warmup_s:g} s leaves no requests: the run's requests "
+                                 f"span {max(last - start, 0):.1f} s from its start",
+                           hint="use a shorter --warmup")
     if math.isfinite(last) and (not math.isfinite(end) or end < last - 1e-6):
         end = last if not math.isfinite(end) else max(end, last)
     if warmup_s > 0 and math.isfinite(cut) and len(conversations):

@@ -27,7 +27,7 @@ from importlib import metadata
 from loadtest import __version__, config, runfolder
 from loadtest.users import LOCUSTFILE
 
-# Repeatable flags whose setting holds a list.
+# Repeatable flags whose setting holds a list (also spelled like the setting: --faults).
 _REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC"),
                      "regressions": ("--regression", "SPEC")}
 
@@ -38,8 +38,8 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     for s in config.SETTINGS:
         if s.name in _REPEATABLE_FLAGS:
             flag, metavar = _REPEATABLE_FLAGS[s.name]
-            parser.add_argument(flag, dest=s.name, action="append", metavar=metavar,
-                                help=f"{s.help} (repeatable)")
+            parser.add_argument(flag, s.flag, dest=s.name, action="append", metavar=metavar,
+                                help=f"{s.help} (repeatable{', or comma-separated' if s.name == 'faults' else ''})")
             continue
         help_text = s.help if "default" in s.help else f"{s.help} (default: {s.default or 'none'})"
         if s.parse is config.parse_bool:  # `--yes` alone means true
@@ -152,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     locustfile = sub.add_parser("locustfile", help="print the packaged locustfile's path, for locust -f")
     locustfile.set_defaults(func=cmd_locustfile)
+    parser.commands = sub.choices  # name → subparser, for errors in the subcommand's own usage
     return parser
 
 
@@ -160,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv:
         argv = ["run"]  # the default: a short run against the mock, all regions, two variants
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said in the subcommand's usage, not the top level's
+        parser.commands.get(getattr(args, "command", None), parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

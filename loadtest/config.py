@@ -69,6 +69,8 @@ def parse_duration_range(value: Any) -> tuple[float, float]:
     """'1s' → (1, 1); '0.5-2' or '500ms-2s' → (0.5, 2.0) seconds."""
     if isinstance(value, (int, float)):
         return parse_duration(value), parse_duration(value)
+    if str(value).strip().startswith("-"):
+        raise ValueError(f"'{value}' is negative; use seconds >= 0: 1, 0.5-2 or 500ms-2s")
     low, _, high = str(value).strip().partition("-")
     lo, hi = parse_duration(low), parse_duration(high or low)
     if hi < lo:
@@ -147,9 +149,9 @@ def parse_rate(value: Any) -> dict[str, float]:
 
 
 def parse_list(value: Any) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    return [p.strip() for p in str(value).split(",") if p.strip()]
+    """'x,y' or ['x', 'y,z'] (repeated flags, TOML) → ['x', 'y', 'z']."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
 
 
 def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
@@ -403,6 +405,26 @@ def validate(scenario: Scenario) -> None:
         what = "--fail-on-regression" if scenario.fail_on_regression else "--regression"
         raise ConfigError(f"{what} needs --baseline RUN_DIR: the earlier run to compare with "
                           "(e.g. the last run of your main branch)")
+    _load_limits(scenario)
+
+
+def _load_limits(scenario: Scenario) -> None:
+    """Values that parse but cannot make a test: refused before anything starts."""
+    if scenario.users < 1:
+        raise ConfigError(f"--users {scenario.users}: need at least 1 user (concurrent customers, "
+                          "or the open model's pool)")
+    if scenario.spawn_rate <= 0:
+        raise ConfigError(f"--spawn-rate {scenario.spawn_rate:g}: users would never start; "
+                          "use a positive rate, e.g. 8")
+    if scenario.request_timeout <= 0:
+        raise ConfigError("--request-timeout must be more than 0, e.g. 10s")
+    if scenario.shape:  # a shape decides users and run time itself
+        return
+    if scenario.duration <= 0:
+        raise ConfigError(f"--duration {scenario.duration:g}s: a test needs time; use e.g. 30s or 2m")
+    if scenario.warmup >= scenario.duration:
+        raise ConfigError(f"--warmup {scenario.warmup:g}s is not shorter than --duration "
+                          f"{scenario.duration:g}s: nothing would be left to report; shorten the warm-up")
 
 
 def _arrival_regions(scenario: Scenario) -> None:

@@ -379,9 +379,10 @@ def check_mock_scenario(scenario: config.Scenario) -> None:
     except (OSError, ValueError) as e:
         raise config.ConfigError(f"mock: {e}") from None
     unknown = [v for v in scenario.variants if v not in mock.variants]
-    if unknown:
+    if unknown and mock.strict_variants:
         raise config.ConfigError(f"variant(s) {', '.join(unknown)} unknown to the mock; it serves "
-                                 f"{', '.join(mock.variants)} (add more with --mock-config FILE)")
+                                 f"{', '.join(mock.variants)} and is strict (strict_variants = true in "
+                                 f"{scenario.mock_config}); declare them there or drop strict_variants")
 
 
 def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:

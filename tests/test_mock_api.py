@@ -13,6 +13,7 @@ import pytest
 
 from loadtest import api
 from loadtest.mock import MockConfig, MockServer, make_app
+from loadtest.mock.profiles import BASE_BRAND
 
 HEADERS = api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN)
 CREATE, RESPOND, CLOSE = api.path("create"), api.path("respond"), api.path("close")
@@ -107,9 +108,21 @@ def test_variant_greeting_names_its_brand(client, mock):
         assert variants[name].brand in r.json()["response"]
 
 
-def test_unknown_variant_is_422_naming_known_ones(client):
-    error = assert_error(client.post(CREATE, json={"variant_id": "zz"}), 422)
+def test_unknown_variant_is_422_naming_known_ones_when_strict(mock):
+    config = MockConfig(latency_scale=0, engine=mock.config.engine, strict_variants=True)
+    with MockServer(config, regions=["uk"]) as strict, \
+            httpx.Client(base_url=strict.base_urls["uk"], headers=HEADERS, timeout=5) as client:
+        error = assert_error(client.post(CREATE, json={"variant_id": "zz"}), 422)
     assert "zz" in error["message"] and "a, b" in error["message"]
+
+
+def test_unknown_variant_is_served_with_the_base_profile_by_default(client, mock):
+    r = client.post(CREATE, json={"variant_id": "control"})
+    assert r.status_code == 200, r.text
+    assert BASE_BRAND in r.json()["response"]
+    cid = r.json()["conversation_id"]
+    assert client.post(RESPOND, json={"conversation_id": cid, "message": "hi"}).status_code == 200
+    assert client.put(CLOSE, json={"conversation_id": cid}).status_code == 200
 
 
 def test_variant_id_on_respond_or_close_is_422(client):

@@ -142,3 +142,27 @@ def test_per_region_arrival_rates_choose_the_regions_or_are_refused():
         config.resolve(flags={"arrival_rate": "us:2,eu:3", "regions": "us,uk"}, environ={})
     assert list(config.resolve(flags={"arrival_rate": "5"}, environ={}).regions) == [
         "us", "uk", "eu", "self-serve"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--users", "0"], "--users 0: need at least 1 user"),
+    (["--duration", "0"], "--duration 0s: a test needs time"),
+    (["--spawn-rate", "0"], "--spawn-rate 0: users would never start"),
+    (["--think-time", "-1"], "flag --think-time: '-1' is negative"),
+    (["--request-timeout", "0"], "--request-timeout must be more than 0"),
+    (["--warmup", "5s", "--duration", "5s"], "--warmup 5s is not shorter than --duration 5s"),
+    (["--bogus"], "loadtest run: error: unrecognized arguments: --bogus"),
+])
+def test_values_that_cannot_make_a_test_exit_2_before_anything_starts(tmp_path, args, message):
+    proc = loadtest("run", *args, "--out", str(tmp_path / "out"), timeout=60)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert message in proc.stderr
+    assert not (tmp_path / "out").exists(), "nothing was started, nothing written"
+
+
+def test_fault_flag_takes_comma_lists_and_the_faults_spelling():
+    from loadtest.cli import build_parser, scenario_from_args
+
+    args = build_parser().parse_args(["run", "--faults", "respond:503:0.05,create:429:0.1",
+                                      "--fault", "close:503:0.1"])
+    assert scenario_from_args(args).faults == ["respond:503:0.05", "create:429:0.1", "close:503:0.1"]

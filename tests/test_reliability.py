@@ -178,6 +178,10 @@ def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
     (["--duration", "soon"], {}, "is not a duration"),
 ])
 def test_bad_input_exits_2_before_any_traffic(tmp_path, args, env, message):
+    if "--variants" in args:  # the mock serves any variant unless its config is strict
+        strict = tmp_path.parent / f"{tmp_path.name}-strict.toml"
+        strict.write_text("strict_variants = true\n")
+        args = [*args, "--mock-config", str(strict)]
     full_env = {**os.environ, **env}
     proc = loadtest("run", *args, "--out", str(tmp_path), env=full_env, timeout=60)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)

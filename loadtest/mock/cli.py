@@ -28,7 +28,7 @@ import tempfile
 
 from loadtest import api, processes
 from loadtest.mock.config import MockConfig, load_config
-from loadtest.mock.faults import SYNTAX, parse_fault
+from loadtest.mock.faults import SYNTAX, parse_faults
 from loadtest.mock.server import AsyncMockServer, new_event_loop
 from loadtest.mock.tls import server_context
 
@@ -38,9 +38,10 @@ DEFAULT_PORT = api.MOCK_DEFAULT_PORT
 PARENT_LOST_GRACE_S = 3.0
 
 
-def _fault(text: str):
+def _faults(text: str):
+    """One --fault value: a spec, or several separated by commas."""
     try:
-        return parse_fault(text)
+        return parse_faults(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -55,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ready-file", metavar="PATH",
                         help="write {\"regions\": {region: base URL}} here (atomically) once listening")
     parser.add_argument("--config", metavar="FILE", help="TOML file with profiles, variants, capacity, faults")
-    parser.add_argument("--fault", action="append", type=_fault, default=[], metavar="SPEC",
-                        help=f"inject a fault, {SYNTAX}, e.g. respond:503:0.05 (repeatable)")
+    parser.add_argument("--fault", "--faults", action="append", type=_faults, default=[], metavar="SPEC",
+                        help=f"inject a fault, {SYNTAX}, e.g. respond:503:0.05 "
+                             "(repeatable, or several separated by commas)")
     parser.add_argument("--seed", type=int, help="seed of latencies, faults and replies (default 1)")
     parser.add_argument("--latency-scale", type=float, metavar="X",
                         help="multiply every latency profile (0 = no injected delay; default 1)")
@@ -94,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
     changes = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()
                if getattr(args, flag, None) is not None}
     if getattr(args, "fault", None):
-        changes["faults"] = tuple(config.faults) + tuple(args.fault)
+        changes["faults"] = tuple(config.faults) + tuple(f for specs in args.fault for f in specs)
     return config.replace(**changes) if changes else config
 
 

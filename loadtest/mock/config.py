@@ -22,6 +22,8 @@ the valid ones::
     queue_limit = 96
     respond = { median_ms = 140, p99_ms = 450 }
 
+    strict_variants = false       # true: an undeclared variant_id is a 422
+
     [variants.b]                  # a new name adds a variant
     brand = "Acme Rentals"
     latency_factor = 1.3
@@ -63,6 +65,8 @@ class MockConfig:
     # Credentials; None: env POLYAI_API_KEY / POLYAI_TOKEN, else the dummy pair in loadtest.api.
     api_key: str | None = None
     token: str | None = None
+    # An unknown variant_id on create: 422 when strict, else served with the base profile.
+    strict_variants: bool = False
     # Accepted path segments; None accepts any.
     versions: tuple[str, ...] | None = None
     accounts: tuple[str, ...] | None = None

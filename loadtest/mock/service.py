@@ -24,8 +24,10 @@ The decisions the reference leaves open, checked in this order:
 400  malformed JSON, a body that is not a JSON object, a missing ``conversation_id``
      (an empty body counts as ``{}``: fine for create)
 422  wrong field types (``variant_id``/``conversation_id``/``message`` not a string,
-     ``integration_attributes`` not an object), an unknown ``variant_id`` (the message names
-     the known ones), and ``variant_id`` on respond or close: **"variant_id is only accepted
+     ``integration_attributes`` not an object), an unknown ``variant_id`` when the config is
+     ``strict_variants`` (the message names the known ones; by default an unknown variant is
+     served with the base profile, as a real project serves any variant it has), and
+     ``variant_id`` on respond or close: **"variant_id is only accepted
      on create"** — a variant is chosen once and cannot change during a conversation
 404  unknown, closed, expired or evicted conversation (respond or close after close → 404;
      the message says which when the id was seen recently)
@@ -242,7 +244,9 @@ class RegionService:
             if type(variant) is not str:
                 return self.error(422, f"variant_id must be a string, got {_type_name(variant)}")
             if variant not in self.variants:
-                return self.error(422, f"unknown variant_id {variant[:100]!r}; known: {self._known_variants}")
+                if self.config.strict_variants:
+                    return self.error(422, f"unknown variant_id {variant[:100]!r}; known: {self._known_variants}")
+                variant = None  # served with the base profile: latency factor 1, base brand
         attrs = payload.get("integration_attributes")
         if attrs is not None and type(attrs) is not dict:
             return self.error(422, f"integration_attributes must be an object, got {_type_name(attrs)}")

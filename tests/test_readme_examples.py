@@ -1,0 +1,165 @@
+"""Every `loadtest` example of README.md runs as typed (so an example can never rot).
+
+Examples come from the README's `sh` blocks (continuation lines joined) and from inline code
+that has arguments. Each one either runs here, offline and in a few seconds — durations and
+shapes shortened, the mock faster — or is skipped for a reason stated below. A new example
+that fits no rule fails `test_every_example_is_run_or_skipped_for_a_reason`.
+"""
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from loadtest.config import parse_duration
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+# Why an example is not run here; the first matching rule wins.
+SKIPS = (
+    ("--target real", "sends load to PolyAI's hosts: needs credentials and a network"),
+    ("loadtest ui", "serves the web UI until Ctrl-C (tests/test_webui.py drives it)"),
+    ("loadtest capacity", "a search takes minutes by design (tests/test_capacity.py runs short ones)"),
+    ("reports/<id>/", "needs a capacity search's output"),
+    ("-- --master", "waits for workers on other machines"),
+)
+
+
+def readme_examples() -> list[str]:
+    text = README.read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        pending = ""
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line) if not line.lstrip().startswith("#") else ""
+            if line.rstrip().endswith("\\"):
+                pending += line.rstrip()[:-1] + " "
+                continue
+            command = " ".join((pending + line).split())
+            pending = ""
+            if command.startswith("loadtest ") or " loadtest " in f" {command} ":
+                commands.append(command[command.index("loadtest "):] if "loadtest " in command else command)
+    for inline in re.findall(r"`(loadtest [a-z]+ -[^`]*)`", text):
+        commands.append(inline)
+    return list(dict.fromkeys(c.rstrip(" &") for c in commands))
+
+
+def skip_reason(command: str) -> str | None:
+    return next((why for needle, why in SKIPS if needle in command), None)
+
+
+def shorten_shape(spec: str) -> str:
+    """Durations of a shape spec scaled down (the longest to ≤ 3 s, minutes to seconds)."""
+    name, _, params = spec.partition(":")
+    pairs = [p.partition("=") for p in params.split(",")]
+    seconds = {k: parse_duration(v) for k, _, v in pairs if re.fullmatch(r"[\d.]+(ms|s|m|h)", v)}
+    factor = min(1 / 60, 3 / max(seconds.values())) if seconds else 1
+    return name + ":" + ",".join(f"{k}={seconds[k] * factor:.3g}s" if k in seconds else f"{k}={v}"
+                                 for k, _, v in pairs)
+
+
+def shortened_run(args: list[str]) -> list[str]:
+    """`loadtest run` ARGS, seconds instead of minutes, against a faster mock."""
+    locust = args[args.index("--"):] if "--" in args else []
+    args = args[:len(args) - len(locust)]
+    out = []
+    i = 0
+    while i < len(args):
+        flag = args[i]
+        if flag == "--duration":
+            out += [flag, "2s"]
+            i += 2
+            continue
+        if flag == "--shape":
+            out += [flag, shorten_shape(args[i + 1])]
+            i += 2
+            continue
+        out.append(flag)
+        i += 1
+    present = set(out)
+    if "--shape" not in present and "--duration" not in present:
+        out += ["--duration", "2s"]
+    for flag, value in (("--think-time", "0.05-0.1"), ("--spawn-rate", "50"),
+                        ("--mock-latency-scale", "0.1")):
+        if flag not in present:
+            out += [flag, value]
+    if "--config" in present:
+        out += ["--warmup", "0s"]  # the file's warm-up is longer than a shortened run
+    return out + locust
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A working directory like a checkout: examples/ and a corpus file of one's own."""
+    cwd = tmp_path_factory.mktemp("readme")
+    (cwd / "examples").symlink_to(ROOT / "examples")
+    (cwd / "my-messages.txt").write_text("Where is my order?\nI want to change my booking\n")
+    return cwd
+
+
+def test_every_example_is_run_or_skipped_for_a_reason():
+    examples = readme_examples()
+    assert any("control:9,new:1" in e for e in examples)  # the parser finds the examples
+    assert len(examples) >= 20, examples
+    for command in examples:
+        sub = shlex.split(command)[1]
+        assert skip_reason(command) or sub in ("run", "mock", "report", "compare"), command
+
+
+def _runs(cwd: Path) -> list[Path]:
+    return sorted(p for p in (cwd / "reports").iterdir() if p.is_dir() and not p.is_symlink())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", readme_examples())
+def test_readme_example_runs_as_typed(command, workspace, tmp_path):
+    why = skip_reason(command)
+    if why:
+        pytest.skip(why)
+    args = shlex.split(command)[1:]
+    sub = args[0]
+    if sub == "mock":
+        _run_mock(args, tmp_path, workspace)
+        return
+    if sub in ("report", "compare"):
+        runs = _runs(workspace)
+        assert len(runs) >= 2, "the run examples above write run folders first"
+        text = command.replace("[", "").replace("]", "").replace(" ...", "")
+        text = text.replace("<older-run>", runs[0].name).replace("<run1>", runs[0].name)
+        text = text.replace("<run2>", runs[1].name).replace(" FILE", f" {tmp_path / 'out.html'}")
+        args = shlex.split(text)[1:]
+    elif sub == "run" and "--help" not in args:
+        args = ["run", *shortened_run(args[1:])]
+    proc = subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=workspace, text=True,
+                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+    # SLO examples may fail their SLOs on a two-second run (exit 1); anything else must pass.
+    allowed = (0, 1) if "--slo" in args else (0,)
+    assert proc.returncode in allowed, (args, proc.stdout[-2000:], proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr
+    if sub == "run" and "--help" not in args:
+        assert "Report: " in proc.stdout, proc.stdout[-2000:]
+
+
+def _run_mock(args: list[str], tmp_path: Path, cwd: Path) -> None:
+    """The mock serves until stopped: on free ports, started until ready, then stopped."""
+    if "--port" in args:
+        args[args.index("--port") + 1] = "0"
+    else:
+        args += ["--port", "0"]
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", *args, "--ready-file", str(ready)],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists(), proc.communicate(timeout=10)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)

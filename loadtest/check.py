@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -31,6 +32,26 @@ HINTS = {
 }
 
 
+def connection_hint(error: httpx.HTTPError, base_url: str, timeout_s: float) -> str:
+    """What to check when a call got no response at all."""
+    if tls.is_cert_failure(error):
+        return tls.CERT_HINT
+    host = urlsplit(base_url).hostname or base_url
+    text = str(error).lower()
+    if isinstance(error, httpx.ConnectError) and any(s in text for s in (
+            "name or service not known", "nodename nor servname", "name resolution",
+            "no address associated", "getaddrinfo")):
+        return (f"the host name {host} did not resolve: check its spelling (--base-urls), that the "
+                "region exists (--regions), and this machine's DNS and network (VPN, proxy)")
+    if isinstance(error, httpx.ConnectError) and "refused" in text:
+        return (f"nothing accepts connections at {base_url}: check the host and port in "
+                "--base-urls and that the server is running")
+    if isinstance(error, httpx.TimeoutException):
+        return (f"no answer within --request-timeout {timeout_s:g}s: check that {host} is reachable "
+                "from here (firewall, proxy) or raise --request-timeout")
+    return f"could not talk to {base_url}: check the URL (--base-urls), the network and any proxy"
+
+
 def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str,
                  message: str, redact) -> bool:
     variant = next(iter(scenario.variants), None)
@@ -48,8 +69,7 @@ def check_region(client: httpx.Client, scenario: config.Scenario, region: str, b
             resp = client.request(api.METHODS[endpoint], url, json=body(conversation_id))
         except httpx.HTTPError as e:
             print(f"  {endpoint:<8} no response: {type(e).__name__}: {redact(str(e))}")
-            if tls.is_cert_failure(e):
-                print(f"           hint: {tls.CERT_HINT}")
+            print(f"           hint: {connection_hint(e, base_url, scenario.request_timeout)}")
             return False
         ms = (time.perf_counter() - started) * 1000
         if resp.status_code != 200:

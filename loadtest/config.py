@@ -395,6 +395,10 @@ def validate(scenario: Scenario) -> None:
         if not re.fullmatch(r"[A-Za-z0-9._~-]+", scenario.values[name]):
             raise ConfigError(f"{name} '{scenario.values[name]}' is not a valid path segment")
     _arrival_regions(scenario)
+    if scenario.target == "real" and scenario.sources.get("variants") == "default" and scenario.variants:
+        # The mock's demo variants mean nothing to a real project: send one only when asked.
+        scenario.values["variants"] = {}
+        scenario.notes.append("real target: no variant_id is sent (pass --variants to send one)")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
     if scenario.workers and scenario.processes:

@@ -345,6 +345,8 @@ def preflight(scenario: config.Scenario) -> None:
     safety.check_target(scenario.target, urls, scenario.yes)
     if needs_mock(scenario):
         check_mock_scenario(scenario)
+    for note in scenario.notes:  # decisions taken for the user (config.Scenario.notes)
+        print(f"Note: {note}")
 
 
 def check_baseline(scenario: config.Scenario) -> None:

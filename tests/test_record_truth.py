@@ -6,6 +6,7 @@ interrupted runs, the open model's schedule, and input refused before anything s
 
 import json
 import os
+import socket
 import time
 from collections import Counter
 
@@ -15,7 +16,7 @@ import pytest
 
 from analysis.load import load_run
 from analysis.stats import compute_stats
-from loadtest import arrivals, config, runfolder, slo
+from loadtest import arrivals, check, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from runs import FAST, loadtest, read_csv, read_rows, run_json
 from synthetic import make_run
@@ -166,3 +167,22 @@ def test_fault_flag_takes_comma_lists_and_the_faults_spelling():
     args = build_parser().parse_args(["run", "--faults", "respond:503:0.05,create:429:0.1",
                                       "--fault", "close:503:0.1"])
     assert scenario_from_args(args).faults == ["respond:503:0.05", "create:429:0.1", "close:503:0.1"]
+
+
+def test_a_real_target_gets_no_variant_unless_asked():
+    assert config.resolve(flags={"target": "real"}, environ={}).variants == {}
+    assert list(config.resolve(flags={"target": "real", "variants": "x"}, environ={}).variants) == ["x"]
+    assert list(config.resolve(flags={}, environ={}).variants) == ["a", "b"]  # the mock's demo pair
+
+
+def test_check_without_a_response_says_what_to_check(capsys):
+    scenario = config.resolve(flags={"regions": "uk,eu", "request_timeout": "2s"}, environ={})
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code = check.run_check(scenario, {"uk": "http://no-such-host.invalid", "eu": refused})
+    out = capsys.readouterr().out
+    assert code == 3
+    assert "hint: the host name no-such-host.invalid did not resolve" in out
+    assert f"hint: nothing accepts connections at {refused}" in out
+    assert "see the hints above" in out

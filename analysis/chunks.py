@@ -127,10 +127,8 @@ def _ranges(f: Path, range_bytes: int) -> Iterator[bytes]:
         rest = b""  # a range always starts outside quotes: it starts where the last one ended
         while True:
             block = fh.read(range_bytes)
-            if not block:
-                if rest:
-                    yield rest
-                return
+            if not block:  # `rest` has no line end: an incomplete last line (a crash or a
+                return        # full disk cut it; the recorder writes whole lines), skipped
             data = rest + block if rest else block
             cut = data.rfind(b"\n") + 1
             if cut and data.find(b'"', 0, cut) >= 0:

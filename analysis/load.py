@@ -152,6 +152,8 @@ class Run:
     arrivals: pd.DataFrame | None = None
     #: HTTPS targets only (connections*.csv): one row per new TLS connection.
     connections: pd.DataFrame | None = None
+    #: Files whose incomplete last line (cut by a crash or a full disk) was skipped.
+    incomplete: list[str] = field(default_factory=list)
     warmup_s: float = 0.0
     #: Start and end (epoch s) of the measured window (after warm-up exclusion).
     window: tuple[float, float] = (math.nan, math.nan)
@@ -248,7 +250,8 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
         end = last if not math.isfinite(end) else max(end, last)
     if warmup_s > 0 and math.isfinite(cut) and len(conversations):
         conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
-    return Run(path=path, meta=meta, compact=compact, conversations=conversations,
+    incomplete = [f.name for f in (*files, *path.glob(CONVERSATIONS_GLOB)) if f.is_file() and incomplete_tail(f)]
+    return Run(path=path, meta=meta, compact=compact, conversations=conversations, incomplete=sorted(incomplete),
                stats_history=history, slo=slo, arrivals=arrivals, connections=connections,
                warmup_s=float(max(warmup_s, 0.0)), window=(cut, end), files=files, use_cache=use_cache)
 
@@ -489,6 +492,23 @@ def _check_header(f: Path, contract: Sequence[str]) -> list[str]:
     return header
 
 
+def incomplete_tail(f: Path) -> int:
+    """Bytes after the file's last newline: a final line cut short (0 when it ends whole)."""
+    try:
+        with open(f, "rb") as fh:
+            end = pos = fh.seek(0, os.SEEK_END)
+            while pos > 0:
+                step = min(1 << 16, pos)
+                pos -= step
+                fh.seek(pos)
+                i = fh.read(step).rfind(b"\n")
+                if i >= 0:
+                    return end - (pos + i + 1)
+    except OSError:
+        return 0
+    return 0  # no newline at all: not even a whole header, refused by the header check
+
+
 def _read_csv(f: Path, header: list[str], types: dict, columns: Sequence[str],
               required: Sequence[str]) -> pa.Table:
     convert = pacsv.ConvertOptions(
@@ -500,7 +520,13 @@ def _read_csv(f: Path, header: list[str], types: dict, columns: Sequence[str],
     )
     read = pacsv.ReadOptions(use_threads=True, block_size=16 << 20)
     try:
-        table = pacsv.read_csv(f, read_options=read, convert_options=convert)
+        tail = incomplete_tail(f)
+        if tail:  # everything up to the last whole line (memory-mapped: no copy)
+            with pa.memory_map(str(f)) as mm:
+                source = pa.BufferReader(mm.read_buffer(mm.size() - tail))
+                table = pacsv.read_csv(source, read_options=read, convert_options=convert)
+        else:
+            table = pacsv.read_csv(f, read_options=read, convert_options=convert)
     except pa.ArrowInvalid as e:
         raise _diagnose(f, header, types, columns, str(e)) from None
     except OSError as e:

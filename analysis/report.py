@@ -489,6 +489,8 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     add("Lost workers", ", ".join(map(str, m.get("lost_workers") or [])))
     add("Rows per worker (received / produced)", _worker_rows_fact(m.get("worker_rows")))
     add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
+    add("Incomplete last line skipped", ", ".join(run.incomplete) + " (cut by a crash or a full disk)"
+        if run.incomplete else None)
     add("Config hash", m.get("config_hash"))
     return facts
 

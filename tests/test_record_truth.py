@@ -14,7 +14,8 @@ import gevent
 import pandas as pd
 import pytest
 
-from analysis.load import load_run
+from analysis.load import RunDataError, load_run
+from analysis.report import build_report
 from analysis.stats import compute_stats
 from loadtest import arrivals, check, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
@@ -186,3 +187,24 @@ def test_check_without_a_response_says_what_to_check(capsys):
     assert "hint: the host name no-such-host.invalid did not resolve" in out
     assert f"hint: nothing accepts connections at {refused}" in out
     assert "see the hints above" in out
+
+
+def test_an_incomplete_last_line_is_skipped_and_named_damage_in_the_middle_is_refused(tmp_path):
+    make_run(tmp_path, rows=2_000, error_rate=0.01, seed=5)
+    requests_csv, conversations_csv = tmp_path / "requests.csv", tmp_path / "conversations.csv"
+    whole = load_run(tmp_path, use_cache=False)
+    for path in (requests_csv, conversations_csv):  # what a crash or a full disk leaves
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines) + lines[-1][: len(lines[-1]) // 2])
+    run = load_run(tmp_path, use_cache=False)
+    assert len(run.requests) == len(whole.requests)
+    assert len(run.conversations) == len(whole.conversations)
+    assert run.incomplete == ["conversations.csv", "requests.csv"]
+    html = build_report(tmp_path).read_text()
+    assert "Incomplete last line skipped" in html and "requests.csv" in html
+
+    lines = requests_csv.read_text().splitlines(keepends=True)
+    lines[40] = ",".join(lines[40].split(",")[:3]) + "\n"  # a short line in the middle: damage
+    requests_csv.write_text("".join(lines))
+    with pytest.raises(RunDataError, match="line 41"):
+        load_run(tmp_path, use_cache=False)

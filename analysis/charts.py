@@ -366,7 +366,8 @@ def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | Non
                         if pct == pct:
                             ax.text(xs[j], max(vals[j], tops[j]), f"{pct:+.0%}{'*' if sig else ''}", ha="center",
                                     va="bottom", fontsize=8, color="#222" if sig else "#888")
-                top = max(top, np.nanmax(vals))
+                if np.isfinite(vals).any():  # a group whose requests all failed has no latency
+                    top = max(top, np.nanmax(vals))
             ax.set_ylim(0, top * 1.18 if top > 0 else 1)
             ax.set_xticks(x, [f"p{q}" for q in qs])
             ax.set_title(ep)

@@ -277,15 +277,8 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
     ep = _main_endpoint(stats)
     reg = regions[regions.endpoint == ep] if len(regions) else regions
     reg = reg[reg["p95_ms"].notna()] if len(reg) else reg
-    if len(reg) >= 2:
-        ref = reg[reg.is_reference].iloc[0]
-        others = reg[~reg.is_reference]
-        slow = others.loc[others["p95_ms"].astype(float).idxmax()]
-        out.append(
-            f"{ref.group} was fastest: {ep} p95 {fmt_ms(ref.p95_ms)} (p50 {fmt_ms(ref.p50_ms)}); "
-            f"{slow.group} slowest at {fmt_ms(slow.p95_ms)}, {fmt_signed_pct(slow.d_p95_pct)} "
-            f"({_reality(slow, 95)})."
-        )
+    if len(reg) >= 2 and reg.is_reference.any():
+        out.append(regions_sentence(reg, ep))
     elif len(reg) == 1:
         r = reg.iloc[0]
         out.append(f"{r.group}: {ep} p50 {fmt_ms(r.p50_ms)}, p95 {fmt_ms(r.p95_ms)}, p99 {fmt_ms(r.p99_ms)}.")
@@ -396,6 +389,25 @@ def _baseline_view(df: pd.DataFrame | None, checks: list[dict], colours: dict) -
     order = {"regression": 0, "missing": 1, "new": 2, "improvement": 3, "ok": 4}
     rows.sort(key=lambda x: order.get(x["status"], 9))
     return rows
+
+
+def regions_sentence(reg: pd.DataFrame, ep: str) -> str:
+    """The fastest region (the comparisons' reference: lowest p50) against the region with
+    the highest p95 among the others; when the reference itself has the highest p95, say so
+    and name the lowest p95 instead, so the sentence never calls a faster tail 'slowest'."""
+    ref = reg[reg.is_reference].iloc[0]
+    others = reg[~reg.is_reference]
+    p95 = others["p95_ms"].astype(float)
+    head = f"{ref.group} was fastest by median: {ep} p50 {fmt_ms(ref.p50_ms)} (p95 {fmt_ms(ref.p95_ms)}); "
+    other = others.loc[p95.idxmax()]
+    if float(other.p95_ms) > float(ref.p95_ms):
+        tail = f"{other.group} had the highest p95, {fmt_ms(other.p95_ms)}"
+    else:
+        other = others.loc[p95.idxmin()]
+        head = (f"{ref.group} had the lowest {ep} p50 ({fmt_ms(ref.p50_ms)}) but the highest p95 "
+                f"({fmt_ms(ref.p95_ms)}); ")
+        tail = f"{other.group} had the lowest p95, {fmt_ms(other.p95_ms)}"
+    return f"{head}{tail}, {fmt_signed_pct(other.d_p95_pct)} against {ref.group} ({_reality(other, 95)})."
 
 
 def _conversation_view(stats: RunStats, colours: dict) -> dict:

@@ -513,6 +513,9 @@ class Plugin:
             gevent.sleep(PROGRESS_INTERVAL_S)
             snap = self.live.snapshot()
             snap["users"] = runner.user_count
+            shape = self.environment.shape_class
+            if shape is not None:  # a shape decides the run time (the parent cannot import shapes)
+                snap["duration_s"] = shape.total_s
             sys.stdout.write(PROGRESS_PREFIX + json.dumps(snap) + "\n")
             sys.stdout.flush()
 

@@ -16,7 +16,8 @@ WRITE_FAILED_PREFIX = "@@loadtest-write-failed "
 
 
 class ProgressDisplay:
-    def __init__(self, duration_s: float, stream=None):
+    def __init__(self, duration_s: float | None, stream=None):
+        """duration_s: the planned run time; None when a shape decides it (its snapshots say)."""
         self._stream = stream  # None: whatever sys.stdout is now (see runner.forgive_output)
         self.tty = self.stream.isatty()
         self.duration_s = duration_s
@@ -34,7 +35,8 @@ class ProgressDisplay:
         rps = sum(r["rps"] for r in regions.values())
         conv = snap["conversations"]
         elapsed = time.monotonic() - self.started
-        head = (f"[{elapsed:4.0f}s/{self.duration_s:.0f}s] users {snap.get('users', 0)}  "
+        total = snap.get("duration_s") or self.duration_s
+        head = (f"[{elapsed:4.0f}s{f'/{total:.0f}s' if total else ''}] users {snap.get('users', 0)}  "
                 f"req/s {rps:6.1f}  requests {count}  failures {failures} "
                 f"({100 * failures / count if count else 0:.1f}%)  "
                 f"conversations active {conv['active']} done {conv['completed']}")

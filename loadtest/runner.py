@@ -410,7 +410,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
         return EXIT_RUN_FAILED
     status, code, reason = "failed", EXIT_RUN_FAILED, ""
     write_failure: runfolder.WriteFailed | None = None
-    display = ProgressDisplay(scenario.duration)
+    display = ProgressDisplay(None if scenario.shape else scenario.duration)
     with Signals() as signals:
         try:
             with (mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else _nothing()) as mock_urls:

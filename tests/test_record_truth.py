@@ -4,10 +4,12 @@ Hidden retries, the configuration in run.json, conversation success, exit codes 
 interrupted runs, the open model's schedule, and input refused before anything starts.
 """
 
+import io
 import json
 import os
 import socket
 import time
+import warnings
 from collections import Counter
 
 import gevent
@@ -15,10 +17,11 @@ import pandas as pd
 import pytest
 
 from analysis.load import RunDataError, load_run
-from analysis.report import build_report
+from analysis.report import build_report, regions_sentence
 from analysis.stats import compute_stats
 from loadtest import arrivals, check, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
+from loadtest.progress import ProgressDisplay
 from runs import FAST, loadtest, read_csv, read_rows, run_json
 from synthetic import make_run
 
@@ -208,3 +211,43 @@ def test_an_incomplete_last_line_is_skipped_and_named_damage_in_the_middle_is_re
     requests_csv.write_text("".join(lines))
     with pytest.raises(RunDataError, match="line 41"):
         load_run(tmp_path, use_cache=False)
+
+
+def test_the_regions_sentence_never_calls_a_faster_tail_slowest():
+    reg = pd.DataFrame({"group": ["us", "uk", "eu"], "is_reference": [True, False, False],
+                        "p50_ms": [100.0, 110.0, 120.0], "p95_ms": [335.0, 125.0, 150.0],
+                        "d_p95_pct": [0.0, -0.63, -0.55], "d_p95_verdict": ["", "significant", "noise"],
+                        "d_p95_lo": [0.0, -230.0, -200.0], "d_p95_hi": [0.0, -190.0, 10.0]})
+    text = regions_sentence(reg, "respond")
+    assert text.startswith("us had the lowest respond p50 (100 ms) but the highest p95 (335 ms)")
+    assert "uk had the lowest p95, 125 ms, −63% against us (a real difference: 95% CI" in text
+    reg["p95_ms"] = [120.0, 125.0, 150.0]
+    reg["d_p95_pct"] = [0.0, 0.04, 0.25]
+    text = regions_sentence(reg, "respond")
+    assert text.startswith("us was fastest by median: respond p50 100 ms (p95 120 ms)")
+    assert "eu had the highest p95, 150 ms, +25% against us (within noise: 95% CI" in text
+
+
+def test_a_group_whose_requests_all_failed_warns_nothing(tmp_path):
+    make_run(tmp_path, rows=2_000, variants=("a", "b"), seed=2,
+             error_rates={(r, "respond"): 1.0 for r in ("uk", "us", "eu")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "All-NaN slice" RuntimeWarning went to stderr
+        assert build_report(tmp_path).is_file()
+
+
+def test_progress_shows_the_shapes_run_time_not_the_default_duration():
+    snap = {"rows": [], "conversations": {"active": 0, "completed": 0}, "users": 3}
+    display = ProgressDisplay(None, stream=io.StringIO())
+    assert display.lines(snap)[0].startswith("[   0s] users 3")
+    assert display.lines({**snap, "duration_s": 90})[0].startswith("[   0s/90s] users 3")
+    assert ProgressDisplay(45, stream=io.StringIO()).lines(snap)[0].startswith("[   0s/45s]")
+
+
+@pytest.mark.slow
+def test_a_shape_run_prints_its_own_run_time(tmp_path):
+    proc = loadtest("run", "--shape", "ramp:users=3,ramp=1s,hold=4s,down=1s", "--regions", "uk",
+                    *FAST, "--mock-latency-scale", "0.1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("[")]
+    assert heads and all("/6s]" in line for line in heads), heads

@@ -105,7 +105,8 @@ def test_secrets_are_redacted(report):
 def test_headline_sentence(report):
     _, path = report
     text = path.read_text(encoding="utf-8")
-    m = re.search(r"<li>(\w[\w-]*) was fastest: respond p95 [\d,.]+ ms.*?; ([\w-]+) slowest at [\d,.]+ ms, \+\d+% \(a real difference: 95% CI \+[\d,.]+ ms to \+[\d,.]+ ms\)", text)
+    m = re.search(r"<li>(\w[\w-]*) was fastest by median: respond p50 [\d,.]+ ms.*?; ([\w-]+) had the highest "
+                  r"p95, [\d,.]+ ms, \+\d+% against uk \(a real difference: 95% CI \+[\d,.]+ ms to \+[\d,.]+ ms\)", text)
     assert m and m.group(1) == "uk" and m.group(2) in ("us", "self-serve")
     assert "Variant new-prompt vs control: respond p95 +" in text
 

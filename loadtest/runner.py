@@ -67,6 +67,7 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
         cmd = [sys.executable, "-m", "loadtest.mock.cli", "--port", "0", "--ready-file", str(ready),
+               "--api-version", scenario.api_version,
                "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
         if scenario.mock_tls:
             cmd += ["--tls", "--tls-ca-file", str(log_path.parent / MOCK_CA_FILE)]

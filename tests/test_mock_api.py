@@ -81,9 +81,17 @@ def test_respond_without_message_is_fine(client):
     assert r.status_code == 200 and r.json()["end_conversation"] is False
 
 
-def test_any_version_account_project_accepted(client):
-    path = api.path("create", version="v2", account="ws-fd112d8f", project="PROJECT-191bfa2a")
+def test_any_account_project_accepted_but_only_the_documented_version(client, mock):
+    path = api.path("create", account="ws-fd112d8f", project="PROJECT-191bfa2a")
     assert client.post(path, json={}).status_code == 200
+    for version in ("v2", "0", "V1"):
+        error = assert_error(client.post(api.path("create", version=version), json={}), 404, "not_found")
+        assert f"unknown API version {version!r}; this API serves v1" in error["message"]
+    assert_error(client.post("/0/0/0/chat/create", json={}), 404)
+    config = MockConfig(latency_scale=0, engine=mock.config.engine, versions=("v1", "v2"))
+    with MockServer(config, regions=["uk"]) as v2, \
+            httpx.Client(base_url=v2.base_urls["uk"], headers=HEADERS, timeout=5) as c:
+        assert c.post(api.path("create", version="v2"), json={}).status_code == 200
 
 
 def test_content_type_with_charset_and_query_string(client):

@@ -19,7 +19,7 @@ import pytest
 from analysis.load import RunDataError, load_run
 from analysis.report import build_report, regions_sentence
 from analysis.stats import compute_stats
-from loadtest import arrivals, check, config, runfolder, slo
+from loadtest import api, arrivals, check, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from loadtest.progress import ProgressDisplay
 from runs import FAST, loadtest, read_csv, read_rows, run_json
@@ -251,3 +251,22 @@ def test_a_shape_run_prints_its_own_run_time(tmp_path):
     assert proc.returncode == 0, proc.stderr
     heads = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert heads and all("/6s]" in line for line in heads), heads
+
+
+@pytest.mark.parametrize("latency_scale", [0, 1])  # answered at once, or after a service time
+def test_a_client_that_half_closes_after_a_whole_request_gets_its_answer(latency_scale):
+    with MockServer(MockConfig(latency_scale=latency_scale), regions=["uk"]) as mock:
+        body = b"{}"
+        request = (f"POST {api.path('create')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"{api.API_KEY_HEADER}: {api.DUMMY_API_KEY}\r\n{api.TOKEN_HEADER}: {api.DUMMY_TOKEN}\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        with socket.create_connection(("127.0.0.1", mock.ports["uk"]), timeout=5) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        stats = mock.stats("uk")
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"conversation_id"' in answer
+    assert stats["created"] == 1

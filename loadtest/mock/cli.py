@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-turn handoff probability, times the variant's factor (default 0.03)")
     parser.add_argument("--overload-status", type=int, choices=(503, 429),
                         help="status when a region's queue is full (default 503; 429 adds Retry-After)")
+    parser.add_argument("--api-version", action="append", metavar="VERSION",
+                        help=f"serve this API version path segment (repeatable; default {api.DEFAULT_VERSION}; "
+                             "others are 404)")
     parser.add_argument("--engine", choices=("fast", "aiohttp"),
                         help="HTTP front end (default fast)")
     parser.add_argument("--tls", action="store_true",
@@ -95,6 +98,8 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
     config = load_config(args.config) if getattr(args, "config", None) else MockConfig()
     changes = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()
                if getattr(args, flag, None) is not None}
+    if getattr(args, "api_version", None):
+        changes["versions"] = tuple(args.api_version)
     if getattr(args, "fault", None):
         changes["faults"] = tuple(config.faults) + tuple(f for specs in args.fault for f in specs)
     return config.replace(**changes) if changes else config

@@ -23,6 +23,7 @@ the valid ones::
     respond = { median_ms = 140, p99_ms = 450 }
 
     strict_variants = false       # true: an undeclared variant_id is a 422
+    versions = ["v1"]             # API versions served (other path versions are 404)
 
     [variants.b]                  # a new name adds a variant
     brand = "Acme Rentals"
@@ -67,8 +68,8 @@ class MockConfig:
     token: str | None = None
     # An unknown variant_id on create: 422 when strict, else served with the base profile.
     strict_variants: bool = False
-    # Accepted path segments; None accepts any.
-    versions: tuple[str, ...] | None = None
+    # Accepted path segments (others are 404); None accepts any. The API documents v1.
+    versions: tuple[str, ...] | None = (api.DEFAULT_VERSION,)
     accounts: tuple[str, ...] | None = None
     projects: tuple[str, ...] | None = None
     # HTTP front end: "fast" (asyncio protocol on httptools, loadtest.mock.protocol) or "aiohttp".

@@ -44,7 +44,7 @@ from functools import partial
 import httptools
 
 from loadtest import api
-from loadtest.mock.service import RESET, RegionService
+from loadtest.mock.service import RESET, Hold, RegionService
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class HttpProtocol(asyncio.Protocol):
                  # the request being parsed
                  "in_head", "in_body", "url", "target", "head_size", "head_bytes", "headers",
                  "content_type", "key", "token", "length", "connection", "expect", "continue_sent",
-                 "body", "body_size", "keep_alive")
+                 "body", "body_size", "keep_alive",
+                 # the request in service is an injected timeout; the client half-closed
+                 "holding", "peer_done")
 
     def __init__(self, service: RegionService, clock: Clock, connections: set) -> None:
         self.service = service
@@ -138,6 +140,8 @@ class HttpProtocol(asyncio.Protocol):
         self.failed = False  # the parser stopped: a refusal is queued, later bytes are dropped
         self.discard_left = -1  # >= 0 while discarding an oversized body
         self.max_body = service.max_body
+        self.holding = False  # the request in service is an injected timeout (service.Hold)
+        self.peer_done = False  # the client half-closed after a whole request
         self._next_request()
 
     # ------------------------------------------------------------ asyncio callbacks
@@ -175,8 +179,14 @@ class HttpProtocol(asyncio.Protocol):
         self._serve()
 
     def eof_received(self):
-        # The client closed its side. A half-close and a full close look the same, and a
-        # client that gives up closes fully: treat both as gone (cancels a request in service).
+        """The client closed its sending side. A half-close after a whole request is allowed
+        by HTTP: the request in service is still answered (and those pipelined behind it),
+        then the connection closes (had the client closed fully, that write just fails). An
+        injected timeout ends here, since a client that gives up and one that half-closes look
+        the same; with nothing in service (earlier answers written), it closes now."""
+        if self.task is not None and not self.holding:
+            self.peer_done = True
+            return True  # keep the transport open for writing
         return None
 
     # ------------------------------------------------------------ parsing (httptools callbacks)
@@ -317,6 +327,7 @@ class HttpProtocol(asyncio.Protocol):
                         return
                 else:
                     self._flush(out)
+                    self.holding = type(result) is Hold
                     task = self.task = asyncio.ensure_future(result)
                     task.add_done_callback(partial(self._answer_later, keep_alive, head_only))
                     return
@@ -370,6 +381,8 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         self._serve()
+        if self.peer_done and self.task is None and not self.closing:
+            self._close()  # every request of the half-closed client is answered
 
     def _refuse(self, refusal: _Reject) -> None:
         if self.closing:

@@ -89,7 +89,21 @@ RESET = 1
 
 Headers = tuple  # of (name, value) pairs
 Result = tuple  # (status: int, body: bytes, headers: Headers, action: int)
-Outcome = Union[Result, Coroutine[Any, Any, Result]]
+class Hold:
+    """An injected timeout: awaited until the client gives up (a front end cancels it when the
+    client closes its side) or its time runs out. Marked so that front ends can tell it from
+    an answer in service, which a half-closed client still gets."""
+
+    __slots__ = ("_coro",)
+
+    def __init__(self, coro: Coroutine[Any, Any, Result]) -> None:
+        self._coro = coro
+
+    def __await__(self):
+        return self._coro.__await__()
+
+
+Outcome = Union[Result, Coroutine[Any, Any, Result], Hold]
 
 STATS_PATH = "/_mock/stats"
 _JSON_TYPES = {"application/json"}
@@ -199,7 +213,9 @@ class RegionService:
             for segment, allowed, name in zip(parts[1:4], self._allowed, ("version", "account", "project")):
                 if allowed is not None and segment not in allowed:
                     self.requests["other"] += 1
-                    return self.error(404, f"unknown {name} {segment!r}")
+                    what = "API version" if name == "version" else name
+                    return self.error(404, f"unknown {what} {segment[:100]!r}; this API serves "
+                                           f"{', '.join(allowed)}")
         self.requests[op] += 1
         if method != api.METHODS[op]:
             return self._count(self._e405[op])
@@ -355,7 +371,7 @@ class RegionService:
             self.resets += 1
             return _RESET_RESULT
         if kind == "timeout":
-            return self._hold(fault.hold_s)
+            return Hold(self._hold(fault.hold_s))
         if kind == "malformed":
             return self._later(delay, self._malformed, (op,)) if delay else self._malformed(op)
         return self._later(delay, self._wrong_shape, (op,)) if delay else self._wrong_shape(op)

@@ -15,6 +15,8 @@ from collections import Counter
 import gevent
 import pandas as pd
 import pytest
+from runs import FAST, loadtest, read_csv, read_rows, run_json
+from synthetic import make_run
 
 from analysis.load import RunDataError, load_run
 from analysis.report import build_report, regions_sentence
@@ -22,8 +24,6 @@ from analysis.stats import compute_stats
 from loadtest import api, arrivals, check, config, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from loadtest.progress import ProgressDisplay
-from runs import FAST, loadtest, read_csv, read_rows, run_json
-from synthetic import make_run
 
 
 @pytest.mark.slow

@@ -111,11 +111,19 @@ class RunContext:
         self.live.add_conversation(row["ended_by"], forward=self.forward_live)
 
 
-def recorded_config(scenario: config.Scenario, options) -> dict:
+def recorded_config(scenario: config.Scenario, options, environ=None) -> dict:
     """The configuration of a test started from Locust itself (its command line or web UI):
-    the scenario's options, with users, spawn rate, run time and output folder as Locust
+    the scenario's options; settings Locust has no option for from LOADTEST_* variables
+    (what `loadtest ui` hands over); users, spawn rate, run time and output folder as Locust
     holds them. (`loadtest run` records its own resolved scenario before Locust starts.)"""
+    environ = os.environ if environ is None else environ
     values = scenario.raw()
+    others = {s.env: environ[s.env] for s in config.SETTINGS if not s.locust and s.env in environ}
+    try:
+        handed = config.resolve(environ=others).raw()
+        values.update({s.name: handed[s.name] for s in config.SETTINGS if not s.locust})
+    except config.ConfigError as e:  # checked by whoever set them; record what is known
+        logger.warning("loadtest: run.json keeps defaults for LOADTEST_* settings: %s", e)
     values.update(users=options.num_users, spawn_rate=options.spawn_rate,
                   duration=float(options.run_time or 0), out=options.out)
     return values

@@ -179,6 +179,8 @@ def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
             ",".join(f"{k}:{v:g}" for k, v in value.items())
     if isinstance(value, tuple):
         return f"{value[0]:g}-{value[1]:g}"
+    if isinstance(value, list):  # slos, faults
+        return ",".join(value)
     return str(value)
 
 

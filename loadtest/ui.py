@@ -135,8 +135,9 @@ def run(args: argparse.Namespace) -> int:
                 if mock_urls:
                     print("Mock Chat API: " + "  ".join(f"{r}={u}" for r, u in mock_urls.items()))
                 env = dict(os.environ)
-                if scenario.warmup:
-                    env["LOADTEST_WARMUP"] = f"{scenario.warmup:g}"
+                for s in config.SETTINGS:  # settings Locust has no option for, so run.json holds them
+                    if not s.locust and scenario.sources.get(s.name) != "default":
+                        env[s.env] = form_value(s.name, scenario.values[s.name], base_urls)
                 cmd = locust_command(scenario, base_urls, port, list(args.locust_args or []))
                 proc = processes.spawn(cmd, env=env, stdin=subprocess.DEVNULL)
                 signals.proc = proc

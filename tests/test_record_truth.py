@@ -4,6 +4,7 @@ Hidden retries, the configuration in run.json, conversation success, exit codes 
 interrupted runs, the open model's schedule, and input refused before anything starts.
 """
 
+import argparse
 import io
 import json
 import os
@@ -21,7 +22,7 @@ from synthetic import make_run
 from analysis.load import RunDataError, load_run
 from analysis.report import build_report, regions_sentence
 from analysis.stats import compute_stats
-from loadtest import api, arrivals, check, config, runfolder, slo
+from loadtest import api, arrivals, check, config, plugin, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from loadtest.progress import ProgressDisplay
 
@@ -272,3 +273,16 @@ def test_a_client_that_half_closes_after_a_whole_request_gets_its_answer(latency
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert b'"conversation_id"' in answer
     assert stats["created"] == 1
+
+
+def test_a_test_started_from_locust_or_the_web_ui_records_what_it_was_given():
+    scenario = config.resolve(flags={"regions": "uk", "variants": "x"}, environ={})
+    options = argparse.Namespace(num_users=7, spawn_rate=2.5, run_time=30, out="elsewhere")
+    environ = {"LOADTEST_FAULTS": "respond:503:0.1,close:reset:0.2", "LOADTEST_WARMUP": "3",
+               "LOADTEST_SLOS": "error_rate < 1%", "LOADTEST_MOCK_SEED": "9"}
+    recorded = plugin.recorded_config(scenario, options, environ)
+    assert recorded["faults"] == ["respond:503:0.1", "close:reset:0.2"]
+    assert (recorded["warmup"], recorded["slos"], recorded["mock_seed"]) == (3.0, ["error_rate < 1%"], 9)
+    assert (recorded["users"], recorded["spawn_rate"], recorded["duration"], recorded["out"]) == (
+        7, 2.5, 30.0, "elsewhere")
+    assert recorded["regions"] == {"uk": 1.0} and recorded["variants"] == {"x": 1.0}

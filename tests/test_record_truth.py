@@ -22,9 +22,10 @@ from synthetic import make_run
 from analysis.load import RunDataError, load_run
 from analysis.report import build_report, regions_sentence
 from analysis.stats import compute_stats
-from loadtest import api, arrivals, check, config, plugin, runfolder, slo
+from loadtest import api, arrivals, check, config, plugin, records, runfolder, slo
 from loadtest.mock import MockConfig, MockServer
 from loadtest.progress import ProgressDisplay
+from loadtest.recorder import open_csv
 
 
 @pytest.mark.slow
@@ -97,7 +98,8 @@ def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_us
         tmp_path, monkeypatch):
     monkeypatch.setattr(arrivals, "POOL_READY_TIMEOUT_S", 0.05)
     end = time.time() + 0.5
-    plan = arrivals.Arrivals({"uk": 40.0}, {}, poisson=False, out_dir=tmp_path, end=end)
+    out = open_csv(tmp_path / "arrivals.csv", records.ARRIVAL_COLUMNS)
+    plan = arrivals.Arrivals({"uk": 40.0}, {}, poisson=False, out=out, end=end)
     plan.join()  # one user of a pool of two has started, and is busy (never takes)
     plan.start(pool=2)
     gevent.sleep(0.8)

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from analysis.charts import build_charts, region_colours
+from analysis.charts import build_charts
+from analysis.colours import VARIANT_COLOURS, region_colours
 from analysis.compare import (
     BOOTSTRAP_METHOD,
     COMPARE_QS,
@@ -915,7 +916,7 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
 def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
     import matplotlib.pyplot as plt
 
-    from analysis.charts import STYLE, VARIANT_COLOURS, _uri
+    from analysis.charts import STYLE, _uri
 
     main = df[df.endpoint == "respond"] if (df.endpoint == "respond").any() else df
     groups = list(dict.fromkeys(zip(main.region, main.variant, main.endpoint)))[:24]

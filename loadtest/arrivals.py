@@ -6,12 +6,19 @@ Users form a pool of at most `--users` concurrent conversations; inside a conver
 turns stay closed-loop with think time. When a conversation is due and no user is free, it
 is dropped and counted (like k6's dropped iterations); when one starts late, its schedule lag
 is recorded. Both go to arrivals.csv, one row per planned conversation.
+
+With `--arrival-steps` the rate climbs a staircase (k6's ramping-arrival-rate in steps): each
+level is held `every` seconds, then arrivals stop. Each level change is logged at INFO as
+`arrival rate R conversations/s from EPOCH` and the end as `arrival steps done at EPOCH`:
+the exact step boundaries for `loadtest capacity --arrival-rate-*` (see ARRIVAL_LEVEL_LOG).
 """
 
 from __future__ import annotations
 
 import csv
 import heapq
+import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -20,8 +27,15 @@ from typing import Callable
 import gevent
 from gevent.queue import Queue
 
+from loadtest import config
 from loadtest.recorder import LineSink
 from loadtest.runfolder import WriteFailed
+
+logger = logging.getLogger("loadtest.arrivals")
+
+#: The log lines of a staircase (parsed by loadtest.capacity): total rate and start epoch.
+ARRIVAL_LEVEL_LOG = "arrival rate {rate:g} conversations/s from {at:.6f}"
+ARRIVAL_DONE_LOG = "arrival steps done at {at:.6f}"
 
 
 @dataclass(frozen=True)
@@ -46,10 +60,14 @@ def region_rates(rate: dict[str, float], regions: dict[str, float], share: float
 class Arrivals:
     def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
                  out: LineSink | None, seed: int | None = None,
-                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
+                 on_failure: Callable[[WriteFailed], None] = lambda e: None,
+                 levels: list[float] | None = None, every_s: float = math.inf):
         """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
-        stream, or None. A failed write stops the file and goes to `on_failure`."""
+        stream, or None. A failed write stops the file and goes to `on_failure`. `levels`:
+        factors of `rates`, each held `every_s` seconds (None: `rates` for ever)."""
         self.rates = {r: x for r, x in rates.items() if x > 0}
+        self.levels = levels or [1.0]
+        self.every_s = every_s if levels else math.inf
         self.variants = variants or {"": 1.0}
         self.poisson = poisson
         self.rng = random.Random(seed)
@@ -63,6 +81,18 @@ class Arrivals:
             self._csv = csv.writer(out, lineterminator="\n")
         self._greenlet = gevent.spawn(self._schedule)
 
+    @classmethod
+    def for_scenario(cls, scenario: config.Scenario, out: LineSink | None, share: float = 1.0,
+                     on_failure: Callable[[WriteFailed], None] = lambda e: None) -> Arrivals:
+        """The open model of a scenario (--arrival-rate, --arrival, --arrival-steps) in this
+        process, which offers `share` of the rate (a worker of a distributed run)."""
+        steps = scenario.arrival_steps
+        levels = config.arrival_levels(scenario.arrival_rate, steps)
+        return cls(region_rates(scenario.arrival_rate, scenario.regions, share), scenario.variants,
+                   scenario.arrival == "poisson", out, on_failure=on_failure,
+                   levels=[x / levels[0] for x in levels] if steps else None,
+                   every_s=steps.get("every", math.inf))
+
     def _gap(self, rate: float) -> float:
         return self.rng.expovariate(rate) if self.poisson else 1.0 / rate
 
@@ -72,12 +102,27 @@ class Arrivals:
 
     def _schedule(self) -> None:
         start = time.time()
+        stepped = math.isfinite(self.every_s)
+        for k, factor in enumerate(self.levels):
+            begin, end = start + k * self.every_s, start + (k + 1) * self.every_s
+            rates = {r: x * factor for r, x in self.rates.items()}
+            if stepped:
+                logger.info(ARRIVAL_LEVEL_LOG.format(rate=sum(rates.values()), at=begin))
+            self._arrive(rates, begin, end)
+        if stepped:
+            gevent.sleep(max(start + len(self.levels) * self.every_s - time.time(), 0))
+            logger.info(ARRIVAL_DONE_LOG.format(at=start + len(self.levels) * self.every_s))
+
+    def _arrive(self, rates: dict[str, float], begin: float, end: float) -> None:
+        """Offer conversations at `rates` from `begin` until `end` (may be inf)."""
         # Stagger the first arrival of each region by a random phase: no synchronised bursts.
-        heap = [(start + self.rng.uniform(0, 1.0 / rate), region) for region, rate in self.rates.items()]
+        heap = [(begin + self.rng.uniform(0, 1.0 / rate), region) for region, rate in rates.items()]
         heapq.heapify(heap)
         while heap:
             planned, region = heapq.heappop(heap)
-            heapq.heappush(heap, (planned + self._gap(self.rates[region]), region))
+            if planned >= end:
+                return
+            heapq.heappush(heap, (planned + self._gap(rates[region]), region))
             delay = planned - time.time()
             if delay > 0:
                 gevent.sleep(delay)

@@ -146,6 +146,43 @@ def parse_rate(value: Any) -> dict[str, float]:
     return {"*": total}
 
 
+def parse_arrival_steps(value: Any) -> dict[str, float]:
+    """The open model's staircase: 'step=2,every=15s,max=20' (conversations/s), or '' for none.
+
+    From --arrival-rate (the first level, total over regions) the total rate rises by `step`
+    every `every` up to `max`; each region keeps its share. Arrivals stop after the last level.
+    """
+    if isinstance(value, dict):
+        fields = {str(k): v for k, v in value.items()}
+    else:
+        text = str(value).strip()
+        if not text:
+            return {}
+        fields = parse_mapping(text)
+    usage = "use step=RATE,every=DURATION,max=RATE, e.g. step=2,every=15s,max=20"
+    unknown = set(fields) - {"step", "every", "max"}
+    if unknown or len(fields) != 3:
+        raise ValueError(f"'{value}': {usage}")
+    try:
+        out = {"step": float(fields["step"]), "every": parse_duration(fields["every"]),
+               "max": float(fields["max"])}
+    except ValueError as e:
+        raise ValueError(f"'{value}': {e}; {usage}") from None
+    if out["step"] <= 0 or out["every"] <= 0 or out["max"] <= 0:
+        raise ValueError(f"'{value}': step, every and max must be positive; {usage}")
+    return out
+
+
+def arrival_levels(rate: dict[str, float], steps: dict[str, float]) -> list[float]:
+    """The total arrival rates of the staircase, first to last (one level without steps)."""
+    start = sum(rate.values())
+    if not steps:
+        return [start]
+    n = int(math.floor((steps["max"] - start) / steps["step"] + 1e-9))
+    levels = [round(start + i * steps["step"], 9) for i in range(n + 1)]
+    return levels + ([steps["max"]] if levels[-1] < steps["max"] - 1e-9 else [])
+
+
 def parse_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
@@ -259,6 +296,9 @@ SETTINGS: tuple[Setting, ...] = (
             "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
     Setting("arrival", "poisson", _choice("poisson", "constant"),
             "open model arrivals: poisson or constant spacing"),
+    Setting("arrival_steps", "", parse_arrival_steps,
+            "open model staircase from --arrival-rate: step=RATE,every=DURATION,max=RATE "
+            "(conversations/s, total)"),
     Setting("processes", "0", _positive_int,
             "Locust worker processes on this machine (0 = one process)", locust=False),
     Setting("workers", "0", _positive_int,
@@ -394,6 +434,14 @@ def validate(scenario: Scenario) -> None:
     stray = [r for r in scenario.arrival_rate if r != "*" and r not in scenario.regions]
     if stray:
         raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
+    if scenario.arrival_steps:
+        if not scenario.arrival_rate:
+            raise ConfigError("--arrival-steps climbs from --arrival-rate: set --arrival-rate too "
+                              "(the first level, conversations/s)")
+        start = sum(scenario.arrival_rate.values())
+        if scenario.arrival_steps["max"] < start:
+            raise ConfigError(f"--arrival-steps max={scenario.arrival_steps['max']:g} is below "
+                              f"--arrival-rate {start:g}; raise max or lower the rate")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
     if scenario.workers and scenario.processes:

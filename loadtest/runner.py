@@ -168,6 +168,8 @@ def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
         return ",".join(f"{r}={u}" for r, u in base_urls.items())
     if name == "arrival_rate" and "*" in value:
         return f"{value['*']:g}"
+    if name == "arrival_steps":
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
     if isinstance(value, dict):
         return json.dumps(value) if name == "integration_attributes" else \
             ",".join(f"{k}:{v:g}" for k, v in value.items())

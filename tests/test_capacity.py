@@ -17,7 +17,8 @@ import pytest
 
 from analysis.stats import percentiles
 from loadtest import capacity, config, records
-from loadtest.capacity import CsvTail, Plan, default_latency_slo, find_knee, measure_step
+from loadtest.capacity import Plan, default_latency_slo, find_knee, measure_step
+from loadtest.runtail import CsvTail
 from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee

@@ -603,6 +603,15 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
         why = f" ({reason})" if reason else ""
         return {"cls": "warn", "title": "Interrupted run",
                 "text": f"This run was stopped early{why}, after {done}{extra}. The numbers cover only that part."}
+    if status == "aborted":
+        breach = run.meta.get("abort") or {}
+        extra = f" of a planned {fmt_duration(planned)}" if planned else ""
+        return {"cls": "bad", "title": f"Aborted by SLO {breach.get('expr', '?')}",
+                "text": f" {fmt_duration(breach.get('after_s'))} into the run ({fmt_time(breach.get('at'))}) "
+                        f"it was observed at {breach.get('observed_text', '?')} over the last "
+                        f"{fmt_duration(breach.get('window_s'))} (wanted {breach.get('threshold_text', '?')}), "
+                        f"so the run was stopped early, after {done}{extra} (open conversations were "
+                        "closed). The numbers cover only that part."}
     if status == "failed":
         why = f": {reason}" if reason else ""
         return {"cls": "bad", "title": "Failed run",
@@ -678,6 +687,11 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparis
         bits.append(f"**status: {m['status']}**")
     lines.append(" · ".join(bits))
     lines.append("")
+    if m.get("status") == "aborted" and m.get("abort"):
+        b = m["abort"]
+        lines += [f"**Aborted** {fmt_duration(b.get('after_s'))} into the run by SLO `{b.get('expr')}`: "
+                  f"observed {b.get('observed_text')} over the last {fmt_duration(b.get('window_s'))} "
+                  f"(wanted {b.get('threshold_text')}).", ""]
     if slo["rows"]:
         lines += ["| SLO | scope | observed | threshold | result |", "|---|---|---:|---:|---|"]
         for r in slo["rows"]:

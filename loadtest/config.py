@@ -189,6 +189,31 @@ def parse_list(value: Any) -> list[str]:
     return [p.strip() for p in str(value).split(",") if p.strip()]
 
 
+def parse_slo_list(value: Any) -> list[str]:
+    """SLO expressions. In a scenario file an entry may also be a table, like k6's threshold
+    objects: {expr = "error_rate < 1%", abort_on_fail = true, abort_grace = "10s"}, which
+    becomes the expression 'error_rate < 1% abort-on-fail=10s' (see loadtest.slo)."""
+    items = value if isinstance(value, (list, tuple)) else parse_list(value)
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append(str(item))
+            continue
+        unknown = sorted(set(item) - {"expr", "abort_on_fail", "abort_grace"})
+        if unknown or "expr" not in item:
+            raise ValueError(f"SLO table {item}: use {{expr = \"error_rate < 1%\", abort_on_fail = "
+                             f"true, abort_grace = \"10s\"}}" + (f"; unknown key(s) {', '.join(unknown)}"
+                                                                 if unknown else "; expr is missing"))
+        text = str(item["expr"]).strip()
+        if parse_bool(item.get("abort_on_fail", False)):
+            grace = item.get("abort_grace")
+            text += " abort-on-fail" + ("" if grace in (None, "") else f"={grace}")
+        elif "abort_grace" in item:
+            raise ValueError(f"SLO table {item}: abort_grace needs abort_on_fail = true")
+        out.append(text)
+    return out
+
+
 def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
     def parse(value: Any):
         try:
@@ -309,7 +334,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("master_bind_port", "5557", _positive_int,
             "with --workers: the port the master listens on for workers", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
-    Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
+    Setting("slos", "", parse_slo_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
+            scenario=False),
+    Setting("abort_on_fail", "false", parse_bool,
+            "judge the SLOs live over a trailing window; the first breach stops the run "
+            "(status aborted, exit code 1)", locust=False, scenario=False),
+    Setting("abort_grace", "30s", parse_duration,
+            "no live SLO verdict before this time into the run (k6's delayAbortEval)", locust=False,
+            scenario=False),
+    Setting("abort_window", "30s", parse_duration,
+            "the trailing window of requests the live SLO verdict is judged on", locust=False,
             scenario=False),
     # the mock
     Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),

@@ -1184,6 +1184,9 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
     if ignored:
         print(f"note: {', '.join(ignored)} not used: the search sets users and time from "
               f"--start/--step/--max/--hold and ignores each step's first --settle part", file=sys.stderr)
+    if scenario.abort_on_fail or any(s.abort_on_fail for s in slo.parse_slos(user_slos)):
+        print("note: abort-on-fail not used: the capacity search judges every step against the SLOs "
+              "as it ends and stops a region after --confirm failing steps", file=sys.stderr)
     if scenario.target == "real" and not scenario.max_rps:
         print("note: a real target is capped at the default --max-rps; the knee found may be that "
               "cap. Set --max-rps to what you may send.", file=sys.stderr)

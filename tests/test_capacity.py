@@ -319,9 +319,11 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
     assert levels == [1.0 + i for i in range(len(levels))]  # the staircase, in conv/s
     knee_row = next(r for r in rows if r["knee"] == "1")
     assert float(knee_row["level_rate"]) == knee["level_rate"]
-    # The mock's one slot serves D seconds of requests per conversation (measured at the
-    # lightest step): it saturates at 1/D conversations/s. The knee lies below that, and the
-    # first failing step is where the queue shows: its p50 well above the lightest step's.
+    # The mock's one slot serves D seconds of requests per conversation (measured by the
+    # client at the lightest step, so a little long): it saturates near 1/D conversations/s.
+    # The knee is not beyond that (a step of a few seconds at 90 % load may still pass: its
+    # queue has not built up yet), and the first failing step is where the queue shows: at
+    # a real load, its p50 well above the lightest step's.
     with open(folder / "uk" / "requests.csv", newline="") as f:
         req = list(csv.DictReader(f))
     first = data["regions"]["uk"]["steps"][0]
@@ -332,9 +334,10 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
             light.setdefault(r["conversation_id"], []).append(float(r["response_time_ms"]) / 1000)
     whole = [sum(v) for v in light.values() if len(v) == 4]  # create, 2 responds, close
     saturation = 1.0 / float(np.mean(whole))
-    assert 1.0 <= knee["level_rate"] < saturation, (knee, saturation, proc.stdout)
+    assert 1.0 <= knee["level_rate"] <= 1.15 * saturation, (knee, saturation, proc.stdout)
     failing = rows[levels.index(knee["level_rate"]) + 1]
     assert failing["passed"] == "0" and "respond.p95" in failing["failed_slos"]
+    assert float(failing["level_rate"]) >= 0.5 * saturation, (saturation, proc.stdout)
     assert float(failing["p50_ms"]) > 1.5 * float(rows[0]["p50_ms"])
     for r in rows:  # each step offered its rate: nothing dropped (the pool is ample), no lag
         assert float(r["dropped_share"]) == 0.0 and float(r["lag_p95_ms"]) < 1000

@@ -104,7 +104,8 @@ class Arrivals:
         start = time.time()
         stepped = math.isfinite(self.every_s)
         for k, factor in enumerate(self.levels):
-            begin, end = start + k * self.every_s, start + (k + 1) * self.every_s
+            begin = start + k * self.every_s if k else start  # (0 × inf is NaN: no steps)
+            end = start + (k + 1) * self.every_s
             rates = {r: x * factor for r, x in self.rates.items()}
             if stepped:
                 logger.info(ARRIVAL_LEVEL_LOG.format(rate=sum(rates.values()), at=begin))

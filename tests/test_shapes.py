@@ -1,4 +1,5 @@
 """Load shapes: users over a faked run time, None at the end, spec parsing and its errors."""
+import numpy as np
 import pytest
 from locust import LoadTestShape
 
@@ -179,6 +180,25 @@ def test_arrival_staircase_offers_each_level_for_its_time_and_logs_the_boundarie
     assert sum(start <= t < start + 0.5 for t in planned) == 10
     assert sum(start + 0.5 <= t < start + 1.0 for t in planned) == 20
     assert len(planned) == 30  # nothing after the last level
+
+
+def test_arrivals_without_steps_offer_the_rate_for_ever(tmp_path):
+    import csv
+
+    import gevent
+
+    from loadtest import records
+    from loadtest.arrivals import Arrivals
+    from loadtest.recorder import open_csv
+
+    out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
+    arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out)
+    gevent.sleep(1.3)  # the schedule sleeps between arrivals (and lets this greenlet run)
+    arrivals.close()
+    with open(tmp_path / records.ARRIVALS_CSV, newline="") as f:
+        planned = sorted(float(r["planned"]) for r in csv.DictReader(f))
+    assert 20 <= len(planned) <= 27
+    assert np.diff(planned) == pytest.approx(np.full(len(planned) - 1, 0.05), abs=1e-5)
 
 
 def test_open_model_staircase_settings_are_checked():

@@ -203,13 +203,6 @@ class LiveStats:
         without any): a p95 of several p95s would be wrong, histograms add up exactly."""
         return histogram_percentiles(self.window(keys, now)[0], qs)
 
-    def window_percentiles(self, keys: list[tuple], qs: tuple, now: float | None = None) -> np.ndarray:
-        """Percentiles (ms) of the successful latencies of `keys` pooled over the window (NaN
-        without any): a p95 of several p95s would be wrong."""
-        since = (time.time() if now is None else now) - self.window_s
-        parts = [self.recent(key, since) for key in keys]
-        return percentiles(np.concatenate(parts) if parts else np.empty(0), qs)
-
     def snapshot(self, now: float | None = None) -> dict:
         """JSON-able: rows per key and rolled up per region and per variant."""
         now = time.time() if now is None else now

@@ -4,7 +4,7 @@
     charts = build_charts(stats, variants=variant_table, history=run.stats_history)
     for c in charts: print(c.title, len(c.uri))
 
-Each region has one fixed colour across every chart (REGION_COLOURS, colour-blind safe).
+Each region has one fixed colour across every chart (`analysis.colours`, colour-blind safe).
 Every chart's size is bounded whatever the run's length: time series are binned, ECDFs are
 drawn from a fixed grid of percentiles, tables are not plotted point by point.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
-from typing import Sequence
 
 import matplotlib
 
@@ -23,17 +22,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from analysis.colours import region_colours, variant_colours  # noqa: E402
 from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILES, RunStats, pct_name  # noqa: E402
 
-# Okabe-Ito (colour-blind safe), fixed for the known regions.
-REGION_COLOURS = {
-    "us": "#0072B2",
-    "uk": "#D55E00",
-    "eu": "#009E73",
-    "self-serve": "#CC79A7",
-}
-_SPARE = ["#E69F00", "#56B4E9", "#000000", "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF", "#9467BD"]
-VARIANT_COLOURS = ["#4C6A92", "#C9A227", "#7A9E7E", "#B5651D", "#8E7CC3", "#5F9EA0"]
 KIND_COLOURS = {
     "http": "#C0392B", "rate_limited": "#E67E22", "timeout": "#8E44AD", "connection": "#2C3E50",
     "schema": "#16A085", "other": "#95A5A6",
@@ -64,19 +55,6 @@ class Chart:
     title: str
     caption: str
     uri: str  # data:image/svg+xml;base64,…
-
-
-def region_colours(regions: Sequence[str]) -> dict[str, str]:
-    """The fixed colour of each region (known regions always get the same colour)."""
-    out: dict[str, str] = {}
-    spare = [c for c in _SPARE]
-    for r in regions:
-        if r in REGION_COLOURS:
-            out[r] = REGION_COLOURS[r]
-    for r in regions:
-        if r not in out:
-            out[r] = spare.pop(0) if spare else plt.cm.tab20(len(out) % 20)
-    return out
 
 
 #: "svg" (crisp, small for line charts) or "png".
@@ -336,7 +314,7 @@ def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | Non
     if len(names) < 2:
         return None
     eps = [e for e in _endpoints(stats) if (variants.endpoint == e).any()]
-    colours = {v: VARIANT_COLOURS[i % len(VARIANT_COLOURS)] for i, v in enumerate(names)}
+    colours = variant_colours(names)
     qs = (50, 95, 99)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(eps), figsize=(3.6 * len(eps) + 1, 3.8), squeeze=False)

@@ -25,14 +25,16 @@ import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from analysis.charts import build_charts, region_colours
+from analysis.charts import build_charts
+from analysis.colours import VARIANT_COLOURS, region_colours
+from analysis.family import (COMPARISONS_CSV, REGIONS, VARIANTS, WITHIN, comparison_family,
+                             comparisons_csv_text)
 from analysis.compare import (
     BOOTSTRAP_METHOD,
     COMPARE_QS,
     SIGNIFICANT,
     BaselineComparison,
     against_baseline,
-    compare_groups,
     compare_runs,
 )
 from analysis.load import Run, load_run
@@ -309,6 +311,25 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
     return out
 
 
+def _within_headline(within: pd.DataFrame | None, ep: str) -> list[str]:
+    """One sentence: where, region by region, a variant differs from that region's control."""
+    if within is None or not len(within):
+        return []
+    rows = within[(within.endpoint == ep) & ~within.is_reference]
+    if not len(rows):
+        return []
+    real = [f"{r.group} {fmt_signed_pct(r.d_p95_pct)} in {label(r.region)}"
+            for _, r in rows.iterrows() if r.d_p95_significant]
+    calm = sorted({label(r.region) for _, r in rows.iterrows()} - {label(r.region) for _, r in rows.iterrows()
+                                                                    if r.d_p95_significant})
+    ref = rows.reference.iloc[0]
+    text = f"Within each region, against its own {ref} ({ep} p95): "
+    text += ("a real difference for " + ", ".join(real)) if real else "no real difference anywhere"
+    if real and calm:
+        text += f"; none in {', '.join(calm)}"
+    return [text + "."]
+
+
 def _request_rows(df: pd.DataFrame, colours: dict) -> list[dict]:
     rows = []
     for _, r in df.iterrows():
@@ -340,6 +361,25 @@ def _shift_text(p: float) -> str:
     return "" if p != p else (f"p = {p:.3f}" if p >= 0.001 else "p < 0.001")
 
 
+def _p_text(r) -> str:
+    """The raw Mann-Whitney p and, beside it, the Holm-adjusted one the shift verdict is from."""
+    adj = r.get("mw_p_holm", math.nan)
+    return _shift_text(r.mw_p) + (f" · Holm {_shift_text(adj)}" if adj == adj else "")
+
+
+def _within_view(df: pd.DataFrame | None) -> list[dict]:
+    """Variants within regions: per region, the comparison blocks of its endpoints."""
+    if df is None or not len(df):
+        return []
+    out = []
+    for region in dict.fromkeys(df.region):
+        blocks = _comparison_view(df[df.region == region], None)
+        for b in blocks:
+            b["endpoint"] = f"{label(region)} · {b['endpoint']}"
+        out.append({"region": label(region), "blocks": blocks})
+    return out
+
+
 def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict]:
     """Per endpoint: rows of a regions/variants comparison table."""
     if df is None or not len(df):
@@ -351,7 +391,7 @@ def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict
         for _, r in sub.iterrows():
             row = {"group": label(r.group), "colour": (colours or {}).get(r.group), "ref": bool(r.is_reference),
                    "count": f"{int(r['count']):,}", "error_rate": fmt_rate(r.error_rate, 2),
-                   "shift": r["shift"], "mw_p": _shift_text(r.mw_p)}
+                   "shift": r["shift"], "mw_p": _p_text(r)}
             for q in COMPARE_QS:
                 row[f"p{q}"] = fmt_ms(r[f"p{q}_ms"])
                 row[f"d{q}"] = None if r.is_reference else _delta_cell(
@@ -617,6 +657,15 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
         why = f" ({reason})" if reason else ""
         return {"cls": "warn", "title": "Interrupted run",
                 "text": f"This run was stopped early{why}, after {done}{extra}. The numbers cover only that part."}
+    if status == "aborted":
+        breach = run.meta.get("abort") or {}
+        extra = f" of a planned {fmt_duration(planned)}" if planned else ""
+        return {"cls": "bad", "title": f"Aborted by SLO {breach.get('expr', '?')}",
+                "text": f" {fmt_duration(breach.get('after_s'))} into the run ({fmt_time(breach.get('at'))}) "
+                        f"it was observed at {breach.get('observed_text', '?')} over the last "
+                        f"{fmt_duration(breach.get('window_s'))} (wanted {breach.get('threshold_text', '?')}), "
+                        f"so the run was stopped early, after {done}{extra} (open conversations were "
+                        "closed). The numbers cover only that part."}
     if status == "failed":
         why = f": {reason}" if reason else ""
         return {"cls": "bad", "title": "Failed run",
@@ -692,6 +741,11 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparis
         bits.append(f"**status: {m['status']}**")
     lines.append(" · ".join(bits))
     lines.append("")
+    if m.get("status") == "aborted" and m.get("abort"):
+        b = m["abort"]
+        lines += [f"**Aborted** {fmt_duration(b.get('after_s'))} into the run by SLO `{b.get('expr')}`: "
+                  f"observed {b.get('observed_text')} over the last {fmt_duration(b.get('window_s'))} "
+                  f"(wanted {b.get('threshold_text')}).", ""]
     if slo["rows"]:
         lines += ["| SLO | scope | observed | threshold | result |", "|---|---|---:|---:|---|"]
         for r in slo["rows"]:
@@ -739,11 +793,13 @@ def _atomic_write_all(files: dict[Path, str]) -> None:
 
 
 def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = None,
-                  control: str | None = None) -> tuple[str, dict, BaselineComparison | None]:
-    """The report HTML (and the SLO view and the baseline comparison, for summary.md)."""
+                  control: str | None = None, family: dict | None = None
+                  ) -> tuple[str, dict, BaselineComparison | None]:
+    """The report HTML (and the SLO view and the baseline comparison, for summary.md).
+    `family`: the comparisons (`analysis.family.comparison_family`), computed here when not given."""
     colours = region_colours(stats.regions)
-    regions = compare_groups(stats, "region")
-    variants = compare_groups(stats, "variant", control=control) if stats.has_variants else None
+    family = family if family is not None else comparison_family(stats, control)
+    regions, variants = family[REGIONS], family[VARIANTS]
     slo = _slo_view(run.slo)
     charts = build_charts(stats, variants, run.stats_history)
     detail = stats.level("region·variant·endpoint")
@@ -762,7 +818,8 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "regression": _regression_banner(base),
         "status": _status_banner(run, stats),
         "headline": _headline(run, stats, regions, variants, base.checks if base else None,
-                              base.baseline_id if base else None, slo),
+                              base.baseline_id if base else None, slo)
+        + _within_headline(family[WITHIN], _main_endpoint(stats)),
         "cards": _cards(stats),
         "facts": _run_facts(run, stats),
         "colours": colours,
@@ -776,6 +833,7 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "totals": _request_rows(stats.level("endpoint"), colours) if len(by_region.region.unique()) > 1 else [],
         "cmp_regions": _comparison_view(regions, colours) if len(stats.regions) > 1 else [],
         "cmp_variants": _comparison_view(variants, None),
+        "cmp_within": _within_view(family[WITHIN]),
         "baseline": _baseline_view(base.table, base.checks, colours) if base else [],
         "baseline_id": base.baseline_id if base else None,
         "baseline_regressions": len(failures(base.checks)) if base else 0,
@@ -823,7 +881,8 @@ def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup
 def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
                  base: BaselineComparison | None = None, *, control: str | None = None) -> Path:
     """`build_report` for a run already loaded and analysed (no second pass over the CSVs)."""
-    text, slo, base = render_report(run, stats, base, control)
+    family = comparison_family(stats, control)
+    text, slo, base = render_report(run, stats, base, control, family)
     out = Path(output) if output is not None else run.path / REPORT_HTML
     if out.is_dir():
         out = out / REPORT_HTML
@@ -833,6 +892,7 @@ def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
         out: text,
         out.parent / SUMMARY_CSV: summary_csv_text(stats),
         out.parent / SUMMARY_MD: summary_md_text(run, stats, slo, base),
+        out.parent / COMPARISONS_CSV: comparisons_csv_text(family),
     })
     return out
 
@@ -930,7 +990,7 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
 def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
     import matplotlib.pyplot as plt
 
-    from analysis.charts import STYLE, VARIANT_COLOURS, _uri
+    from analysis.charts import STYLE, _uri
 
     main = df[df.endpoint == "respond"] if (df.endpoint == "respond").any() else df
     groups = list(dict.fromkeys(zip(main.region, main.variant, main.endpoint)))[:24]

@@ -12,12 +12,19 @@ The schedule lives inside the test's window: it starts once the pool is ready (`
 when Locust has spawned the users and they wait for work; k6 pre-allocates its VUs the same
 way), plans nothing at or after the end (`--duration`), and `stop()` (the test is stopping)
 ends it and sends idle users home, so a stop only closes what is open.
+
+With `--arrival-steps` the rate climbs a staircase (k6's ramping-arrival-rate in steps): each
+level is held `every` seconds, then arrivals stop. Each level change is logged at INFO as
+`arrival rate R conversations/s from EPOCH` and the end as `arrival steps done at EPOCH`:
+the exact step boundaries for `loadtest capacity --arrival-rate-*` (see ARRIVAL_LEVEL_LOG).
 """
 
 from __future__ import annotations
 
 import csv
 import heapq
+import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -26,8 +33,15 @@ from typing import Callable
 import gevent
 from gevent.queue import Queue
 
+from loadtest import config
 from loadtest.recorder import LineSink
 from loadtest.runfolder import WriteFailed
+
+logger = logging.getLogger("loadtest.arrivals")
+
+#: The log lines of a staircase (parsed by loadtest.capacity): total rate and start epoch.
+ARRIVAL_LEVEL_LOG = "arrival rate {rate:g} conversations/s from {at:.6f}"
+ARRIVAL_DONE_LOG = "arrival steps done at {at:.6f}"
 
 
 @dataclass(frozen=True)
@@ -63,11 +77,15 @@ _STOP = object()  # wakes a user waiting in take() when the test stops
 class Arrivals:
     def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
                  out: LineSink | None, seed: int | None = None, end: float | None = None,
-                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
+                 on_failure: Callable[[WriteFailed], None] = lambda e: None,
+                 levels: list[float] | None = None, every_s: float = math.inf):
         """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
         stream, or None. A failed write stops the file and goes to `on_failure`. `end`
-        (epoch s): nothing is planned at or after it (None: until stopped)."""
+        (epoch s): nothing is planned at or after it (None: until stopped). `levels`:
+        factors of `rates`, each held `every_s` seconds (None: `rates` for ever)."""
         self.rates = {r: x for r, x in rates.items() if x > 0}
+        self.levels = levels or [1.0]
+        self.every_s = every_s if levels else math.inf
         self.variants = variants or {"": 1.0}
         self.poisson = poisson
         self.rng = random.Random(seed)
@@ -84,6 +102,19 @@ class Arrivals:
         if out is not None:
             self._csv = csv.writer(out, lineterminator="\n")
         self._greenlet: gevent.Greenlet | None = None
+
+    @classmethod
+    def for_scenario(cls, scenario: config.Scenario, out: LineSink | None, share: float = 1.0,
+                     end: float | None = None,
+                     on_failure: Callable[[WriteFailed], None] = lambda e: None) -> Arrivals:
+        """The open model of a scenario (--arrival-rate, --arrival, --arrival-steps) in this
+        process, which offers `share` of the rate (a worker of a distributed run)."""
+        steps = scenario.arrival_steps
+        levels = config.arrival_levels(scenario.arrival_rate, steps)
+        return cls(region_rates(scenario.arrival_rate, scenario.regions, share), scenario.variants,
+                   scenario.arrival == "poisson", out, end=end, on_failure=on_failure,
+                   levels=[x / levels[0] for x in levels] if steps else None,
+                   every_s=steps.get("every", math.inf))
 
     def start(self, pool: int) -> None:
         """The pool of `pool` users is spawned: plan conversations once they wait for work."""
@@ -116,14 +147,32 @@ class Arrivals:
         while self.idle < self.pool and time.monotonic() < deadline:
             gevent.sleep(0.01)
         start = time.time()
+        stepped = math.isfinite(self.every_s)
+        for k, factor in enumerate(self.levels):
+            begin = start + k * self.every_s if k else start  # (0 × inf is NaN: no steps)
+            end = start + (k + 1) * self.every_s
+            rates = {r: x * factor for r, x in self.rates.items()}
+            if stepped:
+                logger.info(ARRIVAL_LEVEL_LOG.format(rate=sum(rates.values()), at=begin))
+            if not self._arrive(rates, begin, end):
+                return  # the test's end came first
+        if stepped:
+            gevent.sleep(max(start + len(self.levels) * self.every_s - time.time(), 0))
+            logger.info(ARRIVAL_DONE_LOG.format(at=start + len(self.levels) * self.every_s))
+
+    def _arrive(self, rates: dict[str, float], begin: float, end: float) -> bool:
+        """Offer conversations at `rates` from `begin` until `end` (may be inf); False when
+        the test's end (`self.end`) came first."""
         # Stagger the first arrival of each region by a random phase: no synchronised bursts.
-        heap = [(start + self.rng.uniform(0, 1.0 / rate), region) for region, rate in self.rates.items()]
+        heap = [(begin + self.rng.uniform(0, 1.0 / rate), region) for region, rate in rates.items()]
         heapq.heapify(heap)
         while heap:
             planned, region = heapq.heappop(heap)
             if self.end is not None and planned >= self.end:
-                return
-            heapq.heappush(heap, (planned + self._gap(self.rates[region]), region))
+                return False
+            if planned >= end:
+                return True
+            heapq.heappush(heap, (planned + self._gap(rates[region]), region))
             delay = planned - time.time()
             if delay > 0:
                 gevent.sleep(delay)
@@ -136,6 +185,7 @@ class Arrivals:
                 self.dropped += 1
                 self._row(ticket, None, f"all {self.joined} users busy" if self.joined >= self.pool
                           else f"pool not ready: {self.joined} of {self.pool} users spawned, all busy")
+        return True
 
     def take(self) -> Ticket:
         """Block until a conversation is due; called by a free user. Raises Stopped when the

@@ -13,6 +13,15 @@ requests.csv and judged with `loadtest.slo.evaluate`; after `confirm` failing st
 search costs one step past the first failure and no more. One mock serves all regions
 (started once). Ctrl-C stops the current region gracefully and still writes the outputs.
 
+**By arrival rate** (`--arrival-rate-start/--arrival-rate-step/--arrival-rate-max`, the
+open model): the staircase is of conversations/s per region instead of users. Arrivals are
+planned whatever the response times (no coordinated omission), from a pool of users large
+enough for the highest rate (`--users` to choose it); the step boundaries are the level
+changes logged by `loadtest.arrivals` (exact epochs). Each step is also judged on delivering
+its rate: the share of planned conversations dropped for want of a free user
+(`--max-dropped`, default 1 %) and the p95 schedule lag (`--max-lag`, default 1 s), from
+arrivals.csv; a step that cannot start its conversations on time did not offer its rate.
+
 The knee of a region is the highest level that passed before that confirmed failure,
 reported in users and in conversations per second (successful creates/s measured in that
 step's window). Why two failures: a single step's p95 over a few seconds of data can be
@@ -27,8 +36,9 @@ default, per region:
     respond.p95 < max(2 × B, B + 50 ms)      B = respond p95 of the region at light load
 
 B is the p95 of the successful respond calls of the first step, pooled with the next steps
-(up to 3, while they pass the error SLO) until there are 100 of them: a p95 of a dozen values
-would make a noisy threshold. Steps pooled into B are judged live on errors only, and on
+(up to 3, while they pass the error SLO and their p95 is within 2 × that of the pool so far:
+a step already queueing is not light load) until there are 100 of them: a p95 of a dozen
+values would make a noisy threshold. Steps pooled into B are judged live on errors only, and on
 everything in the final table.
 
 "Latency doubled since light load" marks the onset of queueing on any service without
@@ -55,7 +65,6 @@ from __future__ import annotations
 import argparse
 import csv
 import html
-import io
 import json
 import math
 import re
@@ -67,8 +76,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from loadtest import config, processes, records, runfolder
+from loadtest import config, processes, runfolder
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
+from loadtest.runtail import RunTail
 
 EXIT_OK, EXIT_BELOW_START, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 
@@ -93,9 +103,11 @@ DEFAULT_SLO_TEXT = (f"{DEFAULT_ERROR_SLO}; {LATENCY_ENDPOINT}.p95 < max({LATENCY
                     f"at light load (its first step, pooled with the next up to "
                     f"{MAX_BASELINE_STEPS} steps until {MIN_BASELINE_RESPONDS} responds)")
 
+DEFAULT_MAX_DROPPED, DEFAULT_MAX_LAG = 0.01, "1s"
+
 CSV_COLUMNS = ("region", "level_users", "conversations_per_s", "rps", "p50_ms", "p95_ms",
                "p99_ms", "error_rate", "passed", "step", "users_observed", "requests",
-               "knee", "failed_slos")
+               "knee", "failed_slos", "level_rate", "offered_per_s", "dropped_share", "lag_p95_ms")
 
 CAPACITY_CSV, CAPACITY_JSON = "capacity.csv", "capacity.json"
 CAPACITY_MD, CAPACITY_PNG, CAPACITY_HTML = "capacity.md", "capacity.png", "capacity.html"
@@ -105,17 +117,31 @@ CAPACITY_MD, CAPACITY_PNG, CAPACITY_HTML = "capacity.md", "capacity.png", "capac
 
 @dataclass(frozen=True)
 class Plan:
-    """The staircase: levels of users, how long each is held, what part is ramp-up."""
+    """The staircase: levels of users (or of conversations/s, `by="rate"`), how long each is
+    held, what part is ramp-up, and (by rate) what a step must deliver."""
 
-    start: int = DEFAULT_START
-    step: int = DEFAULT_STEP
-    max: int = DEFAULT_MAX
+    start: float = DEFAULT_START
+    step: float = DEFAULT_STEP
+    max: float = DEFAULT_MAX
     hold_s: float = 15.0
     settle: float = DEFAULT_SETTLE
     confirm: int = DEFAULT_CONFIRM
+    by: str = "users"              # users (closed model) | rate (open model, conversations/s)
+    max_dropped: float = DEFAULT_MAX_DROPPED
+    max_lag_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.start < 1 or self.step < 1:
+        if self.by == "rate":
+            if self.start <= 0 or self.step <= 0:
+                raise config.ConfigError("--arrival-rate-start and --arrival-rate-step must be "
+                                         "positive (conversations/s)")
+            if self.max < self.start:
+                raise config.ConfigError(f"--arrival-rate-max ({self.max:g}) is below "
+                                         f"--arrival-rate-start ({self.start:g})")
+            if not 0 <= self.max_dropped < 1:
+                raise config.ConfigError(f"--max-dropped {self.max_dropped:g} must be a fraction "
+                                         f"below 1 (e.g. 1% or 0.01)")
+        elif self.start < 1 or self.step < 1:
             raise config.ConfigError("--start and --step must be at least 1 user")
         if self.max < self.start:
             raise config.ConfigError(f"--max ({self.max}) is below --start ({self.start})")
@@ -130,11 +156,20 @@ class Plan:
                 f"{math.ceil(max(MIN_SETTLE_S, self.settle * self.hold_s) + MIN_WINDOW_S)}s or more")
 
     @property
-    def levels(self) -> list[int]:
-        out = list(range(self.start, self.max + 1, self.step))
+    def levels(self) -> list[float]:
+        if self.by == "rate":
+            return config.arrival_levels({"*": self.start}, self.arrival_steps())
+        out = list(range(int(self.start), int(self.max) + 1, int(self.step)))
         if out[-1] != self.max:
-            out.append(self.max)
+            out.append(int(self.max))
         return out
+
+    @property
+    def unit(self) -> str:
+        return "conv/s" if self.by == "rate" else "users"
+
+    def arrival_steps(self) -> dict[str, float]:
+        return {"step": self.step, "every": self.hold_s, "max": self.max}
 
     @property
     def settle_s(self) -> float:
@@ -154,6 +189,12 @@ class Plan:
                 f"max={self.max},rate={self.spawn_rate:g}")
 
     def describe(self) -> str:
+        if self.by == "rate":
+            return (f"{self.start:g} → {self.max:g} conversations/s (open model), +{self.step:g} "
+                    f"every {self.hold_s:g} s (first {self.settle_s:.3g} s of each step ignored as "
+                    f"ramp-up); a step also fails on over {100 * self.max_dropped:g} % dropped or a "
+                    f"p95 schedule lag over {self.max_lag_s * 1000:g} ms; "
+                    f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row")
         return (f"{self.start} → {self.max} users, +{self.step} every {self.hold_s:g} s "
                 f"(first {self.settle_s:.3g} s of each step ignored as ramp-up); "
                 f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row")
@@ -173,126 +214,16 @@ def region_slos(exprs: Sequence[str], region: str, variants: Sequence[str] | Non
     return [s for s in slo.parse_slos(list(exprs), variants) if s.region in (None, region)]
 
 
-# --------------------------------------------------------------------------- reading a growing run
-
-class CsvTail:
-    """The complete rows appended so far to growing CSV files (e.g. requests*.csv of a run).
-
-    Each call to `read()` parses only the bytes added since the last one, up to the last line
-    end that is outside a quoted field, so a row being written is never half-read.
-    """
-
-    def __init__(self, folder: Path, pattern: str, columns: Sequence[str]):
-        self.folder, self.pattern, self.columns = Path(folder), pattern, list(columns)
-        self._offsets: dict[Path, int] = {}
-        self._headers: dict[Path, list[str]] = {}
-
-    def read(self):
-        import pandas as pd
-
-        frames = []
-        for f in sorted(self.folder.glob(self.pattern)):
-            offset = self._offsets.get(f, 0)
-            try:
-                with open(f, "rb") as fh:
-                    fh.seek(offset)
-                    data = fh.read()
-            except OSError:
-                continue
-            if f not in self._headers:
-                end = data.find(b"\n")
-                if end < 0:
-                    continue
-                self._headers[f] = next(csv.reader([data[:end].decode("utf-8").strip()]))
-                offset += end + 1
-                data = data[end + 1:]
-            cut = records.complete_rows(data)
-            if cut == 0:
-                continue
-            frame = pd.read_csv(io.BytesIO(data[:cut]), header=None, names=self._headers[f],
-                                usecols=lambda c: c in self.columns, keep_default_na=False,
-                                na_values=[""], dtype=str, engine="c")
-            self._offsets[f] = offset + cut
-            frames.append(frame)
-        if not frames:
-            return None
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def _typed_requests(df):
-    import pandas as pd
-
-    out = pd.DataFrame({
-        "timestamp": pd.to_numeric(df["timestamp"], errors="coerce"),
-        "region": df["region"].fillna("").astype(str),
-        "variant": df["variant"].fillna("").astype(str),
-        "endpoint": df["endpoint"].fillna("").astype(str),
-        "response_time_ms": pd.to_numeric(df["response_time_ms"], errors="coerce"),
-        "status": pd.to_numeric(df["status"], errors="coerce").fillna(0).astype(int),
-        "ok": pd.to_numeric(df["ok"], errors="coerce").fillna(0).astype(int),
-        "error_kind": df["error_kind"].fillna("").astype(str),
-        "conversation_id": df["conversation_id"].fillna("").astype(str),
-    })
-    return out.dropna(subset=["timestamp", "response_time_ms"])
-
-
-def _typed_conversations(df):
-    import pandas as pd
-
-    out = pd.DataFrame({c: df[c] for c in records.CONVERSATION_COLUMNS})
-    for c in ("started", "ended", "duration_s"):
-        out[c] = pd.to_numeric(out[c], errors="coerce")
-    for c in ("turns", "ok"):
-        out[c] = pd.to_numeric(out[c], errors="coerce").fillna(0).astype(int)
-    return out
-
-
-REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_time_ms",
-                        "status", "ok", "error_kind", "conversation_id")
-
-
-class RunTail:
-    """requests and conversations of one growing run folder, typed like `analysis.load`."""
-
-    def __init__(self, run_dir: Path):
-        self.requests_tail = CsvTail(run_dir, records.REQUESTS_GLOB, REQUEST_READ_COLUMNS)
-        self.conversations_tail = CsvTail(run_dir, records.CONVERSATIONS_GLOB,
-                                          records.CONVERSATION_COLUMNS)
-        self.requests = None
-        self.conversations = None
-
-    def read(self):
-        import pandas as pd
-
-        new = self.requests_tail.read()
-        if new is not None and len(new):
-            new = _typed_requests(new)
-            self.requests = new if self.requests is None else pd.concat([self.requests, new],
-                                                                         ignore_index=True)
-        new = self.conversations_tail.read()
-        if new is not None and len(new):
-            new = _typed_conversations(new)
-            self.conversations = new if self.conversations is None else pd.concat(
-                [self.conversations, new], ignore_index=True)
-        return self.requests, self.conversations
-
-    def forget_before(self, t: float) -> None:
-        """Drop rows that ended before t (already judged)."""
-        if self.requests is not None:
-            end = self.requests["timestamp"] + self.requests["response_time_ms"] / 1000.0
-            self.requests = self.requests[end.to_numpy() >= t].reset_index(drop=True)
-        if self.conversations is not None:
-            self.conversations = self.conversations[
-                self.conversations["ended"].to_numpy() >= t].reset_index(drop=True)
-
-
 # --------------------------------------------------------------------------- one step
 
 def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
-                 latencies: list | None = None) -> dict:
+                 latencies: list | None = None, arrivals=None,
+                 delivery: tuple[float, float] | None = None) -> dict:
     """Metrics and SLO results of the requests that *completed* in [t0, t1).
 
     `latencies`, when a list, receives the successful respond latencies (ms) of the window.
+    `delivery` (max dropped share, max p95 schedule lag in s), open model: the conversations
+    *planned* in the window (`arrivals`) are judged too — did the step offer its rate?
 
     `slos` may be empty (the first step under the default SLOs, where the latency threshold is
     set from it: then only the error SLO is given). Percentiles come from
@@ -338,10 +269,49 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
                           if not r["passed"]]
     if not n:
         row["failed_slos"].insert(0, "no requests completed in the window")
+    if delivery is not None:
+        row.update(judge_delivery(arrivals, t0, t1, *delivery))
+        if row["delivery_failures"]:
+            row["passed"] = False
+            row["failed_slos"] += row["delivery_failures"]
     for key in ("p50_ms", "p95_ms", "p99_ms", "error_rate"):
         if isinstance(row[key], float) and np.isnan(row[key]):
             row[key] = None
     return row
+
+
+def judge_delivery(arrivals, t0: float, t1: float, max_dropped: float, max_lag_s: float) -> dict:
+    """Offered rate, dropped share and p95 schedule lag of the conversations planned in [t0, t1)."""
+    import numpy as np
+
+    from analysis.percentiles import percentiles
+
+    out: dict[str, Any] = {"offered_per_s": 0.0, "dropped_share": None, "lag_p95_ms": None,
+                           "delivery_failures": []}
+    if arrivals is None or not len(arrivals):
+        out["delivery_failures"].append("no conversations planned in the window (arrivals.csv)")
+        return out
+    planned = arrivals["planned"].to_numpy(dtype=float)
+    win = arrivals[(planned >= t0) & (planned < t1)]
+    if not len(win):
+        out["delivery_failures"].append("no conversations planned in the window (arrivals.csv)")
+        return out
+    dropped = win["dropped"].to_numpy() > 0
+    lag = win["lag_ms"].to_numpy(dtype=float)[~dropped]
+    lag = lag[~np.isnan(lag)]
+    out["offered_per_s"] = len(win) / (t1 - t0)
+    out["dropped_share"] = float(dropped.mean())
+    if lag.size:
+        out["lag_p95_ms"] = float(percentiles(lag, [95])[0])
+    if out["dropped_share"] > max_dropped:
+        out["delivery_failures"].append(
+            f"dropped {100 * out['dropped_share']:.1f}% of planned conversations (max "
+            f"{100 * max_dropped:g}%: no free user; raise --users)")
+    if out["lag_p95_ms"] is not None and out["lag_p95_ms"] > max_lag_s * 1000:
+        out["delivery_failures"].append(
+            f"schedule lag p95 {out['lag_p95_ms']:.0f} ms (max {max_lag_s * 1000:g} ms: the load "
+            f"generator is late)")
+    return out
 
 
 # --------------------------------------------------------------------------- the knee
@@ -418,12 +388,34 @@ class RegionResult:
 
 def region_scenario(scenario: config.Scenario, region: str, plan: Plan) -> config.Scenario:
     values = dict(scenario.values)
-    values.update(regions={region: 1.0}, shape=plan.shape_spec(), arrival_rate={},
-                  users=plan.max, duration=plan.total_s)
+    if plan.by == "rate":
+        pool = rate_pool(scenario, plan)
+        # +2 s: the last level's end is logged before Locust's run time stops the users.
+        values.update(regions={region: 1.0}, shape="", arrival_rate={region: plan.start},
+                      arrival_steps=plan.arrival_steps(), users=pool, spawn_rate=float(pool),
+                      duration=plan.total_s + 2)
+    else:
+        values.update(regions={region: 1.0}, shape=plan.shape_spec(), arrival_rate={},
+                      users=plan.max, duration=plan.total_s)
     return config.Scenario(values=values, sources=dict(scenario.sources))
 
 
+#: A rate search's pool of users: `--users` when given, else room for 3 × the conversations
+#: in flight at the highest rate (Little's law with a generous conversation length), so that
+#: drops mean a slow service, not a small pool.
+POOL_FACTOR, MIN_POOL, MAX_POOL = 3.0, 20, 5000
+
+
+def rate_pool(scenario: config.Scenario, plan: Plan) -> int:
+    if scenario.sources.get("users") not in (None, "default"):
+        return int(scenario.users)
+    conversation_s = scenario.turns[1] * (scenario.think_time[1] + 0.5) + 1.0
+    return int(min(max(math.ceil(plan.max * conversation_s * POOL_FACTOR), MIN_POOL), MAX_POOL))
+
+
 _SHAPE_CHANGE = re.compile(r"Shape test updating to (\d+) users")
+_RATE_CHANGE = re.compile(r"arrival rate ([\d.eE+-]+) conversations/s from ([\d.]+)")
+_RATE_DONE = re.compile(r"arrival steps done at ([\d.]+)")
 _LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})\]")
 
 
@@ -447,7 +439,7 @@ class _LocustOutput(threading.Thread):
         super().__init__(daemon=True)
         self.proc, self.log_path, self.region = proc, log_path, region
         self.cpu_warning = False
-        self.changes: list[tuple[float, int]] = []  # (epoch s, users), in order
+        self.changes: list[tuple[float, float]] = []  # (epoch s, users or conversations/s), in order
         self.shape_end: float | None = None
         self.stopping = False  # asked to stop: its KeyboardInterrupt traceback is expected
         self.failure: runfolder.WriteFailed | None = None  # a file of the run folder could not be written
@@ -472,10 +464,16 @@ class _LocustOutput(threading.Thread):
                     log = None
                     self._failed(runfolder.WriteFailed(self.log_path, e))
             m = _SHAPE_CHANGE.search(line)
+            rate = _RATE_CHANGE.search(line)
+            done = _RATE_DONE.search(line)
             if m:
                 self.changes.append((_log_time(line), int(m.group(1))))
             elif "Shape test stopping" in line:
                 self.shape_end = _log_time(line)
+            elif rate:  # the open model's staircase logs exact epochs
+                self.changes.append((float(rate.group(2)), float(rate.group(1))))
+            elif done:
+                self.shape_end = float(done.group(1))
             elif "CPU usage above" in line:
                 self.cpu_warning = True
             if (line.startswith("loadtest:") or "Traceback" in line) and not self.stopping:
@@ -492,8 +490,8 @@ class _LocustOutput(threading.Thread):
         if self.proc.poll() is None and not self.stopping:
             stop_locust(self.proc, self)
 
-    def steps(self) -> list[tuple[int, float, float | None]]:
-        """(users, start, end or None while running) of each step so far."""
+    def steps(self) -> list[tuple[float, float, float | None]]:
+        """(level, start, end or None while running) of each step so far."""
         changes = list(self.changes)
         out = []
         for i, (t, users) in enumerate(changes):
@@ -510,9 +508,9 @@ def _fmt_pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}%"
 
 
-def _step_line(region: str, level: int, row: dict) -> str:
+def _step_line(region: str, level: float, row: dict) -> str:
     verdict = "pass" if row["passed"] else "FAIL " + "; ".join(row["failed_slos"])
-    return (f"[{region}] {level:>6}  {row['conversations_per_s']:>7.2f}  {row['rps']:>7.1f}  "
+    return (f"[{region}] {level:>6g}  {row['conversations_per_s']:>7.2f}  {row['rps']:>7.1f}  "
             f"{_fmt_ms(row['p50_ms']):>6}  {_fmt_ms(row['p95_ms']):>6}  {_fmt_ms(row['p99_ms']):>6}  "
             f"{_fmt_pct(row['error_rate']):>7}  {verdict}")
 
@@ -542,6 +540,12 @@ def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
     result.baseline_note = note
     print(f"[{region}] {note}")
     return region_slos([expr], region)
+
+
+def _p95(values: Sequence[float]) -> float:
+    from analysis.percentiles import percentiles
+
+    return float(percentiles(values, [95])[0])
 
 
 def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
@@ -580,7 +584,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     # INFO: Locust logs each shape change, which gives the true step boundaries.
     cmd = runner.locust_command(rs, run_dir, {region: base_url}, ["--loglevel", "INFO"])
     print(f"\n[{region}] run folder {run_dir}")
-    print(f"[{region}]  users   conv/s    req/s     p50     p95     p99   errors  SLO "
+    print(f"[{region}] {plan.unit:>6}   conv/s    req/s     p50     p95     p99   errors  SLO "
           f"({LATENCY_ENDPOINT} latency, ms)")
     sys.stdout.flush()
     # No stdin: Locust's key listener would switch the terminal's input mode.
@@ -591,33 +595,39 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     output.start()
     tail = RunTail(run_dir)
     launched = time.time()
-    judged: list[dict] = []  # {users, t0, t1, passed}
+    judged: list[dict] = []  # {level, t0, t1, passed}
+    delivery = (plan.max_dropped, plan.max_lag_s) if plan.by == "rate" else None
     pooling, pool = not user_slos, []  # default SLOs: respond latencies at light load
     stop_sent: float | bool = False  # when Locust was asked to stop
     hard_deadline = launched + STARTUP_TIMEOUT_S + plan.total_s + len(plan.levels) + rs.stop_timeout + 30
 
     def judge_due_steps(now: float, final: bool = False) -> None:
         nonlocal slos, stop_sent, pooling
-        for users, begin, end in output.steps()[len(judged):]:
+        for level, begin, end in output.steps()[len(judged):]:
             if stop_sent or end is None or (now < end + READ_GRACE_S and not final):
                 return
             k = len(judged)
             t0, t1 = min(begin + plan.settle_s, end), end
             step_latencies: list[float] = []
-            row = measure_step(*tail.read(), t0, t1, slos, step_latencies)
-            judged.append({"users": users, "t0": t0, "t1": t1, "passed": row["passed"]})
-            print(_step_line(region, users, row))
+            requests, conversations = tail.read()
+            row = measure_step(requests, conversations, t0, t1, slos, step_latencies,
+                               tail.arrivals, delivery)
+            judged.append({"level": level, "t0": t0, "t1": t1, "passed": row["passed"]})
+            print(_step_line(region, level, row))
             if pooling:
-                if row["passed"]:  # (only the error SLO so far) a light-load step: pool it
+                # A light-load step passes (only the error SLO so far) and is not already
+                # queueing (its p95 within LATENCY_FACTOR of the pool's): pool it.
+                light = row["passed"] and not (pool and step_latencies and
+                                               _p95(step_latencies) > LATENCY_FACTOR * _p95(pool))
+                if light:
                     pool.extend(step_latencies)
-                if (len(pool) >= MIN_BASELINE_RESPONDS or k + 1 >= MAX_BASELINE_STEPS
-                        or not row["passed"]):
+                if len(pool) >= MIN_BASELINE_RESPONDS or k + 1 >= MAX_BASELINE_STEPS or not light:
                     pooling = False
-                    slos = slos + set_baseline(result, pool, k + 1)
+                    slos = slos + set_baseline(result, pool, k + 1 if light else k)
             sys.stdout.flush()
             tail.forget_before(t1)
             passed = [j["passed"] for j in judged]
-            if should_stop(passed, plan.confirm) and users < plan.max and proc.poll() is None:
+            if should_stop(passed, plan.confirm) and level < plan.max - 1e-9 and proc.poll() is None:
                 print(f"[{region}] {plan.confirm} failing step{'s' if plan.confirm > 1 else ''} "
                       f"in a row: stopping this region")
                 stop_locust(proc, output)
@@ -667,8 +677,8 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
         judge_due_steps(time.time(), final=True)  # steps that ended as Locust stopped by itself
     if pooling and judged:  # the search ended before the baseline had its responds
         slos = slos + set_baseline(result, pool, len(judged))
-    result.steps = finalize_steps(run_dir, judged, slos)
-    reached_max = bool(judged) and judged[-1]["users"] >= plan.max
+    result.steps = finalize_steps(run_dir, judged, slos, plan)
+    reached_max = bool(judged) and judged[-1]["level"] >= plan.max - 1e-9
     result.knee = find_knee([r["passed"] for r in result.steps], plan.confirm, reached_max)
     result.status = result.knee.status
     if result.locust_rc != 0 and not stop_sent and not signals.count:  # Locust itself failed
@@ -678,20 +688,24 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     return result
 
 
-def finalize_steps(run_dir: Path, judged: list[dict], slos) -> list[dict]:
+def finalize_steps(run_dir: Path, judged: list[dict], slos, plan: Plan) -> list[dict]:
     """Each judged step again, from the complete run folder (validated by analysis.load)."""
     from analysis.load import load_run
 
     try:
         run = load_run(run_dir)
         requests, conversations, history = run.requests, run.conversations, run.stats_history
+        arrivals = run.arrivals
     except Exception as e:  # e.g. no requests at all: every step fails with "no requests"
         print(f"loadtest: {run_dir}: {e}", file=sys.stderr)
-        requests = conversations = history = None
+        requests = conversations = history = arrivals = None
+    delivery = (plan.max_dropped, plan.max_lag_s) if plan.by == "rate" else None
     rows = []
     for k, j in enumerate(judged):
-        row = measure_step(requests, conversations, j["t0"], j["t1"], slos)
-        row.update(level_users=j["users"], step=k, users_observed=None)
+        row = measure_step(requests, conversations, j["t0"], j["t1"], slos, None, arrivals, delivery)
+        row.update(level=j["level"], step=k, users_observed=None,
+                   level_users=j["level"] if plan.by == "users" else None,
+                   level_rate=j["level"] if plan.by == "rate" else None)
         if history is not None and len(history):
             seen = history[(history["timestamp"] >= j["t0"]) & (history["timestamp"] < j["t1"])]["users"]
             if len(seen):
@@ -717,6 +731,10 @@ def csv_rows(results: Sequence[RegionResult]) -> list[dict]:
                 "users_observed": s.get("users_observed"), "requests": s["requests"],
                 "knee": int(res.knee is not None and res.knee.knee == i),
                 "failed_slos": "; ".join(s["failed_slos"]),
+                "level_rate": s.get("level_rate"),
+                "offered_per_s": _round(s.get("offered_per_s"), 3),
+                "dropped_share": _round(s.get("dropped_share"), 6),
+                "lag_p95_ms": _round(s.get("lag_p95_ms")),
             })
     return rows
 
@@ -737,25 +755,29 @@ def write_csv(results: Sequence[RegionResult], folder: Path) -> Path:
 
 def knee_summary(res: RegionResult) -> dict:
     k, f = res.knee_step, res.fail_step
-    out = {"status": res.status, "users": None, "conversations_per_s": None, "rps": None,
-           "p95_ms": None, "p99_ms": None, "error_rate": None, "first_failing_users": None,
-           "first_failing_reason": None}
+    out = {"status": res.status, "level": None, "users": None, "level_rate": None,
+           "conversations_per_s": None, "rps": None,
+           "p95_ms": None, "p99_ms": None, "error_rate": None, "first_failing_level": None,
+           "first_failing_users": None, "first_failing_reason": None}
     if k:
-        out.update(users=k["level_users"], conversations_per_s=round(k["conversations_per_s"], 3),
+        out.update(level=k["level"], users=k["level_users"], level_rate=k.get("level_rate"),
+                   conversations_per_s=round(k["conversations_per_s"], 3),
                    rps=round(k["rps"], 3), p95_ms=_round(k["p95_ms"]), p99_ms=_round(k["p99_ms"]),
                    error_rate=k["error_rate"])
     if f:
-        out.update(first_failing_users=f["level_users"], first_failing_reason="; ".join(f["failed_slos"]))
+        out.update(first_failing_level=f["level"], first_failing_users=f["level_users"],
+                   first_failing_reason="; ".join(f["failed_slos"]))
     if res.knee and res.knee.isolated:
-        out["isolated_failures_users"] = [res.steps[i]["level_users"] for i in res.knee.isolated]
+        out["isolated_failures"] = [res.steps[i]["level"] for i in res.knee.isolated]
     return out
 
 
 def status_text(res: RegionResult, plan: Plan) -> str:
+    flag = "--arrival-rate-" if plan.by == "rate" else "--"
     return {
         "found": "knee found",
-        "above_max": f"within SLO up to --max {plan.max}: the knee is higher (raise --max)",
-        "below_start": f"failed already at --start {plan.start} users (lower --start)",
+        "above_max": f"within SLO up to {flag}max {plan.max:g}: the knee is higher (raise {flag}max)",
+        "below_start": f"failed already at {flag}start {plan.start:g} {plan.unit} (lower {flag}start)",
         "incomplete": "interrupted before a failing step" if res.steps else "interrupted before any step ended",
         "failed": f"run failed: {res.message}",
     }[res.status]
@@ -776,13 +798,15 @@ def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Sce
         }
     return {
         "id": folder.name, "created": time.time(), "exit_code": code,
-        "plan": dict(asdict(plan), levels=plan.levels, settle_s=plan.settle_s,
-                     shape=plan.shape_spec()),
+        "plan": dict(asdict(plan), levels=plan.levels, settle_s=plan.settle_s, unit=plan.unit,
+                     shape=plan.shape_spec() if plan.by == "users" else None,
+                     arrival_steps=plan.arrival_steps() if plan.by == "rate" else None),
         "slo_source": slo_source,
         "slo_rule": DEFAULT_SLO_TEXT if slo_source == "default" else None,
         "latency_endpoint": LATENCY_ENDPOINT,
         "window": "requests completed (start + latency) in [step start + settle, step end)",
         "knees": {r.region: {"users": knee_summary(r)["users"],
+                             "level_rate": knee_summary(r)["level_rate"],
                              "conversations_per_s": knee_summary(r)["conversations_per_s"],
                              "status": r.status} for r in results},
         "regions": regions,
@@ -791,18 +815,20 @@ def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Sce
 
 
 def knees_table(results: Sequence[RegionResult], plan: Plan) -> list[list[str]]:
-    rows = [["region", "knee users", "conv/s", "req/s", "p95 ms", "p99 ms", "errors",
+    rate = plan.by == "rate"
+    rows = [["region", "knee conv/s offered" if rate else "knee users",
+             "conv/s achieved" if rate else "conv/s", "req/s", "p95 ms", "p99 ms", "errors",
              "first failing", "why"]]
     for res in results:
         k = knee_summary(res)
         prefix = "≥ " if res.status in ("above_max", "incomplete") else ""
         rows.append([
             res.region,
-            f"{prefix}{k['users']}" if k["users"] is not None else "–",
+            f"{prefix}{k['level']:g}" if k["level"] is not None else "–",
             f"{prefix}{k['conversations_per_s']:.2f}" if k["conversations_per_s"] is not None else "–",
             f"{k['rps']:.1f}" if k["rps"] is not None else "–",
             _fmt_ms(k["p95_ms"]), _fmt_ms(k["p99_ms"]), _fmt_pct(k["error_rate"]),
-            f"{k['first_failing_users']} users" if k["first_failing_users"] else "–",
+            f"{k['first_failing_level']:g} {plan.unit}" if k["first_failing_level"] else "–",
             k["first_failing_reason"] or status_text(res, plan),
         ])
     return rows
@@ -818,6 +844,22 @@ def text_table(rows: list[list[str]]) -> str:
 
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def step_header(plan: Plan) -> list[str]:
+    """Columns of a region's step table (markdown and HTML); the SLO verdict comes last."""
+    extra = ["dropped", "lag p95 ms"] if plan.by == "rate" else []
+    level = ["offered conv/s", "achieved conv/s"] if plan.by == "rate" else ["users", "conv/s"]
+    return [*level, "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", *extra, "SLO"]
+
+
+def step_cells(s: dict, plan: Plan) -> list[str]:
+    """The cells of one step, without the SLO verdict."""
+    cells = [f"{s['level']:g}", f"{s['conversations_per_s']:.2f}", f"{s['rps']:.1f}",
+             _fmt_ms(s["p50_ms"]), _fmt_ms(s["p95_ms"]), _fmt_ms(s["p99_ms"]), _fmt_pct(s["error_rate"])]
+    if plan.by == "rate":
+        cells += [_fmt_pct(s.get("dropped_share")), _fmt_ms(s.get("lag_p95_ms"))]
+    return cells
 
 
 def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
@@ -844,19 +886,20 @@ def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
             lines.append("")
             lines.append("⚠ Locust reported CPU above 90 %: latencies may be the load generator's "
                          "(use --processes N).")
-        lines += ["", "| users | conv/s | req/s | p50 ms | p95 ms | p99 ms | errors | SLO |",
-                  "|---|---|---|---|---|---|---|---|"]
+        header = step_header(plan)
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for i, s in enumerate(res.steps or []):
-            mark = " **knee**" if res.knee and res.knee.knee == i else ""
-            lines.append(f"| {s['level_users']}{mark} | {s['conversations_per_s']:.2f} | {s['rps']:.1f} | "
-                         f"{_fmt_ms(s['p50_ms'])} | {_fmt_ms(s['p95_ms'])} | {_fmt_ms(s['p99_ms'])} | "
-                         f"{_fmt_pct(s['error_rate'])} | "
-                         f"{'✅' if s['passed'] else '❌ ' + _md('; '.join(s['failed_slos']))} |")
+            cells = step_cells(s, plan)
+            if res.knee and res.knee.knee == i:
+                cells[0] += " **knee**"
+            verdict = "✅" if s["passed"] else "❌ " + _md("; ".join(s["failed_slos"]))
+            lines.append("| " + " | ".join(cells) + f" | {verdict} |")
     return "\n".join(lines) + "\n"
 
 
-def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
-    """p95/p99 against users per region, error rate on a second axis, the knee marked."""
+def chart(results: Sequence[RegionResult], path: Path, plan: Plan) -> Path | None:
+    """p95/p99 against the level (users or conv/s) per region, error rate on a second axis,
+    the knee marked."""
     shown = [r for r in results if r.steps]
     if not shown:
         return None
@@ -877,7 +920,7 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
             ax.set_visible(False)
         for ax, res in zip(axes.flat, shown):
             c = colours[res.region]
-            x = [s["level_users"] for s in res.steps]
+            x = [s["level"] for s in res.steps]
             p95 = [s["p95_ms"] if s["p95_ms"] is not None else math.nan for s in res.steps]
             p99 = [s["p99_ms"] if s["p99_ms"] is not None else math.nan for s in res.steps]
             err = [100 * s["error_rate"] if s["error_rate"] is not None else math.nan for s in res.steps]
@@ -894,7 +937,8 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
                             textcoords="offset points", fontsize=8, color="#555555")
                 top = max(top, threshold)
             ax.set_ylim(0, top * 1.15)
-            ax.set_xlabel("concurrent conversations (users)")
+            ax.set_xlabel("offered conversations/s (open model)" if plan.by == "rate"
+                          else "concurrent conversations (users)")
             ax.set_ylabel(f"{LATENCY_ENDPOINT} latency (ms)")
             ax2 = ax.twinx()
             ax2.plot(x, err, ":^", color=c, lw=1.3, ms=5, alpha=0.9)
@@ -905,13 +949,14 @@ def chart(results: Sequence[RegionResult], path: Path) -> Path | None:
             k = res.knee_step
             title = res.region
             if k:
-                ax.axvline(k["level_users"], color=c, lw=1, alpha=0.5)
-                ax.annotate(f"knee {k['level_users']} users\n{k['conversations_per_s']:.2f} conv/s",
-                            (k["level_users"], k["p95_ms"] or 0), xytext=(6, -28),
+                ax.axvline(k["level"], color=c, lw=1, alpha=0.5)
+                ax.annotate(f"knee {k['level']:g} {plan.unit}\n{k['conversations_per_s']:.2f} conv/s",
+                            (k["level"], k["p95_ms"] or 0), xytext=(6, -28),
                             textcoords="offset points", fontsize=8, color=c,
                             bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
                 ge = "≥ " if res.status in ("above_max", "incomplete") else ""
-                title += f" — knee {ge}{k['level_users']} users, {ge}{k['conversations_per_s']:.2f} conv/s"
+                title += (f" — knee {ge}{k['level']:g} {plan.unit}" if plan.by == "rate" else
+                          f" — knee {ge}{k['level']:g} users, {ge}{k['conversations_per_s']:.2f} conv/s")
             else:
                 title += f" — {res.status.replace('_', ' ')}"
             ax.set_title(title, loc="left")
@@ -973,7 +1018,7 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
              f"<table><tr>{head}</tr>{body}</table>"]
     if png and png.exists():
         uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f"<img alt='p95/p99 and error rate against users per region' src='{uri}'>")
+        parts.append(f"<img alt='p95/p99 and error rate against {plan.unit} per region' src='{uri}'>")
     for res in results:
         slos = ", ".join(f"<code>{e(s)}</code>" for s in res.slos or [])
         parts.append(f"<h2>{e(res.region)}</h2><p class=note>{e(status_text(res, plan))} · SLOs: {slos}"
@@ -989,12 +1034,11 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
         trs = []
         for i, s in enumerate(res.steps or []):
             cls = "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else "")
-            trs.append(f"<tr class='{cls}'><td>{s['level_users']}</td><td>{s['conversations_per_s']:.2f}</td>"
-                       f"<td>{s['rps']:.1f}</td><td>{_fmt_ms(s['p50_ms'])}</td><td>{_fmt_ms(s['p95_ms'])}</td>"
-                       f"<td>{_fmt_ms(s['p99_ms'])}</td><td>{_fmt_pct(s['error_rate'])}</td>"
-                       f"<td class=why>{'pass' if s['passed'] else e('; '.join(s['failed_slos']))}</td></tr>")
-        parts.append("<table><tr><th>users</th><th>conv/s</th><th>req/s</th><th>p50 ms</th><th>p95 ms</th>"
-                     "<th>p99 ms</th><th>errors</th><th>SLO</th></tr>" + "".join(trs) + "</table>")
+            cells = "".join(f"<td>{e(c)}</td>" for c in step_cells(s, plan))
+            verdict = "pass" if s["passed"] else "; ".join(s["failed_slos"])
+            trs.append(f"<tr class='{cls}'>{cells}<td class=why>{e(verdict)}</td></tr>")
+        head = "".join(f"<th>{e(c)}</th>" for c in step_header(plan))
+        parts.append(f"<table><tr>{head}</tr>" + "".join(trs) + "</table>")
     parts.append("</body></html>\n")
     return "".join(parts)
 
@@ -1008,7 +1052,7 @@ def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.
     (folder / CAPACITY_MD).write_text(markdown(data, results, plan), encoding="utf-8")
     png = None
     try:
-        png = chart(results, folder / CAPACITY_PNG)
+        png = chart(results, folder / CAPACITY_PNG, plan)
     except Exception as e:  # the numbers are on disk; a chart failure must not lose them
         print(f"loadtest: the capacity chart could not be drawn ({e})", file=sys.stderr)
     (folder / CAPACITY_HTML).write_text(html_page(data, results, plan, png), encoding="utf-8")
@@ -1030,11 +1074,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_scenario_arguments(parser)
     g = parser.add_argument_group("capacity search")
-    g.add_argument("--start", type=int, default=DEFAULT_START, metavar="N",
+    g.add_argument("--start", type=int, default=None, metavar="N",
                    help=f"users in the first step, a light load (default: {DEFAULT_START})")
-    g.add_argument("--step", type=int, default=DEFAULT_STEP, metavar="N",
+    g.add_argument("--step", type=int, default=None, metavar="N",
                    help=f"users added per step (default: {DEFAULT_STEP})")
-    g.add_argument("--max", type=int, default=DEFAULT_MAX, metavar="N",
+    g.add_argument("--max", type=int, default=None, metavar="N",
                    help=f"highest level tried (default: {DEFAULT_MAX})")
     g.add_argument("--hold", default=DEFAULT_HOLD, metavar="DURATION",
                    help=f"time each level is held, e.g. 20s; whole seconds, as Locust changes the "
@@ -1044,6 +1088,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"at least {MIN_SETTLE_S:g} s)")
     g.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, metavar="N",
                    help=f"failing steps in a row that end a region's search (default: {DEFAULT_CONFIRM})")
+    r = parser.add_argument_group("capacity by arrival rate (open model) instead of users")
+    r.add_argument("--arrival-rate-start", type=float, default=None, metavar="RATE",
+                   help="conversations/s per region in the first step, a light load")
+    r.add_argument("--arrival-rate-step", type=float, default=None, metavar="RATE",
+                   help="conversations/s added per step (default: the start rate)")
+    r.add_argument("--arrival-rate-max", type=float, default=None, metavar="RATE",
+                   help="highest rate tried, conversations/s per region")
+    r.add_argument("--max-dropped", default="1%", metavar="SHARE",
+                   help="a step fails when more of its planned conversations are dropped for want "
+                        "of a free user (default: 1%%)")
+    r.add_argument("--max-lag", default=DEFAULT_MAX_LAG, metavar="DURATION",
+                   help=f"a step fails when its p95 schedule lag (start minus plan) is longer "
+                        f"(default: {DEFAULT_MAX_LAG})")
 
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
@@ -1051,8 +1108,40 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         hold = config.parse_duration(args.hold)
     except ValueError as e:
         raise config.ConfigError(f"--hold: {e}") from None
-    return Plan(start=args.start, step=args.step, max=args.max, hold_s=hold,
-                settle=args.settle, confirm=args.confirm)
+    by_rate = [args.arrival_rate_start, args.arrival_rate_step, args.arrival_rate_max]
+    if not any(x is not None for x in by_rate):
+        return Plan(start=_default(args.start, DEFAULT_START), step=_default(args.step, DEFAULT_STEP),
+                    max=_default(args.max, DEFAULT_MAX), hold_s=hold, settle=args.settle,
+                    confirm=args.confirm)
+    users_flags = [f for f, v in (("--start", args.start), ("--step", args.step), ("--max", args.max))
+                   if v is not None]
+    if users_flags:
+        raise config.ConfigError(f"{', '.join(users_flags)} (users) and --arrival-rate-* (conversations/s) "
+                                 f"are two different searches: choose one")
+    if args.arrival_rate_start is None or args.arrival_rate_max is None:
+        raise config.ConfigError("a search by arrival rate needs --arrival-rate-start and "
+                                 "--arrival-rate-max (conversations/s per region), e.g. "
+                                 "--arrival-rate-start 1 --arrival-rate-step 1 --arrival-rate-max 10")
+    try:
+        max_lag = config.parse_duration(args.max_lag)
+    except ValueError as e:
+        raise config.ConfigError(f"--max-lag: {e}") from None
+    return Plan(start=args.arrival_rate_start, step=_default(args.arrival_rate_step, args.arrival_rate_start),
+                max=args.arrival_rate_max, hold_s=hold, settle=args.settle, confirm=args.confirm,
+                by="rate", max_dropped=parse_share(args.max_dropped), max_lag_s=max_lag)
+
+
+def _default(value, default):
+    return default if value is None else value
+
+
+def parse_share(text: str) -> float:
+    """'1%' or '0.01' → 0.01 (--max-dropped)."""
+    raw = str(text).strip()
+    try:
+        return float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise config.ConfigError(f"--max-dropped '{text}' is not a share: use e.g. 1% or 0.01") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1066,9 +1155,10 @@ def run(args: argparse.Namespace) -> int:
 def execute(scenario: config.Scenario, plan: Plan) -> int:
     from loadtest import runfolder, runner, slo
 
-    if scenario.arrival_rate:
-        raise config.ConfigError("--arrival-rate (open model) does not mix with a capacity search, "
-                                 "which steps concurrent users; drop it")
+    if scenario.arrival_rate or scenario.arrival_steps:
+        raise config.ConfigError("--arrival-rate/--arrival-steps are set by the capacity search; to "
+                                 "search by arrival rate use --arrival-rate-start/--arrival-rate-step/"
+                                 "--arrival-rate-max instead")
     if scenario.shape:
         raise config.ConfigError("--shape is set by the capacity search (--start/--step/--max/--hold); drop it")
     if scenario.processes or scenario.workers:
@@ -1087,11 +1177,16 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         raise config.ConfigError("--baseline and --fail-on-regression gate `loadtest run` against an earlier "
                                  "run; a capacity search has no baseline: drop them")
     runner.preflight(scenario)  # SLOs, corpus, target safety, the mock's variants and faults
-    ignored = [config.SETTINGS_BY_NAME[n].flag for n in ("users", "spawn_rate", "duration", "warmup")
+    set_by_search = ("spawn_rate", "duration", "warmup") if plan.by == "rate" else \
+        ("users", "spawn_rate", "duration", "warmup")
+    ignored = [config.SETTINGS_BY_NAME[n].flag for n in set_by_search
                if scenario.sources.get(n) not in (None, "default")]
     if ignored:
         print(f"note: {', '.join(ignored)} not used: the search sets users and time from "
               f"--start/--step/--max/--hold and ignores each step's first --settle part", file=sys.stderr)
+    if scenario.abort_on_fail or any(s.abort_on_fail for s in slo.parse_slos(user_slos)):
+        print("note: abort-on-fail not used: the capacity search judges every step against the SLOs "
+              "as it ends and stops a region after --confirm failing steps", file=sys.stderr)
     if scenario.target == "real" and not scenario.max_rps:
         print("note: a real target is capped at the default --max-rps; the knee found may be that "
               "cap. Set --max-rps to what you may send.", file=sys.stderr)
@@ -1107,6 +1202,8 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         return EXIT_RUN_FAILED
     slo_source = "flags" if user_slos else "default"
     print(f"Capacity search, regions {', '.join(regions)}: {plan.describe()}")
+    if plan.by == "rate":
+        print(f"Pool: {rate_pool(scenario, plan)} users per region (set with --users)")
     print("SLOs: " + ("; ".join(user_slos) if user_slos else DEFAULT_SLO_TEXT + " (default; set your own with --slo)"))
     print(f"Capacity folder: {folder}")
     results: list[RegionResult] = []

@@ -148,10 +148,72 @@ def parse_rate(value: Any) -> dict[str, float]:
     return {"*": total}
 
 
+def parse_arrival_steps(value: Any) -> dict[str, float]:
+    """The open model's staircase: 'step=2,every=15s,max=20' (conversations/s), or '' for none.
+
+    From --arrival-rate (the first level, total over regions) the total rate rises by `step`
+    every `every` up to `max`; each region keeps its share. Arrivals stop after the last level.
+    """
+    if isinstance(value, dict):
+        fields = {str(k): v for k, v in value.items()}
+    else:
+        text = str(value).strip()
+        if not text:
+            return {}
+        fields = parse_mapping(text)
+    usage = "use step=RATE,every=DURATION,max=RATE, e.g. step=2,every=15s,max=20"
+    unknown = set(fields) - {"step", "every", "max"}
+    if unknown or len(fields) != 3:
+        raise ValueError(f"'{value}': {usage}")
+    try:
+        out = {"step": float(fields["step"]), "every": parse_duration(fields["every"]),
+               "max": float(fields["max"])}
+    except ValueError as e:
+        raise ValueError(f"'{value}': {e}; {usage}") from None
+    if out["step"] <= 0 or out["every"] <= 0 or out["max"] <= 0:
+        raise ValueError(f"'{value}': step, every and max must be positive; {usage}")
+    return out
+
+
+def arrival_levels(rate: dict[str, float], steps: dict[str, float]) -> list[float]:
+    """The total arrival rates of the staircase, first to last (one level without steps)."""
+    start = sum(rate.values())
+    if not steps:
+        return [start]
+    n = int(math.floor((steps["max"] - start) / steps["step"] + 1e-9))
+    levels = [round(start + i * steps["step"], 9) for i in range(n + 1)]
+    return levels + ([steps["max"]] if levels[-1] < steps["max"] - 1e-9 else [])
+
+
 def parse_list(value: Any) -> list[str]:
     """'x,y' or ['x', 'y,z'] (repeated flags, TOML) → ['x', 'y', 'z']."""
     items = value if isinstance(value, (list, tuple)) else [value]
     return [p.strip() for item in items for p in str(item).split(",") if p.strip()]
+
+
+def parse_slo_list(value: Any) -> list[str]:
+    """SLO expressions. In a scenario file an entry may also be a table, like k6's threshold
+    objects: {expr = "error_rate < 1%", abort_on_fail = true, abort_grace = "10s"}, which
+    becomes the expression 'error_rate < 1% abort-on-fail=10s' (see loadtest.slo)."""
+    items = value if isinstance(value, (list, tuple)) else parse_list(value)
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            out.append(str(item))
+            continue
+        unknown = sorted(set(item) - {"expr", "abort_on_fail", "abort_grace"})
+        if unknown or "expr" not in item:
+            raise ValueError(f"SLO table {item}: use {{expr = \"error_rate < 1%\", abort_on_fail = "
+                             f"true, abort_grace = \"10s\"}}" + (f"; unknown key(s) {', '.join(unknown)}"
+                                                                 if unknown else "; expr is missing"))
+        text = str(item["expr"]).strip()
+        if parse_bool(item.get("abort_on_fail", False)):
+            grace = item.get("abort_grace")
+            text += " abort-on-fail" + ("" if grace in (None, "") else f"={grace}")
+        elif "abort_grace" in item:
+            raise ValueError(f"SLO table {item}: abort_grace needs abort_on_fail = true")
+        out.append(text)
+    return out
 
 
 def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
@@ -261,6 +323,9 @@ SETTINGS: tuple[Setting, ...] = (
             "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
     Setting("arrival", "poisson", _choice("poisson", "constant"),
             "open model arrivals: poisson or constant spacing"),
+    Setting("arrival_steps", "", parse_arrival_steps,
+            "open model staircase from --arrival-rate: step=RATE,every=DURATION,max=RATE "
+            "(conversations/s, total)"),
     Setting("processes", "0", _positive_int,
             "Locust worker processes on this machine (0 = one process)", locust=False),
     Setting("workers", "0", _positive_int,
@@ -271,7 +336,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("master_bind_port", "5557", _positive_int,
             "with --workers: the port the master listens on for workers", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
-    Setting("slos", "", parse_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
+    Setting("slos", "", parse_slo_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
+            scenario=False),
+    Setting("abort_on_fail", "false", parse_bool,
+            "judge the SLOs live over a trailing window; the first breach stops the run "
+            "(status aborted, exit code 1)", locust=False, scenario=False),
+    Setting("abort_grace", "30s", parse_duration,
+            "no live SLO verdict before this time into the run (k6's delayAbortEval)", locust=False,
+            scenario=False),
+    Setting("abort_window", "30s", parse_duration,
+            "the trailing window of requests the live SLO verdict is judged on", locust=False,
             scenario=False),
     # the mock
     Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),
@@ -399,6 +473,14 @@ def validate(scenario: Scenario) -> None:
         # The mock's demo variants mean nothing to a real project: send one only when asked.
         scenario.values["variants"] = {}
         scenario.notes.append("real target: no variant_id is sent (pass --variants to send one)")
+    if scenario.arrival_steps:
+        if not scenario.arrival_rate:
+            raise ConfigError("--arrival-steps climbs from --arrival-rate: set --arrival-rate too "
+                              "(the first level, conversations/s)")
+        start = sum(scenario.arrival_rate.values())
+        if scenario.arrival_steps["max"] < start:
+            raise ConfigError(f"--arrival-steps max={scenario.arrival_steps['max']:g} is below "
+                              f"--arrival-rate {start:g}; raise max or lower the rate")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
     if scenario.workers and scenario.processes:

@@ -3,6 +3,8 @@
 Feeds the terminal progress lines of `loadtest run` and the web UI's Regions tab. In a
 distributed run, workers forward what they measured since their last report to the master,
 which merges it (`drain` / `ingest`), so the master's view covers every worker.
+`LiveHistory` keeps the respond p50/p95 of that window over time, per region and per
+variant, for the web UI's live chart.
 Exact, whole-run numbers come from requests.csv afterwards; these are for watching.
 
 Why a histogram: the live path must cost the same at 100 or 30,000 requests/s. Each
@@ -27,6 +29,8 @@ import numpy as np
 from analysis.percentiles import percentiles_at
 
 WINDOW_S = 10.0
+HISTORY_INTERVAL_S = 2.0  # one chart point per 2 s, like Locust's own charts
+HISTORY_MAX_POINTS = 1_800  # an hour at 2 s; then every other point goes (bounded memory)
 SUB_BUCKETS = 1024  # per power of two: 3 significant digits
 _EXACT = 2 * SUB_BUCKETS  # microseconds below this are their own bucket
 MAX_US = 2 ** 28  # ~4.5 min: longer latencies share the last bucket (a live view, not the report)
@@ -194,6 +198,11 @@ class LiveStats:
                     fails += f
         return merge(parts), fails
 
+    def window_percentiles(self, keys: list[tuple], qs: Sequence[float], now: float | None = None) -> np.ndarray:
+        """Percentiles (ms) of the successful latencies of `keys` merged over the window (NaN
+        without any): a p95 of several p95s would be wrong, histograms add up exactly."""
+        return histogram_percentiles(self.window(keys, now)[0], qs)
+
     def snapshot(self, now: float | None = None) -> dict:
         """JSON-able: rows per key and rolled up per region and per variant."""
         now = time.time() if now is None else now
@@ -216,6 +225,59 @@ class LiveStats:
             "conversations": {"active": max(self.conversations_started - completed, 0),
                               "completed": completed, "ended_by": dict(self.ended_by)},
         }
+
+
+class LiveHistory:
+    """Respond p50/p95 of the sliding window over time: one series per region and per variant.
+
+    `sample(live)` appends one point in time: for each region (all variants pooled) and each
+    variant (all regions pooled), `live.window_percentiles` — the numbers the Regions table
+    showed at that moment. A series that has no sample in the window
+    gets None (a gap, not a zero). Past `max_points` every other point is dropped, so a long
+    test keeps its whole span at a coarser step and memory stays bounded.
+    """
+
+    VIEWS = ("region", "variant")
+
+    def __init__(self, endpoint: str = "respond", max_points: int = HISTORY_MAX_POINTS):
+        self.endpoint = endpoint
+        self.max_points = max_points
+        self.reset()
+
+    def reset(self) -> None:
+        self.times: list[float] = []
+        self.series: dict[str, dict[str, dict[str, list]]] = {view: {} for view in self.VIEWS}
+
+    def sample(self, live: LiveStats, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        keys: dict[str, dict[str, list[tuple]]] = {view: defaultdict(list) for view in self.VIEWS}
+        for key in [k for k in live.count if k[2] == self.endpoint]:
+            region, variant, _ = key
+            keys["region"][region].append(key)
+            if variant:
+                keys["variant"][variant].append(key)
+        before = len(self.times)
+        self.times.append(now)
+        for view, groups in keys.items():
+            for name in groups:
+                self.series[view].setdefault(name, {"p50": [None] * before, "p95": [None] * before})
+            for name, series in self.series[view].items():
+                p50, p95 = live.window_percentiles(groups.get(name, []), (50, 95), now)
+                series["p50"].append(_num(p50))
+                series["p95"].append(_num(p95))
+        if len(self.times) > self.max_points:
+            self._thin()
+
+    def _thin(self) -> None:
+        keep = slice((len(self.times) - 1) % 2, None, 2)  # the newest point always stays
+        self.times = self.times[keep]
+        for view in self.series.values():
+            for series in view.values():
+                for q in series:
+                    series[q] = series[q][keep]
+
+    def to_json(self) -> dict:
+        return {"endpoint": self.endpoint, "times": self.times, **self.series}
 
 
 def _num(x: float) -> float | None:

@@ -38,7 +38,7 @@ from gevent.socket import wait_read
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadtest import api, config, fleet, processes, records, runfolder, safety, tls
-from loadtest.arrivals import Arrivals, region_rates
+from loadtest.arrivals import Arrivals
 from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name, ssl_context_factory
 from loadtest.live import LiveStats
 from loadtest.locust_csv import LocustCsv
@@ -224,12 +224,11 @@ class Plugin:
                 assert run_dir is not None
                 run.recorder = Recorder.in_folder(run_dir, "local", run.redact, self.on_write_failure)
                 if run.scenario.arrival_rate:
-                    rates = region_rates(run.scenario.arrival_rate, run.scenario.regions)
                     # Nothing is planned after --duration.
                     end = started + options.run_time if getattr(options, "run_time", None) else None
-                    run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
-                                            open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),
-                                            end=end, on_failure=self.on_write_failure)
+                    run.arrivals = Arrivals.for_scenario(
+                        run.scenario, open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),
+                        end=end, on_failure=self.on_write_failure)
         except WriteFailed as e:
             failure = e
         run.forward_live = is_worker
@@ -427,9 +426,7 @@ class Plugin:
         if run.scenario.arrival_rate:
             # Each of N workers offers 1/N of the rate.
             share = 1.0 / max(getattr(options, "expect_workers", 1) or 1, 1)
-            rates = region_rates(run.scenario.arrival_rate, run.scenario.regions, share)
-            run.arrivals = Arrivals(rates, run.scenario.variants, run.scenario.arrival == "poisson",
-                                    outbox.stream("arrivals"))
+            run.arrivals = Arrivals.for_scenario(run.scenario, outbox.stream("arrivals"), share)
             # A worker is stopped by its master, and does not fire spawning_complete locally.
             gevent.spawn(self._start_arrivals_when_spawned, runner, run.arrivals)
 

@@ -68,8 +68,9 @@ def complete_rows(data: bytes) -> int:
 
     ``data`` starts at a row boundary (a file's start or a previous cut). A row ends at a
     line end outside quotes: an ``error`` field may hold quoted line ends, and a file still
-    being written ends in a partial row. Readers of a growing run (the web UI's download, the
-    capacity search's tail) cut here so they never hand on half a row.
+    being written ends in a partial row. Readers of a growing run (the web UI's download,
+    `loadtest.runtail` for the capacity search and the live SLO verdict) cut here so they
+    never hand on half a row.
     """
     cut = data.rfind(b"\n") + 1
     odd = data.count(b'"', 0, cut) % 2  # inside a quoted field at ``cut``

@@ -15,10 +15,13 @@ With --baseline RUN_DIR the run is compared with an earlier run of the same scen
 (refused before any traffic when its config hash differs, unless --baseline-any-config), and
 with --fail-on-regression a regression beyond the thresholds (`analysis.regression`) fails it.
 
-Exit codes: 0 all SLOs pass (or none set) and no gated regression, 1 an SLO failed or a
-regression, 2 usage or configuration error, 3 the run itself failed, 4 the run was
-interrupted (Ctrl-C, SIGTERM: the data and the report are kept, but a cancelled CI job must
-not look green).
+With --abort-on-fail (or SLOs marked abort-on-fail) a watcher thread judges the SLOs live
+(`loadtest.abort`) and stops Locust the graceful way on the first breach: status `aborted`.
+
+Exit codes: 0 all SLOs pass (or none set) and no gated regression, 1 an SLO failed (or
+aborted the run) or a regression, 2 usage or configuration error, 3 the run itself failed,
+4 the run was interrupted (Ctrl-C, SIGTERM: the data and the report are kept, but a cancelled
+CI job must not look green).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import config, processes, records, runfolder, safety, slo, tls
+from loadtest import abort, config, processes, records, runfolder, safety, slo, tls
 from loadtest.chat import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX, ProgressDisplay
 from loadtest.users import LOCUSTFILE
@@ -174,6 +177,8 @@ def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
         return ",".join(f"{r}={u}" for r, u in base_urls.items())
     if name == "arrival_rate" and "*" in value:
         return f"{value['*']:g}"
+    if name == "arrival_steps":
+        return ",".join(f"{k}={v:g}" for k, v in value.items())
     if isinstance(value, dict):
         return json.dumps(value) if name == "integration_attributes" else \
             ",".join(f"{k}:{v:g}" for k, v in value.items())
@@ -414,6 +419,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
     status, code, reason = "failed", EXIT_RUN_FAILED, ""
     write_failure: runfolder.WriteFailed | None = None
     display = ProgressDisplay(None if scenario.shape else scenario.duration)
+    watcher = None
     with Signals() as signals:
         try:
             with (mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else _nothing()) as mock_urls:
@@ -421,10 +427,15 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
                 runfolder.update_run_json(run_dir, base_urls=base_urls)
                 cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
                 announce_fleet(scenario)
+                watcher = start_abort_watcher(scenario, run_dir, signals)
                 rc = run_locust(cmd, run_dir, signals, display)
+                breach = stop_abort_watcher(watcher)
                 if mock_urls:
                     runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))
-            if signals.count:
+            if breach:
+                status, code = "aborted", EXIT_SLO_FAILED
+                runfolder.update_run_json(run_dir, abort=breach.record())
+            elif signals.count:
                 status, code = "interrupted", EXIT_INTERRUPTED
                 reason = f"stopped by {signals.first}"
             elif rc == 0:
@@ -440,6 +451,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
         except RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
         finally:
+            stop_abort_watcher(watcher)
             end = {"status": status, "ended": time.time(), "exit_code": code}
             if write_failure is not None:
                 reason = f"{write_failure}; the load was stopped"
@@ -457,6 +469,31 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
               f"loadtest report {run_dir}", file=sys.stderr)
         return code
     return finish(run_dir, scenario, code)
+
+
+def start_abort_watcher(scenario: config.Scenario, run_dir: Path, signals: Signals) -> abort.Watcher | None:
+    """The live SLO watcher (see `loadtest.abort`), when some SLO may abort the run."""
+    slos = abort.abortable(scenario)
+    if not slos:
+        return None
+
+    def stop() -> None:
+        if signals.proc is not None:
+            stop_locust(signals.proc)  # the graceful path of a first Ctrl-C
+
+    watcher = abort.Watcher(run_dir, slos, scenario.abort_grace, scenario.abort_window, stop,
+                            warmup_s=scenario.warmup)
+    watcher.start()
+    print(f"Live SLO verdict every {abort.CHECK_INTERVAL_S:g} s over the last {scenario.abort_window:g} s, "
+          f"from {scenario.abort_grace:g} s into the run: {'; '.join(s.expr for s in slos)}")
+    return watcher
+
+
+def stop_abort_watcher(watcher: abort.Watcher | None) -> abort.Breach | None:
+    if watcher is None:
+        return None
+    watcher.close()
+    return watcher.breach
 
 
 @contextmanager

@@ -19,6 +19,16 @@ Use::
 
 or in one go from a run folder: ``sys.exit(verdict(run_dir, slos))``.
 
+Live abort (k6's ``abortOnFail`` / ``delayAbortEval``): a trailing ``abort-on-fail`` or
+``abort-on-fail=GRACE`` marks an SLO that stops the run as soon as it is breached over the
+trailing window (see `loadtest.abort`); ``--abort-on-fail`` marks them all::
+
+    error_rate < 1% abort-on-fail              judged live after --abort-grace (default 30 s)
+    respond.p95 < 800ms abort-on-fail=1m       ...after its own grace of one minute
+
+Whole-run totals (``count``, ``conversation.count``, ``conversation.orphaned``) are judged only
+at the end.
+
 Semantics: latency metrics (pNN, mean, min, max) are over *successful* requests only;
 ``error_rate`` is failed / all requests in scope; ``rps`` is all requests in scope divided by
 the run's duration; ``count`` is all requests in scope. A scope with no data fails with
@@ -43,6 +53,7 @@ from analysis import regression
 from loadtest import records
 from loadtest.api import ENDPOINTS, REGIONS
 from loadtest.scope import parse_scope, scope_text, split_names
+from loadtest.config import parse_duration
 
 SLO_JSON = "slo.json"
 JUNIT_XML = "junit.xml"
@@ -70,6 +81,10 @@ CONVERSATION_METRICS = (
     "success_rate", "error_rate", "orphaned", "count",
 )
 
+#: Totals over the whole run: meaningless on a trailing window, so never judged live.
+WHOLE_RUN_METRICS = ("count", "conversation.count", "conversation.orphaned")
+ABORT_SUFFIX = "abort-on-fail"
+
 CONVERSATION_METRICS_TEXT = (
     "conversation.duration.<pNN|mean|min|max>, conversation.turns.<pNN|mean|min|max>, "
     "conversation.success_rate, conversation.error_rate, conversation.orphaned, conversation.count")
@@ -90,7 +105,9 @@ SLO grammar: [SCOPE.]METRIC OP VALUE[UNIT]
           ms for latencies, s for conversation durations); % or a fraction 0..1 for rates;
           a plain number for rps, count, turns, orphaned
   e.g.    respond.p95 < 800ms | uk.create.p99 < 1.5s | error_rate < 1% | rps > 10
-          uk.a.respond.p99 <= 2s | b.error_rate < 0.5% | conversation.duration.p95 < 20s"""
+          uk.a.respond.p99 <= 2s | b.error_rate < 0.5% | conversation.duration.p95 < 20s
+  then, optionally, abort-on-fail[=GRACE]: stop the run as soon as it is breached
+          (after GRACE, default --abort-grace), e.g. error_rate < 1% abort-on-fail=10s"""
 
 
 class SLOError(ValueError):
@@ -114,6 +131,8 @@ class SLO:
     region: str | None = None
     variant: str | None = None
     endpoint: str | None = None
+    abort_on_fail: bool = False        # judged live; a breach stops the run
+    abort_grace_s: float | None = None  # its own grace (None: --abort-grace)
 
     @property
     def is_conversation(self) -> bool:
@@ -143,6 +162,7 @@ _EXPR_RE = re.compile(r"^\s*(?P<lhs>[^<>=!]*?)\s*(?P<op>[<>=!]+)\s*(?P<value>.*?
 _NUMBER_RE = re.compile(
     r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|%)?$")
 _PERCENTILE_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
+_ABORT_RE = re.compile(r"\s+" + ABORT_SUFFIX + r"(?:=(?P<grace>\S*))?\s*$")
 _TIME_FACTOR_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
@@ -216,6 +236,14 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
     if not isinstance(expr, str) or not expr.strip():
         raise SLOError(str(expr), "empty expression")
     text = expr.strip()
+    abort, grace = _ABORT_RE.search(text), None
+    if abort:
+        text = text[:abort.start()].strip()
+        if abort.group("grace") is not None:
+            try:
+                grace = parse_duration(abort.group("grace"))
+            except ValueError as e:
+                raise SLOError(expr.strip(), f"{ABORT_SUFFIX}={abort.group('grace')}: {e}") from None
     m = _EXPR_RE.match(text)
     if not m:
         raise SLOError(text, "no comparison operator (one of < <= > >= ==)")
@@ -260,9 +288,12 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
                              f"scope conversations by region and variant")
 
     threshold, unit = _parse_value(text, metric, raw_value)
+    if abort and metric in WHOLE_RUN_METRICS:
+        raise SLOError(expr.strip(), f"{metric} is a whole-run total, judged only at the end: "
+                                     f"drop {ABORT_SUFFIX}")
     return SLO(expr=text, metric=metric, op=op, threshold=threshold, unit=unit,
                region=scope.get("region"), variant=scope.get("variant"),
-               endpoint=scope.get("endpoint"))
+               endpoint=scope.get("endpoint"), abort_on_fail=bool(abort), abort_grace_s=grace)
 
 
 def parse_slos(exprs: str | Iterable[str | SLO], variants: Iterable[str] | None = None) -> list[SLO]:

@@ -6,7 +6,9 @@ web UI (not headless, not a worker) it adds, the way Locust 2.4x's React UI supp
 - tabs by data: `template_args["extended_tabs"]` + `["extended_tables"]` declare a tab and its
   table's columns; the JSON of `GET /stats/requests` (polled every 2 s while a test runs)
   carries the rows as `extended_stats`, added by an `after_request` hook:
-    Regions        live p50/p95/p99, req/s, errors per region × endpoint and per variant
+    Regions        live p50/p95/p99, req/s, errors per region × endpoint and per variant,
+                   under a live chart of respond p50/p95 over time, one line per region
+                   (or per variant): `regions-chart.js`, added to Locust's page
     Conversations  active, completed, and how conversations ended (end_conversation, …)
 - links on the "Download Data" tab (`template_args["extended_csv_files"]`);
 - routes under `/loadtest/` (after Locust's `--web-base-path`, if any):
@@ -16,7 +18,14 @@ web UI (not headless, not a worker) it adds, the way Locust 2.4x's React UI supp
     /loadtest/conversations.csv     conversations.csv of the current/last run
     /loadtest/runs/<run_id>/<file>  a file of a run folder (the report and what it links)
     /loadtest/live.json             the raw live snapshot
+    /loadtest/history.json          respond p50/p95 over time per region and per variant
+    /loadtest/regions-chart.js      the chart's script (self-contained SVG, no network)
   `?run=<run_id>` picks an earlier run of the session.
+
+Locust's React page has no hook for a chart in an extended tab, so a `<script>` tag is added
+to its index page (an `after_request` hook); the script draws into the Regions tab while that
+tab is open, from `history.json` (sampled every 2 s by a greenlet while a test runs, see
+`loadtest.live.LiveHistory`).
 
 The report is built in a child process (`analysis.report.build_report`), so building it
 while a test runs does not stall the users' event loop. Live numbers come from
@@ -38,10 +47,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import gevent
 import numpy as np
 
+from analysis.colours import region_colours, variant_colours
 from loadtest import config, processes, records, runfolder, safety
-from loadtest.live import histogram_percentiles, merge
+from loadtest.live import HISTORY_INTERVAL_S, LiveHistory, histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.webui")
 
@@ -50,6 +61,7 @@ REPORT_BUILD_TIMEOUT_S = 300.0
 ROWS_CACHE_S = 1.0
 CSV_CHUNK = 1 << 16
 WARMUP_ENV = "LOADTEST_WARMUP"  # the report's --warmup, set by `loadtest ui`
+CHART_SCRIPT = Path(__file__).parent / "static" / "regions-chart.js"
 
 # ---- the tabs: columns (keys are snake_case; the UI camelCases rows and columns alike) ----
 
@@ -154,6 +166,8 @@ class WebUIExtension:
         self._rows_at = 0.0
         self._frozen: dict | None = None   # the last rows of a stopped test
         self._build_lock = None
+        self.history = LiveHistory()       # the Regions tab's chart
+        self._sampler = None
 
     # ---- Locust events ----
     def on_init(self, environment, web_ui=None, **_kw) -> None:
@@ -168,6 +182,7 @@ class WebUIExtension:
         self.allow_remote = getattr(options, "target", "mock") == "real"
         web_ui.template_args.update(self.template_args())
         web_ui.app.after_request(self._extend_stats_response)
+        web_ui.app.after_request(self._add_chart_script)
         base = (getattr(options, "web_base_path", None) or "").rstrip("/")
         web_ui.app.register_blueprint(self.blueprint(web_ui), url_prefix=base + PREFIX)
         environment.events.test_start.add_listener(self.on_test_start)
@@ -182,7 +197,6 @@ class WebUIExtension:
         if remote and not self.allow_remote:
             # safety.check_target has passed (target real, --yes, credentials), but the form
             # is editable: a session started against the mock stays on this machine.
-            import gevent
             logger.error("loadtest: not starting — %s is off this machine, and this web UI was "
                          "started for the mock; to load real hosts start it with "
                          "`loadtest ui --target real --yes`.",
@@ -190,12 +204,31 @@ class WebUIExtension:
             environment.loadtest_run = None  # users stop in on_start
             gevent.spawn_later(0, environment.runner.stop)
             return
+        self.history.reset()
+        self._sampler = gevent.spawn(self._sample_history)
         if run.run_dir is not None and run.run_dir not in self.runs:
             self.runs.append(run.run_dir)
             logger.info("loadtest: run folder %s", run.run_dir)
 
     def on_test_stop(self, environment, **_kw) -> None:
         self._frozen = self._compute_rows()
+        if self._sampler is not None:
+            self._sampler.kill(block=False)
+            self._sampler = None
+            self.history.sample(self.plugin.live)  # the last window, as the table froze it
+
+    def _sample_history(self) -> None:
+        while True:
+            gevent.sleep(HISTORY_INTERVAL_S)
+            self.history.sample(self.plugin.live)
+
+    def history_json(self) -> dict:
+        data = self.history.to_json()
+        order = {"region": sorted(data["region"], key=_region_order), "variant": list(data["variant"])}
+        return {**data, "interval_s": HISTORY_INTERVAL_S, "window_s": self.plugin.live.window_s,
+                "running": self._running(), "order": order,  # JSON objects lose their order
+                "colours": {"region": region_colours(order["region"]),
+                            "variant": variant_colours(order["variant"])}}
 
     # ---- tabs ----
     @staticmethod
@@ -239,6 +272,18 @@ class WebUIExtension:
             response.set_data(json.dumps(data))
         except Exception:  # never break Locust's own statistics for an extra tab
             logger.exception("loadtest: could not add the Regions tab's rows")
+        return response
+
+    def _add_chart_script(self, response):
+        """Locust's index page, with the Regions tab's chart script after its own."""
+        from flask import request
+
+        if request.endpoint != "locust.index" or response.status_code != 200 or response.direct_passthrough:
+            return response
+        tag = f'<script src=".{PREFIX}/regions-chart.js" defer></script>'.encode()
+        body = response.get_data()
+        if b"</body>" in body:
+            response.set_data(body.replace(b"</body>", tag + b"</body>", 1))
         return response
 
     def _running(self) -> bool:
@@ -336,6 +381,19 @@ class WebUIExtension:
             current = self.run_dir()
             return {"running": self._running(), "run_dir": str(current) if current else None,
                     "snapshot": rows["snapshot"], "extended_stats": rows["stats"]}
+
+        @bp.route("/history.json")
+        @auth
+        def history_json():
+            response = make_response(self.history_json())
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        @bp.route("/regions-chart.js")
+        @auth
+        def chart_script():
+            return Response(CHART_SCRIPT.read_text(), mimetype="text/javascript",
+                            headers={"Cache-Control": "no-store"})
 
         return bp
 

@@ -88,8 +88,9 @@ def make_run(
 
     regions: {name: (mu, sigma)} of the lognormal latency (ms) of `respond`; create and close
     are shifted by ENDPOINT_SHIFT. variants: variant names ("" for none), assigned round-robin;
-    variant_factor: {variant: latency multiplier}; endpoint_factor: {(region, endpoint): latency
-    multiplier} (one group slower, the others unchanged). error_rates: {(region, endpoint): rate}
+    variant_factor: {variant: latency multiplier}, or {(region, variant): …} for one region
+    only; endpoint_factor: {(region, endpoint): latency multiplier} (one group slower, the
+    others unchanged). error_rates: {(region, endpoint): rate}
     overrides `error_rate` (1.0 makes an all-failed endpoint). orphans: conversations whose
     close row is dropped. workers > 1 splits requests into requests-<n>.csv files.
     """
@@ -120,7 +121,9 @@ def make_run(
     mu = np.array([regions[r][0] for r in region_names])[conv_region][conv_of_row]
     sigma = np.array([regions[r][1] for r in region_names])[conv_region][conv_of_row]
     shift = np.array([ENDPOINT_SHIFT[e] for e in ENDPOINTS])[endpoint]
-    vf = np.array([variant_factor.get(v, 1.0) for v in variants])[conv_variant][conv_of_row]
+    factors = np.array([[variant_factor.get((r, v), variant_factor.get(v, 1.0)) for v in variants]
+                        for r in region_names])  # (region, variant) overrides variant
+    vf = factors[conv_region, conv_variant][conv_of_row]
     rt = np.exp(mu + shift + sigma * rng.standard_normal(n)) * vf
     for (reg, ep), factor in (endpoint_factor or {}).items():
         rt[(conv_region[conv_of_row] == region_names.index(reg)) & (endpoint == ENDPOINTS.index(ep))] *= factor

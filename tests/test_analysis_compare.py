@@ -126,3 +126,105 @@ def test_mann_whitney_matches_scipy():
             a, b = np.round(a, digits), np.round(b, digits)
         expect = sps.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic").pvalue
         assert mann_whitney(a, b, rng, max_n=10**9) == pytest.approx(expect, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- variants within regions, Holm
+
+def _holm_reference(p):
+    """Holm's procedure written out as in the textbook: sort, multiply, make monotone."""
+    order = sorted(range(len(p)), key=lambda i: p[i])
+    m, out, running = len(p), [0.0] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
+def test_holm_matches_the_textbook_procedure_and_skips_nan():
+    from analysis.family import holm
+
+    rng = np.random.default_rng(3)
+    for m in (1, 2, 7, 40):
+        p = list(rng.uniform(0, 0.2, m))
+        p[0] = p[-1]  # a tie
+        assert holm(p) == pytest.approx(_holm_reference(p))
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    got = holm([0.01, math.nan, 0.04])
+    assert math.isnan(got[1]) and got[[0, 2]] == pytest.approx([0.02, 0.04])  # m = 2, not 3
+
+
+@pytest.fixture(scope="module")
+def uk_only_slower(tmp_path_factory):
+    """Variant b 25 % slower in uk only; us the same for both; us much slower than uk."""
+    path = tmp_path_factory.mktemp("within") / "run"
+    make_run(path, rows=30_000, regions={"uk": (4.9, 0.35), "us": (5.6, 0.45)}, variants=("a", "b"),
+             variant_factor={("uk", "b"): 1.25}, error_rate=0.0, seed=4)
+    run = load_run(path)
+    return run, compute_stats(run)
+
+
+def test_variants_within_regions_flag_uk_and_not_us(uk_only_slower):
+    from analysis.family import VARIANTS, WITHIN, comparison_family
+
+    _, stats = uk_only_slower
+    family = comparison_family(stats, control="a")
+    within = family[WITHIN]
+    b = within[(within.group == "b") & (within.endpoint == "respond")].set_index("region")
+    assert set(within.region) == {"uk", "us"} and set(within.reference) == {"a"}
+    assert b.loc["uk", "d_p95_significant"] and b.loc["uk", "d_p95_pct"] > 0.15
+    assert b.loc["uk", "shift"] == "significant" and b.loc["uk", "mw_p_holm"] < 0.05
+    assert not b.loc["us", "d_p95_significant"] and b.loc["us", "d_p95_verdict"] == "noise"
+    assert b.loc["us", "shift"] == "noise"
+    # Each region's numbers are that region's own: the slice's p95 of b in uk is computed
+    # from the uk rows only (numpy on the raw latencies).
+    lat = stats.latencies(("region", "variant", "endpoint"))
+    assert b.loc["uk", "p95_ms"] == pytest.approx(np.percentile(lat[("uk", "b", "respond")], 95))
+    assert b.loc["uk", "d_p95_ms"] == pytest.approx(np.percentile(lat[("uk", "b", "respond")], 95)
+                                                    - np.percentile(lat[("uk", "a", "respond")], 95))
+    # Holm over the whole family: every p-value of every table, adjusted together.
+    tables = [df for df in family.values() if df is not None]
+    raw = np.concatenate([df.mw_p.to_numpy() for df in tables])
+    adjusted = np.concatenate([df.mw_p_holm.to_numpy() for df in tables])
+    keep = ~np.isnan(raw)
+    assert keep.sum() >= 8
+    assert adjusted[keep] == pytest.approx(_holm_reference(list(raw[keep])))
+    assert (adjusted[keep] >= raw[keep]).all()
+    pooled = family[VARIANTS]
+    assert pooled[(pooled.group == "b") & (pooled.endpoint == "respond")].d_p95_pct.iloc[0] < b.loc["uk", "d_p95_pct"]
+
+
+def test_comparisons_csv_lists_every_comparison_with_raw_and_adjusted_p(uk_only_slower, tmp_path):
+    import csv as csvmod
+
+    from analysis.family import COMPARISONS_COLUMNS, WITHIN, comparison_family, write_comparisons_csv
+
+    _, stats = uk_only_slower
+    family = comparison_family(stats, control="a")
+    path = write_comparisons_csv(family, tmp_path)
+    with open(path, newline="") as f:
+        rows = list(csvmod.DictReader(f))
+    assert tuple(rows[0]) == COMPARISONS_COLUMNS
+    pairs = sum(int((~df.is_reference).sum()) for df in family.values() if df is not None)
+    assert len(rows) == pairs * 4  # p50, p95, p99 and error rate of each pair
+    assert {r["comparison"] for r in rows} == {"regions", "variants", "variants within region"}
+    uk95 = next(r for r in rows if r["comparison"] == WITHIN and r["within"] == "uk"
+                and r["endpoint"] == "respond" and r["metric"] == "p95")
+    row = family[WITHIN].query("region == 'uk' and group == 'b' and endpoint == 'respond'").iloc[0]
+    assert (uk95["reference"], uk95["subject"]) == ("a", "b")
+    assert float(uk95["delta"]) == pytest.approx(row.d_p95_ms, rel=1e-5)
+    assert float(uk95["ci_lo"]) == pytest.approx(row.d_p95_lo, rel=1e-5)
+    assert float(uk95["p_raw"]) == pytest.approx(row.mw_p, rel=1e-5)
+    assert float(uk95["p_holm"]) == pytest.approx(row.mw_p_holm, rel=1e-5)
+    assert uk95["verdict"] == "significant" and uk95["shift"] == "significant"
+
+
+def test_report_shows_variants_within_regions_and_writes_comparisons_csv(uk_only_slower):
+    from analysis.report import write_report
+
+    run, stats = uk_only_slower
+    out = write_report(run, stats)
+    html = out.read_text()
+    assert 'id="within"' in html and "Variants within regions" in html
+    assert "uk · respond" in html and "us · respond" in html
+    assert "Holm" in html
+    assert (out.parent / "comparisons.csv").is_file()

@@ -17,7 +17,8 @@ import pytest
 
 from analysis.stats import percentiles
 from loadtest import capacity, config, records
-from loadtest.capacity import CsvTail, Plan, default_latency_slo, find_knee, measure_step
+from loadtest.capacity import Plan, default_latency_slo, find_knee, measure_step
+from loadtest.runtail import CsvTail
 from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee
@@ -147,6 +148,11 @@ def test_measure_step_with_no_data_fails():
     (["--hold", "soon"], "--hold"),
     (["--slo", "uk.respond.p95 < 1s", "--regions", "uk,eu"], "no --slo applies to region eu"),
     (["--arrival-rate", "5"], "--arrival-rate"),
+    (["--arrival-rate-start", "2"], "--arrival-rate-max"),
+    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--start", "2"], "choose one"),
+    (["--arrival-rate-start", "4", "--arrival-rate-max", "3"], "--arrival-rate-max (3) is below"),
+    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-dropped", "lots"], "--max-dropped"),
+    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-lag", "soon"], "--max-lag"),
 ])
 def test_usage_errors_exit_2_before_any_traffic(tmp_path, capsys, args, message):
     from loadtest.cli import main
@@ -255,3 +261,90 @@ def test_baseline_sets_the_latency_slo_and_warns_when_thin(capsys):
     assert "noisy baseline" in capsys.readouterr().out
     empty = capacity.RegionResult(region="uk", run_dir=None, slos=["error_rate < 1%"])
     assert capacity.set_baseline(empty, [], steps=3) == [] and empty.slos == ["error_rate < 1%"]
+
+
+# --------------------------------------------------------------------------- by arrival rate
+
+def test_rate_plan_levels_and_delivery_judgement():
+    import pandas as pd
+
+    plan = Plan(start=1, step=1.5, max=5, hold_s=6, by="rate")
+    assert plan.levels == [1.0, 2.5, 4.0, 5.0] and plan.unit == "conv/s"
+    assert plan.arrival_steps() == {"step": 1.5, "every": 6, "max": 5}
+    # 10 planned in [100, 102): 1 dropped, lags 10..80 ms; one planned outside the window.
+    arrivals = pd.DataFrame({"planned": [100 + 0.2 * i for i in range(10)] + [103.0],
+                             "lag_ms": [10.0 * (i + 1) for i in range(9)] + [float("nan"), 5000.0],
+                             "dropped": [0] * 9 + [1, 0]})
+    out = capacity.judge_delivery(arrivals, 100.0, 102.0, max_dropped=0.2, max_lag_s=1.0)
+    assert out["offered_per_s"] == 5.0 and out["dropped_share"] == 0.1
+    assert out["lag_p95_ms"] == pytest.approx(float(np.percentile([10.0 * (i + 1) for i in range(9)], 95)))
+    assert out["delivery_failures"] == []
+    strict = capacity.judge_delivery(arrivals, 100.0, 102.0, max_dropped=0.05, max_lag_s=0.05)
+    assert [f.split(" ")[0] for f in strict["delivery_failures"]] == ["dropped", "schedule"]
+    # A step judged on delivery fails even when every request was fine.
+    req = pd.DataFrame({"timestamp": [100.5], "region": ["uk"], "variant": [""], "endpoint": ["respond"],
+                        "response_time_ms": [10.0], "status": [200], "ok": [1], "error_kind": [""],
+                        "conversation_id": ["c"]})
+    slos = capacity.region_slos(["error_rate < 1%"], "uk")
+    assert measure_step(req, None, 100.0, 102.0, slos)["passed"]
+    row = measure_step(req, None, 100.0, 102.0, slos, None, arrivals, (0.05, 1.0))
+    assert not row["passed"] and row["failed_slos"][0].startswith("dropped 10.0%")
+
+
+RATE_MOCK_TOML = """
+# One slot and a long queue: past its service rate the mock queues (latency climbs), no 503s.
+[regions.uk]
+slots = 1
+queue_limit = 500
+"""
+
+
+@pytest.mark.slow
+def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
+    mock_config = tmp_path / "mock.toml"
+    mock_config.write_text(RATE_MOCK_TOML)
+    out = tmp_path / "reports"
+    proc = loadtest("capacity", "--regions", "uk", "--mock-config", str(mock_config),
+                    "--mock-latency-scale", "0.5", "--think-time", "0", "--turns", "2", "--variants", "",
+                    "--arrival-rate-start", "1", "--arrival-rate-step", "1", "--arrival-rate-max", "8",
+                    "--hold", "6s", "--out", str(out), timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = (out / "latest").resolve()
+    data = json.loads((folder / "capacity.json").read_text())
+    knee = data["knees"]["uk"]
+    assert knee["status"] == "found" and knee["users"] is None
+    with open(folder / "capacity.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    levels = [float(r["level_rate"]) for r in rows]
+    assert levels == [1.0 + i for i in range(len(levels))]  # the staircase, in conv/s
+    knee_row = next(r for r in rows if r["knee"] == "1")
+    assert float(knee_row["level_rate"]) == knee["level_rate"]
+    # The mock's one slot serves D seconds of requests per conversation (measured by the
+    # client at the lightest step, so a little long): it saturates near 1/D conversations/s.
+    # The knee is not beyond that (a step of a few seconds at 90 % load may still pass: its
+    # queue has not built up yet), and the first failing step is where the queue shows: its
+    # p50 above the lightest step's.
+    with open(folder / "uk" / "requests.csv", newline="") as f:
+        req = list(csv.DictReader(f))
+    first = data["regions"]["uk"]["steps"][0]
+    light = {}
+    for r in req:
+        end = float(r["timestamp"]) + float(r["response_time_ms"]) / 1000
+        if first["window_start"] <= end < first["window_end"] and r["ok"] == "1":
+            light.setdefault(r["conversation_id"], []).append(float(r["response_time_ms"]) / 1000)
+    whole = [sum(v) for v in light.values() if len(v) == 4]  # create, 2 responds, close
+    saturation = 1.0 / float(np.mean(whole))
+    assert 1.0 <= knee["level_rate"] <= 1.15 * saturation, (knee, saturation, proc.stdout)
+    failing = rows[levels.index(knee["level_rate"]) + 1]
+    assert failing["passed"] == "0" and "respond.p95" in failing["failed_slos"]
+    assert float(failing["p50_ms"]) > 1.1 * float(rows[0]["p50_ms"]), proc.stdout  # the queue shows
+    for r in rows:  # each step offered its rate: nothing dropped (the pool is ample), no lag
+        assert float(r["dropped_share"]) == 0.0 and float(r["lag_p95_ms"]) < 1000
+        assert float(r["offered_per_s"]) > 0.4 * float(r["level_rate"])
+    md = (folder / "capacity.md").read_text()
+    assert "knee conv/s offered" in md and f"| uk | {knee['level_rate']:g} |" in md
+    page = (folder / "capacity.html").read_text()
+    assert "data:image/png;base64," in page and "offered conv/s" in page
+    run = json.loads((folder / "uk" / "run.json").read_text())
+    assert run["config"]["arrival_steps"] == {"step": 1.0, "every": 6.0, "max": 8.0}
+    assert (folder / "uk" / "arrivals.csv").is_file()

@@ -128,3 +128,33 @@ def test_open_model_report_shows_offered_vs_achieved(tmp_path):
     html = (run_dir / "report.html").read_text()
     assert "Open model: offered vs achieved" in html
     assert f"{dropped:,} (" in html
+
+
+def test_abort_on_fail_stops_a_failing_run_early_and_says_why(tmp_path):
+    import time
+
+    t0 = time.monotonic()
+    proc = loadtest("run", "--abort-on-fail", "--abort-grace", "5s", "--slo", "error_rate < 1%",
+                    "--fault", "*:503:0.3", "--duration", "90s", "--users", "6", "--regions", "uk,eu",
+                    *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path / "r"))
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert elapsed < 60, f"took {elapsed:.0f} s: not stopped early"
+    run_dir = (tmp_path / "r" / "latest").resolve()
+    meta = run_json(run_dir)
+    assert meta["status"] == "aborted" and meta["exit_code"] == 1
+    breach = meta["abort"]
+    assert breach["expr"] == "error_rate < 1%" and breach["observed"] > 0.01
+    assert 5 <= breach["after_s"] < 40  # not before the grace; well before the 90 s
+    assert meta["ended"] - meta["started"] < 50
+    assert "error_rate < 1% breached" in proc.stderr
+    # Stopped gracefully: every conversation that was created got its close request.
+    rows = read_rows(run_dir)
+    created = {r["conversation_id"] for r in rows if r["endpoint"] == "create" and r["ok"] == "1"}
+    closes = {r["conversation_id"] for r in rows if r["endpoint"] == "close"}
+    assert created and created <= closes
+    # The report and the summary name the SLO that aborted the run, and when.
+    html = (run_dir / "report.html").read_text()
+    assert "Aborted by SLO error_rate &lt; 1%" in html
+    assert f"{round(breach['after_s'])} s into the run" in html
+    assert "by SLO `error_rate < 1%`" in (run_dir / "summary.md").read_text()

@@ -1,4 +1,5 @@
 """Load shapes: users over a faked run time, None at the end, spec parsing and its errors."""
+import numpy as np
 import pytest
 from locust import LoadTestShape
 
@@ -145,3 +146,70 @@ def test_use_shape_sets_environment():
     shape = use_shape(env, "ramp:users=3,hold=5s")
     assert env.shape_class is shape and shape.runner is Env.runner
     assert use_shape(env, "") is None and env.shape_class is shape
+
+
+def test_arrival_staircase_offers_each_level_for_its_time_and_logs_the_boundaries(tmp_path, caplog):
+    import csv
+    import logging
+    import re
+
+    import gevent
+
+    from loadtest import config, records
+    from loadtest.arrivals import Arrivals
+    from loadtest.recorder import open_csv
+
+    assert config.arrival_levels({"*": 2}, {"step": 2, "every": 5, "max": 7}) == [2, 4, 6, 7]
+    assert config.arrival_levels({"uk": 1, "eu": 2}, {}) == [3]
+    caplog.set_level(logging.INFO, logger="loadtest.arrivals")
+    # Constant spacing: planned times are exact, 10 in the first 0.5 s level, 20 in the second.
+    out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
+    arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out, levels=[1.0, 2.0], every_s=0.5)
+    gevent.sleep(1.4)
+    arrivals.close()
+    logged = [r.getMessage() for r in caplog.records]
+    levels = [(float(a), float(b)) for m in logged
+              for a, b in re.findall(r"arrival rate ([\d.]+) conversations/s from ([\d.]+)", m)]
+    assert [rate for rate, _ in levels] == [20.0, 40.0]
+    start = levels[0][1]
+    assert levels[1][1] == pytest.approx(start + 0.5)
+    done = [float(x) for m in logged for x in re.findall(r"arrival steps done at ([\d.]+)", m)]
+    assert done == [pytest.approx(start + 1.0)]
+    with open(tmp_path / "arrivals.csv", newline="") as f:
+        planned = [float(r["planned"]) for r in csv.DictReader(f)]  # all dropped: no user waits
+    assert sum(start <= t < start + 0.5 for t in planned) == 10
+    assert sum(start + 0.5 <= t < start + 1.0 for t in planned) == 20
+    assert len(planned) == 30  # nothing after the last level
+
+
+def test_arrivals_without_steps_offer_the_rate_for_ever(tmp_path):
+    import csv
+
+    import gevent
+
+    from loadtest import records
+    from loadtest.arrivals import Arrivals
+    from loadtest.recorder import open_csv
+
+    out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
+    arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out)
+    gevent.sleep(1.3)  # the schedule sleeps between arrivals (and lets this greenlet run)
+    arrivals.close()
+    with open(tmp_path / records.ARRIVALS_CSV, newline="") as f:
+        planned = sorted(float(r["planned"]) for r in csv.DictReader(f))
+    assert 20 <= len(planned) <= 27
+    assert np.diff(planned) == pytest.approx(np.full(len(planned) - 1, 0.05), abs=1e-5)
+
+
+def test_open_model_staircase_settings_are_checked():
+    from loadtest import config
+
+    with pytest.raises(ValueError, match="set --arrival-rate too"):
+        config.resolve(flags={"arrival_steps": "step=1,every=10s,max=5"}, environ={})
+    with pytest.raises(ValueError, match="below --arrival-rate"):
+        config.resolve(flags={"arrival_rate": "6", "arrival_steps": "step=1,every=10s,max=5"}, environ={})
+    with pytest.raises(ValueError, match="step=RATE,every=DURATION,max=RATE"):
+        config.resolve(flags={"arrival_rate": "1", "arrival_steps": "step=1,max=5"}, environ={})
+    scenario = config.resolve(flags={"arrival_rate": "1", "arrival_steps": "step=0.5,every=1m,max=3"},
+                              environ={})
+    assert scenario.arrival_steps == {"step": 0.5, "every": 60.0, "max": 3.0}

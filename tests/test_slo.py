@@ -374,3 +374,71 @@ def test_evaluate_run_and_verdict(tmp_path, monkeypatch):
     for name in ("slo.json", "junit.xml", "slo.md"):
         assert (truth.path / name).exists()
     assert len(json.loads((truth.path / "slo.json").read_text())) == 2
+
+
+# --------------------------------------------------------------------------- live abort
+
+def _abort_rows(start: float, n: int, fail_every: int, latency_ms: float = 50.0):
+    """n requests, one every 0.1 s from `start`, every `fail_every`-th failing (0: none)."""
+    return pd.DataFrame({
+        "timestamp": [start + 0.1 * i for i in range(n)],
+        "region": ["uk"] * n, "variant": ["a"] * n, "endpoint": ["respond"] * n,
+        "response_time_ms": [latency_ms] * n, "status": [200] * n,
+        "ok": [0 if fail_every and i % fail_every == 0 else 1 for i in range(n)],
+        "error_kind": [""] * n, "conversation_id": [f"c{i}" for i in range(n)],
+    })
+
+
+def test_abort_markers_parse_from_expressions_and_scenario_tables():
+    from loadtest import abort, config
+
+    s = parse_slo("uk.respond.p95 < 800ms abort-on-fail=1m")
+    assert (s.expr, s.abort_on_fail, s.abort_grace_s) == ("uk.respond.p95 < 800ms", True, 60.0)
+    assert parse_slo("error_rate < 1%").abort_on_fail is False
+    with pytest.raises(SLOError, match="whole-run total"):
+        parse_slo("count > 10 abort-on-fail")
+    with pytest.raises(SLOError, match="not a duration"):
+        parse_slo("error_rate < 1% abort-on-fail=soon")
+    scenario = config.resolve({"slos": [{"expr": "error_rate < 1%", "abort_on_fail": True, "abort_grace": "10s"},
+                                        "respond.p95 < 2s", "count > 1"]}, environ={})
+    assert [(s.expr, s.abort_grace_s) for s in abort.abortable(scenario)] == [("error_rate < 1%", 10.0)]
+    everything = config.resolve({"slos": ["respond.p95 < 2s", "count > 1"]}, {"abort_on_fail": "true"}, environ={})
+    assert [s.expr for s in abort.abortable(everything)] == ["respond.p95 < 2s"]  # never a total
+    with pytest.raises(ValueError, match="abort_grace needs abort_on_fail"):
+        config.resolve({"slos": [{"expr": "error_rate < 1%", "abort_grace": "10s"}]}, environ={})
+
+
+def test_live_verdict_judges_only_the_trailing_window():
+    from loadtest import abort
+
+    slos = parse_slos(["error_rate < 10%", "eu.respond.p95 < 1ms"])
+    # 0-10 s: every 4th request fails (25 %); 10-20 s: none fail.
+    rows = pd.concat([_abort_rows(1000.0, 100, 4), _abort_rows(1010.0, 100, 0)], ignore_index=True)
+    breach = abort.judge(slos, rows, None, 1000.0, 1010.0, started=1000.0)
+    assert breach.expr == "error_rate < 10%" and breach.observed == pytest.approx(0.25)
+    assert breach.after_s == 10.0 and breach.window_s == 10.0
+    # The recent window is clean; eu has no data at all: no breach (nothing to judge there).
+    assert abort.judge(slos, rows, None, 1010.5, 1020.0, started=1000.0) is None
+
+
+def test_watcher_waits_for_the_grace_then_stops_the_run(tmp_path):
+    import time
+
+    from loadtest import abort, records, runfolder
+
+    start = time.time()
+    runfolder.update_run_json(tmp_path, started=start)
+    rows = _abort_rows(start, 20, 2, latency_ms=1.0)  # half fail, already written
+    rows.reindex(columns=list(records.REQUEST_COLUMNS)).to_csv(tmp_path / records.REQUESTS_CSV, index=False)
+    stopped = []
+    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=3.0, window_s=30.0,
+                            stop=lambda: stopped.append(time.time()), interval_s=0.2)
+    watcher.start()
+    deadline = time.monotonic() + 30
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.1)
+    watcher.close()
+    assert stopped, "the watcher never stopped the run"
+    assert stopped[0] - start >= 3.0  # not before the grace
+    assert watcher.breach.expr == "error_rate < 1%" and watcher.breach.observed == pytest.approx(0.5)
+    assert watcher.breach.after_s >= 3.0

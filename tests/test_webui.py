@@ -152,6 +152,61 @@ def _regions_filled(driver) -> list[dict] | None:
     return rows if live >= set(REGIONS) and variants >= set(VARIANTS) else None
 
 
+def _chart_lines(driver, view: str) -> dict[tuple[str, str], int] | None:
+    """{(series, p50|p95): points drawn} of the Regions tab's live chart in `view`, if drawn."""
+    from selenium.webdriver.common.by import By
+
+    svg = driver.find_element(By.CSS_SELECTOR, "#loadtest-region-chart svg")
+    if svg.get_attribute("data-view") != view:
+        return None
+    return {(p.get_attribute("data-series"), p.get_attribute("data-q")): int(p.get_attribute("data-drawn"))
+            for p in svg.find_elements(By.CSS_SELECTOR, "path[data-series]")}
+
+
+def _colour_pixels(png: bytes, hex_colour: str, tolerance: int = 40) -> int:
+    """How many pixels of a screenshot are close to a colour (anti-aliasing blurs edges)."""
+    import matplotlib.image
+
+    rgb = (matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).astype(int)
+    target = [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
+    return int((abs(rgb - target).max(axis=-1) <= tolerance).sum())
+
+
+def _check_live_chart(driver, info) -> None:
+    """The chart above the Regions table draws one p50 and one p95 line per region, then per variant."""
+    from selenium.webdriver.common.by import By
+
+    from analysis.colours import region_colours, variant_colours
+
+    lines = _until(lambda: (got := _chart_lines(driver, "region"))
+                   and all(got.get((r, q), 0) >= 2 for r in REGIONS for q in ("p50", "p95")) and got,
+                   what="the live chart to draw two points per region")
+    assert {name for name, _ in lines} == set(REGIONS)  # regions only, no variant mixed in
+    box = driver.find_element(By.ID, "loadtest-region-chart")
+    table = driver.find_element(By.CSS_SELECTOR, "table")
+    assert box.location["y"] < table.location["y"]  # in the tab, above its table
+    png = box.screenshot_as_png
+    (ARTIFACTS / "webui-region-chart.png").write_bytes(png)
+    colours = region_colours(list(REGIONS))
+    for region in REGIONS:  # the lines are on the screen, in each region's report colour
+        assert _colour_pixels(png, colours[region]) > 100, f"no {region} line in the chart screenshot"
+    # The history behind it: the same series, percentiles of the live window.
+    history = httpx.get(info["url"].rstrip("/") + "/loadtest/history.json", timeout=10).json()
+    assert set(history["region"]) == set(REGIONS) and set(history["variant"]) == set(VARIANTS)
+    assert len(history["times"]) >= 2
+    for region in REGIONS:
+        p50, p95 = history["region"][region]["p50"], history["region"][region]["p95"]
+        assert all(a <= b for a, b in zip(p50, p95) if a is not None and b is not None)
+    _by_text(driver, "By variant", "button").click()
+    lines = _until(lambda: _chart_lines(driver, "variant"), what="the variant view")
+    assert {name for name, _ in lines} == set(VARIANTS)
+    png = driver.find_element(By.ID, "loadtest-region-chart").screenshot_as_png
+    (ARTIFACTS / "webui-variant-chart.png").write_bytes(png)
+    for variant, colour in variant_colours(list(VARIANTS)).items():
+        assert _colour_pixels(png, colour) > 100, f"no variant {variant} line in the chart screenshot"
+    _by_text(driver, "By region", "button").click()
+
+
 def _state(driver) -> str:
     return _by_text(driver, "Status").find_element("xpath", "following-sibling::*[1]").text.strip().lower()
 
@@ -210,6 +265,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
     _open_tab(driver, "Regions")
     rows = _until(lambda: _regions_filled(driver), what="the Regions tab to show both regions")
     assert {r["Endpoint"] for r in rows} >= {"create", "respond", "close", "all"}
+    _check_live_chart(driver, ui)
     _shot(driver, "webui-regions.png")
     if os.environ.get("LOADTEST_UPDATE_DOCS_SCREENSHOT"):
         time.sleep(4)  # let the header's RPS and the windows fill
@@ -386,3 +442,56 @@ def test_a_mock_session_refuses_a_start_that_leaves_the_machine():
     env.loadtest_run = run
     ext.on_test_start(env)
     assert env.loadtest_run is run and ext.runs == [run.run_dir]
+
+
+def _same(got: list, want: list) -> bool:
+    """Series equal up to the live histograms' 3 significant digits (None is a gap)."""
+    return len(got) == len(want) and all(
+        (g is None and w is None) or (g is not None and w is not None and g == pytest.approx(w, rel=1e-3))
+        for g, w in zip(got, want))
+
+
+def test_live_history_pools_the_window_per_region_and_variant_over_time():
+    import numpy as np
+
+    from loadtest.live import LiveHistory, LiveStats
+
+    live, history, t0 = LiveStats(window_s=10), LiveHistory(), 1_000_000.0
+    live.started = t0
+    for i, v in enumerate([10, 20, 30, 40]):
+        live.add_request("us", "a", "respond", v, True, t0 + i)
+    live.add_request("us", "b", "respond", 400, True, t0 + 1)
+    live.add_request("uk", "b", "respond", 90, True, t0 + 2)
+    live.add_request("uk", "a", "create", 5000, True, t0 + 2)  # another endpoint: not charted
+    history.sample(live, t0 + 5)
+    us = np.percentile([10, 20, 30, 40, 400], [50, 95])
+    assert _same(history.series["region"]["us"]["p50"], [us[0]])
+    assert _same(history.series["region"]["us"]["p95"], [us[1]])
+    assert _same(history.series["region"]["uk"]["p50"], [90.0])
+    b = np.percentile([400, 90], [50, 95])
+    assert _same(history.series["variant"]["b"]["p95"], [b[1]])
+    # 11 s later only the new sample is in the window; uk has none: a gap, not a zero.
+    live.add_request("us", "a", "respond", 7, True, t0 + 15)
+    history.sample(live, t0 + 16)
+    assert _same(history.series["region"]["us"]["p50"], [us[0], 7.0])
+    assert _same(history.series["region"]["uk"]["p50"], [90.0, None])
+    assert history.times == [t0 + 5, t0 + 16]
+    # A variant first seen late is padded at the front; variant "" makes no variant series.
+    live.add_request("eu", "c", "respond", 3, True, t0 + 17)
+    live.add_request("eu", "", "respond", 4, True, t0 + 17)
+    history.sample(live, t0 + 18)
+    assert _same(history.series["variant"]["c"]["p50"], [None, None, 3.0])
+    assert set(history.series["variant"]) == {"a", "b", "c"}
+
+
+def test_live_history_stays_bounded_and_keeps_the_newest_point():
+    from loadtest.live import LiveHistory, LiveStats
+
+    live, history = LiveStats(), LiveHistory(max_points=10)
+    for i in range(100):
+        live.add_request("us", "a", "respond", float(i), True, 1000.0 + i)
+        history.sample(live, 1000.0 + i)
+        assert len(history.times) <= 10
+        assert history.times[-1] == 1000.0 + i
+        assert len(history.series["region"]["us"]["p50"]) == len(history.times)
+    assert history.times[0] < 1000.0 + 50  # the whole span, coarser, not only the last 10 s

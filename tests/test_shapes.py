@@ -165,6 +165,7 @@ def test_arrival_staircase_offers_each_level_for_its_time_and_logs_the_boundarie
     # Constant spacing: planned times are exact, 10 in the first 0.5 s level, 20 in the second.
     out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
     arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out, levels=[1.0, 2.0], every_s=0.5)
+    arrivals.start(0)  # an empty pool is ready at once
     gevent.sleep(1.4)
     arrivals.close()
     logged = [r.getMessage() for r in caplog.records]
@@ -193,6 +194,7 @@ def test_arrivals_without_steps_offer_the_rate_for_ever(tmp_path):
 
     out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
     arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out)
+    arrivals.start(0)  # an empty pool is ready at once
     gevent.sleep(1.3)  # the schedule sleeps between arrivals (and lets this greenlet run)
     arrivals.close()
     with open(tmp_path / records.ARRIVALS_CSV, newline="") as f:

@@ -310,7 +310,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
 def breakdown(cpu: str, turns: int) -> list[tuple[str, float]]:
     out = subprocess.run(pinned(cpu, [sys.executable, __file__, "--breakdown-child", "--turns", str(turns)]),
                          env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    line = next((l for l in out.stdout.splitlines() if l.startswith("BREAKDOWN ")), None)
+    line = next((text for text in out.stdout.splitlines() if text.startswith("BREAKDOWN ")), None)
     if line is None:
         raise SystemExit(f"breakdown failed:\n{out.stdout}\n{out.stderr}")
     return json.loads(line[len("BREAKDOWN "):])

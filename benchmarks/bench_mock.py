@@ -149,7 +149,7 @@ def summarise(runs: list[dict]) -> list[dict]:
     for r in runs:
         groups.setdefault((r["engine"], r["loop"], r["scenario"]), []).append(r)
     rows = []
-    for (engine, loop, scenario), group in groups.items():
+    for group in groups.values():
         rates = sorted(r["rps"] for r in group)
         per_cpu = sorted(r["per_cpu_s"] for r in group)
         best = max(group, key=lambda r: r["rps"])

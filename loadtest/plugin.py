@@ -177,7 +177,7 @@ class Plugin:
             use_shape(environment, options.shape)
         except ValueError as e:
             sys.stderr.write(f"loadtest: {e}\n")
-            raise SystemExit(2)
+            raise SystemExit(2) from None
         if isinstance(environment.runner, WorkerRunner):
             environment.runner.register_message(HALT_MESSAGE, self._on_halt)
         lifeline = processes.lifeline_fd()

@@ -149,7 +149,7 @@ def test_run_json_provenance_and_a_stable_config_hash(tmp_path):
     common = ["--regions", "uk", "--variants", "a", "--duration", "2s", "--users", "2", *FAST,
               "--mock-latency-scale", "0"]
     hashes = []
-    for i, users in enumerate(("2", "2", "3")):
+    for users in ("2", "2", "3"):
         proc = loadtest("run", *common, "--users", users, "--out", str(tmp_path / "out"))
         assert proc.returncode == 0, proc.stderr
         meta = run_json((tmp_path / "out" / "latest").resolve())

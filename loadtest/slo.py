@@ -378,6 +378,19 @@ def _stat(values: np.ndarray, stat: str) -> float:
     return float(percentiles(values, [float(stat[1:])])[0])
 
 
+
+def _count_metric(slo, n: int, n_ok: int, where: str, duration_s: float | None):
+    """count, error_rate and rps of n requests (n_ok successful), or None for other metrics."""
+    if slo.metric == "count":
+        return float(n), f"{n} requests {where}"
+    if slo.metric == "error_rate":
+        return (n - n_ok) / n, f"{n - n_ok} failed of {n} requests {where}"
+    if slo.metric == "rps":
+        if not duration_s:
+            return None, "no data: run duration unknown"
+        return n / duration_s, f"{n} requests {where} over {duration_s:.4g} s"
+    return None
+
 def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[float | None, str]:
     """(observed, detail) of a request metric; observed None means no data."""
     df = _filter(requests, slo)
@@ -387,14 +400,9 @@ def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[flo
     n = len(df)
     ok = _ok_mask(df).to_numpy()
     n_ok = int(ok.sum())
-    if slo.metric == "count":
-        return float(n), f"{n} requests {where}"
-    if slo.metric == "error_rate":
-        return (n - n_ok) / n, f"{n - n_ok} failed of {n} requests {where}"
-    if slo.metric == "rps":
-        if not duration_s:
-            return None, "no data: run duration unknown"
-        return n / duration_s, f"{n} requests {where} over {duration_s:.4g} s"
+    counted = _count_metric(slo, n, n_ok, where, duration_s)
+    if counted is not None:
+        return counted
     values = df["response_time_ms"].to_numpy(dtype=float)[ok]
     values = values[~np.isnan(values)]
     if values.size == 0:
@@ -485,14 +493,9 @@ def _observe_stats(slo: SLO, stats, duration_s: float | None) -> tuple[float | N
     if n == 0:
         return None, f"no data: no requests {where}"
     n_ok = int(detail["ok_count"].to_numpy()[rows].sum())
-    if slo.metric == "count":
-        return float(n), f"{n} requests {where}"
-    if slo.metric == "error_rate":
-        return (n - n_ok) / n, f"{n - n_ok} failed of {n} requests {where}"
-    if slo.metric == "rps":
-        if not duration_s:
-            return None, "no data: run duration unknown"
-        return n / duration_s, f"{n} requests {where} over {duration_s:.4g} s"
+    counted = _count_metric(slo, n, n_ok, where, duration_s)
+    if counted is not None:
+        return counted
     if n_ok == 0:
         return None, f"no data: no successful requests {where} ({n - n_ok} failed)"
     q = [float(slo.metric[1:])] if slo.metric not in _STATS else [50.0]

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest import processes, runfolder
+from loadtest import processes, runfolder, runner
 from loadtest.mock import MockConfig, MockServer
 from loadtest.rowfile import RowFile
 from runs import FAST, loadtest, read_csv, run_json, wait_for_rows
@@ -123,7 +123,7 @@ def test_sighup_stops_a_run_gracefully_reports_and_leaves_no_child(tmp_path):
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
+    assert proc.returncode == runner.EXIT_INTERRUPTED, err  # interrupted: data and report kept
     assert not _alive(kids), f"children left: {_alive(kids)}"
     run_dir = (tmp_path / "latest").resolve()
     info = run_json(run_dir)
@@ -169,7 +169,7 @@ def test_a_dropped_terminal_stops_the_run_gracefully_though_output_fails(tmp_pat
         assert b"requests " in seen, seen.decode(errors="replace")
         kids = psutil.Process(proc.pid).children(recursive=True)
         os.close(master)  # the terminal is gone
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == runner.EXIT_INTERRUPTED
     finally:
         proc.kill()
     assert _until(lambda: not _alive(kids), 5), f"children left: {_alive(kids)}"

@@ -6,6 +6,7 @@ shapes shortened, the mock faster — or is skipped for a reason stated below. A
 that fits no rule fails `test_every_example_is_run_or_skipped_for_a_reason`.
 """
 
+import os
 import re
 import shlex
 import signal
@@ -29,6 +30,7 @@ SKIPS = (
     ("reports/<id>/", "needs a capacity search's output"),
     ("-- --master", "waits for workers on other machines"),
     ("loadtest worker", "connects to a master on another machine (tests/test_ci_runs.py runs workers)"),
+    ("--workers ", "waits for `loadtest worker` processes on other machines (tests/test_fleet.py)"),
     ("uk=https://127.0.0.1:9443", ("talks to the TLS mock the example before it serves on a fixed "
                                    "port (tests/test_tls.py checks against a TLS mock)")),
 )
@@ -142,23 +144,56 @@ def test_readme_example_runs_as_typed(command, workspace, tmp_path):
     if sub == "mock":
         _run_mock(args, tmp_path, workspace)
         return
+    if "--baseline baseline/" in command:  # an earlier run of the same (shortened) scenario
+        same = shlex.split(command.split(" --baseline")[0])[2:]
+        assert _run(["run", *shortened_run(same)], workspace).returncode in (0, 1)
+        command = command.replace("baseline/", f"reports/{(workspace / 'reports' / 'latest').resolve().name}")
+        args = shlex.split(command)[1:]
     if sub in ("report", "compare"):
-        runs = _runs(workspace)
-        text = command.replace("[", "").replace("]", "").replace(" ...", "")
-        text = re.sub(r"--warmup \S+", "--warmup 0.5s", text)  # the runs above are shortened
-        text = text.replace("<older-run>", runs[0].name).replace("<run1>", runs[0].name)
-        text = text.replace("<run2>", runs[1].name).replace(" FILE", f" {tmp_path / 'out.html'}")
-        args = shlex.split(text)[1:]
-    elif sub == "run" and "--help" not in args:
+        # A regression gate compares runs of one scenario: two fresh ones.
+        runs = _same_scenario_runs(workspace) if "--fail-on-regression" in command else _runs(workspace)
+        args = shlex.split(_with_run_folders(command, runs, tmp_path))[1:]
+    if sub == "run" and "--help" not in args:
         args = ["run", *shortened_run(args[1:])]
-    proc = subprocess.run([sys.executable, "-m", "loadtest", *args], cwd=workspace, text=True,
-                          capture_output=True, timeout=120, stdin=subprocess.DEVNULL, check=False)
-    # SLO examples may fail their SLOs on a two-second run (exit 1); anything else must pass.
-    allowed = (0, 1) if "--slo" in args else (0,)
+    proc = _run(args, workspace)
+    # SLO and regression gates may fail on two-second runs (exit 1); anything else must pass.
+    allowed = (0, 1) if "--slo" in args or "--fail-on-regression" in args else (0,)
     assert proc.returncode in allowed, (args, proc.stdout[-2000:], proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr
     if sub == "run" and "--help" not in args:
         assert "Report: " in proc.stdout, proc.stdout[-2000:]
+
+
+def _same_scenario_runs(cwd: Path) -> list[Path]:
+    made = []
+    for _ in range(2):
+        proc = _run(["run", "--regions", "uk", "--users", "2", *shortened_run([])], cwd)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        made.append((cwd / "reports" / "latest").resolve())
+    return made
+
+
+def _with_run_folders(command: str, runs: list[Path], tmp_path: Path) -> str:
+    """Placeholders of run folders (reports/<run1>, reports/main-run) → real ones."""
+    text = command.replace("[", "").replace("]", "").replace(" ...", "")
+    text = re.sub(r"--warmup \S+", "--warmup 0.5s", text)  # the runs above are shortened
+    text = text.replace(" FILE", f" {tmp_path / 'out.html'}")
+    placeholders = iter(runs)
+    return re.sub(r"reports/(<[^>]+>|[a-z]+-run)", lambda m: f"reports/{next(placeholders).name}", text)
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`loadtest ARGS` in its own session; on a timeout the whole group is killed (no orphans)."""
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"loadtest {' '.join(args)} did not end within {timeout:g} s: {err[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _run_mock(args: list[str], tmp_path: Path, cwd: Path) -> None:

@@ -302,7 +302,9 @@ def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: Progres
                 _close_quietly(log)
                 log = None
                 stop_locust(proc)
-        if (line.startswith("loadtest:") or "Traceback" in line) and failure is None:
+        # After a second Ctrl-C (stop at once) a dying Locust may print a traceback of the
+        # interrupt: expected, kept in locust.log, not news for the terminal.
+        if (line.startswith("loadtest:") or "Traceback" in line) and failure is None and signals.count < 2:
             sys.stderr.write(line)
     display.close()
     code = proc.wait()

@@ -1,6 +1,6 @@
 """Analysis of a load-test run folder: load → stats → compare → charts → report.
 
-Reads a run folder (the data contract is `loadtest.records`) and knows nothing of Locust.
+Reads a run folder (the data contract is `analysis.records`) and knows nothing of Locust.
 
     analysis.percentiles.percentiles(values, qs)  THE percentile function of the project (numpy only;
                                                   re-exported by analysis.stats)
@@ -13,5 +13,4 @@ Reads a run folder (the data contract is `loadtest.records`) and knows nothing o
     analysis.regression.parse_thresholds / gate   the regression gate ("p95:+10%", CI-supported)
     analysis.report.build_report(run_dir, baseline=None, warmup_s=0.0, output=None) → Path
     analysis.report.format_summary_table(run_dir) → str
-    analysis.cli.add_report_arguments / run_report / add_compare_arguments / run_compare
 """

@@ -1,4 +1,4 @@
-"""Load a run folder into DataFrames, validating the data contract of `loadtest.records`.
+"""Load a run folder into DataFrames, validating the data contract of `analysis.records`.
 
     from analysis.load import load_run
     run = load_run("reports/2024-05-01T10-00-00", warmup_s=10)
@@ -46,7 +46,7 @@ from analysis.chunks import (
     read_requests,
 )
 
-from loadtest.records import (
+from analysis.records import (
     ARRIVAL_COLUMNS,
     ARRIVALS_GLOB,
     CONNECTION_COLUMNS,

@@ -1,7 +1,7 @@
 """The regression gate: this run against a baseline run, judged by confidence intervals.
 
 A threshold is one line, ``[SCOPE.]METRIC:+LIMIT``, the scope as in the SLO grammar
-(`loadtest.scope`: region, variant and/or endpoint names in any order)::
+(`analysis.scope`: region, variant and/or endpoint names in any order)::
 
     p95:+10%              p95 may grow by up to 10 % in every region × variant × endpoint
     uk.respond.p99:+20%   ...its own limit for uk respond
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.stats import pct_name
-from loadtest.scope import parse_scope, scope_text, split_names
+from analysis.scope import parse_scope, scope_text, split_names
 
 #: Thresholds of `--fail-on-regression` when none are given.
 DEFAULT_THRESHOLDS = ("p95:+10%", "p99:+15%", "error_rate:+1pt")

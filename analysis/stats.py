@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from loadtest.records import ENDED_BY, UNFINISHED
+from analysis.records import ENDED_BY, UNFINISHED
 
 from analysis.chunks import CompactRequests
 from analysis.groups import SortedGroups

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psutil  # noqa: E402
 
 from common import ROOT, child_env, machine_info, median, pinned  # noqa: E402
-from loadtest import records  # noqa: E402
+from analysis import records  # noqa: E402
 
 FLOOD = Path(__file__).resolve().parent / "flood_locustfile.py"
 GENERATOR_REQ_S = 5_100           # RESULTS.md: our user on one core

@@ -39,7 +39,8 @@ import psutil  # noqa: E402
 
 from common import (ROOT, child_env, locust_aggregated, machine_info, median, mock,  # noqa: E402
                     mock_stats, pinned)
-from loadtest import config, runner  # noqa: E402
+from loadtest import config  # noqa: E402
+from loadtest.commands import run as runner
 
 BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
 TARGET = 0.8
@@ -146,8 +147,9 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
 
     import locust  # noqa: F401  - the monkey-patching, as in a real run
 
-    from loadtest import api, chat, config, plugin, recorder
-    from loadtest.live import LiveStats
+    from loadtest import api, config
+    from loadtest.inlocust import chat, plugin, recorder
+    from loadtest.inlocust.live import LiveStats
 
     values = {s.name: s.default for s in config.SETTINGS if s.locust}
     values.update(regions="uk", base_urls="uk=http://127.0.0.1:1", variants="", turns=str(turns),

@@ -24,8 +24,8 @@ CODE = textwrap.dedent("""
     import json, sys, time
     sys.path[:0] = [CODE_ROOT]
     import numpy as np
-    from loadtest.live import LiveStats
-    from loadtest.webui import region_rows
+    from loadtest.inlocust.live import LiveStats
+    from loadtest.inlocust.webui import region_rows
     rng = np.random.default_rng(1)
     keys = [(r, v, e) for r in ("us", "uk", "eu", "self-serve") for v in ("a", "b") for e in ("create", "respond", "close")]
     vals = np.round(rng.lognormal(5, 0.6, N), 3).tolist()

@@ -18,7 +18,7 @@ import time
 import gevent
 from locust import User, constant, events, task
 
-from loadtest import plugin
+from loadtest.inlocust import plugin
 
 plugin.install(events)
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("create", "respond", "close")
+from analysis import records
+
+ENDPOINTS = records.ENDPOINTS
 METHODS = {"create": "POST", "respond": "POST", "close": "PUT"}
 
 PATH_TEMPLATE = "/{version}/{account}/{project}/chat/{operation}"
@@ -34,13 +36,15 @@ DEFAULT_VERSION = "v1"
 DEFAULT_ACCOUNT = "loadtest"
 DEFAULT_PROJECT = "mock-project"
 
-# Real PolyAI API hosts, one per region. Adding a region is one line here.
+# Real PolyAI API hosts, one per region. A new region is named in `analysis.records.REGIONS`
+# (the run folder's contract) and given its host here.
 REGIONS: dict[str, str] = {
     "us": "https://api.us-1.platform.polyai.app",
     "uk": "https://api.uk-1.platform.polyai.app",
     "eu": "https://api.euw-1.platform.polyai.app",
     "self-serve": "https://api.studio.poly.ai",
 }
+assert tuple(REGIONS) == records.REGIONS, "every region of the run folder has a host, in the same order"
 
 # Where `loadtest mock` listens by default: region i of REGIONS on MOCK_DEFAULT_PORT + i.
 MOCK_DEFAULT_PORT = 8700

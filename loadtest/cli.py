@@ -25,57 +25,25 @@ import sys
 from importlib import metadata
 
 from loadtest import __version__, config, runfolder
-from loadtest.users import LOCUSTFILE
-
-# Repeatable flags whose setting holds a list (also spelled like the setting: --faults).
-_REPEATABLE_FLAGS = {"slos": ("--slo", "EXPR"), "faults": ("--fault", "SPEC"),
-                     "regressions": ("--regression", "SPEC")}
-
-
-def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE",
-                        help="scenario file (TOML); layering: defaults < file < LOADTEST_* env < flags")
-    for s in config.SETTINGS:
-        if s.name in _REPEATABLE_FLAGS:
-            flag, metavar = _REPEATABLE_FLAGS[s.name]
-            parser.add_argument(flag, s.flag, dest=s.name, action="append", metavar=metavar,
-                                help=f"{s.help} (repeatable{', or comma-separated' if s.name == 'faults' else ''})")
-            continue
-        help_text = s.help if "default" in s.help else f"{s.help} (default: {s.default or 'none'})"
-        if s.parse is config.parse_bool:  # `--yes` alone means true
-            parser.add_argument(s.flag, dest=s.name, nargs="?", const="true", metavar="BOOL",
-                                help=help_text)
-            continue
-        last = s.name.split("_")[-1]
-        parser.add_argument(s.flag, dest=s.name, metavar="N" if last.isdigit() else last.upper(),
-                            help=help_text)
-
-
-def scenario_from_args(args: argparse.Namespace) -> config.Scenario:
-    file_values = config.load_file(args.config) if args.config else None
-    flags = {s.name: getattr(args, s.name, None) for s in config.SETTINGS}
-    for name in _REPEATABLE_FLAGS:
-        if flags[name] is not None:
-            flags[name] = list(flags[name])
-    return config.resolve(file_values, flags)
-
+from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
+from loadtest.inlocust import LOCUSTFILE
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from loadtest import runner
+    from loadtest.commands import run as runner
 
     scenario = scenario_from_args(args)
     return runner.execute(scenario, args.locust_args)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from loadtest.check import cmd_check as check
+    from loadtest.commands.check import cmd_check as check
 
     return check(scenario_from_args(args))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Become the Locust worker (exec: signals and the exit code are Locust's own)."""
-    from loadtest.runner import worker_command
+    from loadtest.commands.run import worker_command
 
     cmd = worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
     print(f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} "
@@ -119,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="extra arguments passed to Locust after --")
     run.set_defaults(func=cmd_run)
 
-    from loadtest import ui as ui_cli
+    from loadtest.commands import ui as ui_cli
     ui = sub.add_parser("ui", help="run tests from Locust's web UI (starts the mock unless a real target)")
     ui_cli.add_arguments(ui)
     ui.set_defaults(func=ui_cli.run)
@@ -128,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_scenario_arguments(check)
     check.set_defaults(func=cmd_check)
 
-    from loadtest import capacity as capacity_cli
+    from loadtest.commands import capacity as capacity_cli
     capacity = sub.add_parser("capacity", help="per region, the highest load within SLO (the knee)")
     capacity_cli.add_arguments(capacity)
     capacity.set_defaults(func=capacity_cli.run)
@@ -138,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     mock_cli.add_arguments(mock)
     mock.set_defaults(func=mock_cli.run)
 
-    from analysis import cli as analysis_cli
+    from loadtest.commands import report as analysis_cli
     report = sub.add_parser("report", help="build a run's HTML report and summaries")
     analysis_cli.add_report_arguments(report)
     report.set_defaults(func=analysis_cli.run_report)

@@ -546,3 +546,19 @@ def base_urls(scenario: Scenario) -> dict[str, str]:
 def tls_policy(scenario: Scenario) -> tls.Policy:
     """How servers' certificates are verified (see `loadtest.tls`)."""
     return tls.Policy(ca_bundle=scenario.ca_bundle, insecure=scenario.insecure)
+
+
+def load_corpus(path: str | Path) -> list[str]:
+    """Customer messages, one per line; blank lines and # comments ignored. An empty path is
+    the packaged corpus (found on every machine of a fleet, wherever it is installed)."""
+    path = path or DEFAULT_CORPUS
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read corpus {path}: {e.strerror}; pass a readable --corpus FILE") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"corpus {path} is not UTF-8 text; pass a text file, one message per line") from None
+    messages = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not messages:
+        raise ValueError(f"corpus {path} has no messages; put one customer message per line")
+    return messages

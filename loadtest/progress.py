@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 
-from loadtest.live import by_region
 
 # Locust (a child process) prints live snapshots as lines with this prefix; `loadtest run`
 # shows them and logs everything else.
@@ -58,3 +57,16 @@ class ProgressDisplay:
 
     def close(self) -> None:
         self._drawn = 0
+
+
+def by_region(snapshot: dict) -> dict[str, dict]:
+    """Roll rows up per region: count, failures, rps, and the worst endpoint p95."""
+    out: dict[str, dict] = {}
+    for row in snapshot["rows"]:
+        agg = out.setdefault(row["region"], {"count": 0, "failures": 0, "rps": 0.0, "p95": None})
+        agg["count"] += row["count"]
+        agg["failures"] += row["failures"]
+        agg["rps"] += row["rps"]
+        if row["endpoint"] == "respond" and row["p95"] is not None:
+            agg["p95"] = max(agg["p95"] or 0.0, row["p95"])
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from loadtest.records import complete_rows
+from analysis.records import complete_rows
 from loadtest.runfolder import WriteFailed
 
 

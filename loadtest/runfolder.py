@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest import __version__, config, records
+from loadtest import __version__, config
+from analysis import records
 
 
 class WriteFailed(Exception):

@@ -13,7 +13,7 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest import records
+from analysis import records
 
 
 class CsvTail:

@@ -50,9 +50,9 @@ import numpy as np
 import pandas as pd
 
 from analysis import regression
-from loadtest import records
+from analysis import records
 from loadtest.api import ENDPOINTS, REGIONS
-from loadtest.scope import parse_scope, scope_text, split_names
+from analysis.scope import parse_scope, scope_text, split_names
 from loadtest.config import parse_duration
 
 SLO_JSON = "slo.json"

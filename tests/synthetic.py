@@ -3,7 +3,7 @@
     from synthetic import make_run
     truth = make_run(tmp_path / "run", rows=50_000, regions={"uk": (4.9, 0.4), "us": (5.3, 0.5)})
 
-Writes a run folder that follows `loadtest.records` (requests.csv, conversations.csv,
+Writes a run folder that follows `analysis.records` (requests.csv, conversations.csv,
 run.json, optionally slo.json and locust_stats_history.csv) with latencies drawn from a
 known lognormal distribution per region, so tests can compare computed statistics with the
 truth. Vectorised (numpy + pyarrow), so 10M rows take seconds, not minutes.
@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from loadtest.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
+from analysis.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
 
 START = 1_700_000_000.0
 ENDPOINTS = ("create", "respond", "close")

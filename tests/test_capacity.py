@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 
 from analysis.stats import percentiles
-from loadtest import capacity, config, records
-from loadtest.capacity import Plan, default_latency_slo, find_knee, measure_step
+from loadtest.commands import capacity
+from loadtest import config
+from analysis import records
+from loadtest.commands.capacity import Plan, default_latency_slo, find_knee, measure_step
 from loadtest.runtail import CsvTail
 from runs import loadtest
 
@@ -51,7 +53,7 @@ def test_should_stop_after_confirm_failures_in_a_row():
 # --------------------------------------------------------------------------- the plan
 
 def test_plan_levels_end_at_max_and_match_the_steps_shape():
-    from loadtest.shapes import shape_from_spec
+    from loadtest.inlocust.shapes import shape_from_spec
 
     plan = Plan(start=8, step=8, max=20, hold_s=10, settle=0.3)
     assert plan.levels == [8, 16, 20]

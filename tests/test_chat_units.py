@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from loadtest import api
-from loadtest.chat import Rotation, classify_failure, load_corpus, request_name
+from loadtest.inlocust.chat import Rotation, classify_failure, load_corpus, request_name
 
 
 def test_parse_reply_accepts_documented_shapes():

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from loadtest import processes, runfolder, runner
+from loadtest import processes, runfolder
+from loadtest.commands import run as runner
 from loadtest.mock import MockConfig, MockServer
 from loadtest.rowfile import RowFile
 from runs import FAST, loadtest, read_csv, run_json, wait_for_rows

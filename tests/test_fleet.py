@@ -1,6 +1,6 @@
 """Distributed runs without shared storage: rows travel from workers to the master.
 
-Unit tests of `loadtest.fleet` (batches, acks, resends, the worker's bound, the master's
+Unit tests of `loadtest.inlocust.fleet` (batches, acks, resends, the worker's bound, the master's
 dedup), and a fleet of separate processes whose workers cannot see the master's disk.
 """
 
@@ -17,8 +17,11 @@ import gevent
 import httpx
 import pytest
 
-from loadtest import config, fleet, records, runner
-from loadtest.recorder import Recorder
+from loadtest import config
+from loadtest.inlocust import fleet
+from analysis import records
+from loadtest.commands import run as runner
+from loadtest.inlocust.recorder import Recorder
 from runs import FAST, free_port_block, read_csv, read_rows, run_json
 
 

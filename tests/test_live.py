@@ -1,4 +1,4 @@
-"""loadtest.live: 3-significant-digit mergeable histograms, a sliding window, cost per request."""
+"""loadtest.inlocust.live: 3-significant-digit mergeable histograms, a sliding window, cost per request."""
 from __future__ import annotations
 
 import time
@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from loadtest.live import (
+from loadtest.inlocust.live import (
     MAX_US,
     NBUCKETS,
     LiveStats,

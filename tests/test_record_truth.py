@@ -22,10 +22,13 @@ from synthetic import make_run
 from analysis.load import RunDataError, load_run
 from analysis.report import build_report, regions_sentence
 from analysis.stats import compute_stats
-from loadtest import api, arrivals, check, config, plugin, records, runfolder, slo
+from loadtest import api, config, runfolder, slo
+from loadtest.inlocust import arrivals, plugin
+from loadtest.commands import check
+from analysis import records
 from loadtest.mock import MockConfig, MockServer
 from loadtest.progress import ProgressDisplay
-from loadtest.recorder import open_csv
+from loadtest.inlocust.recorder import open_csv
 
 
 @pytest.mark.slow
@@ -171,7 +174,8 @@ def test_values_that_cannot_make_a_test_exit_2_before_anything_starts(tmp_path, 
 
 
 def test_fault_flag_takes_comma_lists_and_the_faults_spelling():
-    from loadtest.cli import build_parser, scenario_from_args
+    from loadtest.cli import build_parser
+    from loadtest.commands.arguments import scenario_from_args
 
     args = build_parser().parse_args(["run", "--faults", "respond:503:0.05,create:429:0.1",
                                       "--fault", "close:503:0.1"])

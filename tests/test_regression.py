@@ -389,7 +389,7 @@ def test_runner_finish_gates_only_with_fail_on_regression(regressed, tmp_path, c
     junit.xml); --fail-on-regression gates (exit 1, junit.xml, slo.md, regression.json)."""
     import shutil
 
-    from loadtest import runner
+    from loadtest.commands import run as runner
 
     for gate_on, expect in ((False, 0), (True, 1)):
         run_dir = tmp_path / f"pr-{gate_on}"

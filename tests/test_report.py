@@ -1,4 +1,4 @@
-"""analysis.report / analysis.cli: report.html, summary.csv, summary.md, exit codes."""
+"""analysis.report / loadtest.commands.report: report.html, summary.csv, summary.md, exit codes."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cli import add_compare_arguments, add_report_arguments, parse_duration, run_compare, run_report
+from loadtest.commands.report import add_compare_arguments, add_report_arguments, parse_duration, run_compare, run_report
 from analysis.report import build_report, format_summary_table, redact
 from analysis.stats import PERCENTILES, SUMMARY_COLUMNS
 from synthetic import make_run

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import pytest
 
-from loadtest import records
+from analysis import records
 from runs import loadtest, wait_for_rows
 
 pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"

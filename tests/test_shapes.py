@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from locust import LoadTestShape
 
-from loadtest.shapes import (RampShape, SoakShape, SpikeShape, StepsShape, parse_duration,
+from loadtest.inlocust.shapes import (RampShape, SoakShape, SpikeShape, StepsShape, parse_duration,
                              shape_class_from_spec, shape_from_spec, use_shape)
 
 
@@ -155,13 +155,14 @@ def test_arrival_staircase_offers_each_level_for_its_time_and_logs_the_boundarie
 
     import gevent
 
-    from loadtest import config, records
-    from loadtest.arrivals import Arrivals
-    from loadtest.recorder import open_csv
+    from loadtest import config
+    from analysis import records
+    from loadtest.inlocust.arrivals import Arrivals
+    from loadtest.inlocust.recorder import open_csv
 
     assert config.arrival_levels({"*": 2}, {"step": 2, "every": 5, "max": 7}) == [2, 4, 6, 7]
     assert config.arrival_levels({"uk": 1, "eu": 2}, {}) == [3]
-    caplog.set_level(logging.INFO, logger="loadtest.arrivals")
+    caplog.set_level(logging.INFO, logger="loadtest.inlocust.arrivals")
     # Constant spacing: planned times are exact, 10 in the first 0.5 s level, 20 in the second.
     out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
     arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out, levels=[1.0, 2.0], every_s=0.5)
@@ -188,9 +189,9 @@ def test_arrivals_without_steps_offer_the_rate_for_ever(tmp_path):
 
     import gevent
 
-    from loadtest import records
-    from loadtest.arrivals import Arrivals
-    from loadtest.recorder import open_csv
+    from analysis import records
+    from loadtest.inlocust.arrivals import Arrivals
+    from loadtest.inlocust.recorder import open_csv
 
     out = open_csv(tmp_path / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS)
     arrivals = Arrivals({"uk": 20.0}, {}, poisson=False, out=out)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loadtest.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
+from analysis.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
 from loadtest.slo import (GRAMMAR, SLO, SLOError, evaluate, exit_code, junit_xml, markdown,
                           parse_slo, parse_slos, write_reports)
 
@@ -424,7 +424,8 @@ def test_live_verdict_judges_only_the_trailing_window():
 def test_watcher_waits_for_the_grace_then_stops_the_run(tmp_path):
     import time
 
-    from loadtest import abort, records, runfolder
+    from loadtest import abort, runfolder
+    from analysis import records
 
     start = time.time()
     runfolder.update_run_json(tmp_path, started=start)

@@ -31,7 +31,8 @@ import pytest
 
 from analysis.stats import percentiles
 from browser import chrome, require_browser
-from loadtest import config, records
+from loadtest import config
+from analysis import records
 
 pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
 
@@ -339,8 +340,8 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
 # ---- without a browser: the pieces -----------------------------------------------------------
 
 def test_regions_tab_pools_samples_per_region_and_variant():
-    from loadtest.live import LiveStats
-    from loadtest.webui import conversation_rows, region_rows
+    from loadtest.inlocust.live import LiveStats
+    from loadtest.inlocust.webui import conversation_rows, region_rows
 
     live, now = LiveStats(), time.time()
     values = {("us", "a"): [10, 20, 30], ("us", "b"): [40, 50], ("uk", "a"): [5, 500]}
@@ -368,7 +369,7 @@ def test_regions_tab_pools_samples_per_region_and_variant():
 
 
 def test_csv_download_keeps_complete_rows_and_one_header(tmp_path):
-    from loadtest.webui import complete_csv_rows
+    from loadtest.inlocust.webui import complete_csv_rows
 
     a, b = tmp_path / "requests-worker1.csv", tmp_path / "requests-worker2.csv"
     a.write_bytes(b"h1,h2\r\n1,2\r\n3,4\r\n")
@@ -381,7 +382,7 @@ def test_csv_download_never_ends_inside_a_multi_line_error_field(tmp_path, monke
     import csv
     import io
 
-    from loadtest import webui
+    from loadtest.inlocust import webui
 
     rows = [["timestamp", "ok", "error"], ["1.0", "1", ""],
             ["2.0", "0", "upstream said:\nline two,\n\"quoted\"\nline four"], ["3.0", "1", ""]]
@@ -399,7 +400,7 @@ def test_csv_download_never_ends_inside_a_multi_line_error_field(tmp_path, monke
 
 
 def test_ui_passes_the_mock_and_every_setting_to_the_form(monkeypatch):
-    from loadtest import ui
+    from loadtest.commands import ui
 
     monkeypatch.setenv("POLYAI_API_KEY", SECRET_KEY)
     scenario = config.resolve(flags={"regions": "us,uk"}, environ={})
@@ -420,7 +421,8 @@ def test_ui_passes_the_mock_and_every_setting_to_the_form(monkeypatch):
 
 
 def test_ui_is_a_loadtest_subcommand():
-    from loadtest import cli, ui
+    from loadtest import cli
+    from loadtest.commands import ui
 
     args = cli.build_parser().parse_args(["ui", "--web-port", "8123", "--regions", "us"])
     assert args.func is ui.run and args.web_port == 8123 and args.regions == "us"
@@ -429,7 +431,7 @@ def test_ui_is_a_loadtest_subcommand():
 def test_a_mock_session_refuses_a_start_that_leaves_the_machine():
     from types import SimpleNamespace
 
-    from loadtest.webui import WebUIExtension
+    from loadtest.inlocust.webui import WebUIExtension
 
     run = SimpleNamespace(base_urls={"us": "https://api.us-1.platform.polyai.app"},
                           run_dir=Path("/nonexistent/run"))
@@ -454,7 +456,7 @@ def _same(got: list, want: list) -> bool:
 def test_live_history_pools_the_window_per_region_and_variant_over_time():
     import numpy as np
 
-    from loadtest.live import LiveHistory, LiveStats
+    from loadtest.inlocust.live import LiveHistory, LiveStats
 
     live, history, t0 = LiveStats(window_s=10), LiveHistory(), 1_000_000.0
     live.started = t0
@@ -485,7 +487,7 @@ def test_live_history_pools_the_window_per_region_and_variant_over_time():
 
 
 def test_live_history_stays_bounded_and_keeps_the_newest_point():
-    from loadtest.live import LiveHistory, LiveStats
+    from loadtest.inlocust.live import LiveHistory, LiveStats
 
     live, history = LiveStats(), LiveHistory(max_points=10)
     for i in range(100):

@@ -2,7 +2,7 @@
 // (or per variant), drawn as SVG above the tab's table.
 //
 // Locust's React page has no hook for a chart inside an extended tab, so this script (added
-// to the page by loadtest.webui) watches for the Regions tab (?tab=loadtest-regions), keeps
+// to the page by loadtest.inlocust.webui) watches for the Regions tab (?tab=loadtest-regions), keeps
 // its own <div> before the table, and redraws it from ./loadtest/history.json every 2 s.
 // Self-contained: no library, no network beyond this UI.
 (function () {

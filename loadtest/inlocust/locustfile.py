@@ -12,8 +12,8 @@ import gevent
 from locust import FastHttpUser, events, task
 from locust.exception import StopUser
 
-from loadtest import plugin
-from loadtest.chat import ChatClient, next_user_id
+from loadtest.inlocust import plugin
+from loadtest.inlocust.chat import ChatClient, next_user_id
 
 plugin.install(events)
 
@@ -24,7 +24,7 @@ class ChatUser(FastHttpUser):
     # A failed request is recorded as a failure, never retried behind our back.
     max_retries = 0
     # Certificates are verified (Locust's default is not to): these requests carry credentials.
-    # The run's --ca-bundle / --insecure policy is applied at test start (loadtest.plugin).
+    # The run's --ca-bundle / --insecure policy is applied at test start (loadtest.inlocust.plugin).
     insecure = False
 
     def wait_time(self) -> float:

@@ -188,8 +188,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (python -m analysis.cli report|compare …), for use without loadtest."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.cli")
+    """Stand-alone entry (python -m loadtest.commands.report report|compare …), for use without loadtest."""
+    parser = argparse.ArgumentParser(prog="python -m loadtest.commands.report")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("report", help="analyse a run folder and write report.html")
     add_report_arguments(p)

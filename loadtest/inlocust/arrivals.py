@@ -34,12 +34,12 @@ import gevent
 from gevent.queue import Queue
 
 from loadtest import config
-from loadtest.recorder import LineSink
+from loadtest.inlocust.recorder import LineSink
 from loadtest.runfolder import WriteFailed
 
-logger = logging.getLogger("loadtest.arrivals")
+logger = logging.getLogger("loadtest.inlocust.arrivals")
 
-#: The log lines of a staircase (parsed by loadtest.capacity): total rate and start epoch.
+#: The log lines of a staircase (parsed by loadtest.commands.capacity): total rate and start epoch.
 ARRIVAL_LEVEL_LOG = "arrival rate {rate:g} conversations/s from {at:.6f}"
 ARRIVAL_DONE_LOG = "arrival steps done at {at:.6f}"
 

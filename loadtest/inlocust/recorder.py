@@ -6,7 +6,7 @@ hold whole rows. When a write fails (a full disk), recording stops, the rows alr
 stay, and `on_failure` is called once with the `runfolder.WriteFailed`. Columns: see
 `records.py`. On a
 worker of a distributed run the same rows go, line by line, to the outbox that ships them to
-the master (`loadtest.fleet`) instead of to files.
+the master (`loadtest.inlocust.fleet`) instead of to files.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence
 
 import gevent
 
-from loadtest import records
+from analysis import records
 from loadtest.rowfile import RowFile
 from loadtest.runfolder import WriteFailed
 

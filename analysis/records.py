@@ -4,6 +4,10 @@ Written by the recorder inside Locust, read by `analysis/`. A run folder made on
 machine or by a worker process follows the same contract, so it analyses the same way.
 """
 
+# The values of the "region" and "endpoint" columns. A region's real host is in `loadtest.api.REGIONS`.
+REGIONS = ("us", "uk", "eu", "self-serve")
+ENDPOINTS = ("create", "respond", "close")
+
 REQUESTS_CSV = "requests.csv"
 # Distributed runs: every worker writes its own file, merged by the analysis.
 REQUESTS_GLOB = "requests*.csv"

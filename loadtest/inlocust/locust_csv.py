@@ -20,7 +20,7 @@ from typing import Callable
 import gevent
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
-from loadtest import records
+from analysis import records
 from loadtest.rowfile import cut_to_whole_lines
 from loadtest.runfolder import WriteFailed
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from loadtest import api, config, safety, tls
-from loadtest.chat import load_corpus
+from loadtest.config import load_corpus
 
 HINTS = {
     401: "credentials rejected: check POLYAI_API_KEY (X-API-KEY) and POLYAI_TOKEN (X-TOKEN); "
@@ -110,7 +110,7 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
 
 
 def cmd_check(scenario: config.Scenario) -> int:
-    from loadtest import runner
+    from loadtest.commands import run as runner
 
     runner.preflight(scenario)
     if runner.needs_mock(scenario):

@@ -26,9 +26,9 @@ import gevent
 from gevent import GreenletExit
 from geventhttpclient import client as _geventhttpclient
 
-from loadtest import api, tls
-from loadtest.arrivals import Stopped
-from loadtest.config import DEFAULT_CORPUS
+from loadtest import api, config, safety, tls
+from loadtest.inlocust.arrivals import Stopped
+from loadtest.config import load_corpus
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
     from orjson import dumps, loads
@@ -36,7 +36,9 @@ except ImportError:  # pragma: no cover - an install without it still works
     dumps, loads = json.dumps, json.loads
 
 if TYPE_CHECKING:
-    from loadtest.plugin import RunContext
+    from loadtest.inlocust.arrivals import Arrivals
+    from loadtest.inlocust.live import LiveStats
+    from loadtest.inlocust.recorder import Recorder
 
 
 def record_every_try() -> None:
@@ -61,22 +63,6 @@ record_every_try()
 def request_name(region: str, variant: str, endpoint: str) -> str:
     """The name in Locust's stats and web UI: region and variant stay separable."""
     return " · ".join(p for p in (region, variant, endpoint) if p)
-
-
-def load_corpus(path: str | Path) -> list[str]:
-    """Customer messages, one per line; blank lines and # comments ignored. An empty path is
-    the packaged corpus (found on every machine of a fleet, wherever it is installed)."""
-    path = path or DEFAULT_CORPUS
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise ValueError(f"cannot read corpus {path}: {e.strerror}; pass a readable --corpus FILE") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"corpus {path} is not UTF-8 text; pass a text file, one message per line") from None
-    messages = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not messages:
-        raise ValueError(f"corpus {path} has no messages; put one customer message per line")
-    return messages
 
 
 class Rotation:
@@ -186,6 +172,60 @@ class Outcome:
     ok: bool
     reply: api.Reply | None = None
     kind: str = ""
+
+
+class RunContext:
+    """Everything users need for one test: parsed settings, URLs, credentials, recorder."""
+
+    def __init__(self, options, run_dir: Path | None, recorder: Recorder | None, live: LiveStats):
+        values = {s.name: getattr(options, s.name, s.default) for s in config.SETTINGS if s.locust}
+        self.scenario = config.resolve(flags=values, environ={})
+        s = self.scenario
+        self.api_key, self.token = safety.credentials(required=s.target == "real")
+        self.redact = safety.redactor(self.api_key, self.token)
+        self.run_dir = run_dir
+        self.recorder = recorder
+        self.live = live
+        self.turns = s.turns
+        self.retry_429 = s.retry_429
+        self.think_time = s.think_time
+        self.corpus = load_corpus(s.corpus)
+        self.integration_attributes = s.integration_attributes or None
+        self.rotation = Rotation(s.regions, s.variants)
+        max_rps = s.max_rps or (safety.REAL_TARGET_DEFAULT_MAX_RPS if s.target == "real" else 0)
+        self.rate_limiter = RateLimiter(max_rps) if max_rps else None
+        self.arrivals: Arrivals | None = None  # set when the open model is on
+        self.halted = False  # a write failed: users send nothing more
+        self.forward_live = False  # workers forward live samples to the master
+        self.base_urls = config.base_urls(s)
+        safety.check_target(s.target, self.base_urls, s.yes)
+        self.tls = config.tls_policy(s)
+        self.new_connection_per_conversation = s.connections == "per-conversation"
+        # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
+        self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
+        self._names: dict[tuple[str, str, str], str] = {}
+        self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
+                      for r, base in self.base_urls.items() for e in api.ENDPOINTS}
+
+    def url(self, region: str, endpoint: str) -> str:
+        return self._urls[(region, endpoint)]
+
+    def name(self, region: str, variant: str, endpoint: str) -> str:
+        key = (region, variant, endpoint)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = request_name(region, variant, endpoint)
+        return name
+
+    def connection_opened(self, context: dict, handshake_ms: float) -> None:
+        """A request that opened a new TLS connection: its handshake, recorded apart."""
+        if self.recorder:
+            self.recorder.connection(context, handshake_ms)
+
+    def conversation_ended(self, **row) -> None:
+        if self.recorder:
+            self.recorder.conversation(**row)
+        self.live.add_conversation(row["ended_by"], forward=self.forward_live)
 
 
 class ChatClient:

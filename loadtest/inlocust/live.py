@@ -282,16 +282,3 @@ class LiveHistory:
 
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else round(float(x), 3)
-
-
-def by_region(snapshot: dict) -> dict[str, dict]:
-    """Roll rows up per region: count, failures, rps, and the worst endpoint p95."""
-    out: dict[str, dict] = {}
-    for row in snapshot["rows"]:
-        agg = out.setdefault(row["region"], {"count": 0, "failures": 0, "rps": 0.0, "p95": None})
-        agg["count"] += row["count"]
-        agg["failures"] += row["failures"]
-        agg["rps"] += row["rps"]
-        if row["endpoint"] == "respond" and row["p95"] is not None:
-            agg["p95"] = max(agg["p95"] or 0.0, row["p95"])
-    return out

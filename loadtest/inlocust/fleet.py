@@ -38,8 +38,8 @@ from typing import Any, Callable
 import gevent
 from gevent.event import Event
 
-from loadtest import records
-from loadtest.recorder import open_csv
+from analysis import records
+from loadtest.inlocust.recorder import open_csv
 from loadtest.runfolder import WriteFailed
 
 logger = logging.getLogger("loadtest")

@@ -25,11 +25,11 @@ web UI (not headless, not a worker) it adds, the way Locust 2.4x's React UI supp
 Locust's React page has no hook for a chart in an extended tab, so a `<script>` tag is added
 to its index page (an `after_request` hook); the script draws into the Regions tab while that
 tab is open, from `history.json` (sampled every 2 s by a greenlet while a test runs, see
-`loadtest.live.LiveHistory`).
+`loadtest.inlocust.live.LiveHistory`).
 
 The report is built in a child process (`analysis.report.build_report`), so building it
 while a test runs does not stall the users' event loop. Live numbers come from
-`plugin.live` (a sliding window, see `loadtest.live`); exact whole-run numbers are in the
+`plugin.live` (a sliding window, see `loadtest.inlocust.live`); exact whole-run numbers are in the
 report. Besides `safety.check_target` (run for every start), a session started against the
 mock refuses a start whose base URLs leave this machine (the form is editable), unless the
 UI itself was started with `--target real --yes`.
@@ -51,17 +51,18 @@ import gevent
 import numpy as np
 
 from analysis.colours import region_colours, variant_colours
-from loadtest import config, processes, records, runfolder, safety
-from loadtest.live import HISTORY_INTERVAL_S, LiveHistory, histogram_percentiles, merge
+from loadtest import config, processes, runfolder, safety
+from analysis import records
+from loadtest.inlocust.live import HISTORY_INTERVAL_S, LiveHistory, histogram_percentiles, merge
 
-logger = logging.getLogger("loadtest.webui")
+logger = logging.getLogger("loadtest.inlocust.webui")
 
 PREFIX = "/loadtest"
 REPORT_BUILD_TIMEOUT_S = 300.0
 ROWS_CACHE_S = 1.0
 CSV_CHUNK = 1 << 16
 WARMUP_ENV = "LOADTEST_WARMUP"  # the report's --warmup, set by `loadtest ui`
-CHART_SCRIPT = Path(__file__).parent / "static" / "regions-chart.js"
+CHART_SCRIPT = Path(__file__).parent.parent / "static" / "regions-chart.js"
 
 # ---- the tabs: columns (keys are snake_case; the UI camelCases rows and columns alike) ----
 
@@ -98,7 +99,7 @@ def region_rows(live, snapshot: dict) -> list[dict]:
 
     Per region: each endpoint, then all endpoints; then per variant the same. Percentiles
     merge the keys' histograms over the window (a p95 of several p95s would be wrong;
-    histograms add up exactly), 3 significant digits (`loadtest.live`).
+    histograms add up exactly), 3 significant digits (`loadtest.inlocust.live`).
     """
     keys = [(r["region"], r["variant"], r["endpoint"]) for r in snapshot["rows"]]
     by_key = {k: r for k, r in zip(keys, snapshot["rows"])}
@@ -471,7 +472,7 @@ def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
     """The files as one CSV: one header, and only rows complete when the download began.
 
     Files still being written (a running test) end at their last complete row
-    (:func:`loadtest.records.complete_rows`: a line end inside a quoted, multi-line ``error``
+    (:func:`analysis.records.complete_rows`: a line end inside a quoted, multi-line ``error``
     field is not a row end); the header of every file after the first is skipped (workers'
     requests-workerN.csv).
     """

@@ -7,7 +7,7 @@ thresholds (`uk.respond.p95:+10%`, `analysis.regression`):
     names = split_names("uk.respond.p99.9")      # ["uk", "respond", "p99.9"]
     parse_scope(names[:-1], variants=["a", "b"]) # {"region": "uk", "endpoint": "respond"}
 
-A name is a region if it is one of `api.REGIONS`, an endpoint if one of `api.ENDPOINTS`, and
+A name is a region if it is one of `records.REGIONS`, an endpoint if one of `records.ENDPOINTS`, and
 otherwise a variant (checked against the run's variants when they are known).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from loadtest.api import ENDPOINTS, REGIONS
+from analysis.records import ENDPOINTS, REGIONS
 
 #: The dimensions a scope can narrow, in the order its text is normalised to.
 DIMENSIONS = ("region", "variant", "endpoint")

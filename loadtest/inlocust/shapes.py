@@ -14,7 +14,7 @@ so the test stops by itself.
 
 Use from a locustfile (e.g. in an `init` event listener, once options are parsed)::
 
-    from loadtest.shapes import use_shape
+    from loadtest.inlocust.shapes import use_shape
     use_shape(environment, environment.parsed_options.shape)   # sets environment.shape_class
 
 or `environment.shape_class = shape_from_spec("ramp:users=50,ramp=30s,hold=2m")`.

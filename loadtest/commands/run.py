@@ -40,10 +40,11 @@ from typing import Iterator
 
 import httpx
 
-from loadtest import abort, config, processes, records, runfolder, safety, slo, tls
-from loadtest.chat import load_corpus
+from loadtest import abort, config, processes, runfolder, safety, slo, tls
+from analysis import records
+from loadtest.config import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX, ProgressDisplay
-from loadtest.users import LOCUSTFILE
+from loadtest.inlocust import LOCUSTFILE
 
 MOCK_START_TIMEOUT_S = 20.0
 MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
@@ -134,7 +135,7 @@ def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str
     if scenario.processes:
         cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]
     cmd += fleet_master_args(scenario)
-    # No --csv: the plugin writes Locust's CSVs into the run folder (loadtest.locust_csv).
+    # No --csv: the plugin writes Locust's CSVs into the run folder (loadtest.inlocust.locust_csv).
     cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
            "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
            "--run-dir", str(run_dir), "--progress-lines"]

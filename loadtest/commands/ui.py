@@ -11,7 +11,7 @@ never options, never in the form.
 
 Each Start opens a new run folder under --out; Stop closes the open conversations (within
 --stop-timeout) and finalises the CSVs. The UI's Regions and Conversations tabs, the report
-and the CSV downloads come from `loadtest.webui`.
+and the CSV downloads come from `loadtest.inlocust.webui`.
 
 Ctrl-C (or SIGTERM, or SIGHUP) stops everything: Locust stops its users gracefully, then the mock
 stops. A second Ctrl-C kills Locust at once.
@@ -36,7 +36,7 @@ EXIT_OK, EXIT_USAGE, EXIT_RUN_FAILED = 0, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loadtest.cli import add_scenario_arguments
+    from loadtest.commands.arguments import add_scenario_arguments
 
     add_scenario_arguments(parser)
     parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
@@ -57,7 +57,7 @@ def stop_timeout(scenario: config.Scenario) -> float:
 
 def form_value(name: str, value, base_urls: dict[str, str]) -> str:
     """A setting as the start form should show it: 'us,uk' rather than 'us:1,uk:1'."""
-    from loadtest.runner import flag_value
+    from loadtest.commands.run import flag_value
 
     if isinstance(value, dict) and name in ("regions", "variants") and set(value.values()) <= {1.0}:
         return ",".join(value)
@@ -76,7 +76,7 @@ def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) 
 
 def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int,
                    extra: list[str] = ()) -> list[str]:
-    from loadtest.runner import fleet_master_args, locustfile
+    from loadtest.commands.run import fleet_master_args, locustfile
 
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()),
            "--web-host", "127.0.0.1", "--web-port", str(web_port),
@@ -116,8 +116,8 @@ def _nothing():
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadtest import runner
-    from loadtest.cli import scenario_from_args
+    from loadtest.commands import run as runner
+    from loadtest.commands.arguments import scenario_from_args
 
     scenario = scenario_from_args(args)
     out = Path(scenario.out).resolve()

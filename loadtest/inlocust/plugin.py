@@ -9,7 +9,7 @@ A locustfile calls `install(events)` once at import. Then:
 - `test_stop`: the CSVs are flushed and closed, run.json is finalised.
 
 Distributed (a master and workers, `--processes` or `loadtest worker`): only the master has a
-run folder; workers ship their rows to it over Locust's message channel (`loadtest.fleet`).
+run folder; workers ship their rows to it over Locust's message channel (`loadtest.inlocust.fleet`).
 
 Two ways a test ends early, both without a traceback:
 - a file of the run folder cannot be written (a full disk): nothing more could be recorded,
@@ -19,7 +19,7 @@ Two ways a test ends early, both without a traceback:
 - the `loadtest` process that started this Locust is gone, however it ended (its lifeline,
   see `loadtest.processes`): the test stops as on Ctrl-C, with a short stop timeout, its
   output going to locust.log (`on_parent_lost`); run.json says `interrupted` and why.
-`quit`: Locust's own CSVs (`loadtest.locust_csv`) get their final numbers.
+`quit`: Locust's own CSVs (`loadtest.inlocust.locust_csv`) get their final numbers.
 """
 
 from __future__ import annotations
@@ -37,15 +37,17 @@ import gevent
 from gevent.socket import wait_read
 from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
-from loadtest import api, config, fleet, processes, records, runfolder, safety, tls
-from loadtest.arrivals import Arrivals
-from loadtest.chat import RateLimiter, Rotation, load_corpus, request_name, ssl_context_factory
-from loadtest.live import LiveStats
-from loadtest.locust_csv import LocustCsv
+from loadtest import config, processes, runfolder, safety, tls
+from loadtest.inlocust import fleet
+from analysis import records
+from loadtest.inlocust.arrivals import Arrivals
+from loadtest.inlocust.chat import RunContext, ssl_context_factory
+from loadtest.inlocust.live import LiveStats
+from loadtest.inlocust.locust_csv import LocustCsv
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
-from loadtest.recorder import Recorder, open_csv
+from loadtest.inlocust.recorder import Recorder, open_csv
 from loadtest.runfolder import WriteFailed
-from loadtest.shapes import use_shape
+from loadtest.inlocust.shapes import use_shape
 
 logger = logging.getLogger("loadtest")
 
@@ -55,60 +57,6 @@ PROGRESS_INTERVAL_S = 2.0
 PARENT_LOST_STOP_TIMEOUT_S = 1.0
 EXIT_RUN_FAILED = 3  # as `loadtest run`'s: the run itself failed
 HALT_MESSAGE = "loadtest_halt"  # master → workers: send nothing more, it could not be recorded
-
-
-class RunContext:
-    """Everything users need for one test: parsed settings, URLs, credentials, recorder."""
-
-    def __init__(self, options, run_dir: Path | None, recorder: Recorder | None, live: LiveStats):
-        values = {s.name: getattr(options, s.name, s.default) for s in config.SETTINGS if s.locust}
-        self.scenario = config.resolve(flags=values, environ={})
-        s = self.scenario
-        self.api_key, self.token = safety.credentials(required=s.target == "real")
-        self.redact = safety.redactor(self.api_key, self.token)
-        self.run_dir = run_dir
-        self.recorder = recorder
-        self.live = live
-        self.turns = s.turns
-        self.retry_429 = s.retry_429
-        self.think_time = s.think_time
-        self.corpus = load_corpus(s.corpus)
-        self.integration_attributes = s.integration_attributes or None
-        self.rotation = Rotation(s.regions, s.variants)
-        max_rps = s.max_rps or (safety.REAL_TARGET_DEFAULT_MAX_RPS if s.target == "real" else 0)
-        self.rate_limiter = RateLimiter(max_rps) if max_rps else None
-        self.arrivals: Arrivals | None = None  # set when the open model is on
-        self.halted = False  # a write failed: users send nothing more
-        self.forward_live = False  # workers forward live samples to the master
-        self.base_urls = config.base_urls(s)
-        safety.check_target(s.target, self.base_urls, s.yes)
-        self.tls = config.tls_policy(s)
-        self.new_connection_per_conversation = s.connections == "per-conversation"
-        # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
-        self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
-        self._names: dict[tuple[str, str, str], str] = {}
-        self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
-                      for r, base in self.base_urls.items() for e in api.ENDPOINTS}
-
-    def url(self, region: str, endpoint: str) -> str:
-        return self._urls[(region, endpoint)]
-
-    def name(self, region: str, variant: str, endpoint: str) -> str:
-        key = (region, variant, endpoint)
-        name = self._names.get(key)
-        if name is None:
-            name = self._names[key] = request_name(region, variant, endpoint)
-        return name
-
-    def connection_opened(self, context: dict, handshake_ms: float) -> None:
-        """A request that opened a new TLS connection: its handshake, recorded apart."""
-        if self.recorder:
-            self.recorder.connection(context, handshake_ms)
-
-    def conversation_ended(self, **row) -> None:
-        if self.recorder:
-            self.recorder.conversation(**row)
-        self.live.add_conversation(row["ended_by"], forward=self.forward_live)
 
 
 def recorded_config(scenario: config.Scenario, options, environ=None) -> dict:
@@ -173,7 +121,7 @@ class Plugin:
             values = {s.name: getattr(options, s.name) for s in config.SETTINGS if s.locust}
             scenario = config.resolve(flags=values, environ={})
             safety.check_target(scenario.target, config.base_urls(scenario), scenario.yes)
-            load_corpus(options.corpus)
+            config.load_corpus(options.corpus)
             use_shape(environment, options.shape)
         except ValueError as e:
             sys.stderr.write(f"loadtest: {e}\n")
@@ -561,7 +509,7 @@ def install(events) -> Plugin:
         events.quit.add_listener(plugin.on_quit)
         events.report_to_master.add_listener(plugin.on_report_to_master)
         events.worker_report.add_listener(plugin.on_worker_report)
-        from loadtest import webui  # the web UI's Regions tab, report and CSV routes
+        from loadtest.inlocust import webui  # the web UI's Regions tab, report and CSV routes
         webui.install(events, plugin)
         events._loadtest_installed = True
     return plugin

@@ -17,7 +17,7 @@ search costs one step past the first failure and no more. One mock serves all re
 open model): the staircase is of conversations/s per region instead of users. Arrivals are
 planned whatever the response times (no coordinated omission), from a pool of users large
 enough for the highest rate (`--users` to choose it); the step boundaries are the level
-changes logged by `loadtest.arrivals` (exact epochs). Each step is also judged on delivering
+changes logged by `loadtest.inlocust.arrivals` (exact epochs). Each step is also judged on delivering
 its rate: the share of planned conversations dropped for want of a free user
 (`--max-dropped`, default 1 %) and the p95 schedule lag (`--max-lag`, default 1 s), from
 arrivals.csv; a step that cannot start its conversations on time did not offer its rate.
@@ -550,7 +550,7 @@ def _p95(values: Sequence[float]) -> float:
 
 def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
     """runner.stop_locust (SIGINT: Locust's graceful path), noting that we asked."""
-    from loadtest import runner
+    from loadtest.commands import run as runner
 
     runner.stop_locust(proc)
     if output is not None:
@@ -558,7 +558,7 @@ def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -
 
 
 def _signals():
-    from loadtest import runner
+    from loadtest.commands import run as runner
 
     return runner.Signals("closing open conversations, saving data and writing the capacity report")
 
@@ -566,7 +566,8 @@ def _signals():
 def search_region(scenario: config.Scenario, region: str, base_url: str, plan: Plan,
                   user_slos: list[str], run_dir: Path, signals) -> RegionResult:
     """One region's staircase: run Locust, judge each step as it ends, stop after the knee."""
-    from loadtest import runfolder, runner
+    from loadtest import runfolder
+    from loadtest.commands import run as runner
 
     result = RegionResult(region=region, run_dir=run_dir)
     rs = region_scenario(scenario, region, plan)
@@ -1070,7 +1071,7 @@ def _json_default(o):
 # --------------------------------------------------------------------------- the command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loadtest.cli import add_scenario_arguments
+    from loadtest.commands.arguments import add_scenario_arguments
 
     add_scenario_arguments(parser)
     g = parser.add_argument_group("capacity search")
@@ -1145,7 +1146,7 @@ def parse_share(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loadtest.cli import scenario_from_args
+    from loadtest.commands.arguments import scenario_from_args
 
     scenario = scenario_from_args(args)
     plan = plan_from_args(args)
@@ -1153,7 +1154,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def execute(scenario: config.Scenario, plan: Plan) -> int:
-    from loadtest import runfolder, runner, slo
+    from loadtest import runfolder, slo
+    from loadtest.commands import run as runner
 
     if scenario.arrival_rate or scenario.arrival_steps:
         raise config.ConfigError("--arrival-rate/--arrival-steps are set by the capacity search; to "
@@ -1267,7 +1269,7 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
 
 
 def _mock_stats(url: str, scenario: config.Scenario) -> dict | None:
-    from loadtest import runner  # as elsewhere in this module (issue 10 untangles it)
+    from loadtest.commands import run as runner  # as elsewhere in this module (issue 10 untangles it)
 
     s = runner.mock_stats(url, scenario)
     if s is None:

@@ -11,12 +11,13 @@ the value and what to do.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -225,6 +226,7 @@ def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
         if x < 0:
             raise ValueError(f"'{value}' is negative")
         return x
+    parse.__annotations__["return"] = kind.__name__  # the Scenario attribute's type
     return parse
 
 
@@ -382,19 +384,93 @@ LIST_SETTINGS = {"slos", "faults", "regressions"}
 NOT_SCENARIO = frozenset(s.name for s in SETTINGS if not s.scenario) | {"yes"}
 
 
-@dataclass
-class Scenario:
-    """Resolved, typed settings. Build with `resolve()`."""
+def value_type(setting: Setting) -> str:
+    """The type of a setting's parsed value, as written in `Scenario`: its parser's return annotation."""
+    return str(inspect.signature(setting.parse).return_annotation).replace("typing.", "")
 
-    values: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)  # name → default|file|env|flag
-    notes: list[str] = field(default_factory=list)  # decisions taken for the user, to print
+
+def fields_source() -> str:
+    """`Scenario`'s typed attributes, one per setting, in the table's order (the block below)."""
+    return "".join(f"    {s.name}: {value_type(s)}\n" for s in SETTINGS)
+
+
+_FIELDS_BEGIN = "    # -- generated from SETTINGS by `python -m loadtest.config`; tests/test_config.py checks it --\n"
+_FIELDS_END = "    # -- end of generated attributes --\n"
+
+
+class Scenario:
+    """Resolved, typed settings: one attribute per setting of `SETTINGS`. Build with `resolve()`.
+
+    The attributes are declared (generated from the table) so that editors and type checkers
+    know them; their values live in `values`, which run.json records.
+    """
+
+    # -- generated from SETTINGS by `python -m loadtest.config`; tests/test_config.py checks it --
+    target: str
+    yes: bool
+    regions: dict[str, float]
+    base_urls: dict[str, str]
+    api_version: str
+    account: str
+    project: str
+    variants: dict[str, float]
+    turns: tuple[int, int]
+    think_time: tuple[float, float]
+    corpus: str
+    integration_attributes: dict
+    request_timeout: float
+    retry_429: int
+    max_rps: float
+    ca_bundle: str
+    insecure: bool
+    connections: str
+    users: int
+    spawn_rate: float
+    duration: float
+    stop_timeout: float
+    arrival_rate: dict[str, float]
+    arrival: str
+    arrival_steps: dict[str, float]
+    processes: int
+    workers: int
+    master_bind_host: str
+    master_bind_port: int
+    shape: str
+    slos: list[str]
+    abort_on_fail: bool
+    abort_grace: float
+    abort_window: float
+    faults: list[str]
+    mock_config: str
+    mock_seed: int
+    mock_latency_scale: float
+    mock_tls: bool
+    out: str
+    warmup: float
+    baseline: str
+    fail_on_regression: bool
+    regressions: list[str]
+    baseline_any_config: bool
+    # -- end of generated attributes --
+
+    values: dict[str, Any]
+    sources: dict[str, str]  # name → default|file|env|flag
+    notes: list[str]  # decisions taken for the user, to print
+
+    def __init__(self, values: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
+                 notes: list[str] | None = None) -> None:
+        self.values = {} if values is None else values
+        self.sources = {} if sources is None else sources
+        self.notes = [] if notes is None else notes
 
     def __getattr__(self, name: str) -> Any:
         try:
-            return self.values[name]
+            return self.__dict__["values"][name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        return f"Scenario({self.values!r})"
 
     def raw(self) -> dict[str, Any]:
         """JSON-able view for run.json (no secrets live in the scenario)."""
@@ -562,3 +638,15 @@ def load_corpus(path: str | Path) -> list[str]:
     if not messages:
         raise ValueError(f"corpus {path} has no messages; put one customer message per line")
     return messages
+
+
+def _write_fields(path: Path = Path(__file__)) -> None:
+    """Rewrite `Scenario`'s generated block from the settings table."""
+    text = path.read_text()
+    head, rest = text.split(_FIELDS_BEGIN, 1)
+    _, tail = rest.split(_FIELDS_END, 1)
+    path.write_text(head + _FIELDS_BEGIN + fields_source() + _FIELDS_END + tail)
+
+
+if __name__ == "__main__":
+    _write_fields()

@@ -71,3 +71,24 @@ def _toml(tmp_path, text):
     p = tmp_path / "loadtest.toml"
     p.write_text(text)
     return p
+
+
+def test_scenario_attributes_are_the_settings_table_typed():
+    """Scenario declares one typed attribute per setting (generated: `python -m loadtest.config`),
+    in the table's order, and every resolved value has its declared type."""
+    import typing
+
+    hints = typing.get_type_hints(config.Scenario)
+    declared = [name for name in config.Scenario.__annotations__ if name not in ("values", "sources", "notes")]
+    assert declared == [s.name for s in config.SETTINGS], "regenerate with `python -m loadtest.config`"
+    scenario = config.resolve(flags={"arrival_rate": "us:2", "regions": "us", "slos": ["p95 < 1s"],
+                                     "arrival_steps": "step=1,every=5s,max=4"}, environ={})
+    for s in config.SETTINGS:
+        hint = hints[s.name]
+        kind = typing.get_origin(hint) or hint
+        value = getattr(scenario, s.name)
+        assert isinstance(value, kind), f"{s.name} = {value!r} is not {hint}"
+        if kind is tuple:
+            args = typing.get_args(hint)
+            assert all(isinstance(v, a) for v, a in zip(value, args)), f"{s.name} = {value!r} is not {hint}"
+    assert config.fields_source() in (config.Path(config.__file__).read_text())

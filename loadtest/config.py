@@ -19,7 +19,8 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from loadtest import api, tls
 
@@ -510,16 +511,16 @@ def load_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
-            environ: dict[str, str] | None = None) -> Scenario:
+            environ: Mapping[str, str] | None = None) -> Scenario:
     """defaults < file < environment < flags, each parsed and then validated together."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     scenario = Scenario()
     for s in SETTINGS:
         value, source = s.default, "default"
         if file_values and s.name in file_values:
             value, source = file_values[s.name], "file"
-        if s.env in environ:
-            value, source = environ[s.env], "env"
+        if s.env in env:
+            value, source = env[s.env], "env"
         if flags and flags.get(s.name) is not None:
             value, source = flags[s.name], "flag"
         scenario.values[s.name] = _parse(s, value, source)

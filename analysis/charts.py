@@ -20,9 +20,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from analysis.colours import region_colours, variant_colours  # noqa: E402
+from analysis.colours import VARIANT_COLOURS, region_colours, variant_colours  # noqa: E402
 from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILES, RunStats, pct_name  # noqa: E402
 
 KIND_COLOURS = {
@@ -61,7 +62,7 @@ class Chart:
 FORMAT = "svg"
 
 
-def _uri(fig) -> str:
+def png_uri(fig) -> str:
     buf = io.BytesIO()
     if FORMAT == "png":
         fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
@@ -128,7 +129,7 @@ def percentile_bars(stats: RunStats, colours: dict) -> Chart | None:
         fig.tight_layout(rect=(0, 0.06, 1, 1))
         return Chart("percentiles", "Latency percentiles by region",
                      "Each bar is one percentile of the successful requests' latency: p50 is the typical "
-                     "request, p95 and p99 the slow tail. Lower is better.", _uri(fig))
+                     "request, p95 and p99 the slow tail. Lower is better.", png_uri(fig))
 
 
 def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -163,7 +164,7 @@ def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
         return Chart("turns", "Does latency grow as a conversation goes on?",
                      "respond latency per turn of the conversation (turn 1 is the first message after the "
                      "greeting). A rising line means later turns are slower. Turns with fewer than 5 "
-                     "requests are not drawn.", _uri(fig))
+                     "requests are not drawn.", png_uri(fig))
 
 
 def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -194,7 +195,6 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
             ax.set_title(ep)
         axes[0][0].set_ylabel("share of requests at least this fast")
         h, lab = axes[0][0].get_legend_handles_labels()
-        from matplotlib.lines import Line2D
         for q, m in marks.items():
             h.append(Line2D([], [], marker=m, color="#555", ls="none", ms=6))
             lab.append(f"p{q}")
@@ -202,7 +202,7 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         return Chart("ecdf", "The whole latency distribution",
                      "How many requests finished within a given time. A curve further left is faster; "
-                     "the markers show p50 (●), p95 (■) and p99 (▲).", _uri(fig))
+                     "the markers show p50 (●), p95 (■) and p99 (▲).", png_uri(fig))
 
 
 def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | None = None) -> Chart | None:
@@ -256,7 +256,7 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
         fig.tight_layout()
         return Chart("timeseries", "How things changed during the run",
                      f"Left: respond latency percentiles in {stats.bin_s:g}-second bins. Right: requests per "
-                     "second and the share of failed requests. Spikes show when problems happened.", _uri(fig))
+                     "second and the share of failed requests. Spikes show when problems happened.", png_uri(fig))
 
 
 def error_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -303,7 +303,7 @@ def error_chart(stats: RunStats, colours: dict) -> Chart | None:
                      "Failed requests per region and endpoint, split by kind: http (an error status), "
                      "rate_limited (429), timeout, connection (refused/reset), schema (a 200 with a "
                      "malformed body), other. The label gives the count and the share of that endpoint's "
-                     "requests.", _uri(fig))
+                     "requests.", png_uri(fig))
 
 
 def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | None:
@@ -361,7 +361,7 @@ def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | Non
         return Chart("variants", "Variants compared",
                      f"Latency percentiles per variant, all regions together. The labels give the difference "
                      f"from variant {ref}; black whiskers its 95% confidence interval; * marks a difference "
-                     "that is not explained by chance.", _uri(fig))
+                     "that is not explained by chance.", png_uri(fig))
 
 
 def build_charts(stats: RunStats, variants: pd.DataFrame | None = None,
@@ -376,3 +376,28 @@ def build_charts(stats: RunStats, variants: pd.DataFrame | None = None,
         if c is not None:
             out.append(c)
     return out
+
+
+def compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
+    """`loadtest compare`'s chart: p95 per region · variant · endpoint, one bar per run (a data URI)."""
+    main = df[df.endpoint == "respond"] if (df.endpoint == "respond").any() else df
+    groups = list(dict.fromkeys(zip(main.region, main.variant, main.endpoint)))[:24]
+    if not groups:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(len(names), 1) / 2 + 3), 3.8))
+        width = 0.8 / len(names)
+        x = np.arange(len(groups))
+        for i, n in enumerate(names):
+            vals = []
+            for g in groups:
+                r = main[(main.region == g[0]) & (main.variant == g[1]) & (main.endpoint == g[2]) & (main.run == n)]
+                vals.append(float(r.p95_ms.iloc[0]) if len(r) else np.nan)
+            ax.bar(x - 0.4 + width * (i + 0.5), vals, width * 0.92, label=n, color=VARIANT_COLOURS[i % len(VARIANT_COLOURS)])
+        ax.set_xticks(x, [" · ".join(p for p in g if p) for g in groups], rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
+        ax.set_ylabel("p95 latency (ms)")
+        ax.set_title("p95 latency per run (successful requests)")
+        ax.grid(axis="x", visible=False)
+        ax.legend(ncol=min(len(names), 4))
+        fig.tight_layout()
+        return png_uri(fig)

@@ -45,7 +45,6 @@ from analysis.chunks import (
     iter_batches,
     read_requests,
 )
-
 from analysis.records import (
     ARRIVAL_COLUMNS,
     ARRIVALS_GLOB,

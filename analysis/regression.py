@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.stats import pct_name
 from analysis.scope import parse_scope, scope_text, split_names
+from analysis.stats import pct_name
 
 #: Thresholds of `--fail-on-regression` when none are given.
 DEFAULT_THRESHOLDS = ("p95:+10%", "p99:+15%", "error_rate:+1pt")

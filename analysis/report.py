@@ -21,14 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from analysis.charts import build_charts
-from analysis.colours import VARIANT_COLOURS, region_colours
-from analysis.family import (COMPARISONS_CSV, REGIONS, VARIANTS, WITHIN, comparison_family,
-                             comparisons_csv_text)
+from analysis.charts import build_charts, compare_chart
+from analysis.colours import region_colours
 from analysis.compare import (
     BOOTSTRAP_METHOD,
     COMPARE_QS,
@@ -37,10 +34,10 @@ from analysis.compare import (
     against_baseline,
     compare_runs,
 )
+from analysis.family import COMPARISONS_CSV, REGIONS, VARIANTS, WITHIN, comparison_family, comparisons_csv_text
 from analysis.load import Run, load_run
 from analysis.regression import Threshold, failures, offender_text
-from analysis.stats import (ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats,
-                            percentiles)
+from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats, percentiles
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -975,7 +972,7 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
             rows.append(row)
         groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep,
                        "colour": colours.get(reg, "#999"), "rows": rows})
-    chart = _compare_chart(df, names)
+    chart = compare_chart(df, names)
     html_text = _env().get_template("compare.html.j2").render(
         css=_css(), title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart, gates=gates,
         bootstrap=BOOTSTRAP_METHOD, method=PERCENTILE_METHOD,
@@ -985,34 +982,6 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
         out = out / "compare.html"
     _atomic_write_all({out: html_text})
     return out, text, gated
-
-
-def _compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
-    import matplotlib.pyplot as plt
-
-    from analysis.charts import STYLE, _uri
-
-    main = df[df.endpoint == "respond"] if (df.endpoint == "respond").any() else df
-    groups = list(dict.fromkeys(zip(main.region, main.variant, main.endpoint)))[:24]
-    if not groups:
-        return None
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(len(names), 1) / 2 + 3), 3.8))
-        width = 0.8 / len(names)
-        x = np.arange(len(groups))
-        for i, n in enumerate(names):
-            vals = []
-            for g in groups:
-                r = main[(main.region == g[0]) & (main.variant == g[1]) & (main.endpoint == g[2]) & (main.run == n)]
-                vals.append(float(r.p95_ms.iloc[0]) if len(r) else np.nan)
-            ax.bar(x - 0.4 + width * (i + 0.5), vals, width * 0.92, label=n, color=VARIANT_COLOURS[i % len(VARIANT_COLOURS)])
-        ax.set_xticks(x, [" · ".join(p for p in g if p) for g in groups], rotation=30 if len(groups) > 4 else 0, ha="right" if len(groups) > 4 else "center")
-        ax.set_ylabel("p95 latency (ms)")
-        ax.set_title("p95 latency per run (successful requests)")
-        ax.grid(axis="x", visible=False)
-        ax.legend(ncol=min(len(names), 4))
-        fig.tight_layout()
-        return _uri(fig)
 
 
 def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:

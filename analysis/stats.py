@@ -30,11 +30,10 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.records import ENDED_BY, UNFINISHED
-
 from analysis.chunks import CompactRequests
 from analysis.groups import SortedGroups
 from analysis.percentiles import PERCENTILE_METHOD, PERCENTILES, percentiles  # noqa: F401 (re-exported)
+from analysis.records import ENDED_BY, UNFINISHED
 
 #: Label of a rolled-up dimension ("all regions", "all variants", "all endpoints").
 ALL = "(all)"

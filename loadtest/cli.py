@@ -28,6 +28,7 @@ from loadtest import __version__, config, runfolder
 from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.inlocust import LOCUSTFILE
 
+
 def cmd_run(args: argparse.Namespace) -> int:
     from loadtest.commands import run as runner
 

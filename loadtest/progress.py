@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 
-
 # Locust (a child process) prints live snapshots as lines with this prefix; `loadtest run`
 # shows them and logs everything else.
 PROGRESS_PREFIX = "@@loadtest-progress "

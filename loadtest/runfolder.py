@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-from importlib import metadata
 import json
 import os
 import platform
@@ -21,11 +20,12 @@ import secrets
 import socket
 import subprocess
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadtest import __version__, config
 from analysis import records
+from loadtest import __version__, config
 
 
 class WriteFailed(Exception):

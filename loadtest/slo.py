@@ -49,10 +49,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis import regression
-from analysis import records
-from loadtest.api import ENDPOINTS, REGIONS
+from analysis import records, regression
 from analysis.scope import parse_scope, scope_text, split_names
+from loadtest.api import ENDPOINTS, REGIONS
 from loadtest.config import parse_duration
 
 SLO_JSON = "slo.json"
@@ -577,7 +576,7 @@ def evaluate_run(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO],
     window. With check_variants, a scope name that is not a region, an endpoint or one of the
     run's variants (declared in run.json or seen in the data) raises SLOError.
     """
-    from analysis.load import load_run
+    from analysis.load import load_run  # pandas: only when a run is judged
 
     return evaluate_loaded(load_run(run_dir, warmup_s=warmup_s), slos, check_variants)
 

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Iterator
 import gevent
 from gevent import GreenletExit
 from geventhttpclient import client as _geventhttpclient
+from locust.exception import StopUser
 
 from loadtest import api, config, safety, tls
-from loadtest.inlocust.arrivals import Stopped
 from loadtest.config import load_corpus
+from loadtest.inlocust.arrivals import Stopped
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
     from orjson import dumps, loads
@@ -268,8 +269,6 @@ class ChatClient:
         if pause > 0:
             gevent.sleep(pause)
         if self.user._state == "stopping":  # locust.user.task.LOCUST_STATE_STOPPING
-            from locust.exception import StopUser
-
             raise StopUser()
 
     def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,

@@ -35,19 +35,19 @@ from pathlib import Path
 
 import gevent
 from gevent.socket import wait_read
-from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerRunner
 
+from analysis import records
 from loadtest import config, processes, runfolder, safety, tls
 from loadtest.inlocust import fleet
-from analysis import records
 from loadtest.inlocust.arrivals import Arrivals
 from loadtest.inlocust.chat import RunContext, ssl_context_factory
 from loadtest.inlocust.live import LiveStats
 from loadtest.inlocust.locust_csv import LocustCsv
-from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
 from loadtest.inlocust.recorder import Recorder, open_csv
-from loadtest.runfolder import WriteFailed
 from loadtest.inlocust.shapes import use_shape
+from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
+from loadtest.runfolder import WriteFailed
 
 logger = logging.getLogger("loadtest")
 
@@ -226,8 +226,6 @@ class Plugin:
 
     @staticmethod
     def _start_arrivals_when_spawned(runner, arrivals: Arrivals) -> None:
-        from locust.runners import STATE_RUNNING
-
         while runner.worker_state != STATE_RUNNING and not arrivals.stopped:
             gevent.sleep(0.01)
         arrivals.start(runner.user_count)

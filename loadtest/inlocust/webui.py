@@ -49,10 +49,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import gevent
 import numpy as np
+from flask import Blueprint, Response, make_response, redirect, request, send_from_directory, url_for
+from gevent.lock import Semaphore
 
-from analysis.colours import region_colours, variant_colours
-from loadtest import config, processes, runfolder, safety
 from analysis import records
+from analysis.colours import region_colours, variant_colours
+from loadtest import api, config, processes, runfolder, safety
 from loadtest.inlocust.live import HISTORY_INTERVAL_S, LiveHistory, histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.inlocust.webui")
@@ -148,7 +150,6 @@ def conversation_rows(snapshot: dict) -> list[dict]:
 
 
 def _region_order(region: str) -> tuple:
-    from loadtest import api
     names = list(api.REGIONS)
     return (names.index(region) if region in names else len(names), region)
 
@@ -175,7 +176,6 @@ class WebUIExtension:
         web_ui = web_ui or getattr(environment, "web_ui", None)
         if web_ui is None:
             return
-        from gevent.lock import Semaphore
 
         self.environment = environment
         self._build_lock = Semaphore()
@@ -263,8 +263,6 @@ class WebUIExtension:
         ]}
 
     def _extend_stats_response(self, response):
-        from flask import request
-
         if request.endpoint != "locust.request_stats" or response.status_code != 200:
             return response
         try:
@@ -277,8 +275,6 @@ class WebUIExtension:
 
     def _add_chart_script(self, response):
         """Locust's index page, with the Regions tab's chart script after its own."""
-        from flask import request
-
         if request.endpoint != "locust.index" or response.status_code != 200 or response.direct_passthrough:
             return response
         tag = f'<script src=".{PREFIX}/regions-chart.js" defer></script>'.encode()
@@ -316,8 +312,6 @@ class WebUIExtension:
 
     # ---- routes ----
     def blueprint(self, web_ui):
-        from flask import Blueprint, Response, make_response, redirect, request, send_from_directory, url_for
-
         bp = Blueprint("loadtest", __name__)
         auth = web_ui.auth_required_if_enabled
 
@@ -496,8 +490,6 @@ def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
 
 
 def _page(title: str, body: str, status: int = 200):
-    from flask import make_response
-
     text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
             "td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}"

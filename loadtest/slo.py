@@ -33,7 +33,7 @@ Semantics: latency metrics (pNN, mean, min, max) are over *successful* requests 
 ``error_rate`` is failed / all requests in scope; ``rps`` is all requests in scope divided by
 the run's duration; ``count`` is all requests in scope. A scope with no data fails with
 observed "no data" rather than passing vacuously. Every percentile comes from
-`analysis.stats.percentiles`, the project's one percentile function.
+`analysis.percentiles.percentiles`, the project's one percentile function.
 """
 from __future__ import annotations
 

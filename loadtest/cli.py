@@ -25,6 +25,7 @@ import sys
 from importlib import metadata
 
 from loadtest import __version__, config, runfolder
+from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.inlocust import LOCUSTFILE
 
@@ -50,7 +51,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     print(f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} "
           "(it waits for its workers; this retries for a few minutes)", flush=True)
     os.execv(cmd[0], cmd)
-    return 3  # not reached
+    return EXIT_RUN_FAILED  # not reached
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +74,7 @@ def version_text() -> str:
 
 def cmd_locustfile(_args: argparse.Namespace) -> int:
     print(LOCUSTFILE)
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,14 +137,14 @@ def main(argv: list[str] | None = None) -> int:
             f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return args.func(args)
     except config.ConfigError as e:
         print(f"loadtest: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except runfolder.WriteFailed as e:  # an environment error, said in one line (no traceback)
         print(f"loadtest: {e}; {e.advice}", file=sys.stderr)
-        return 3
+        return EXIT_RUN_FAILED
     except KeyboardInterrupt:
         return 130

@@ -77,10 +77,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from loadtest import config, processes, runfolder
+from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_SLO_FAILED, EXIT_USAGE
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
 from loadtest.runtail import RunTail
 
-EXIT_OK, EXIT_BELOW_START, EXIT_USAGE, EXIT_RUN_FAILED = 0, 1, 2, 3
 
 DEFAULT_START, DEFAULT_STEP, DEFAULT_MAX, DEFAULT_HOLD = 8, 8, 128, "15s"
 DEFAULT_SETTLE, DEFAULT_CONFIRM = 0.3, 2
@@ -1250,7 +1250,7 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
         if any(r.status == "failed" for r in results) or not results:
             code = EXIT_RUN_FAILED
         elif any(r.status == "below_start" for r in results):
-            code = EXIT_BELOW_START
+            code = EXIT_SLO_FAILED
     try:
         write_outputs(results, plan, scenario, folder, slo_source, code)
     except OSError as e:  # the disk filled while writing the summary: the region folders are kept

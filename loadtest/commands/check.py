@@ -15,6 +15,7 @@ import httpx
 
 from loadtest import api, config, safety, tls
 from loadtest.config import load_corpus
+from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED
 
 HINTS = {
     401: "credentials rejected: check POLYAI_API_KEY (X-API-KEY) and POLYAI_TOKEN (X-TOKEN); "
@@ -106,7 +107,7 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
         for region, base_url in base_urls.items():
             ok &= check_region(client, scenario, region, base_url, message, redact)
     print("All regions answered correctly." if ok else "Some regions failed; see the hints above.")
-    return 0 if ok else 3
+    return EXIT_OK if ok else EXIT_RUN_FAILED
 
 
 def cmd_check(scenario: config.Scenario) -> int:

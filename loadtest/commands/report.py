@@ -21,6 +21,7 @@ from analysis import regression
 from analysis.load import RunDataError, load_meta
 from analysis.report import build_comparison, build_report, format_summary_table  # noqa: F401
 from loadtest import config, runfolder, slo
+from loadtest.exitcodes import EXIT_OK, EXIT_USAGE
 
 def parse_duration(text: str) -> float:
     """'10s' → 10.0, '2m' → 120.0, '500ms' → 0.5, '15' → 15.0 (seconds): the project's one
@@ -100,7 +101,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _fail(message: str) -> int:
     print(f"loadtest: error: {message}", file=sys.stderr)
-    return 2
+    return EXIT_USAGE
 
 
 def _check_output(path: Path | None) -> str | None:
@@ -138,7 +139,7 @@ def run_report(args: argparse.Namespace) -> int:
         mismatch = runfolder.scenario_mismatch(args.baseline, runfolder.read_run_json(args.run_dir))
         if mismatch:
             print(f"note: {mismatch}; read the comparison with that in mind")
-    return 0
+    return EXIT_OK
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -172,7 +173,7 @@ def run_compare(args: argparse.Namespace) -> int:
     print(table)
     print(f"\nComparison: {path}")
     if thresholds is None:
-        return 0
+        return EXIT_OK
     checks = [c for g in gated for c in g.checks]
     junit = path.with_name(path.stem + "-junit.xml")
     md_path = path.with_suffix(".md")

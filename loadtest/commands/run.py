@@ -42,6 +42,7 @@ import httpx
 
 from loadtest import abort, config, processes, runfolder, safety, slo, tls
 from analysis import records
+from loadtest.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_SLO_FAILED, EXIT_USAGE
 from loadtest.config import load_corpus
 from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX, ProgressDisplay
 from loadtest.inlocust import LOCUSTFILE
@@ -49,7 +50,6 @@ from loadtest.inlocust import LOCUSTFILE
 MOCK_START_TIMEOUT_S = 20.0
 MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
 
-EXIT_OK, EXIT_SLO_FAILED, EXIT_USAGE, EXIT_RUN_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
 
 
 class RunFailed(RuntimeError):

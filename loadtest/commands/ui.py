@@ -30,9 +30,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from loadtest import config, processes
+from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 UI_START_TIMEOUT_S = 60.0
-EXIT_OK, EXIT_USAGE, EXIT_RUN_FAILED = 0, 2, 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,7 @@ from locust.runners import STATE_MISSING, STATE_RUNNING, MasterRunner, WorkerRun
 
 from analysis import records
 from loadtest import config, processes, runfolder, safety, tls
+from loadtest.exitcodes import EXIT_RUN_FAILED
 from loadtest.inlocust import fleet
 from loadtest.inlocust.arrivals import Arrivals
 from loadtest.inlocust.chat import RunContext, ssl_context_factory
@@ -55,7 +56,6 @@ PROGRESS_INTERVAL_S = 2.0
 # When the loadtest process is gone: time for open conversations to close before users are
 # stopped (short: nobody is waiting for this run any more, and its mock leaves soon).
 PARENT_LOST_STOP_TIMEOUT_S = 1.0
-EXIT_RUN_FAILED = 3  # as `loadtest run`'s: the run itself failed
 HALT_MESSAGE = "loadtest_halt"  # master → workers: send nothing more, it could not be recorded
 
 

@@ -4,7 +4,7 @@ At about 50 requests/s against the mock (one region, latency scale 0, pinned to 
 p50 and p99 of respond that our tool writes to requests.csv are compared with what `wrk`
 measures at the same rate against the same endpoint, both clients pinned to CPU 0:
 
-  ours 5u   locustfiles/chat.py as `loadtest run` starts it (runner.locust_command): 5 users,
+  ours 5u   locustfiles/chat.py as `loadtest run` starts it (children.locust_command): 5 users,
             think time 0.12 s, 4 turns: a conversation is 6 requests and 5 pauses (before
             each respond and between conversations) → ~50 req/s, 2/3 of them respond.
             p50/p99 of the respond rows of requests.csv with analysis.stats.percentiles
@@ -45,7 +45,7 @@ from common import (ROOT, WRK_HEADERS_LUA, child_env, create_conversation, lua_s
                     machine_info, median, mock, pinned)
 from analysis.stats import percentiles  # noqa: E402
 from loadtest import api, config  # noqa: E402
-from loadtest.commands import run as runner
+from loadtest import children  # noqa: E402
 
 P50_LIMIT_MS, P99_LIMIT_MS = 0.5, 1.0
 MESSAGE = "I'd like to change my booking please"
@@ -79,7 +79,7 @@ def run_ours(name: str, base: str, run_dir: Path, seconds: int, turns: int, cpu:
         "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
         "think_time": think, "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
         "stop_timeout": "5s"}, environ={})
-    cmd = runner.locust_command(scenario, run_dir, {"uk": base})
+    cmd = children.locust_command(scenario, {"uk": base}, run_dir=run_dir)
     with open(run_dir / "stdout.log", "w") as log:
         rc = subprocess.run(pinned(cpu, cmd), env=child_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 60).returncode

@@ -4,7 +4,7 @@ Both generate against the same mock (one region, latency scale 0, conversations 
 end early), pinned to CPU 1; every Locust run is pinned to CPU 0 (`taskset`), with the same
 users, duration and conversation shape (create → respond × TURNS → close, no think time):
 
-  ours   locustfiles/chat.py exactly as `loadtest run` starts it (runner.locust_command:
+  ours   locustfiles/chat.py exactly as `loadtest run` starts it (children.locust_command:
          requests.csv/conversations.csv recorder, reply validation, live stats, progress
          lines, Locust's --csv-full-history)
   bare   benchmarks/bare_locustfile.py: the same three calls, nothing else
@@ -40,7 +40,7 @@ import psutil  # noqa: E402
 from common import (ROOT, child_env, locust_aggregated, machine_info, median, mock,  # noqa: E402
                     mock_stats, pinned)
 from loadtest import config  # noqa: E402
-from loadtest.commands import run as runner
+from loadtest import children  # noqa: E402
 
 BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
 TARGET = 0.8
@@ -53,7 +53,7 @@ def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int,
         "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
         "think_time": "0", "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
         "stop_timeout": "5s", "connections": "per-user", **(extra or {})}, environ={})
-    return runner.locust_command(scenario, run_dir, {"uk": base})
+    return children.locust_command(scenario, {"uk": base}, run_dir=run_dir)
 
 
 def bare_command(base: str, run_dir: Path, users: int, seconds: int) -> list[str]:

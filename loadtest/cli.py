@@ -24,30 +24,20 @@ import platform
 import sys
 from importlib import metadata
 
-from loadtest import __version__, config, runfolder
+from loadtest import __version__, children, config, runfolder
+from loadtest.commands import capacity as capacity_cmd
+from loadtest.commands import check as check_cmd
+from loadtest.commands import report as report_cmd
+from loadtest.commands import run as run_cmd
+from loadtest.commands import ui as ui_cmd
 from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
-from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.inlocust import LOCUSTFILE
+from loadtest.mock import cli as mock_cli
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from loadtest.commands import run as runner
-
-    scenario = scenario_from_args(args)
-    return runner.execute(scenario, args.locust_args)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from loadtest.commands.check import cmd_check as check
-
-    return check(scenario_from_args(args))
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    """Become the Locust worker (exec: signals and the exit code are Locust's own)."""
-    from loadtest.commands.run import worker_command
-
-    cmd = worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
+def worker_command(args: argparse.Namespace) -> int:
+    """`loadtest worker`: become the Locust worker (exec: signals and the exit code are Locust's own)."""
+    cmd = children.worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
     print(f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} "
           "(it waits for its workers; this retries for a few minutes)", flush=True)
     os.execv(cmd[0], cmd)
@@ -72,7 +62,7 @@ def version_text() -> str:
             f"Python {platform.python_version()})")
 
 
-def cmd_locustfile(_args: argparse.Namespace) -> int:
+def locustfile_command(_args: argparse.Namespace) -> int:
     print(LOCUSTFILE)
     return EXIT_OK
 
@@ -83,45 +73,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    # Each command module: add_arguments(parser) and one entry, <command>_command(args) -> exit code.
     run = sub.add_parser("run", help="headless load test (default: the embedded mock, all regions)")
-    add_scenario_arguments(run)
-    run.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
-                     help="extra arguments passed to Locust after --")
-    run.set_defaults(func=cmd_run)
+    run_cmd.add_arguments(run)
+    run.set_defaults(func=run_cmd.run_command)
 
-    from loadtest.commands import ui as ui_cli
     ui = sub.add_parser("ui", help="run tests from Locust's web UI (starts the mock unless a real target)")
-    ui_cli.add_arguments(ui)
-    ui.set_defaults(func=ui_cli.run)
+    ui_cmd.add_arguments(ui)
+    ui.set_defaults(func=ui_cmd.ui_command)
 
     check = sub.add_parser("check", help="one create → respond → close per region, with hints on errors")
-    add_scenario_arguments(check)
-    check.set_defaults(func=cmd_check)
+    check_cmd.add_arguments(check)
+    check.set_defaults(func=check_cmd.check_command)
 
-    from loadtest.commands import capacity as capacity_cli
     capacity = sub.add_parser("capacity", help="per region, the highest load within SLO (the knee)")
-    capacity_cli.add_arguments(capacity)
-    capacity.set_defaults(func=capacity_cli.run)
+    capacity_cmd.add_arguments(capacity)
+    capacity.set_defaults(func=capacity_cmd.capacity_command)
 
-    from loadtest.mock import cli as mock_cli
     mock = sub.add_parser("mock", help="serve the mock Chat API on loopback")
     mock_cli.add_arguments(mock)
     mock.set_defaults(func=mock_cli.run)
 
-    from loadtest.commands import report as analysis_cli
     report = sub.add_parser("report", help="build a run's HTML report and summaries")
-    analysis_cli.add_report_arguments(report)
-    report.set_defaults(func=analysis_cli.run_report)
+    report_cmd.add_report_arguments(report)
+    report.set_defaults(func=report_cmd.report_command)
     compare = sub.add_parser("compare", help="compare runs side by side")
-    analysis_cli.add_compare_arguments(compare)
-    compare.set_defaults(func=analysis_cli.run_compare)
+    report_cmd.add_compare_arguments(compare)
+    compare.set_defaults(func=report_cmd.compare_command)
 
     worker = sub.add_parser("worker", help="a load generator for `loadtest run --workers N` on another machine")
     add_worker_arguments(worker)
-    worker.set_defaults(func=cmd_worker)
+    worker.set_defaults(func=worker_command)
 
     locustfile = sub.add_parser("locustfile", help="print the packaged locustfile's path, for locust -f")
-    locustfile.set_defaults(func=cmd_locustfile)
+    locustfile.set_defaults(func=locustfile_command)
     parser.commands = sub.choices  # name → subparser, for errors in the subcommand's own usage
     return parser
 

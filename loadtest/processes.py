@@ -16,9 +16,14 @@ tied to the process that started it, however that process ends, SIGKILL included
   child (or one stuck before it got that far) dies of it. Hence: spawn from the main thread,
   the one thread that lives as long as the process.
 
-`end_process_group()` stops whatever is left of a child's session (Locust's forked workers)
-after the child itself has ended. `master_port_args()` gives a Locust with `--processes` a
-master port of its own, so two runs on one machine never share workers.
+Stopping, in one place: `stop()` asks a child to end (SIGTERM, or SIGINT for Locust, see
+`stop_locust()`), kills it after a grace period, then ends whatever is left of its session
+(`end_process_group()`: Locust's forked workers). `master_port_args()` gives a Locust with
+`--processes` a master port of its own, so two runs on one machine never share workers.
+
+This module is the process layer's bottom half and stays light (standard library only): the
+mock and the Locust plugin import it for `lifeline_fd()`. Starting our two kinds of children
+(the mock, Locust: command lines, readiness, output) is `loadtest.children`.
 """
 
 from __future__ import annotations
@@ -90,7 +95,41 @@ def lifeline_fd() -> int | None:
     return None
 
 
-def end_process_group(pgid: int, grace_s: float = 5.0) -> None:
+STOP_GRACE_S = 5.0
+#: Locust's graceful stop (see `stop_locust`).
+LOCUST_STOP_SIGNAL = signal.SIGINT
+
+
+def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S, sig: int = signal.SIGTERM) -> int:
+    """End a child started by `spawn()`: `sig`, then SIGKILL if it is still running after
+    `grace_s`; then whatever is left of its session (`end_process_group`). Returns its exit code."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(sig)
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        except ProcessLookupError:  # ended between poll and signal
+            proc.wait()
+    end_process_group(proc.pid, grace_s)
+    return proc.returncode
+
+
+def stop_locust(proc: subprocess.Popen) -> None:
+    """Ask Locust to stop gracefully, without waiting: users close their conversations, the
+    CSVs are flushed.
+
+    SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
+    installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
+    the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
+    users within --stop-timeout, fire test_stop, write the stats, exit 0.
+    """
+    if proc.poll() is None:
+        proc.send_signal(LOCUST_STOP_SIGNAL)
+
+
+def end_process_group(pgid: int, grace_s: float = STOP_GRACE_S) -> None:
     """Stop what is left of a child's session (started by `spawn()`, its process group id is
     the child's pid): SIGTERM, then SIGKILL after `grace_s`."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

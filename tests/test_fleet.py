@@ -20,7 +20,7 @@ import pytest
 from loadtest import config
 from loadtest.inlocust import fleet
 from analysis import records
-from loadtest.commands import run as runner
+from loadtest import children
 from loadtest.inlocust.recorder import Recorder
 from runs import FAST, free_port_block, read_csv, read_rows, run_json
 
@@ -162,11 +162,11 @@ def test_workers_and_processes_exclude_each_other_and_workers_become_master_flag
     with pytest.raises(config.ConfigError, match="--workers and --processes exclude each other"):
         config.resolve(flags={"workers": "2", "processes": "2"}, environ={})
     scenario = config.resolve(flags={"workers": "3", "master_bind_port": "6000"}, environ={})
-    assert runner.fleet_master_args(scenario) == ["--master", "--expect-workers", "3", "--master-bind-host", "*",
+    assert children.fleet_master_args(scenario) == ["--master", "--expect-workers", "3", "--master-bind-host", "*",
                                                   "--master-bind-port", "6000"]
-    assert runner.fleet_master_args(config.resolve(environ={})) == []
-    cmd = runner.worker_command("10.0.0.5", 6000, 2)
-    assert cmd[cmd.index("-f") + 1] == str(runner.locustfile())
+    assert children.fleet_master_args(config.resolve(environ={})) == []
+    cmd = children.worker_command("10.0.0.5", 6000, 2)
+    assert cmd[cmd.index("-f") + 1] == str(children.locustfile())
     assert cmd[cmd.index("--worker"):] == ["--worker", "--master-host", "10.0.0.5", "--master-port", "6000",
                                            "--processes", "2"]
 

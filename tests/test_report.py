@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loadtest.commands.report import add_compare_arguments, add_report_arguments, parse_duration, run_compare, run_report
+from loadtest.commands.report import add_compare_arguments, add_report_arguments, parse_duration, compare_command, report_command
 from analysis.report import build_report, format_summary_table, redact
 from analysis.stats import PERCENTILES, SUMMARY_COLUMNS
 from synthetic import make_run
@@ -174,7 +174,7 @@ def test_warmup_flag(report, tmp_path):
     base, _ = report
     out = tmp_path / "w" / "r.html"
     out.parent.mkdir()
-    rc = run_report(args_for(add_report_arguments, [base / "run", "--warmup", "30s", "-o", out]))
+    rc = report_command(args_for(add_report_arguments, [base / "run", "--warmup", "30s", "-o", out]))
     assert rc == 0 and out.exists()
     assert (out.parent / "summary.csv").exists() and (out.parent / "summary.md").exists()
     assert "first 30 s of the run (warm-up) are excluded" in out.read_text(encoding="utf-8")
@@ -199,7 +199,7 @@ def test_bad_csv_exit_2_and_nothing_written(tmp_path, capsys, breakage):
         lines = []
     f.write_text("\n".join(lines) + ("\n" if lines else ""))
     before = sorted(p.name for p in (tmp_path / "bad").iterdir())
-    rc = run_report(args_for(add_report_arguments, [tmp_path / "bad"]))
+    rc = report_command(args_for(add_report_arguments, [tmp_path / "bad"]))
     err = capsys.readouterr().err
     assert rc == 2
     assert "requests.csv" in err
@@ -228,16 +228,16 @@ def test_report_keeps_previous_outputs_on_failure(tmp_path, monkeypatch):
 
 def test_bad_baseline_and_output_folder(report, tmp_path, capsys):
     base, _ = report
-    assert run_report(args_for(add_report_arguments, [base / "run", "--baseline", tmp_path / "missing"])) == 2
+    assert report_command(args_for(add_report_arguments, [base / "run", "--baseline", tmp_path / "missing"])) == 2
     assert "baseline" in capsys.readouterr().err
-    assert run_report(args_for(add_report_arguments, [base / "run", "-o", tmp_path / "no" / "such" / "r.html"])) == 2
+    assert report_command(args_for(add_report_arguments, [base / "run", "-o", tmp_path / "no" / "such" / "r.html"])) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
 def test_compare_runs_cli(report, tmp_path, capsys):
     base, _ = report
     out = tmp_path / "cmp.html"
-    rc = run_compare(args_for(add_compare_arguments, [base / "baseline", base / "run", "-o", out]))
+    rc = compare_command(args_for(add_compare_arguments, [base / "baseline", base / "run", "-o", out]))
     assert rc == 0
     printed = capsys.readouterr().out
     assert "baseline p95" in printed and "run p95" in printed
@@ -245,4 +245,4 @@ def test_compare_runs_cli(report, tmp_path, capsys):
     assert len(us) == 2 and all("significant" in line for line in us)
     text = out.read_text(encoding="utf-8")
     assert external_refs(text) == [] and "Runs compared" in text
-    assert run_compare(args_for(add_compare_arguments, [base / "run"])) == 2
+    assert compare_command(args_for(add_compare_arguments, [base / "run"])) == 2

@@ -425,7 +425,7 @@ def test_ui_is_a_loadtest_subcommand():
     from loadtest.commands import ui
 
     args = cli.build_parser().parse_args(["ui", "--web-port", "8123", "--regions", "us"])
-    assert args.func is ui.run and args.web_port == 8123 and args.regions == "us"
+    assert args.func is ui.ui_command and args.web_port == 8123 and args.regions == "us"
 
 
 def test_a_mock_session_refuses_a_start_that_leaves_the_machine():

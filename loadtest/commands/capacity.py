@@ -68,17 +68,18 @@ import html
 import json
 import math
 import re
-import subprocess
+import signal
 import sys
-import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from loadtest import config, processes, runfolder
+from loadtest import children, config, processes, runfolder, slo
+from loadtest.commands import run as runner
+from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_SLO_FAILED, EXIT_USAGE
-from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX
 from loadtest.runtail import RunTail
 
 
@@ -430,65 +431,31 @@ def _log_time(line: str) -> float:
     return time.time()
 
 
-class _LocustOutput(threading.Thread):
-    """Drains Locust's stdout into locust.log, echoing its errors and noting, from its log,
-    when the load shape changed the user count (the true step boundaries: the shape ticks once
-    a second, so a step starts up to a second after its nominal time)."""
+class ShapeLog:
+    """The step boundaries, from Locust's log lines (`on_line` of `children.LocustOutput`): when
+    the load shape changed the user count (the shape ticks once a second, so a step starts up
+    to a second after its nominal time), or the open model's staircase changed its rate (exact
+    epochs, logged by `loadtest.inlocust.arrivals`); and whether Locust warned of its CPU."""
 
-    def __init__(self, proc: subprocess.Popen, log_path: Path, region: str):
-        super().__init__(daemon=True)
-        self.proc, self.log_path, self.region = proc, log_path, region
+    def __init__(self):
         self.cpu_warning = False
         self.changes: list[tuple[float, float]] = []  # (epoch s, users or conversations/s), in order
         self.shape_end: float | None = None
-        self.stopping = False  # asked to stop: its KeyboardInterrupt traceback is expected
-        self.failure: runfolder.WriteFailed | None = None  # a file of the run folder could not be written
 
-    def run(self) -> None:
-        try:
-            log = open(self.log_path, "w", encoding="utf-8", buffering=1)  # line by line
-        except OSError as e:
-            log = None
-            self._failed(runfolder.WriteFailed(self.log_path, e))
-        for line in self.proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                continue
-            if line.startswith(WRITE_FAILED_PREFIX):  # Locust stopped its load itself
-                self.failure = self.failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX):])
-                self.stopping = True
-                continue
-            if log is not None:
-                try:
-                    log.write(line)
-                except OSError as e:
-                    log = None
-                    self._failed(runfolder.WriteFailed(self.log_path, e))
-            m = _SHAPE_CHANGE.search(line)
-            rate = _RATE_CHANGE.search(line)
-            done = _RATE_DONE.search(line)
-            if m:
-                self.changes.append((_log_time(line), int(m.group(1))))
-            elif "Shape test stopping" in line:
-                self.shape_end = _log_time(line)
-            elif rate:  # the open model's staircase logs exact epochs
-                self.changes.append((float(rate.group(2)), float(rate.group(1))))
-            elif done:
-                self.shape_end = float(done.group(1))
-            elif "CPU usage above" in line:
-                self.cpu_warning = True
-            if (line.startswith("loadtest:") or "Traceback" in line) and not self.stopping:
-                sys.stderr.write(f"[{self.region}] {line}")
-        if log is not None:
-            try:
-                log.close()
-            except OSError as e:
-                self._failed(runfolder.WriteFailed(self.log_path, e))
-
-    def _failed(self, failure: "runfolder.WriteFailed") -> None:
-        """locust.log cannot be written: nothing more will be; ask Locust to stop."""
-        self.failure = self.failure or failure
-        if self.proc.poll() is None and not self.stopping:
-            stop_locust(self.proc, self)
+    def __call__(self, line: str) -> None:
+        m = _SHAPE_CHANGE.search(line)
+        rate = _RATE_CHANGE.search(line)
+        done = _RATE_DONE.search(line)
+        if m:
+            self.changes.append((_log_time(line), int(m.group(1))))
+        elif "Shape test stopping" in line:
+            self.shape_end = _log_time(line)
+        elif rate:  # the open model's staircase logs exact epochs
+            self.changes.append((float(rate.group(2)), float(rate.group(1))))
+        elif done:
+            self.shape_end = float(done.group(1))
+        elif "CPU usage above" in line:
+            self.cpu_warning = True
 
     def steps(self) -> list[tuple[float, float, float | None]]:
         """(level, start, end or None while running) of each step so far."""
@@ -548,27 +515,9 @@ def _p95(values: Sequence[float]) -> float:
     return float(percentiles(values, [95])[0])
 
 
-def stop_locust(proc: subprocess.Popen, output: "_LocustOutput | None" = None) -> None:
-    """runner.stop_locust (SIGINT: Locust's graceful path), noting that we asked."""
-    from loadtest.commands import run as runner
-
-    runner.stop_locust(proc)
-    if output is not None:
-        output.stopping = True
-
-
-def _signals():
-    from loadtest.commands import run as runner
-
-    return runner.Signals("closing open conversations, saving data and writing the capacity report")
-
-
 def search_region(scenario: config.Scenario, region: str, base_url: str, plan: Plan,
                   user_slos: list[str], run_dir: Path, signals) -> RegionResult:
     """One region's staircase: run Locust, judge each step as it ends, stop after the knee."""
-    from loadtest import runfolder
-    from loadtest.commands import run as runner
-
     result = RegionResult(region=region, run_dir=run_dir)
     rs = region_scenario(scenario, region, plan)
     variants = list(rs.variants) or None
@@ -583,16 +532,15 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
                               capacity={"folder": run_dir.parent.name, "plan": asdict(plan),
                                         "levels": plan.levels})
     # INFO: Locust logs each shape change, which gives the true step boundaries.
-    cmd = runner.locust_command(rs, run_dir, {region: base_url}, ["--loglevel", "INFO"])
+    cmd = children.locust_command(rs, {region: base_url}, run_dir=run_dir, extra=["--loglevel", "INFO"])
     print(f"\n[{region}] run folder {run_dir}")
     print(f"[{region}] {plan.unit:>6}   conv/s    req/s     p50     p95     p99   errors  SLO "
           f"({LATENCY_ENDPOINT} latency, ms)")
     sys.stdout.flush()
-    # No stdin: Locust's key listener would switch the terminal's input mode.
-    proc = processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = children.spawn_locust(cmd)
     signals.proc = proc
-    output = _LocustOutput(proc, run_dir / "locust.log", region)
+    shape = ShapeLog()
+    output = children.LocustOutput(proc, run_dir / "locust.log", on_line=shape, echo_prefix=f"[{region}] ")
     output.start()
     tail = RunTail(run_dir)
     launched = time.time()
@@ -604,7 +552,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
 
     def judge_due_steps(now: float, final: bool = False) -> None:
         nonlocal slos, stop_sent, pooling
-        for level, begin, end in output.steps()[len(judged):]:
+        for level, begin, end in shape.steps()[len(judged):]:
             if stop_sent or end is None or (now < end + READ_GRACE_S and not final):
                 return
             k = len(judged)
@@ -631,7 +579,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
             if should_stop(passed, plan.confirm) and level < plan.max - 1e-9 and proc.poll() is None:
                 print(f"[{region}] {plan.confirm} failing step{'s' if plan.confirm > 1 else ''} "
                       f"in a row: stopping this region")
-                stop_locust(proc, output)
+                output.stop()
                 stop_sent = time.time()
                 result.stopped_early = True
 
@@ -639,7 +587,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
         while proc.poll() is None:
             time.sleep(0.2)
             now = time.time()
-            if not output.changes:
+            if not shape.changes:
                 if now - launched > STARTUP_TIMEOUT_S:
                     result.message = f"Locust did not start within {STARTUP_TIMEOUT_S:.0f} s"
                     proc.kill()
@@ -659,18 +607,15 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
                 break
         result.locust_rc = proc.wait()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        processes.end_process_group(proc.pid)  # worker processes must not outlive the master
+        processes.stop(proc, sig=signal.SIGKILL)  # and worker processes must not outlive the master
         output.join(timeout=10)
         signals.proc = None
     if output.failure is not None:  # a full disk: what was measured is in the region's folder
         raise output.failure
-    result.cpu_warning = output.cpu_warning
+    result.cpu_warning = shape.cpu_warning
     if signals.count:
         result.message = "interrupted"
-    if not output.changes:
+    if not shape.changes:
         result.status = "incomplete" if signals.count else "failed"
         result.message = result.message or f"Locust exited with code {result.locust_rc} before the test started"
         return result
@@ -1071,8 +1016,6 @@ def _json_default(o):
 # --------------------------------------------------------------------------- the command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loadtest.commands.arguments import add_scenario_arguments
-
     add_scenario_arguments(parser)
     g = parser.add_argument_group("capacity search")
     g.add_argument("--start", type=int, default=None, metavar="N",
@@ -1145,18 +1088,13 @@ def parse_share(text: str) -> float:
         raise config.ConfigError(f"--max-dropped '{text}' is not a share: use e.g. 1% or 0.01") from None
 
 
-def run(args: argparse.Namespace) -> int:
-    from loadtest.commands.arguments import scenario_from_args
-
-    scenario = scenario_from_args(args)
-    plan = plan_from_args(args)
-    return execute(scenario, plan)
+def capacity_command(args: argparse.Namespace) -> int:
+    """`loadtest capacity`: returns the exit code."""
+    return search(scenario_from_args(args), plan_from_args(args))
 
 
-def execute(scenario: config.Scenario, plan: Plan) -> int:
-    from loadtest import runfolder, slo
-    from loadtest.commands import run as runner
-
+def search(scenario: config.Scenario, plan: Plan) -> int:
+    """The whole search, every region in turn, and its outputs. Returns the exit code."""
     if scenario.arrival_rate or scenario.arrival_steps:
         raise config.ConfigError("--arrival-rate/--arrival-steps are set by the capacity search; to "
                                  "search by arrival rate use --arrival-rate-start/--arrival-rate-step/"
@@ -1210,10 +1148,10 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
     print(f"Capacity folder: {folder}")
     results: list[RegionResult] = []
     code = EXIT_OK
-    with _signals() as signals:
+    with children.Signals("closing open conversations, saving data and writing the capacity report") as signals:
         try:
-            mock_cm = (runner.mock_server(scenario, folder / "mock.log") if runner.needs_mock(scenario)
-                       else runner._nothing())
+            mock_cm = (children.mock_server(scenario, folder / "mock.log") if runner.needs_mock(scenario)
+                       else nullcontext())
             with mock_cm as mock_urls:
                 base_urls = runner.resolve_base_urls(scenario, mock_urls)
                 for region in regions:
@@ -1243,7 +1181,7 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
                   f"free some space (or pick another --out), then build a region's report with: "
                   f"loadtest report {e.path.parent}", file=sys.stderr)
             return EXIT_RUN_FAILED  # no room for the capacity report
-        except runner.RunFailed as e:
+        except children.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
             code = EXIT_RUN_FAILED
     if code == EXIT_OK:
@@ -1269,9 +1207,7 @@ def execute(scenario: config.Scenario, plan: Plan) -> int:
 
 
 def _mock_stats(url: str, scenario: config.Scenario) -> dict | None:
-    from loadtest.commands import run as runner  # as elsewhere in this module (issue 10 untangles it)
-
-    s = runner.mock_stats(url, scenario)
+    s = children.mock_stats(url, scenario)
     if s is None:
         return None
     return {k: s.get(k) for k in ("slots", "queue_limit", "rejected", "created", "open_conversations")}

@@ -7,13 +7,18 @@ Exit code 0 when every region answered correctly, 3 otherwise.
 
 from __future__ import annotations
 
+import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 
-from loadtest import api, config, safety, tls
+from loadtest import api, children, config, safety, tls
+from loadtest.commands import run as runner
+from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.config import load_corpus
 from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED
 
@@ -110,19 +115,23 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
     return EXIT_OK if ok else EXIT_RUN_FAILED
 
 
-def cmd_check(scenario: config.Scenario) -> int:
-    from loadtest.commands import run as runner
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_scenario_arguments(parser)
 
+
+def check_command(args: argparse.Namespace) -> int:
+    """`loadtest check`: returns the exit code."""
+    return check(scenario_from_args(args))
+
+
+def check(scenario: config.Scenario) -> int:
     runner.preflight(scenario)
     if runner.needs_mock(scenario):
-        import tempfile
-        from pathlib import Path
-
         with tempfile.TemporaryDirectory() as tmp, \
-                runner.mock_server(scenario, Path(tmp) / "mock.log") as mock_urls:
+                children.mock_server(scenario, Path(tmp) / "mock.log") as mock_urls:
             return run_check(scenario, runner.resolve_base_urls(scenario, mock_urls))
     return run_check(scenario, config.base_urls(scenario))
 
 
 if __name__ == "__main__":
-    sys.exit(cmd_check(config.resolve()))
+    sys.exit(check(config.resolve()))

@@ -3,9 +3,9 @@
 `loadtest/cli.py` owns the command line; it wires these in:
 
     p = sub.add_parser("report", help="analyse a run folder and write report.html")
-    add_report_arguments(p); p.set_defaults(func=run_report)
+    add_report_arguments(p); p.set_defaults(func=report_command)
     p = sub.add_parser("compare", help="runs side by side")
-    add_compare_arguments(p); p.set_defaults(func=run_compare)
+    add_compare_arguments(p); p.set_defaults(func=compare_command)
 
 Both return a process exit code: 0 done, 1 a regression (`compare --fail-on-regression`), 2
 bad input (message on stderr saying what is wrong and what to do). The library entry points
@@ -113,7 +113,7 @@ def _check_output(path: Path | None) -> str | None:
     return None
 
 
-def run_report(args: argparse.Namespace) -> int:
+def report_command(args: argparse.Namespace) -> int:
     """`loadtest report`: write report.html, summary.csv, summary.md; print where and a summary."""
     problem = _check_output(getattr(args, "output", None))
     if problem:
@@ -142,7 +142,7 @@ def run_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_compare(args: argparse.Namespace) -> int:
+def compare_command(args: argparse.Namespace) -> int:
     """`loadtest compare`: runs side by side, as a table on stdout and an HTML page; with
     --fail-on-regression, the regression gate of each later run against the first."""
     if len(args.run_dirs) < 2:
@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("report", help="analyse a run folder and write report.html")
     add_report_arguments(p)
-    p.set_defaults(func=run_report)
+    p.set_defaults(func=report_command)
     p = sub.add_parser("compare", help="runs side by side")
     add_compare_arguments(p)
-    p.set_defaults(func=run_compare)
+    p.set_defaults(func=compare_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

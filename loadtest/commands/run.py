@@ -2,8 +2,8 @@
 
     mock (unless a real target) → Locust headless (a child process) → report → SLO verdict
 
-The mock and Locust run as child processes in their own sessions (`processes.spawn`: they
-end when this process ends, however it ends), so a terminal's Ctrl-C reaches only this
+The mock and Locust run as child processes in their own sessions (`loadtest.children` starts
+them with `processes.spawn`: they end when this process ends, however it ends), so a terminal's Ctrl-C reaches only this
 process, which then stops them in order: the first Ctrl-C/SIGTERM/SIGHUP asks Locust to stop
 gracefully (open conversations are closed within --stop-timeout, CSVs flushed) and the
 report is still built; a second one kills at once, keeping the data.
@@ -26,134 +26,21 @@ CI job must not look green).
 
 from __future__ import annotations
 
-import json
+import argparse
 import os
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
 
-import httpx
 
-from loadtest import abort, config, processes, runfolder, safety, slo, tls
+from loadtest import abort, children, config, processes, runfolder, safety, slo, tls
 from analysis import records
 from loadtest.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_SLO_FAILED, EXIT_USAGE
+from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.config import load_corpus
-from loadtest.progress import PROGRESS_PREFIX, WRITE_FAILED_PREFIX, ProgressDisplay
-from loadtest.inlocust import LOCUSTFILE
-
-MOCK_START_TIMEOUT_S = 20.0
-MOCK_CA_FILE = "mock-ca.pem"  # the TLS mock's CA certificate, in the run folder
-
-
-
-class RunFailed(RuntimeError):
-    pass
-
-
-def locustfile() -> Path:
-    if not LOCUSTFILE.exists():
-        raise RunFailed(f"the packaged locustfile is missing at {LOCUSTFILE}; reinstall polyai-loadtest")
-    return LOCUSTFILE
-
-
-@contextmanager
-def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str, str]]:
-    """Start the embedded mock on free loopback ports; yield region → base URL.
-
-    With --mock-tls it serves HTTPS; its throwaway CA is written beside the log
-    (mock-ca.pem) and becomes the scenario's --ca-bundle unless one was given."""
-    with tempfile.TemporaryDirectory() as tmp:
-        ready = Path(tmp) / "ready.json"
-        cmd = [sys.executable, "-m", "loadtest.mock.cli", "--port", "0", "--ready-file", str(ready),
-               "--api-version", scenario.api_version,
-               "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
-        if scenario.mock_tls:
-            cmd += ["--tls", "--tls-ca-file", str(log_path.parent / MOCK_CA_FILE)]
-        for spec in scenario.faults:
-            cmd += ["--fault", spec]
-        if scenario.mock_config:
-            cmd += ["--config", scenario.mock_config]
-        try:
-            log = open(log_path, "ab")
-        except OSError as e:
-            raise runfolder.WriteFailed(log_path, e) from None
-        with log:
-            proc = processes.spawn(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + MOCK_START_TIMEOUT_S
-            while not ready.exists():
-                if proc.poll() is not None:
-                    raise RunFailed(f"the mock server exited with code {proc.returncode}; see {log_path}")
-                if time.monotonic() > deadline:
-                    raise RunFailed(f"the mock server did not start within {MOCK_START_TIMEOUT_S:.0f} s; see {log_path}")
-                time.sleep(0.05)
-            info = json.loads(ready.read_text())
-            if info.get("ca_bundle") and not scenario.ca_bundle:
-                scenario.values["ca_bundle"] = info["ca_bundle"]
-            yield info["regions"]
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
-def mock_stats(url: str, scenario: config.Scenario) -> dict | None:
-    """The mock's /_mock/stats at this base URL (over TLS with the run's policy), or None."""
-    try:
-        return httpx.get(f"{url}/_mock/stats", timeout=2,
-                         verify=config.tls_policy(scenario).context()).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-
-
-def open_conversations(base_urls: dict[str, str], scenario: config.Scenario) -> dict[str, int]:
-    """Per region, conversations the mock still holds open (should be 0 after a run)."""
-    stats = {region: mock_stats(url, scenario) for region, url in base_urls.items()}
-    return {region: s["open_conversations"] for region, s in stats.items()
-            if s and "open_conversations" in s}
-
-
-def locust_command(scenario: config.Scenario, run_dir: Path, base_urls: dict[str, str],
-                   extra: list[str] = ()) -> list[str]:
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--headless"]
-    if not scenario.shape:  # a shape decides users and run time itself
-        # The open model's pool is spawned at once (idle users cost nothing), ready before
-        # the first arrival, as k6 pre-allocates VUs.
-        spawn_rate = scenario.users if scenario.arrival_rate else scenario.spawn_rate
-        cmd += ["--users", str(scenario.users), "--spawn-rate", str(spawn_rate),
-                "--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
-    if scenario.processes:
-        cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]
-    cmd += fleet_master_args(scenario)
-    # No --csv: the plugin writes Locust's CSVs into the run folder (loadtest.inlocust.locust_csv).
-    cmd += ["--stop-timeout", f"{scenario.stop_timeout:g}",
-           "--exit-code-on-error", "0", "--only-summary", "--loglevel", "WARNING",
-           "--run-dir", str(run_dir), "--progress-lines"]
-    for s in config.SETTINGS:
-        if s.locust:
-            cmd += [s.flag, flag_value(s.name, scenario.values[s.name], base_urls)]
-    return cmd + list(extra)
-
-
-# ---- a fleet: a master here, workers elsewhere (`loadtest worker`) -------------------------
-
-def fleet_master_args(scenario: config.Scenario) -> list[str]:
-    """Locust's master flags for `--workers N`: listen, and start once N workers are in."""
-    if not scenario.workers:
-        return []
-    return ["--master", "--expect-workers", str(scenario.workers),
-            "--master-bind-host", scenario.master_bind_host,
-            "--master-bind-port", str(scenario.master_bind_port)]
+from loadtest.progress import ProgressDisplay
 
 
 def announce_fleet(scenario: config.Scenario) -> None:
@@ -163,168 +50,25 @@ def announce_fleet(scenario: config.Scenario) -> None:
               f"--master-port {scenario.master_bind_port}", flush=True)
 
 
-def worker_command(master_host: str, master_port: int, processes: int, extra: list[str] = ()) -> list[str]:
-    """A Locust worker with the packaged user: settings come from the master with each start."""
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--worker",
-           "--master-host", master_host, "--master-port", str(master_port)]
-    if processes:
-        cmd += ["--processes", str(processes)]
-    return cmd + list(extra)
-
-
-def flag_value(name: str, value, base_urls: dict[str, str]) -> str:
-    """A resolved value back in the string form its option parser accepts."""
-    if name == "base_urls":
-        return ",".join(f"{r}={u}" for r, u in base_urls.items())
-    if name == "arrival_rate" and "*" in value:
-        return f"{value['*']:g}"
-    if name == "arrival_steps":
-        return ",".join(f"{k}={v:g}" for k, v in value.items())
-    if isinstance(value, dict):
-        return json.dumps(value) if name == "integration_attributes" else \
-            ",".join(f"{k}:{v:g}" for k, v in value.items())
-    if isinstance(value, tuple):
-        return f"{value[0]:g}-{value[1]:g}"
-    if isinstance(value, list):  # slos, faults
-        return ",".join(value)
-    return str(value)
-
-
-def stop_locust(proc: subprocess.Popen) -> None:
-    """Ask Locust to stop gracefully: users close their conversations, the CSVs are flushed.
-
-    SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
-    installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
-    the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
-    users within --stop-timeout, fire test_stop, write the stats, exit 0.
-    """
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-
-
-class Signals:
-    """First SIGINT/SIGTERM/SIGHUP: graceful stop. Second: kill now.
-
-    SIGHUP (an SSH session dropped, a terminal closed) is a stop like SIGTERM: the run ends
-    gracefully, keeps its data and still builds its report. The terminal may be gone, so from
-    then on output that cannot be written is dropped rather than failing the run (see
-    `forgive_output`)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self, stopping_message: str = "closing open conversations and saving data"):
-        self.count = 0
-        self.first = ""  # the name of the first signal, e.g. "SIGHUP"
-        self.proc: subprocess.Popen | None = None
-        self.stopping_message = stopping_message
-
-    def __enter__(self):
-        self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        self.count += 1
-        self.first = self.first or signal.Signals(signum).name
-        if signum == signal.SIGHUP:
-            forgive_output()
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        if self.count == 1:
-            sys.stderr.write(f"\nStopping ({signal.Signals(signum).name}): {self.stopping_message} "
-                             "(press Ctrl-C again to stop at once)…\n")
-            stop_locust(self.proc)
-        else:
-            self.proc.kill()
-
-
-class _ForgivingStream:
-    """A text stream whose writes stop failing once its terminal or pipe is gone."""
-
-    def __init__(self, stream):
-        self._stream = stream
-
-    def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except (OSError, ValueError):  # EIO from a hung-up terminal, EPIPE, a closed stream
-            self._stream = open(os.devnull, "w", encoding="utf-8")
-            return len(text)
-
-    def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except (OSError, ValueError):
-            self._stream = open(os.devnull, "w", encoding="utf-8")
-
-    def __getattr__(self, name):
-        return getattr(self._stream, name)
-
-
-def forgive_output() -> None:
-    """After a hangup: stdout and stderr drop what they can no longer deliver."""
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if not isinstance(stream, _ForgivingStream):
-            setattr(sys, name, _ForgivingStream(stream))
-
-
-def run_locust(cmd: list[str], run_dir: Path, signals: Signals, display: ProgressDisplay) -> int:
+def run_locust(cmd: list[str], run_dir: Path, signals: children.Signals, display: ProgressDisplay) -> int:
     """Run Locust, showing its progress lines and logging everything else to locust.log.
 
     Raises runfolder.WriteFailed, once Locust has ended, when a file of the run folder could
     not be written: by Locust (it stops its load at once and says so on a line of its own) or
     here (locust.log; Locust is then asked to stop)."""
-    log_path = run_dir / "locust.log"
-    failure: runfolder.WriteFailed | None = None
-    try:
-        log = open(log_path, "w", encoding="utf-8", buffering=1)  # line by line: a full disk shows at once
-    except OSError as e:
-        raise runfolder.WriteFailed(log_path, e) from None
-    # No stdin: Locust's key listener would switch the terminal's input mode.
-    proc = processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = children.spawn_locust(cmd)
     signals.proc = proc
-    for line in proc.stdout:
-        if line.startswith(PROGRESS_PREFIX):
-            display.update(json.loads(line[len(PROGRESS_PREFIX):]))
-            continue
-        if line.startswith(WRITE_FAILED_PREFIX):
-            failure = failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX):])
-            continue
-        if log is not None:
-            try:
-                log.write(line)
-            except OSError as e:
-                failure = failure or runfolder.WriteFailed(log_path, e)
-                _close_quietly(log)
-                log = None
-                stop_locust(proc)
-        # After a second Ctrl-C (stop at once) a dying Locust may print a traceback of the
-        # interrupt: expected, kept in locust.log, not news for the terminal.
-        if (line.startswith("loadtest:") or "Traceback" in line) and failure is None and signals.count < 2:
-            sys.stderr.write(line)
+    # After a second Ctrl-C (stop at once) a dying Locust may print a traceback of the
+    # interrupt: expected, kept in locust.log, not news for the terminal.
+    output = children.LocustOutput(proc, run_dir / "locust.log", on_progress=display.update,
+                                   quiet=lambda: signals.count > 1)
+    output.drain()
     display.close()
     code = proc.wait()
     processes.end_process_group(proc.pid)  # worker processes (--processes) must not outlive the master
-    if log is not None:
-        try:
-            log.close()
-        except OSError as e:
-            failure = failure or runfolder.WriteFailed(log_path, e)
-    if failure is not None:
-        raise failure
+    if output.failure is not None:
+        raise output.failure
     return code
-
-
-def _close_quietly(f) -> None:
-    try:
-        f.close()
-    except OSError:  # its buffered tail could not be written either
-        pass
 
 
 def needs_mock(scenario: config.Scenario) -> bool:
@@ -383,6 +127,7 @@ def check_baseline(scenario: config.Scenario) -> None:
 
 def check_mock_scenario(scenario: config.Scenario) -> None:
     """The mock's variants and fault specs, checked before it starts."""
+    # Deferred: loadtest.mock's package imports its server (asyncio, the HTTP parser); only a mock run needs it.
     from loadtest.mock.config import MockConfig, load_config
     from loadtest.mock.faults import parse_faults
 
@@ -398,7 +143,18 @@ def check_mock_scenario(scenario: config.Scenario) -> None:
                                  f"{scenario.mock_config}); declare them there or drop strict_variants")
 
 
-def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_scenario_arguments(parser)
+    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
+                        help="extra arguments passed to Locust after --")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`loadtest run`: returns the exit code."""
+    return run_scenario(scenario_from_args(args), args.locust_args)
+
+
+def run_scenario(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
     """The whole run. Returns the exit code."""
     preflight(scenario)
     if scenario.insecure:
@@ -423,18 +179,18 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
     write_failure: runfolder.WriteFailed | None = None
     display = ProgressDisplay(None if scenario.shape else scenario.duration)
     watcher = None
-    with Signals() as signals:
+    with children.Signals() as signals:
         try:
-            with (mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else _nothing()) as mock_urls:
+            with (children.mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else nullcontext()) as mock_urls:
                 base_urls = resolve_base_urls(scenario, mock_urls)
                 runfolder.update_run_json(run_dir, base_urls=base_urls)
-                cmd = locust_command(scenario, run_dir, base_urls, list(extra_locust_args))
+                cmd = children.locust_command(scenario, base_urls, run_dir=run_dir, extra=list(extra_locust_args))
                 announce_fleet(scenario)
                 watcher = start_abort_watcher(scenario, run_dir, signals)
                 rc = run_locust(cmd, run_dir, signals, display)
                 breach = stop_abort_watcher(watcher)
                 if mock_urls:
-                    runfolder.update_run_json(run_dir, mock_open_conversations=open_conversations(mock_urls, scenario))
+                    runfolder.update_run_json(run_dir, mock_open_conversations=children.open_conversations(mock_urls, scenario))
             if breach:
                 status, code = "aborted", EXIT_SLO_FAILED
                 runfolder.update_run_json(run_dir, abort=breach.record())
@@ -451,7 +207,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
             write_failure = e
             print(f"loadtest: {e}; the load was stopped and the rows already written are kept; "
                   f"{e.advice}", file=sys.stderr)
-        except RunFailed as e:
+        except children.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
         finally:
             stop_abort_watcher(watcher)
@@ -474,7 +230,7 @@ def execute(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int
     return finish(run_dir, scenario, code)
 
 
-def start_abort_watcher(scenario: config.Scenario, run_dir: Path, signals: Signals) -> abort.Watcher | None:
+def start_abort_watcher(scenario: config.Scenario, run_dir: Path, signals: children.Signals) -> abort.Watcher | None:
     """The live SLO watcher (see `loadtest.abort`), when some SLO may abort the run."""
     slos = abort.abortable(scenario)
     if not slos:
@@ -482,7 +238,7 @@ def start_abort_watcher(scenario: config.Scenario, run_dir: Path, signals: Signa
 
     def stop() -> None:
         if signals.proc is not None:
-            stop_locust(signals.proc)  # the graceful path of a first Ctrl-C
+            processes.stop_locust(signals.proc)  # the graceful path of a first Ctrl-C
 
     watcher = abort.Watcher(run_dir, slos, scenario.abort_grace, scenario.abort_window, stop,
                             warmup_s=scenario.warmup)
@@ -499,17 +255,13 @@ def stop_abort_watcher(watcher: abort.Watcher | None) -> abort.Breach | None:
     return watcher.breach
 
 
-@contextmanager
-def _nothing():
-    yield None
-
-
 def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
     """Report, SLO verdict and regression gate on whatever was measured, even after a failure
     or an interrupt."""
     if not any(run_dir.glob(records.REQUESTS_GLOB)):
         print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
+    # Deferred: matplotlib, pyarrow and the templates cost seconds; only a run with data needs them.
     from analysis import regression
     from analysis.compare import against_baseline
     from analysis.load import RunDataError, load_run

@@ -24,20 +24,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 import webbrowser
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 
-from loadtest import config, processes
+from loadtest import children, config, processes
+from loadtest.commands import run as runner
+from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
-
-UI_START_TIMEOUT_S = 60.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from loadtest.commands.arguments import add_scenario_arguments
-
     add_scenario_arguments(parser)
     parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
                         help="port of the web UI on 127.0.0.1 (default: a free port)")
@@ -55,19 +52,6 @@ def stop_timeout(scenario: config.Scenario) -> float:
     return max(scenario.stop_timeout, 2 * scenario.request_timeout)
 
 
-def form_value(name: str, value, base_urls: dict[str, str]) -> str:
-    """A setting as the start form should show it: 'us,uk' rather than 'us:1,uk:1'."""
-    from loadtest.commands.run import flag_value
-
-    if isinstance(value, dict) and name in ("regions", "variants") and set(value.values()) <= {1.0}:
-        return ",".join(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}s" if config.SETTINGS_BY_NAME[name].parse is config.parse_duration else f"{value:g}"
-    return flag_value(name, value, base_urls)
-
-
 def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) -> dict[str, str]:
     """Every region the mock serves (so a region added in the form still hits the mock),
     with configured overrides on top."""
@@ -76,49 +60,14 @@ def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) 
 
 def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int,
                    extra: list[str] = ()) -> list[str]:
-    from loadtest.commands.run import fleet_master_args, locustfile
-
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()),
-           "--web-host", "127.0.0.1", "--web-port", str(web_port),
-           "--users", str(scenario.users), "--spawn-rate", f"{scenario.spawn_rate:g}",
-           "--stop-timeout", f"{stop_timeout(scenario):g}",
-           "--out", str(Path(scenario.out).resolve()), "--exit-code-on-error", "0"]
-    if scenario.processes:  # a master with the web UI and N worker processes
-        cmd += ["--processes", str(scenario.processes), *processes.master_port_args()]
-    cmd += fleet_master_args(scenario)  # a master with the web UI and N `loadtest worker`s
-    if scenario.sources.get("duration") != "default":  # the UI's default: run until Stop
-        cmd += ["--run-time", f"{max(int(round(scenario.duration)), 1)}s"]
-    for s in config.SETTINGS:
-        if s.locust:
-            cmd += [s.flag, form_value(s.name, scenario.values[s.name], base_urls)]
-    return cmd + list(extra)
+    """Locust's web UI on 127.0.0.1:`web_port` (`children.locust_command`), its stop timeout
+    long enough for an in-flight respond unless set."""
+    return children.locust_command(scenario, base_urls, web_port=web_port,
+                                   stop_timeout_s=stop_timeout(scenario), extra=extra)
 
 
-def wait_until_up(url: str, proc: subprocess.Popen, signals, timeout: float = UI_START_TIMEOUT_S) -> bool:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None or signals.count:
-            return False
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    return False
-
-
-@contextmanager
-def _nothing():
-    yield None
-
-
-def run(args: argparse.Namespace) -> int:
-    from loadtest.commands import run as runner
-    from loadtest.commands.arguments import scenario_from_args
-
+def ui_command(args: argparse.Namespace) -> int:
+    """`loadtest ui`: returns the exit code."""
     scenario = scenario_from_args(args)
     out = Path(scenario.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -126,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
     needs_mock = runner.needs_mock(scenario)
     port = args.web_port or processes.free_port()
     url = f"http://127.0.0.1:{port}"
-    with runner.Signals() as signals:
+    with children.Signals() as signals:
         try:
-            with (runner.mock_server(scenario, out / "ui-mock.log") if needs_mock else _nothing()) as mock_urls:
+            with (children.mock_server(scenario, out / "ui-mock.log") if needs_mock else nullcontext()) as mock_urls:
                 if signals.count:
                     return EXIT_OK
                 base_urls = form_base_urls(scenario, mock_urls)
@@ -137,14 +86,12 @@ def run(args: argparse.Namespace) -> int:
                 env = dict(os.environ)
                 for s in config.SETTINGS:  # settings Locust has no option for, so run.json holds them
                     if not s.locust and scenario.sources.get(s.name) != "default":
-                        env[s.env] = form_value(s.name, scenario.values[s.name], base_urls)
+                        env[s.env] = children.option_value(s.name, scenario.values[s.name], base_urls)
                 cmd = locust_command(scenario, base_urls, port, list(args.locust_args or []))
                 proc = processes.spawn(cmd, env=env, stdin=subprocess.DEVNULL)
                 signals.proc = proc
-                if not wait_until_up(url, proc, signals):
-                    if proc.poll() is None:
-                        proc.terminate()
-                    rc = proc.wait()
+                if not children.wait_for_http(url, proc, give_up=lambda: signals.count > 0):
+                    rc = processes.stop(proc)
                     if signals.count:
                         return EXIT_OK
                     print(f"loadtest: the Locust web UI did not come up (exit code {rc}"
@@ -166,11 +113,11 @@ def run(args: argparse.Namespace) -> int:
                 rc = proc.wait()
                 processes.end_process_group(proc.pid)  # --processes: forked workers outliving the master
                 if mock_urls:
-                    still_open = runner.open_conversations(mock_urls, scenario)
+                    still_open = children.open_conversations(mock_urls, scenario)
                     if any(still_open.values()):
                         print(f"loadtest: the mock still holds open conversations: {still_open}",
                               file=sys.stderr)
-        except runner.RunFailed as e:
+        except children.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
             return EXIT_RUN_FAILED
     if signals.count:
@@ -184,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        return run(args)
+        return ui_command(args)
     except config.ConfigError as e:
         print(f"loadtest: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,5 @@
-"""Charts for the report (matplotlib, Agg backend), returned as inline SVG data URIs.
+"""Charts for the report (matplotlib, Agg backend), returned as inline SVG data URIs; and the
+capacity search's PNG (`capacity_chart`).
 
     from analysis.charts import build_charts
     charts = build_charts(stats, variants=variant_table, history=run.stats_history)
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -401,3 +405,87 @@ def compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
         ax.legend(ncol=min(len(names), 4))
         fig.tight_layout()
         return png_uri(fig)
+
+
+@dataclass
+class CapacityPanel:
+    """One region of a capacity search, for `capacity_chart`."""
+    region: str
+    steps: list[dict]          # in order: level, p95_ms, p99_ms, error_rate (None: not measured), passed,
+                               # conversations_per_s
+    knee: dict | None          # the knee step, one of `steps`
+    status: str                # found | above_max | below_start | incomplete | failed
+    p95_slo_ms: float | None   # the p95 threshold drawn as a line
+
+
+def capacity_chart(panels: Sequence[CapacityPanel], path: Path, *, by_rate: bool, unit: str,
+                   endpoint: str = "respond") -> Path | None:
+    """A capacity search's PNG: per region, p95/p99 against the level (users, or conversations/s
+    when `by_rate`), the error rate on a second axis, failing steps crossed, the knee marked."""
+    shown = [r for r in panels if r.steps]
+    if not shown:
+        return None
+    colours = region_colours([r.region for r in shown])
+    n = len(shown)
+    cols = 1 if n == 1 else 2
+    rows = math.ceil(n / cols)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
+        for ax in axes.flat[n:]:
+            ax.set_visible(False)
+        for ax, res in zip(axes.flat, shown):
+            c = colours[res.region]
+            x = [s["level"] for s in res.steps]
+            p95 = [s["p95_ms"] if s["p95_ms"] is not None else math.nan for s in res.steps]
+            p99 = [s["p99_ms"] if s["p99_ms"] is not None else math.nan for s in res.steps]
+            err = [100 * s["error_rate"] if s["error_rate"] is not None else math.nan for s in res.steps]
+            ax.plot(x, p95, "-o", color=c, lw=2, ms=5)
+            ax.plot(x, p99, "--s", color=c, lw=1.4, ms=4, alpha=0.8)
+            bad = [(xi, yi) for xi, yi, s in zip(x, p95, res.steps) if not s["passed"] and yi == yi]
+            if bad:
+                ax.plot(*zip(*bad), "x", color="#C0392B", ms=9, mew=2, zorder=5)
+            top = max([v for v in p95 + p99 if v == v] or [1.0])
+            threshold = res.p95_slo_ms
+            if threshold:
+                ax.axhline(threshold, color="#7F7F7F", ls=(0, (1, 2)), lw=1.4)
+                ax.annotate(f"p95 SLO {threshold:.0f} ms", (x[0], threshold), xytext=(0, 3),
+                            textcoords="offset points", fontsize=8, color="#555555")
+                top = max(top, threshold)
+            ax.set_ylim(0, top * 1.15)
+            ax.set_xlabel("offered conversations/s (open model)" if by_rate
+                          else "concurrent conversations (users)")
+            ax.set_ylabel(f"{endpoint} latency (ms)")
+            ax2 = ax.twinx()
+            ax2.plot(x, err, ":^", color=c, lw=1.3, ms=5, alpha=0.9)
+            ax2.set_ylabel("error rate (%)")
+            ax2.set_ylim(0, max(5.0, max((e for e in err if e == e), default=0) * 1.15))
+            ax2.grid(False)
+            ax2.spines["right"].set_visible(True)
+            k = res.knee
+            title = res.region
+            if k:
+                ax.axvline(k["level"], color=c, lw=1, alpha=0.5)
+                ax.annotate(f"knee {k['level']:g} {unit}\n{k['conversations_per_s']:.2f} conv/s",
+                            (k["level"], k["p95_ms"] or 0), xytext=(6, -28),
+                            textcoords="offset points", fontsize=8, color=c,
+                            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
+                ge = "≥ " if res.status in ("above_max", "incomplete") else ""
+                title += (f" — knee {ge}{k['level']:g} {unit}" if by_rate else
+                          f" — knee {ge}{k['level']:g} users, {ge}{k['conversations_per_s']:.2f} conv/s")
+            else:
+                title += f" — {res.status.replace('_', ' ')}"
+            ax.set_title(title, loc="left")
+        grey = "#444444"
+        handles = [Line2D([], [], color=grey, ls="-", marker="o", ms=5, lw=2),
+                   Line2D([], [], color=grey, ls="--", marker="s", ms=4, lw=1.4),
+                   Line2D([], [], color=grey, ls=":", marker="^", ms=5, lw=1.3),
+                   Line2D([], [], color="#7F7F7F", ls=(0, (1, 2)), lw=1.4),
+                   Line2D([], [], color="#C0392B", ls="", marker="x", ms=8, mew=2)]
+        labels = [f"p95 {endpoint} (left)", f"p99 {endpoint} (left)",
+                  "error rate (right)", "p95 SLO threshold", "step outside SLO"]
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5,
+                   bbox_to_anchor=(0.5, 0.0))
+        fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
+        fig.savefig(path, format="png", dpi=110)
+        plt.close(fig)
+    return path

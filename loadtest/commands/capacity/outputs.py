@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import json
 import math
 import sys
@@ -15,6 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from analysis.charts import CapacityPanel, capacity_chart
+from analysis.report import TEMPLATES
 from loadtest import config, slo
 from loadtest.commands.capacity.plan import DEFAULT_SLO_TEXT, LATENCY_ENDPOINT, Plan
 from loadtest.commands.capacity.steps import RegionResult
@@ -218,84 +221,10 @@ def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
 
 
 def chart(results: Sequence[RegionResult], path: Path, plan: Plan) -> Path | None:
-    """p95/p99 against the level (users or conv/s) per region, error rate on a second axis,
-    the knee marked."""
-    shown = [r for r in results if r.steps]
-    if not shown:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from analysis.charts import STYLE, region_colours
-
-    colours = region_colours([r.region for r in shown])
-    n = len(shown)
-    cols = 1 if n == 1 else 2
-    rows = math.ceil(n / cols)
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.9 * rows), squeeze=False)
-        for ax in axes.flat[n:]:
-            ax.set_visible(False)
-        for ax, res in zip(axes.flat, shown):
-            c = colours[res.region]
-            x = [s["level"] for s in res.steps]
-            p95 = [s["p95_ms"] if s["p95_ms"] is not None else math.nan for s in res.steps]
-            p99 = [s["p99_ms"] if s["p99_ms"] is not None else math.nan for s in res.steps]
-            err = [100 * s["error_rate"] if s["error_rate"] is not None else math.nan for s in res.steps]
-            ax.plot(x, p95, "-o", color=c, lw=2, ms=5)
-            ax.plot(x, p99, "--s", color=c, lw=1.4, ms=4, alpha=0.8)
-            bad = [(xi, yi) for xi, yi, s in zip(x, p95, res.steps) if not s["passed"] and yi == yi]
-            if bad:
-                ax.plot(*zip(*bad), "x", color="#C0392B", ms=9, mew=2, zorder=5)
-            top = max([v for v in p95 + p99 if v == v] or [1.0])
-            threshold = _p95_threshold(res.slos or [])
-            if threshold:
-                ax.axhline(threshold, color="#7F7F7F", ls=(0, (1, 2)), lw=1.4)
-                ax.annotate(f"p95 SLO {threshold:.0f} ms", (x[0], threshold), xytext=(0, 3),
-                            textcoords="offset points", fontsize=8, color="#555555")
-                top = max(top, threshold)
-            ax.set_ylim(0, top * 1.15)
-            ax.set_xlabel("offered conversations/s (open model)" if plan.by == "rate"
-                          else "concurrent conversations (users)")
-            ax.set_ylabel(f"{LATENCY_ENDPOINT} latency (ms)")
-            ax2 = ax.twinx()
-            ax2.plot(x, err, ":^", color=c, lw=1.3, ms=5, alpha=0.9)
-            ax2.set_ylabel("error rate (%)")
-            ax2.set_ylim(0, max(5.0, max((e for e in err if e == e), default=0) * 1.15))
-            ax2.grid(False)
-            ax2.spines["right"].set_visible(True)
-            k = res.knee_step
-            title = res.region
-            if k:
-                ax.axvline(k["level"], color=c, lw=1, alpha=0.5)
-                ax.annotate(f"knee {k['level']:g} {plan.unit}\n{k['conversations_per_s']:.2f} conv/s",
-                            (k["level"], k["p95_ms"] or 0), xytext=(6, -28),
-                            textcoords="offset points", fontsize=8, color=c,
-                            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
-                ge = "≥ " if res.status in ("above_max", "incomplete") else ""
-                title += (f" — knee {ge}{k['level']:g} {plan.unit}" if plan.by == "rate" else
-                          f" — knee {ge}{k['level']:g} users, {ge}{k['conversations_per_s']:.2f} conv/s")
-            else:
-                title += f" — {res.status.replace('_', ' ')}"
-            ax.set_title(title, loc="left")
-        from matplotlib.lines import Line2D
-
-        grey = "#444444"
-        handles = [Line2D([], [], color=grey, ls="-", marker="o", ms=5, lw=2),
-                   Line2D([], [], color=grey, ls="--", marker="s", ms=4, lw=1.4),
-                   Line2D([], [], color=grey, ls=":", marker="^", ms=5, lw=1.3),
-                   Line2D([], [], color="#7F7F7F", ls=(0, (1, 2)), lw=1.4),
-                   Line2D([], [], color="#C0392B", ls="", marker="x", ms=8, mew=2)]
-        labels = [f"p95 {LATENCY_ENDPOINT} (left)", f"p99 {LATENCY_ENDPOINT} (left)",
-                  "error rate (right)", "p95 SLO threshold", "step outside SLO"]
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5,
-                   bbox_to_anchor=(0.5, 0.0))
-        fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
-        fig.savefig(path, format="png", dpi=110)
-        plt.close(fig)
-    return path
+    """capacity.png (`analysis.charts.capacity_chart`)."""
+    panels = [CapacityPanel(region=r.region, steps=r.steps or [], knee=r.knee_step, status=r.status,
+                            p95_slo_ms=_p95_threshold(r.slos or [])) for r in results]
+    return capacity_chart(panels, path, by_rate=plan.by == "rate", unit=plan.unit, endpoint=LATENCY_ENDPOINT)
 
 
 def _p95_threshold(exprs: Sequence[str]) -> float | None:
@@ -306,59 +235,37 @@ def _p95_threshold(exprs: Sequence[str]) -> float | None:
     return None
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1100px;
-color:#222;padding:0 1rem}h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
-table{border-collapse:collapse;margin:.5rem 0;font-size:.9rem}th,td{border-bottom:1px solid #ddd;
-padding:.3rem .6rem;text-align:right}th:first-child,td:first-child{text-align:left}
-td.why{text-align:left;color:#555}tr.knee{background:#eef6ee;font-weight:600}tr.fail td{color:#a33}
-img{max-width:100%;border:1px solid #eee}.note{color:#555;font-size:.9rem}code{background:#f4f4f4;
-padding:0 .2rem}
-"""
+#: The tool's HTML templates and their settings (those of `analysis.report`'s pages).
+_TEMPLATES = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                         trim_blocks=True, lstrip_blocks=True)
 
 
 def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path | None) -> str:
-
-    e = html.escape
+    """capacity.html (`analysis/templates/capacity.html.j2`, styled like the run report), the
+    chart inlined: one file that opens offline."""
     rows = knees_table(results, plan)
-    head = "".join(f"<th>{e(c)}</th>" for c in rows[0])
-    body = "".join("<tr>" + "".join(f"<td{' class=why' if i == len(r) - 1 else ''}>{e(c)}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows[1:])
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Capacity {e(data['id'])}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Capacity search <small>{e(data['id'])}</small></h1>",
-             f"<p class=note>Plan: {e(plan.describe())}.<br>SLOs: "
-             + (e(DEFAULT_SLO_TEXT) + " (default)" if data["slo_source"] == "default"
-                else "the <code>--slo</code> expressions")
-             + f". Latency: successful {LATENCY_ENDPOINT} calls. conv/s: successful creates per second "
-               "in the step's stable window.</p>",
-             "<h2>Knees: highest load within SLO</h2>",
-             f"<table><tr>{head}</tr>{body}</table>"]
+    chart_uri = None
     if png and png.exists():
-        uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
-        parts.append(f"<img alt='p95/p99 and error rate against {plan.unit} per region' src='{uri}'>")
+        chart_uri = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+    regions = []
     for res in results:
-        slos = ", ".join(f"<code>{e(s)}</code>" for s in res.slos or [])
-        parts.append(f"<h2>{e(res.region)}</h2><p class=note>{e(status_text(res, plan))} · SLOs: {slos}"
-                     f" · run folder <a href='{e(res.run_dir.name)}/'>{e(res.run_dir.name)}/</a>"
-                     f" (<code>loadtest report</code> it for the full report)"
-                     + (f" · mock capacity {res.mock['slots']} slots, queue limit {res.mock['queue_limit']}"
-                        if res.mock and res.mock.get("slots") else "") + "</p>")
-        if res.baseline_note:
-            parts.append(f"<p class=note>Default SLO: {e(res.baseline_note)}.</p>")
-        if res.cpu_warning:
-            parts.append("<p class=note>⚠ Locust reported CPU above 90 %: latencies may be the load "
-                         "generator's (use <code>--processes N</code>).</p>")
-        trs = []
+        steps = []
         for i, s in enumerate(res.steps or []):
-            cls = "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else "")
-            cells = "".join(f"<td>{e(c)}</td>" for c in step_cells(s, plan))
-            verdict = "pass" if s["passed"] else "; ".join(s["failed_slos"])
-            trs.append(f"<tr class='{cls}'>{cells}<td class=why>{e(verdict)}</td></tr>")
-        head = "".join(f"<th>{e(c)}</th>" for c in step_header(plan))
-        parts.append(f"<table><tr>{head}</tr>" + "".join(trs) + "</table>")
-    parts.append("</body></html>\n")
-    return "".join(parts)
+            steps.append({"cls": "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else ""),
+                          "cells": step_cells(s, plan),
+                          "verdict": "pass" if s["passed"] else "; ".join(s["failed_slos"])})
+        regions.append({
+            "region": res.region, "status": status_text(res, plan), "slos": res.slos or [],
+            "run_dir": res.run_dir.name, "baseline_note": res.baseline_note, "cpu_warning": res.cpu_warning,
+            "mock": (f"{res.mock['slots']} slots, queue limit {res.mock['queue_limit']}"
+                     if res.mock and res.mock.get("slots") else ""),
+            "steps": steps,
+        })
+    return _TEMPLATES.get_template("capacity.html.j2").render(
+        title=f"Capacity {data['id']}", id=data["id"], plan=plan.describe(), unit=plan.unit,
+        slo_default=data["slo_source"] == "default", slo_rule=DEFAULT_SLO_TEXT, endpoint=LATENCY_ENDPOINT,
+        knees={"header": rows[0], "rows": rows[1:]}, chart=chart_uri, regions=regions,
+        step_header=step_header(plan), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
 
 def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario,

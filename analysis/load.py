@@ -105,9 +105,39 @@ CONVERSATION_TYPES: dict[str, pa.DataType] = {
     "ok": pa.int8(),
 }
 assert set(CONVERSATION_TYPES) == set(CONVERSATION_COLUMNS)
+
+ARRIVAL_TYPES: dict[str, pa.DataType] = {
+    "planned": pa.float64(),
+    "region": _DICT,
+    "variant": _DICT,
+    "started": pa.float64(),
+    "lag_ms": pa.float64(),
+    "dropped": pa.int8(),
+    "reason": _DICT,
+}
+assert set(ARRIVAL_TYPES) == set(ARRIVAL_COLUMNS)
 #: The conversation columns the analysis uses: not the ids (millions of distinct strings;
 #: orphans are found from requests.csv).
 CONVERSATION_ANALYSIS_COLUMNS = tuple(c for c in CONVERSATION_COLUMNS if c != "conversation_id")
+
+
+def typed_text(df: pd.DataFrame, types: dict[str, pa.DataType], required: Sequence[str] = ()) -> pd.DataFrame:
+    """Columns read as text (CSV rows read piecemeal, `loadtest.runtail`) typed by one of the
+    tables above, as whole files are through Arrow: numbers parsed (one that does not parse is
+    empty), empty integers their default (`NUMERIC_DEFAULTS`, else 0), text as str; rows with
+    an empty `required` value dropped."""
+    out = {}
+    for c in df.columns:
+        kind = types[c]
+        if pa.types.is_floating(kind):
+            out[c] = pd.to_numeric(df[c], errors="coerce").astype(kind.to_pandas_dtype())
+        elif pa.types.is_integer(kind):
+            out[c] = (pd.to_numeric(df[c], errors="coerce").fillna(NUMERIC_DEFAULTS.get(c, 0))
+                      .astype(kind.to_pandas_dtype()))
+        else:
+            out[c] = df[c].fillna("").astype(str)
+    typed = pd.DataFrame(out, index=df.index)
+    return typed.dropna(subset=[c for c in required if c in typed.columns])
 
 
 class RunDataError(ValueError):

@@ -1,8 +1,8 @@
 """Reading a run folder while Locust still writes it: only complete rows, only new bytes.
 
 `CsvTail` parses the rows appended to growing CSV files since the last read; `RunTail` keeps
-a run folder's requests, conversations and arrivals (open model) typed like `analysis.load`,
-and drops what was already judged. Used while a run goes on by the capacity search (each
+a run folder's requests, conversations and arrivals (open model), typed by the column tables
+of `analysis.load` (`typed_text`), and drops what was already judged. Used while a run goes on by the capacity search (each
 step as it ends) and the live SLO watcher (`loadtest.abort`, a trailing window).
 """
 
@@ -13,7 +13,10 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from analysis import records
+from analysis.load import ARRIVAL_TYPES, CONVERSATION_TYPES, REQUEST_TYPES, REQUIRED_VALUES, typed_text
 
 
 class CsvTail:
@@ -28,9 +31,7 @@ class CsvTail:
         self._offsets: dict[Path, int] = {}
         self._headers: dict[Path, list[str]] = {}
 
-    def read(self):
-        import pandas as pd
-
+    def read(self) -> pd.DataFrame | None:
         frames = []
         for f in sorted(self.folder.glob(self.pattern)):
             offset = self._offsets.get(f, 0)
@@ -60,46 +61,8 @@ class CsvTail:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _typed_requests(df):
-    import pandas as pd
-
-    out = pd.DataFrame({
-        "timestamp": pd.to_numeric(df["timestamp"], errors="coerce"),
-        "region": df["region"].fillna("").astype(str),
-        "variant": df["variant"].fillna("").astype(str),
-        "endpoint": df["endpoint"].fillna("").astype(str),
-        "response_time_ms": pd.to_numeric(df["response_time_ms"], errors="coerce"),
-        "status": pd.to_numeric(df["status"], errors="coerce").fillna(0).astype(int),
-        "ok": pd.to_numeric(df["ok"], errors="coerce").fillna(0).astype(int),
-        "error_kind": df["error_kind"].fillna("").astype(str),
-        "conversation_id": df["conversation_id"].fillna("").astype(str),
-    })
-    return out.dropna(subset=["timestamp", "response_time_ms"])
-
-
-def _typed_conversations(df):
-    import pandas as pd
-
-    out = pd.DataFrame({c: df[c] for c in records.CONVERSATION_COLUMNS})
-    for c in ("started", "ended", "duration_s"):
-        out[c] = pd.to_numeric(out[c], errors="coerce")
-    for c in ("turns", "ok"):
-        out[c] = pd.to_numeric(out[c], errors="coerce").fillna(0).astype(int)
-    return out
-
-
 REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_time_ms",
                         "status", "ok", "error_kind", "conversation_id")
-
-
-def _typed_arrivals(df):
-    import pandas as pd
-
-    return pd.DataFrame({
-        "planned": pd.to_numeric(df["planned"], errors="coerce"),
-        "lag_ms": pd.to_numeric(df["lag_ms"], errors="coerce"),
-        "dropped": pd.to_numeric(df["dropped"], errors="coerce").fillna(0).astype(int),
-    }).dropna(subset=["planned"])
 
 
 class RunTail:
@@ -115,22 +78,20 @@ class RunTail:
         self.conversations = None
         self.arrivals = None
 
-    def read(self):
-        import pandas as pd
-
+    def read(self) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
         new = self.requests_tail.read()
         if new is not None and len(new):
-            new = _typed_requests(new)
+            new = typed_text(new, REQUEST_TYPES, REQUIRED_VALUES)
             self.requests = new if self.requests is None else pd.concat([self.requests, new],
                                                                          ignore_index=True)
         new = self.conversations_tail.read()
         if new is not None and len(new):
-            new = _typed_conversations(new)
+            new = typed_text(new, CONVERSATION_TYPES)
             self.conversations = new if self.conversations is None else pd.concat(
                 [self.conversations, new], ignore_index=True)
         new = self.arrivals_tail.read()
         if new is not None and len(new):
-            new = _typed_arrivals(new)
+            new = typed_text(new, ARRIVAL_TYPES, ["planned"])
             self.arrivals = new if self.arrivals is None else pd.concat([self.arrivals, new],
                                                                          ignore_index=True)
         return self.requests, self.conversations

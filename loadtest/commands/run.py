@@ -35,11 +35,18 @@ from contextlib import nullcontext
 from pathlib import Path
 
 
+from analysis import records, regression
+from analysis.compare import against_baseline
+from analysis.load import RunDataError, load_run
+from analysis.regression import parse_thresholds
+from analysis.report import format_stats_table, write_report
+from analysis.stats import compute_stats
 from loadtest import abort, children, config, processes, runfolder, safety, slo, tls
-from analysis import records
 from loadtest.exitcodes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED, EXIT_SLO_FAILED, EXIT_USAGE
 from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
 from loadtest.config import load_corpus
+from loadtest.mock.config import MockConfig, load_config
+from loadtest.mock.faults import parse_faults
 from loadtest.progress import ProgressDisplay
 
 
@@ -107,10 +114,6 @@ def preflight(scenario: config.Scenario) -> None:
 def check_baseline(scenario: config.Scenario) -> None:
     """The baseline, before any traffic: thresholds that parse, a run folder of the same
     scenario (config hash) unless --baseline-any-config, and data the analysis can read."""
-    # Deferred: pandas and the analysis cost a second to import; only a baseline needs them here.
-    from analysis.load import RunDataError, load_run
-    from analysis.regression import parse_thresholds
-
     try:
         parse_thresholds(scenario.regressions, variants=list(scenario.variants) or None)
     except ValueError as e:  # ThresholdError
@@ -127,10 +130,6 @@ def check_baseline(scenario: config.Scenario) -> None:
 
 def check_mock_scenario(scenario: config.Scenario) -> None:
     """The mock's variants and fault specs, checked before it starts."""
-    # Deferred: loadtest.mock's package imports its server (asyncio, the HTTP parser); only a mock run needs it.
-    from loadtest.mock.config import MockConfig, load_config
-    from loadtest.mock.faults import parse_faults
-
     try:
         mock = load_config(scenario.mock_config) if scenario.mock_config else MockConfig()
         parse_faults(scenario.faults)
@@ -261,13 +260,6 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
     if not any(run_dir.glob(records.REQUESTS_GLOB)):
         print(f"No requests were recorded; nothing to report. Logs: {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
-    # Deferred: matplotlib, pyarrow and the templates cost seconds; only a run with data needs them.
-    from analysis import regression
-    from analysis.compare import against_baseline
-    from analysis.load import RunDataError, load_run
-    from analysis.report import format_stats_table, write_report
-    from analysis.stats import compute_stats
-
     try:
         run = load_run(run_dir, warmup_s=scenario.warmup)  # once, for the table, SLOs and report
         stats = compute_stats(run)

@@ -28,7 +28,7 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
 
     `slos` may be empty (the first step under the default SLOs, where the latency threshold is
     set from it: then only the error SLO is given). Percentiles come from
-    `analysis.stats.percentiles`, the project's one percentile function.
+    `analysis.percentiles.percentiles`, the project's one percentile function.
     """
     window = t1 - t0
     if requests is None or not len(requests):

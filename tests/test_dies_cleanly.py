@@ -52,6 +52,23 @@ def _port_free(url: str) -> bool:
         return s.connect_ex((host, int(port))) != 0
 
 
+def _kill_and_check_children(proc: subprocess.Popen, at_least: int) -> None:
+    """SIGKILL `proc`, as a CI job's timeout does: its children (at least `at_least` of them,
+    counted now) must all be gone within 5 s."""
+    kids = psutil.Process(proc.pid).children(recursive=True)
+    assert len(kids) >= at_least
+    proc.kill()
+    proc.wait()
+    assert _until(lambda: not _alive(kids), 5), f"children left after 5 s: {_alive(kids)}"
+
+
+def _kill_everything(proc: subprocess.Popen) -> None:
+    """Whatever a failed test left running: `proc` and every process this test started."""
+    proc.kill()
+    for k in psutil.Process().children(recursive=True):
+        k.kill()
+
+
 def _children_once_running(pid: int, count: int, timeout: float = 60) -> list:
     kids = _until(lambda: len(psutil.Process(pid).children(recursive=True)) >= count and
                   psutil.Process(pid).children(recursive=True), timeout)
@@ -202,9 +219,7 @@ def test_sigkill_of_a_run_leaves_no_child_and_frees_the_mock_port(tmp_path, proc
         assert _until(lambda: not _alive(kids), 5), f"children left after 5 s: {_alive(kids)}"
         assert time.monotonic() - killed < 5
     finally:
-        proc.kill()
-        for k in psutil.Process().children(recursive=True):
-            k.kill()
+        _kill_everything(proc)
     assert all(_port_free(u) for u in mock_urls.values())
     info = run_json(run_dir)  # the run folder says what happened, written by Locust itself
     assert info["status"] == "interrupted"
@@ -225,17 +240,11 @@ def test_sigkill_of_capacity_and_check_leaves_no_child(tmp_path, command, childr
     proc = subprocess.Popen([*LOADTEST, *command, "--out", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
-        kids = _children_once_running(proc.pid, children)
+        _children_once_running(proc.pid, children)
         time.sleep(3)  # under way
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        assert len(kids) >= children
-        proc.kill()
-        proc.wait()
-        assert _until(lambda: not _alive(kids), 5), f"children left after 5 s: {_alive(kids)}"
+        _kill_and_check_children(proc, children)
     finally:
-        proc.kill()
-        for k in psutil.Process().children(recursive=True):
-            k.kill()
+        _kill_everything(proc)
 
 
 @pytest.mark.slow
@@ -251,15 +260,9 @@ def test_sigkill_of_the_ui_during_a_test_leaves_no_child(tmp_path):
         assert started.status_code == 200, started.text
         assert _until(lambda: any(p.stat().st_size > 2000 for p in
                                   (tmp_path / "reports").glob("*/requests.csv")), 40), "the test wrote no rows"
-        kids = psutil.Process(proc.pid).children(recursive=True)
-        assert len(kids) >= 2
-        proc.kill()
-        proc.wait()
-        assert _until(lambda: not _alive(kids), 5), f"children left after 5 s: {_alive(kids)}"
+        _kill_and_check_children(proc, 2)
     finally:
-        proc.kill()
-        for k in psutil.Process().children(recursive=True):
-            k.kill()
+        _kill_everything(proc)
     assert all(_port_free(u) for u in info["mock"].values())
     run_dir = next((tmp_path / "reports").glob("*/run.json")).parent
     assert run_json(run_dir)["status"] == "interrupted"

@@ -9,7 +9,7 @@ ticks once a second, so a step starts up to a second after its nominal time). Th
 `settle` part of every step (default 30 %, at least 0.5 s) is ramp-up and is ignored; the
 rest is the step's stable window. As soon as a step ends, its window is read from the growing
 requests.csv and judged with `loadtest.slo.evaluate`; after `confirm` failing steps in a row
-(default 2) that region's Locust is stopped gracefully (SIGINT, see `stop_locust`), so the
+(default 2) that region's Locust is stopped gracefully (SIGINT, see `processes.stop_locust`), so the
 search costs one step past the first failure and no more. One mock serves all regions
 (started once). Ctrl-C stops the current region gracefully and still writes the outputs.
 

@@ -19,8 +19,9 @@ from analysis.stats import percentiles
 from loadtest.commands import capacity
 from loadtest import config
 from analysis import records
+from analysis.load import load_run
 from loadtest.commands.capacity import Plan, default_latency_slo, find_knee, measure_step
-from loadtest.runtail import CsvTail
+from loadtest.runtail import CsvTail, RunTail
 from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee
@@ -104,6 +105,36 @@ def test_csv_tail_reads_only_new_complete_rows(tmp_path):
     assert second["timestamp"].tolist() == ["2.0", "3.0"]
     assert second["error"].tolist()[0] == "x,\ny"
     assert tail.read() is None
+
+
+def test_run_tail_types_a_growing_run_as_load_run_types_the_whole(tmp_path):
+    """One column table (analysis.load) for both: the tail's rows, read in two pieces around a
+    multi-line error field, hold the same values with the same numeric types as load_run's."""
+    header = ",".join(records.REQUEST_COLUMNS) + "\n"
+    rows = ['1.5,uk,a,create,uk · a · create,12.25,200,1,,,10,c1,0,u1,local\n',
+            '2.0,uk,a,respond,uk · a · respond,3.5,503,0,http,"line one\nline two",0,c1,1,u1,local\n',
+            '2.5,uk,,close,uk · close,1.0,,1,,,0,c1,2,u1,local\n']
+    (tmp_path / "requests.csv").write_text(header + rows[0] + rows[1][:60])
+    tail = RunTail(tmp_path)
+    first, _ = tail.read()
+    assert len(first) == 1  # the second row is cut inside its quoted error: not read yet
+    with open(tmp_path / "requests.csv", "a") as f:
+        f.write(rows[1][60:] + rows[2])
+    (tmp_path / "conversations.csv").write_text(",".join(records.CONVERSATION_COLUMNS) + "\n"
+                                                 "c1,uk,a,1.5,2.51,1.01,1,max_turns,1\n")
+    requests, conversations = tail.read()
+    whole = load_run(tmp_path)
+    expected = whole.requests
+    assert len(requests) == 3 and requests["status"].tolist() == [200, 503, 0]  # empty: its default
+    for c in requests.columns:
+        if expected[c].dtype.kind in "fiu":
+            assert requests[c].dtype == expected[c].dtype, c
+            assert requests[c].tolist() == expected[c].tolist(), c
+        else:
+            assert requests[c].tolist() == [str(v) for v in expected[c].tolist()], c
+    for c in ("started", "ended", "duration_s", "turns", "ok"):
+        assert conversations[c].dtype == whole.conversations[c].dtype, c
+    assert conversations["ended"].tolist() == [2.51]
 
 
 # --------------------------------------------------------------------------- one step

@@ -45,6 +45,7 @@ from analysis.chunks import (
     iter_batches,
     read_requests,
 )
+from analysis.columns import CONVERSATION_TYPES, NUMERIC_DEFAULTS, REQUEST_TYPES, REQUIRED_VALUES
 from analysis.records import (
     ARRIVAL_COLUMNS,
     ARRIVALS_GLOB,
@@ -61,83 +62,14 @@ from analysis.records import (
 SLO_JSON = "slo.json"
 STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
 
-_DICT = pa.dictionary(pa.int32(), pa.string())
-
-#: Arrow type of every request column (strings dictionary-encoded → pandas categoricals).
-REQUEST_TYPES: dict[str, pa.DataType] = {
-    "timestamp": pa.float64(),
-    "region": _DICT,
-    "variant": _DICT,
-    "endpoint": _DICT,
-    "name": _DICT,
-    "response_time_ms": pa.float64(),
-    "status": pa.int32(),
-    "ok": pa.int8(),
-    "error_kind": _DICT,
-    "error": _DICT,
-    "bytes": pa.int64(),
-    "conversation_id": pa.string(),  # high cardinality: a dictionary would cost more than it saves
-    "turn": pa.int32(),
-    "user": _DICT,
-    "worker": _DICT,
-}
-assert set(REQUEST_TYPES) == set(REQUEST_COLUMNS)
-
 #: The request columns the analysis uses (the rest are only checked to be present).
 ANALYSIS_COLUMNS: tuple[str, ...] = (
     "timestamp", "region", "variant", "endpoint", "response_time_ms", "status", "ok",
     "error_kind", "error", "conversation_id", "turn",
 )
-#: Columns that must have a value on every row.
-REQUIRED_VALUES = ("timestamp", "response_time_ms", "ok")
-#: Defaults for numeric columns left empty.
-NUMERIC_DEFAULTS = {"status": 0, "bytes": 0, "turn": -1}
-
-CONVERSATION_TYPES: dict[str, pa.DataType] = {
-    "conversation_id": pa.string(),
-    "region": _DICT,
-    "variant": _DICT,
-    "started": pa.float64(),
-    "ended": pa.float64(),
-    "duration_s": pa.float64(),
-    "turns": pa.int32(),
-    "ended_by": _DICT,
-    "ok": pa.int8(),
-}
-assert set(CONVERSATION_TYPES) == set(CONVERSATION_COLUMNS)
-
-ARRIVAL_TYPES: dict[str, pa.DataType] = {
-    "planned": pa.float64(),
-    "region": _DICT,
-    "variant": _DICT,
-    "started": pa.float64(),
-    "lag_ms": pa.float64(),
-    "dropped": pa.int8(),
-    "reason": _DICT,
-}
-assert set(ARRIVAL_TYPES) == set(ARRIVAL_COLUMNS)
 #: The conversation columns the analysis uses: not the ids (millions of distinct strings;
 #: orphans are found from requests.csv).
 CONVERSATION_ANALYSIS_COLUMNS = tuple(c for c in CONVERSATION_COLUMNS if c != "conversation_id")
-
-
-def typed_text(df: pd.DataFrame, types: dict[str, pa.DataType], required: Sequence[str] = ()) -> pd.DataFrame:
-    """Columns read as text (CSV rows read piecemeal, `loadtest.runtail`) typed by one of the
-    tables above, as whole files are through Arrow: numbers parsed (one that does not parse is
-    empty), empty integers their default (`NUMERIC_DEFAULTS`, else 0), text as str; rows with
-    an empty `required` value dropped."""
-    out = {}
-    for c in df.columns:
-        kind = types[c]
-        if pa.types.is_floating(kind):
-            out[c] = pd.to_numeric(df[c], errors="coerce").astype(kind.to_pandas_dtype())
-        elif pa.types.is_integer(kind):
-            out[c] = (pd.to_numeric(df[c], errors="coerce").fillna(NUMERIC_DEFAULTS.get(c, 0))
-                      .astype(kind.to_pandas_dtype()))
-        else:
-            out[c] = df[c].fillna("").astype(str)
-    typed = pd.DataFrame(out, index=df.index)
-    return typed.dropna(subset=[c for c in required if c in typed.columns])
 
 
 class RunDataError(ValueError):

@@ -2,8 +2,9 @@
 
 `CsvTail` parses the rows appended to growing CSV files since the last read; `RunTail` keeps
 a run folder's requests, conversations and arrivals (open model), typed by the column tables
-of `analysis.load` (`typed_text`), and drops what was already judged. Used while a run goes on by the capacity search (each
-step as it ends) and the live SLO watcher (`loadtest.abort`, a trailing window).
+`analysis.load` reads whole files with (`analysis.columns.typed_text`), and drops what was
+already judged. Used while a run goes on by the capacity search (each step as it ends) and
+the live SLO watcher (`loadtest.abort`, a trailing window).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import records
-from analysis.load import ARRIVAL_TYPES, CONVERSATION_TYPES, REQUEST_TYPES, REQUIRED_VALUES, typed_text
+from analysis.columns import ARRIVAL_TYPES, CONVERSATION_TYPES, REQUEST_TYPES, REQUIRED_VALUES, typed_text
 
 
 class CsvTail:
@@ -67,7 +68,7 @@ REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_
 
 class RunTail:
     """requests, conversations (and arrivals, open model) of one growing run folder, typed
-    like `analysis.load`."""
+    as `analysis.load` types whole files."""
 
     def __init__(self, run_dir: Path):
         self.requests_tail = CsvTail(run_dir, records.REQUESTS_GLOB, REQUEST_READ_COLUMNS)

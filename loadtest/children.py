@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import httpx
 
@@ -132,7 +132,7 @@ def option_value(name: str, value, base_urls: dict[str, str]) -> str:
 
 def locust_command(scenario: config.Scenario, base_urls: dict[str, str], *,
                    run_dir: Path | None = None, web_port: int | None = None,
-                   stop_timeout_s: float | None = None, extra: list[str] = ()) -> list[str]:
+                   stop_timeout_s: float | None = None, extra: Sequence[str] = ()) -> list[str]:
     """Locust with the packaged user: headless, writing `run_dir` (`loadtest run`, a capacity
     search's region), or its web UI on 127.0.0.1:`web_port` (`loadtest ui`: each Start opens a
     run folder under --out). Every setting Locust has an option for (`config.SETTINGS`) is
@@ -174,7 +174,7 @@ def fleet_master_args(scenario: config.Scenario) -> list[str]:
             "--master-bind-port", str(scenario.master_bind_port)]
 
 
-def worker_command(master_host: str, master_port: int, processes: int, extra: list[str] = ()) -> list[str]:
+def worker_command(master_host: str, master_port: int, processes: int, extra: Sequence[str] = ()) -> list[str]:
     """A Locust worker with the packaged user: settings come from the master with each start."""
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--worker",
            "--master-host", master_host, "--master-port", str(master_port)]
@@ -241,6 +241,7 @@ class LocustOutput:
         except OSError as e:
             log = None
             self._failed(runfolder.WriteFailed(self.log_path, e))
+        assert self.proc.stdout is not None, "start Locust with spawn_locust(): its output is read here"
         for line in self.proc.stdout:
             if line.startswith(PROGRESS_PREFIX):
                 if self.on_progress is not None:

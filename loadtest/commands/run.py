@@ -33,6 +33,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Sequence
 
 
 from analysis import records, regression
@@ -153,7 +154,7 @@ def run_command(args: argparse.Namespace) -> int:
     return run_scenario(scenario_from_args(args), args.locust_args)
 
 
-def run_scenario(scenario: config.Scenario, extra_locust_args: list[str] = ()) -> int:
+def run_scenario(scenario: config.Scenario, extra_locust_args: Sequence[str] = ()) -> int:
     """The whole run. Returns the exit code."""
     preflight(scenario)
     if scenario.insecure:

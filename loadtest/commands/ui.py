@@ -27,6 +27,7 @@ import sys
 import webbrowser
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Sequence
 
 from loadtest import children, config, processes
 from loadtest.commands import run as runner
@@ -59,7 +60,7 @@ def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) 
 
 
 def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int,
-                   extra: list[str] = ()) -> list[str]:
+                   extra: Sequence[str] = ()) -> list[str]:
     """Locust's web UI on 127.0.0.1:`web_port` (`children.locust_command`), its stop timeout
     long enough for an in-flight respond unless set."""
     return children.locust_command(scenario, base_urls, web_port=web_port,

@@ -12,6 +12,7 @@ leaves no half-written output behind.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -701,14 +702,11 @@ def _cards(stats: RunStats) -> list[dict]:
 
 # --------------------------------------------------------------------------- outputs
 
-def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    return env
-
-
-def _css() -> str:
-    return (TEMPLATES / "report.css").read_text(encoding="utf-8")
+@functools.cache
+def templates() -> Environment:
+    """The tool's HTML pages (`analysis/templates/`: report, compare, capacity), one set of settings."""
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
+                       trim_blocks=True, lstrip_blocks=True)
 
 
 def summary_csv_text(stats: RunStats) -> str:
@@ -803,7 +801,6 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
     by_region = stats.level("region·endpoint")
     by_variant = stats.level("variant·endpoint")
     ctx = {
-        "css": _css(),
         "title": f"Load test report · {run.run_id}",
         "run_id": run.run_id,
         "meta": run.meta,
@@ -852,7 +849,7 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "tool_version": run.meta.get("tool_version"),
         "has_variants": stats.has_variants,
     }
-    text = _env().get_template("report.html.j2").render(**ctx)
+    text = templates().get_template("report.html.j2").render(**ctx)
     return text, slo, base
 
 
@@ -973,8 +970,8 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
         groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep,
                        "colour": colours.get(reg, "#999"), "rows": rows})
     chart = compare_chart(df, names)
-    html_text = _env().get_template("compare.html.j2").render(
-        css=_css(), title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart, gates=gates,
+    html_text = templates().get_template("compare.html.j2").render(
+        title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart, gates=gates,
         bootstrap=BOOTSTRAP_METHOD, method=PERCENTILE_METHOD,
         generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     out = Path(output)

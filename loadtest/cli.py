@@ -30,7 +30,7 @@ from loadtest.commands import check as check_cmd
 from loadtest.commands import report as report_cmd
 from loadtest.commands import run as run_cmd
 from loadtest.commands import ui as ui_cmd
-from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
+from loadtest.exitcodes import EXIT_CTRL_C, EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 from loadtest.inlocust import LOCUSTFILE
 from loadtest.mock import cli as mock_cli
 
@@ -132,4 +132,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loadtest: {e}; {e.advice}", file=sys.stderr)
         return EXIT_RUN_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_CTRL_C

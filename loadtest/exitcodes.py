@@ -14,3 +14,5 @@ EXIT_USAGE = 2
 EXIT_RUN_FAILED = 3
 #: Interrupted (Ctrl-C, SIGTERM, SIGHUP): data and report kept, but a cancelled CI job must not look green.
 EXIT_INTERRUPTED = 4
+#: Ctrl-C before a run folder exists (the shell's convention: 128 + SIGINT).
+EXIT_CTRL_C = 130

@@ -14,10 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from analysis.charts import CapacityPanel, capacity_chart
-from analysis.report import TEMPLATES
+from analysis.report import templates
 from loadtest import config, slo
 from loadtest.commands.capacity.plan import DEFAULT_SLO_TEXT, LATENCY_ENDPOINT, Plan
 from loadtest.commands.capacity.steps import RegionResult
@@ -235,9 +234,6 @@ def _p95_threshold(exprs: Sequence[str]) -> float | None:
     return None
 
 
-#: The tool's HTML templates and their settings (those of `analysis.report`'s pages).
-_TEMPLATES = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                         trim_blocks=True, lstrip_blocks=True)
 
 
 def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path | None) -> str:
@@ -261,7 +257,7 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
                      if res.mock and res.mock.get("slots") else ""),
             "steps": steps,
         })
-    return _TEMPLATES.get_template("capacity.html.j2").render(
+    return templates().get_template("capacity.html.j2").render(
         title=f"Capacity {data['id']}", id=data["id"], plan=plan.describe(), unit=plan.unit,
         slo_default=data["slo_source"] == "default", slo_rule=DEFAULT_SLO_TEXT, endpoint=LATENCY_ENDPOINT,
         knees={"header": rows[0], "rows": rows[1:]}, chart=chart_uri, regions=regions,

@@ -333,6 +333,123 @@ def print_breakdown(rows, bare_cpu_us: float | None) -> None:
               f" predicts {bare_cpu_us / (bare_cpu_us + extra):.2f}× its req/s")
 
 
+# ---------------------------------------------------------------------------- --profile
+
+PROFILE_DOC = """CPU µs per request of each stage, sampled in the real generator process (py-spy).
+
+py-spy samples the Locust process (--native: C frames too, so garbage collection is seen) at
+PROFILE_RATE Hz (each sample pauses it briefly: both sides alike), idle samples (the hub waiting for sockets) excluded.
+Each sample is charged to the innermost stage on its stack (a stage's own calls into
+Locust, e.g. Locust's request inside our _send, count as Locust's); µs per request =
+a stage's share of the samples × the process's CPU seconds / the requests the mock counted."""
+
+PROFILE_RATE = 200
+
+# (stage, predicate on one frame "function (path:line)"), tried innermost frame first; the
+# first frame any predicate claims decides the sample's stage.
+STAGES: list[tuple[str, object]] = [
+    ("garbage collection", lambda f: f.startswith(("gc_collect", "collect_with_callback", "collect_generations",
+                                                  "gc_collect_main", "_PyObject_GC_Link"))),
+    ("recorder: requests.csv row format + write", lambda f: "inlocust/recorder.py" in f and "on_request" in f
+     or "rowfile.py" in f and f.startswith("write ")),
+    ("recorder: flush to disk (once a second)", lambda f: "rowfile.py" in f or "_flush_forever" in f),
+    ("recorder: conversations.csv row", lambda f: "inlocust/recorder.py" in f),
+    ("live stats add", lambda f: "inlocust/live.py" in f and ("add_request" in f or "add_conversation" in f
+                                                                or f.startswith("bucket "))),
+    ("live snapshot + progress line (every 2 s)", lambda f: "inlocust/live.py" in f or "_print_progress" in f),
+    ("request event hook (plugin dispatch)", lambda f: "inlocust/plugin.py" in f and "on_request" in f),
+    ("reply parsing/validation (orjson + parse_reply)", lambda f: "loadtest/api.py" in f and "parse_reply" in f
+     or "_require" in f or "_judge" in f),
+    ("rate limiter", lambda f: "RateLimiter" in f or ("inlocust/chat.py" in f and f.startswith("wait "))),
+    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("name ", "url "))),
+    ("our user: context, bodies, conversation logic", lambda f: "inlocust/chat.py" in f
+     or "inlocust/locustfile.py" in f or "loadtest/api.py" in f or "bare_locustfile.py" in f),
+    ("Locust's own stats (both pay)", lambda f: "locust/stats.py" in f),
+    ("Locust event dispatch (both pay)", lambda f: "locust/event.py" in f),
+    ("Locust FastHttpSession.request + response (both pay)", lambda f: "locust/contrib/fasthttp.py" in f),
+    ("geventhttpclient: HTTP (both pay)", lambda f: "geventhttpclient" in f),
+    ("gevent: sockets, hub, greenlet switches (both pay)", lambda f: "gevent/" in f or "greenlet" in f),
+    ("Locust task/user scheduling (both pay)", lambda f: "locust/user/" in f),
+    ("Locust other (runner, CSV writer; both pay)", lambda f: "/locust/" in f),
+]
+
+
+def stage_of(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):  # innermost first
+        for name, claims in STAGES:
+            if claims(frame):
+                return name
+    return "other (interpreter, stdlib)"
+
+
+def classify(raw: Path) -> dict[str, int]:
+    """py-spy's raw (collapsed) output → samples per stage."""
+    counts: dict[str, int] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if stack:
+            stage = stage_of(stack)
+            counts[stage] = counts.get(stage, 0) + int(n)
+    return counts
+
+
+def profile_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int, cpu: str,
+                 spy_cpu: str) -> dict:
+    """One run of `kind` under py-spy: requests, CPU seconds and samples per stage."""
+    if not shutil.which("py-spy"):
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    run_dir.mkdir(parents=True)
+    cmd = (bare_command(base, run_dir, users, seconds) if kind == "bare"
+           else ours_command(base, run_dir, users, seconds, turns))
+    env = child_env()
+    env["BARE_TURNS"] = str(turns)
+    before = mock_stats(base)["requests"]
+    with open(run_dir / "stdout.log", "w") as log:
+        proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT)
+        time.sleep(2.0)  # imports and spawning: not per-request work
+        raw = run_dir / "pyspy.txt"
+        spy = subprocess.Popen(pinned(spy_cpu, ["py-spy", "record", "--pid", str(proc.pid), "--nonblocking",
+                                                "--rate", str(PROFILE_RATE), "--format", "raw",
+                                                "--duration", str(max(seconds - 4, 2)), "--output", str(raw)]),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = psutil.Process(proc.pid)
+        t0 = p.cpu_times()
+        r0 = mock_stats(base)["requests"]
+        spy.wait(timeout=seconds + 60)
+        t1 = p.cpu_times()
+        r1 = mock_stats(base)["requests"]
+        proc.wait(timeout=seconds + 60)
+    requests = sum(r1.values()) - sum(r0.values())
+    del before
+    return {"kind": kind, "requests": requests, "cpu_s": (t1.user + t1.system) - (t0.user + t0.system),
+            "stages": classify(raw)}
+
+
+def print_profile(runs: list[dict]) -> None:
+    print("\n" + PROFILE_DOC)
+    by_kind: dict[str, list[dict]] = {}
+    for r in runs:
+        by_kind.setdefault(r["kind"], []).append(r)
+    us: dict[str, dict[str, float]] = {}
+    for kind, rs in by_kind.items():
+        total_samples = {s: sum(r["stages"].get(s, 0) for r in rs) for s in {s for r in rs for s in r["stages"]}}
+        n = sum(total_samples.values())
+        cpu_us = sum(r["cpu_s"] for r in rs) / max(sum(r["requests"] for r in rs), 1) * 1e6
+        us[kind] = {s: c / n * cpu_us for s, c in total_samples.items()}
+        us[kind]["TOTAL CPU per request"] = cpu_us
+        print(f"  {kind}: {sum(r['requests'] for r in rs)} requests, {sum(r['cpu_s'] for r in rs):.1f} CPU s,"
+              f" {n} samples")
+    stages = [name for name, _ in STAGES] + ["other (interpreter, stdlib)", "TOTAL CPU per request"]
+    print(f"  {'stage':<56} {'ours µs':>8} {'bare µs':>8} {'ours-bare':>9}")
+    for s in stages:
+        o, b = us.get("ours", {}).get(s, 0.0), us.get("bare", {}).get(s, 0.0)
+        if o or b:
+            print(f"  {s:<56} {o:>8.1f} {b:>8.1f} {o - b:>+9.1f}")
+    print("PROFILE " + json.dumps(us))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 pairs of 6 s runs")
@@ -346,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time our user's own code per request, in-process (no HTTP)")
     parser.add_argument("--breakdown-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, metavar="PAIRS", default=0,
+                        help="instead: PAIRS interleaved ours/bare runs under py-spy, CPU µs per request"
+                             " of each stage")
     args = parser.parse_args(argv)
     if args.breakdown_child:
         breakdown_child(args.turns)
@@ -354,6 +474,17 @@ def main(argv: list[str] | None = None) -> int:
     pairs = args.pairs or (2 if args.quick else 6)
 
     print(machine_info())
+    if args.profile:
+        with tempfile.TemporaryDirectory(prefix="bench-generator-profile-") as tmp:
+            work = Path(args.keep) if args.keep else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            with mock(work, args.mock_cpu) as (_proc, base):
+                runs = [profile_once(kind, base, work / f"p{i}-{kind}", args.users, seconds, args.turns,
+                                     args.locust_cpu, args.mock_cpu)
+                        for i in range(args.profile)
+                        for kind in (("ours", "bare") if i % 2 == 0 else ("bare", "ours"))]
+        print_profile(runs)
+        return 0
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)

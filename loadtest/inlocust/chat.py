@@ -204,19 +204,15 @@ class RunContext:
         self.new_connection_per_conversation = s.connections == "per-conversation"
         # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
         self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
-        self._names: dict[tuple[str, str, str], str] = {}
-        self._urls = {(r, e): base + api.path(e, s.api_version, s.account, s.project)
-                      for r, base in self.base_urls.items() for e in api.ENDPOINTS}
+        # (region, variant, endpoint) → (method, absolute URL, name in Locust's stats), made once
+        self._requests = {(r, v, e): (api.METHODS[e], base + api.path(e, s.api_version, s.account, s.project),
+                                      request_name(r, v, e))
+                          for r, base in self.base_urls.items() for v in (s.variants or {"": 1.0})
+                          for e in api.ENDPOINTS}
 
-    def url(self, region: str, endpoint: str) -> str:
-        return self._urls[(region, endpoint)]
-
-    def name(self, region: str, variant: str, endpoint: str) -> str:
-        key = (region, variant, endpoint)
-        name = self._names.get(key)
-        if name is None:
-            name = self._names[key] = request_name(region, variant, endpoint)
-        return name
+    def request_line(self, region: str, variant: str, endpoint: str) -> tuple[str, str, str]:
+        """Method, absolute URL and Locust stats name of one call (one dict lookup per request)."""
+        return self._requests[(region, variant, endpoint)]
 
     def connection_opened(self, context: dict, handshake_ms: float) -> None:
         """A request that opened a new TLS connection: its handshake, recorded apart."""
@@ -294,11 +290,9 @@ class ChatClient:
             run.rate_limiter.wait()
         context = {"region": region, "variant": variant, "endpoint": endpoint,
                    "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
-        with self.user.client.request(
-            api.METHODS[endpoint], run.url(region, endpoint), data=dumps(body),
-            headers=self.headers, name=run.name(region, variant, endpoint),
-            context=context, catch_response=True,
-        ) as resp:
+        method, url, name = run.request_line(region, variant, endpoint)
+        with self.user.client.request(method, url, data=dumps(body), headers=self.headers, name=name,
+                                      context=context, catch_response=True) as resp:
             result = self._judge(resp, endpoint, conversation_id)
         if run.time_handshakes:
             handshake_ms = _handshakes.pop(gevent.getcurrent(), None)

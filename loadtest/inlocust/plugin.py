@@ -53,6 +53,10 @@ from loadtest.runfolder import WriteFailed
 logger = logging.getLogger("loadtest")
 
 PROGRESS_INTERVAL_S = 2.0
+# Youngest-generation GC threshold during a test (CPython's default 700): each request leaves
+# a few short-lived containers behind (context, request_meta, reply dicts), so with 700 the
+# collector ran every ~100 requests; objects that die by reference count never wait for it.
+GC_GEN0_THRESHOLD = 20_000
 # When the loadtest process is gone: time for open conversations to close before users are
 # stopped (short: nobody is waiting for this run any more, and its mock leaves soon).
 PARENT_LOST_STOP_TIMEOUT_S = 1.0
@@ -190,6 +194,7 @@ class Plugin:
         self.run = run
         environment.loadtest_run = run
         gc.freeze()  # what exists now lives for the whole test: keep it out of every collection
+        gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
         if not is_worker and run_dir is not None and failure is None:
             # `loadtest run` recorded the whole scenario already (Locust's options hold only part of
             # it); a plain `locust -f` run records what Locust has.
@@ -235,17 +240,20 @@ class Plugin:
         if self.run is not None and self.run.arrivals:
             self.run.arrivals.stop()
 
-    def on_request(self, response_time, context=None, exception=None, start_time=None, **kw) -> None:
+    def on_request(self, request_type, name, response_time, response_length, response=None,
+                   context=None, exception=None, start_time=None, **_kw) -> None:
+        """Locust `request` event: a row of requests.csv and a live sample (the hot path:
+        arguments passed on as they came, no keyword dicts rebuilt)."""
         run = self.run
         if run is None:
             return
+        if context is None:
+            context = {}
         if run.recorder:
-            run.recorder.on_request(response_time=response_time, context=context,
-                                    exception=exception, start_time=start_time, **kw)
-        ctx = context or {}
-        self.live.add_request(ctx.get("region", ""), ctx.get("variant", ""),
-                              ctx.get("endpoint", ""), response_time, exception is None,
-                              start_time, forward=run.forward_live)
+            run.recorder.row(name, response_time, response_length, response, context, exception, start_time)
+        self.live.add_request(context.get("region", ""), context.get("variant", ""),
+                              context.get("endpoint", ""), response_time, exception is None,
+                              start_time, run.forward_live)
 
     def on_test_stop(self, environment, **_kw) -> None:
         run, self.run = self.run, None

@@ -85,6 +85,7 @@ class Recorder:
         self.on_failure = on_failure
         self.failure: WriteFailed | None = None
         self._requests_file = requests_out
+        self._write_request = requests_out.write  # bound once: the hot path
         self._conversations_file = conversations_out
         self._connections_file = connections_out
         self._requests = csv.writer(self._requests_file, lineterminator="\n")
@@ -104,18 +105,22 @@ class Recorder:
     def on_request(self, request_type, name, response_time, response_length, response=None,
                    context=None, exception=None, start_time=None, **_kwargs) -> None:
         """Locust `request` event listener: one row per request."""
+        self.row(name, response_time, response_length, response, context or {}, exception, start_time)
+
+    def row(self, name, response_time, response_length, response, ctx: dict, exception, start_time) -> None:
+        """One row of requests.csv (positional: the plugin's listener calls this per request)."""
         if self._requests_file.closed:
             return
-        ctx = context or {}
         status = getattr(response, "status_code", 0) or 0
         if exception is None:
             # Hot path: one formatted line; the csv module only when a field needs quoting.
-            line = _OK_ROW % (start_time or 0.0, ctx.get("region", ""), ctx.get("variant", ""),
-                              ctx.get("endpoint", ""), name, response_time, status,
-                              response_length or 0, ctx.get("conversation_id", ""),
-                              ctx.get("turn", ""), ctx.get("user", ""), self.worker)
+            get = ctx.get
+            line = _OK_ROW % (start_time or 0.0, get("region", ""), get("variant", ""),
+                              get("endpoint", ""), name, response_time, status,
+                              response_length or 0, get("conversation_id", ""),
+                              get("turn", ""), get("user", ""), self.worker)
             if line.count(",") == _COMMAS and '"' not in line and line.count("\n") == 1:
-                self._requests_file.write(line)
+                self._write_request(line)
                 self.rows += 1
                 return
         error = ""

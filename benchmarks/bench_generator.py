@@ -24,6 +24,7 @@ request counter every 0.5 s: requests per CPU-second over the steady part of eac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -105,10 +106,10 @@ def old_command(checkout: Path, base: str, run_dir: Path, users: int, seconds: i
     return cmd
 
 
-def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
-             cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
-    """One Locust run; `kind` "bare" is the bare user, "old" ours from the `old` checkout,
-    anything else ours with `extra` settings."""
+def start_run(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
+              cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
+    """Start one Locust run; `kind` "bare" is the bare user, "old" ours from the `old`
+    checkout, anything else ours with `extra` settings. `finish_run` waits for it."""
     run_dir.mkdir(parents=True)
     cmd = (bare_command(base, run_dir, users, seconds) if kind == "bare"
            else old_command(old, base, run_dir, users, seconds, turns) if kind == "old"
@@ -117,30 +118,42 @@ def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turn
     if kind == "old":
         env["PYTHONPATH"] = str(old)
     env["BARE_TURNS"] = str(turns)
-    started = time.monotonic()
-    with open(run_dir / "stdout.log", "w") as log:
-        proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-        sampler = Sampler(proc.pid, base)  # taskset execs Locust: same pid
-        sampler.start()
-        try:
-            rc = proc.wait(timeout=seconds + 60)
-        finally:
-            sampler.stop.set()
-            sampler.join()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    log = open(run_dir / "stdout.log", "w")
+    proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT)
+    sampler = Sampler(proc.pid, base)  # taskset execs Locust: same pid
+    sampler.start()
+    return {"kind": kind, "run_dir": run_dir, "seconds": seconds, "proc": proc, "sampler": sampler,
+            "log": log, "started": time.monotonic()}
+
+
+def finish_run(run: dict) -> dict:
+    kind, run_dir, proc, sampler = run["kind"], run["run_dir"], run["proc"], run["sampler"]
+    try:
+        rc = proc.wait(timeout=run["seconds"] + 60)
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        run["log"].close()
     if rc != 0:
         raise SystemExit(f"{kind} run failed (exit {rc}); see {run_dir / 'stdout.log'}")
     agg = locust_aggregated(run_dir / "locust")
     row = {"kind": kind, "rps": float(agg["Requests/s"]), "requests": int(agg["Request Count"]),
            "failures": int(agg["Failure Count"]), "median_ms": agg["Median Response Time"],
-           "wall_s": time.monotonic() - started, **sampler.steady()}
+           "wall_s": time.monotonic() - run["started"], **sampler.steady()}
     requests_csv = run_dir / "requests.csv"
     if kind != "bare":
         row["csv_rows"] = sum(1 for _ in open(requests_csv)) - 1 if requests_csv.exists() else 0
     return row
+
+
+def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
+             cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
+    """One Locust run on its own (see `start_run`)."""
+    return finish_run(start_run(kind, base, run_dir, users, seconds, turns, cpu, extra, old))
 
 
 BREAKDOWN_DOC = """Per-request CPU of our user's own code, in-process, without HTTP.
@@ -349,8 +362,10 @@ def print_breakdown(rows, bare_cpu_us: float | None) -> None:
 
 PROFILE_DOC = """CPU µs per request of each stage, sampled in the real generator process (py-spy).
 
-py-spy samples the Locust process (--native: C frames too, so garbage collection is seen) at
-PROFILE_RATE Hz (each sample pauses it briefly: both sides alike), idle samples (the hub waiting for sockets) excluded.
+The kinds run at the same time on the Locust core (as --together); py-spy samples each
+Locust process at PROFILE_RATE Hz without pausing it, idle samples (the hub waiting for
+sockets) excluded. C code (orjson, geventhttpclient's parser, garbage collection) counts in
+the Python function that called it.
 Each sample is charged to the innermost stage on its stack (a stage's own calls into
 Locust, e.g. Locust's request inside our _send, count as Locust's); µs per request =
 a stage's share of the samples × the process's CPU seconds / the requests the mock counted."""
@@ -360,10 +375,8 @@ PROFILE_RATE = 200
 # (stage, predicate on one frame "function (path:line)"), tried innermost frame first; the
 # first frame any predicate claims decides the sample's stage.
 STAGES: list[tuple[str, object]] = [
-    ("garbage collection", lambda f: f.startswith(("gc_collect", "collect_with_callback", "collect_generations",
-                                                  "gc_collect_main", "_PyObject_GC_Link"))),
-    ("recorder: requests.csv row format + write", lambda f: "inlocust/recorder.py" in f and "on_request" in f
-     or "rowfile.py" in f and f.startswith("write ")),
+    ("recorder: requests.csv row format + write", lambda f: "inlocust/recorder.py" in f
+     and f.startswith(("Recorder.on_request ", "Recorder.row ")) or "rowfile.py" in f and "write " in f),
     ("recorder: flush to disk (once a second)", lambda f: "rowfile.py" in f or "_flush_forever" in f),
     ("recorder: conversations.csv row", lambda f: "inlocust/recorder.py" in f),
     ("live stats add", lambda f: "inlocust/live.py" in f and ("add_request" in f or "add_conversation" in f
@@ -372,8 +385,9 @@ STAGES: list[tuple[str, object]] = [
     ("request event hook (plugin dispatch)", lambda f: "inlocust/plugin.py" in f and "on_request" in f),
     ("reply parsing/validation (orjson + parse_reply)", lambda f: "loadtest/api.py" in f and "parse_reply" in f
      or "_require" in f or "_judge" in f),
-    ("rate limiter", lambda f: "RateLimiter" in f or ("inlocust/chat.py" in f and f.startswith("wait "))),
-    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("name ", "url "))),
+    ("rate limiter", lambda f: "RateLimiter" in f),
+    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("RunContext.name ", "RunContext.url ",
+                                                                              "RunContext.request_line "))),
     ("our user: context, bodies, conversation logic", lambda f: "inlocust/chat.py" in f
      or "inlocust/locustfile.py" in f or "loadtest/api.py" in f or "bare_locustfile.py" in f),
     ("Locust's own stats (both pay)", lambda f: "locust/stats.py" in f),
@@ -406,38 +420,35 @@ def classify(raw: Path) -> dict[str, int]:
     return counts
 
 
-def profile_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int, cpu: str,
-                 spy_cpu: str, old: Path | None = None) -> dict:
-    """One run of `kind` under py-spy: requests, CPU seconds and samples per stage."""
+def profile_round(kinds: list[str], bases: dict[str, str], work: Path, users: int, seconds: int, turns: int,
+                  cpu: str, spy_cpu: str, old: Path | None = None) -> list[dict]:
+    """The kinds run at the same time on `cpu` (as --together), each sampled by py-spy:
+    requests, CPU seconds and samples per stage of each over the same seconds."""
     if not shutil.which("py-spy"):
         raise SystemExit("--profile needs py-spy (pip install py-spy)")
-    run_dir.mkdir(parents=True)
-    cmd = (bare_command(base, run_dir, users, seconds) if kind == "bare"
-           else old_command(old, base, run_dir, users, seconds, turns) if kind == "old"
-           else ours_command(base, run_dir, users, seconds, turns))
-    env = child_env()
-    env["BARE_TURNS"] = str(turns)
-    if kind == "old":
-        env["PYTHONPATH"] = str(old)
-    with open(run_dir / "stdout.log", "w") as log:
-        proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                stdout=log, stderr=subprocess.STDOUT)
-        time.sleep(2.0)  # imports and spawning: not per-request work
-        raw = run_dir / "pyspy.txt"
-        spy = subprocess.Popen(pinned(spy_cpu, ["py-spy", "record", "--pid", str(proc.pid), "--nonblocking",
+    runs = [start_run(kind, bases[kind], work / kind, users, seconds, turns, cpu, old=old) for kind in kinds]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(sum(mock_stats(bases[k])["requests"].values()) for k in kinds):
+        time.sleep(0.2)
+    time.sleep(1.5)  # imports, test start and spawning are not per-request work: sample once traffic flows
+    spies = []
+    for run in runs:
+        raw = run["run_dir"] / "pyspy.txt"
+        spy = subprocess.Popen(pinned(spy_cpu, ["py-spy", "record", "--pid", str(run["proc"].pid), "--nonblocking",
                                                 "--rate", str(PROFILE_RATE), "--format", "raw",
-                                                "--duration", str(max(seconds - 4, 2)), "--output", str(raw)]),
+                                                "--duration", str(max(seconds - 5, 2)), "--output", str(raw)]),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        p = psutil.Process(proc.pid)
-        t0 = p.cpu_times()
-        r0 = mock_stats(base)["requests"]
+        process = psutil.Process(run["proc"].pid)
+        spies.append((run, spy, raw, process, process.cpu_times(), mock_stats(bases[run["kind"]])["requests"]))
+    out = []
+    for run, spy, raw, process, t0, r0 in spies:
         spy.wait(timeout=seconds + 60)
-        t1 = p.cpu_times()
-        r1 = mock_stats(base)["requests"]
-        proc.wait(timeout=seconds + 60)
-    requests = sum(r1.values()) - sum(r0.values())
-    return {"kind": kind, "requests": requests, "cpu_s": (t1.user + t1.system) - (t0.user + t0.system),
-            "stages": classify(raw)}
+        t1, r1 = process.cpu_times(), mock_stats(bases[run["kind"]])["requests"]
+        out.append({"kind": run["kind"], "requests": sum(r1.values()) - sum(r0.values()),
+                    "cpu_s": (t1.user + t1.system) - (t0.user + t0.system), "stages": classify(raw)})
+    for run in runs:
+        finish_run(run)
+    return out
 
 
 def print_profile(runs: list[dict]) -> None:
@@ -481,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", type=Path, metavar="CHECKOUT",
                         help="also run ours from another checkout of the repository (e.g. `git worktree add"
                              " /tmp/old main`), interleaved: before/after side by side")
+    parser.add_argument("--together", action="store_true",
+                        help="run the kinds of a round at the same time on the Locust core (each its own"
+                             " mock), so that they see the same contention: compare req/CPU-s")
     parser.add_argument("--profile", type=int, metavar="PAIRS", default=0,
                         help="instead: PAIRS interleaved ours/bare runs under py-spy, CPU µs per request"
                              " of each stage")
@@ -493,32 +507,39 @@ def main(argv: list[str] | None = None) -> int:
 
     print(machine_info())
     if args.profile:
-        with tempfile.TemporaryDirectory(prefix="bench-generator-profile-") as tmp:
+        kinds = ["ours", "bare"] + (["old"] if args.old else [])
+        with tempfile.TemporaryDirectory(prefix="bench-generator-profile-") as tmp, contextlib.ExitStack() as mocks:
             work = Path(args.keep) if args.keep else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
-            with mock(work, args.mock_cpu) as (_proc, base):
-                kinds = ["ours", "bare"] + (["old"] if args.old else [])
-                runs = [profile_once(kind, base, work / f"p{i}-{kind}", args.users, seconds, args.turns,
-                                     args.locust_cpu, args.mock_cpu, args.old)
-                        for i in range(args.profile)
-                        for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]]
+            bases = {kind: mocks.enter_context(mock(work, args.mock_cpu, name=f"mock-{kind}"))[1] for kind in kinds}
+            runs = [run for i in range(args.profile)
+                    for run in profile_round(kinds, bases, work / f"p{i}", args.users, seconds, args.turns,
+                                             args.locust_cpu, args.mock_cpu, args.old)]
         print_profile(runs)
         return 0
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-generator-") as tmp:
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        with mock(work, args.mock_cpu) as (_proc, base):
-            kinds = ["ours", "bare"] + (["old"] if args.old else [])
+        kinds = ["ours", "bare"] + (["old"] if args.old else [])
+        with contextlib.ExitStack() as mocks:
+            # --together: one mock per kind (the mock counts each side's requests apart)
+            bases = {kind: mocks.enter_context(mock(work, args.mock_cpu, name=f"mock-{kind}"))[1]
+                     for kind in (kinds if args.together else kinds[:1])}
             for i in range(pairs):
                 order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]  # rotated: each kind leads in turn
-                for kind in order:
-                    row = run_once(kind, base, work / f"{i}-{kind}", args.users, seconds, args.turns,
-                                   args.locust_cpu, old=args.old)
+                if args.together:  # all kinds at once on the same core: the same contention for each
+                    started = [start_run(kind, bases[kind], work / f"{i}-{kind}", args.users, seconds,
+                                         args.turns, args.locust_cpu, old=args.old) for kind in order]
+                    done = [finish_run(run) for run in started]
+                else:
+                    done = [run_once(kind, bases["ours"], work / f"{i}-{kind}", args.users, seconds, args.turns,
+                                     args.locust_cpu, old=args.old) for kind in order]
+                for row in sorted(done, key=lambda r: kinds.index(r["kind"])):
                     row["rep"] = i
                     rows.append(row)
-                    print(f"  pair {i} {kind:<4} {row['rps']:>6.0f} req/s, {row['req_per_cpu_s']:>6.0f} req/CPU-s,"
-                          f" CPU {row['cpu_util']:.2f}", flush=True)
+                    print(f"  pair {i} {row['kind']:<4} {row['rps']:>6.0f} req/s, {row['req_per_cpu_s']:>6.0f}"
+                          f" req/CPU-s, CPU {row['cpu_util']:.2f}", flush=True)
 
     def pick(kind: str, key: str) -> list[float]:
         return [r[key] for r in rows if r["kind"] == kind]

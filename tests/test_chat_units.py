@@ -72,3 +72,33 @@ def test_wrapped_client_errors_are_classified_by_their_cause():
 
     assert classify_failure(0, RetriesExceeded(socket.timeout("timed out"))) == "timeout"
     assert classify_failure(0, RetriesExceeded(ConnectionResetError())) == "connection"
+
+
+def _run_context(tmp_path, **settings):
+    import types
+
+    from loadtest import config
+    from loadtest.inlocust.chat import RunContext
+    from loadtest.inlocust.live import LiveStats
+
+    values = {s.name: s.default for s in config.SETTINGS if s.locust}
+    values.update(target="mock", yes="false", **settings)
+    return RunContext(types.SimpleNamespace(**values), tmp_path, None, LiveStats())
+
+
+def test_request_line_is_method_url_and_stats_name_of_every_combination(tmp_path):
+    run = _run_context(tmp_path, regions="uk,us", variants="a,b",
+                       base_urls="uk=http://127.0.0.1:1,us=http://127.0.0.1:2")
+    for region, port in (("uk", 1), ("us", 2)):
+        for variant in ("a", "b"):
+            for endpoint in api.ENDPOINTS:
+                method, url, name = run.request_line(region, variant, endpoint)
+                assert method == api.METHODS[endpoint]
+                assert url == f"http://127.0.0.1:{port}" + api.path(endpoint)
+                assert name == request_name(region, variant, endpoint)
+    assert run.request_line("uk", "a", "respond")[2] == "uk · a · respond"
+
+
+def test_request_line_without_variants(tmp_path):
+    run = _run_context(tmp_path, regions="uk", variants="", base_urls="uk=http://127.0.0.1:1")
+    assert run.request_line("uk", "", "close") == ("PUT", "http://127.0.0.1:1" + api.path("close"), "uk · close")

@@ -7,13 +7,26 @@ import numpy as np
 import pytest
 
 from loadtest.inlocust.live import (
+    FOLD_EVERY,
     MAX_US,
     NBUCKETS,
     LiveStats,
     bucket,
     bucket_value,
+    buckets,
     histogram_percentiles,
 )
+
+
+def reference_bucket(ms: float) -> int:
+    """HdrHistogram's layout in plain integers: the definition `buckets` vectorises."""
+    u = int(ms * 1000.0 + 0.5)
+    if u < 2048:
+        return max(0, u)
+    if u >= MAX_US:
+        return NBUCKETS - 1
+    shift = u.bit_length() - 11
+    return 2048 + (shift - 1) * 1024 + (u >> shift) - 1024
 
 
 def test_buckets_keep_three_significant_digits():
@@ -27,6 +40,28 @@ def test_buckets_keep_three_significant_digits():
     # buckets are ordered like the values; beyond MAX_US, one last bucket
     assert (np.diff([bucket(v) for v in np.sort(ms)]) >= 0).all()
     assert bucket(MAX_US / 1000 - 0.001) == NBUCKETS - 1 == bucket(1e9)
+
+
+def test_vectorised_buckets_equal_the_integer_layout_at_every_edge():
+    rng = np.random.default_rng(4)
+    edges = [x / 1000 for k in range(11, 29) for x in (2 ** k - 1, 2 ** k, 2 ** k + 1)]
+    ms = np.concatenate([rng.lognormal(3, 2.5, 100_000), rng.uniform(0, 5, 10_000), edges,
+                         [0.0, 0.0004, 0.0005, 2.0475, 1e9, -1.0, -0.0004]])
+    assert buckets(ms).tolist() == [reference_bucket(float(v)) for v in ms]
+    assert bucket(12.5) == reference_bucket(12.5)
+
+
+def test_samples_are_folded_in_when_read_and_every_fold_every_samples():
+    live, now = LiveStats(), time.time()
+    for i in range(FOLD_EVERY - 1):
+        live.add_request("uk", "", "respond", 10.0, i % 10 != 0, now - 1)
+    assert len(live._pending) == FOLD_EVERY - 1  # held: adding is an append
+    assert live.count[("uk", "", "respond")] == FOLD_EVERY - 1 and not live._pending  # a reader folds
+    assert live.failures[("uk", "", "respond")] == (FOLD_EVERY - 1 + 9) // 10
+    for _ in range(FOLD_EVERY):
+        live.add_request("uk", "", "create", 10.0, True, now - 1)
+    assert len(live._pending) == 0  # bounded: folded at FOLD_EVERY without a reader
+    assert live.conversations_started == FOLD_EVERY
 
 
 def test_window_percentiles_within_0_1_percent_of_exact():

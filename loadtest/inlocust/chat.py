@@ -78,6 +78,8 @@ class Rotation:
         self.total = sum(self.weights)
 
     def next(self) -> tuple[str, str]:
+        if len(self.items) == 1:
+            return self.items[0]
         for i, w in enumerate(self.weights):
             self.current[i] += w
         best = max(range(len(self.items)), key=self.current.__getitem__)

@@ -12,9 +12,10 @@ latency goes into a log-linear bucket with 3 significant digits (HdrHistogram's 
 exact microseconds below 2.048 ms, then 1,024 buckets per power of two, so a bucket is at
 most 0.1 % wide and its midpoint is within 0.05 % of every value in it; Locust's own
 statistics keep 2 digits). One histogram per key and second, kept for the window: adding a
-request is a dict increment, a snapshot concatenates at most `window_s` sparse histograms per
-key (numpy), whatever the rate, and a worker forwards histograms (bounded by the number of distinct
-buckets), not one message per request. Percentiles of the merged counts go through the
+request is a list append (samples are folded in bulk, see `LiveStats`), a snapshot
+concatenates at most `window_s` sparse histograms per key (numpy), whatever the rate, and a
+worker forwards histograms (bounded by the number of distinct buckets), not one message per
+request. Percentiles of the merged counts go through the
 project's one percentile function (`analysis.percentiles.percentiles_at`).
 """
 
@@ -35,17 +36,20 @@ SUB_BUCKETS = 1024  # per power of two: 3 significant digits
 _EXACT = 2 * SUB_BUCKETS  # microseconds below this are their own bucket
 MAX_US = 2 ** 28  # ~4.5 min: longer latencies share the last bucket (a live view, not the report)
 NBUCKETS = _EXACT + (MAX_US.bit_length() - 12) * SUB_BUCKETS
+FOLD_EVERY = 4096  # samples held by add_request before they are folded in (bounded memory)
+
+
+def buckets(ms: np.ndarray) -> np.ndarray:
+    """The histogram bucket of each latency in milliseconds (int64)."""
+    u = np.clip(np.floor(np.asarray(ms, dtype=np.float64) * 1000.0 + 0.5), 0, MAX_US).astype(np.int64)
+    shift = np.frexp(u.astype(np.float64))[1] - 11  # bit_length - 11 (exact: u < 2**53)
+    shifted = _EXACT + (shift - 1) * SUB_BUCKETS + (u >> np.maximum(shift, 0)) - SUB_BUCKETS
+    return np.where(u < _EXACT, u, np.where(u >= MAX_US, NBUCKETS - 1, shifted))
 
 
 def bucket(ms: float) -> int:
-    """The histogram bucket of a latency in milliseconds."""
-    u = int(ms * 1000.0 + 0.5)  # the recorded microsecond
-    if u < _EXACT:
-        return max(0, u)
-    if u >= MAX_US:
-        return NBUCKETS - 1
-    shift = u.bit_length() - 11
-    return _EXACT + (shift - 1) * SUB_BUCKETS + (u >> shift) - SUB_BUCKETS
+    """The histogram bucket of one latency in milliseconds."""
+    return int(buckets(np.array([ms]))[0])
 
 
 def bucket_value(idx: np.ndarray) -> np.ndarray:
@@ -84,50 +88,82 @@ def _arrays(counter: Counter) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LiveStats:
+    """Counts per key over the run, histograms per key and second over the window.
+
+    `add_request` is on every request's path, so it only appends the sample to a list; samples
+    are folded into the histograms in bulk (numpy buckets, C-level counting) by `fold`, which
+    every reader calls first (`count`, `failures`, `window`, `snapshot`, `drain`), and every
+    `FOLD_EVERY` samples, so memory stays bounded whoever reads."""
+
     def __init__(self, window_s: float = WINDOW_S):
         self.window_s = window_s
         self.reset()
 
     def reset(self) -> None:
         self.started = time.time()
-        self.count: Counter = Counter()
-        self.failures: Counter = Counter()
+        self._count: Counter = Counter()
+        self._failures: Counter = Counter()
         #: key → deque of [second, histogram (count per bucket), failures in that second]
         self.seconds: dict[tuple, deque] = defaultdict(deque)
         self.conversations_started = 0
         self.ended_by: Counter = Counter()
         self._outbox: dict = {}  # (key, second) → [histogram, failures] not yet forwarded
         self._outbox_conv: list = []
+        self._pending: list = []  # samples not folded in yet: (region, variant, endpoint, ms, ok, at)
+        self._pending_forward: list = []  # the same, to be forwarded to the master too
+
+    @property
+    def count(self) -> Counter:
+        """Requests per key since the test started."""
+        self.fold()
+        return self._count
+
+    @property
+    def failures(self) -> Counter:
+        self.fold()
+        return self._failures
 
     # ---- feeding ----
     def add_request(self, region: str, variant: str, endpoint: str, response_time_ms: float,
                     ok: bool, at: float | None = None, forward: bool = False) -> None:
-        key = (region, variant, endpoint)
-        sec = int(time.time() if at is None else at)
-        self.count[key] += 1
-        slots = self.seconds[key]
-        if not slots or slots[-1][0] != sec:
-            slot = self._slot(slots, sec)
+        pending = self._pending_forward if forward else self._pending
+        pending.append((region, variant, endpoint, response_time_ms, ok, time.time() if at is None else at))
+        if len(pending) >= FOLD_EVERY:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the pending samples into the counts, histograms and (workers) the outbox."""
+        for pending, forward in ((self._pending, False), (self._pending_forward, True)):
+            if not pending:
+                continue
+            regions, variants, endpoints, ms, oks, ats = zip(*pending)
+            pending.clear()
+            ok = np.array(oks, dtype=bool)
+            b = np.where(ok, buckets(np.array(ms, dtype=np.float64)), -1).tolist()
+            secs = np.array(ats, dtype=np.float64).astype(np.int64).tolist()  # int(): as time's seconds
+            keys = zip(regions, variants, endpoints)
+            for (key, sec, bucket_index), n in Counter(zip(keys, secs, b)).items():  # counted in C
+                self._add(key, sec, bucket_index, n, forward)
+
+    def _add(self, key: tuple, sec: int, bucket_index: int, n: int, forward: bool) -> None:
+        """`n` requests of `key` in second `sec`: successes in `bucket_index`, failures if it is -1."""
+        self._count[key] += n
+        slot = self._slot(self.seconds[key], sec)
+        if bucket_index >= 0:
+            slot[1][bucket_index] += n
+            if key[2] == "create":
+                self.conversations_started += n
         else:
-            slot = slots[-1]
-            if len(slot) > 3:
-                del slot[3:]
-        b = bucket(response_time_ms) if ok else -1
-        if ok:
-            slot[1][b] += 1
-            if endpoint == "create":
-                self.conversations_started += 1
-        else:
-            self.failures[key] += 1
-            slot[2] += 1
+            self._failures[key] += n
+            slot[2] += n
         if forward:
             out = self._outbox.get((key, sec))
             if out is None:
                 out = self._outbox[(key, sec)] = [{}, 0]
-            if ok:
-                out[0][b] = out[0].get(b, 0) + 1
+            if bucket_index >= 0:
+                out[0][bucket_index] = out[0].get(bucket_index, 0) + n
             else:
-                out[1] += 1
+                out[1] += n
 
     def _slot(self, slots: deque, sec: int) -> list:
         """The slot of second `sec` (requests may arrive slightly out of order)."""
@@ -154,6 +190,7 @@ class LiveStats:
 
     def drain(self) -> list:
         """What was measured since the last drain, for the master: histograms, not samples."""
+        self.fold()
         out: list = [("h", *key, sec, list(h.keys()), list(h.values()), fails)
                      for (key, sec), (h, fails) in self._outbox.items()]
         out += [("c", e) for e in self._outbox_conv]
@@ -163,17 +200,12 @@ class LiveStats:
     def ingest(self, items: Iterable) -> None:
         for item in items:
             if item[0] == "h":
-                _, region, variant, endpoint, sec, buckets, counts, fails = item
+                _, region, variant, endpoint, sec, bucket_ids, counts, fails = item
                 key = (region, variant, endpoint)
-                slot = self._slot(self.seconds[key], int(sec))
-                for b, c in zip(buckets, counts):
-                    slot[1][int(b)] += int(c)
-                slot[2] += int(fails)
-                n_ok = sum(int(c) for c in counts)
-                self.count[key] += n_ok + int(fails)
-                self.failures[key] += int(fails)
-                if endpoint == "create":
-                    self.conversations_started += n_ok
+                for b, c in zip(bucket_ids, counts):
+                    self._add(key, int(sec), int(b), int(c), False)
+                if fails:
+                    self._add(key, int(sec), -1, int(fails), False)
             elif item[0] == "c":
                 self.add_conversation(item[1])
 
@@ -181,6 +213,7 @@ class LiveStats:
     def window(self, keys: Iterable[tuple], now: float | None = None
                ) -> tuple[tuple[np.ndarray, np.ndarray], int]:
         """The merged latency histogram (sparse) and the failures of `keys` over the window."""
+        self.fold()
         now = time.time() if now is None else now
         since = now - self.window_s
         parts, fails = [], 0
@@ -205,17 +238,18 @@ class LiveStats:
 
     def snapshot(self, now: float | None = None) -> dict:
         """JSON-able: rows per key and rolled up per region and per variant."""
+        self.fold()
         now = time.time() if now is None else now
         span = max(min(self.window_s, now - self.started), 1e-9)
         rows = []
-        for key in sorted(self.count):
+        for key in sorted(self._count):
             hist, errs = self.window([key], now)
             p50, p95, p99 = histogram_percentiles(hist, (50, 95, 99))
             region, variant, endpoint = key
             rows.append({
                 "region": region, "variant": variant, "endpoint": endpoint,
-                "count": self.count[key], "failures": self.failures[key],
-                "error_rate": self.failures[key] / self.count[key],
+                "count": self._count[key], "failures": self._failures[key],
+                "error_rate": self._failures[key] / self._count[key],
                 "rps": (int(hist[1].sum()) + errs) / span,
                 "p50": _num(p50), "p95": _num(p95), "p99": _num(p99),
             })

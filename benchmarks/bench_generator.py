@@ -64,6 +64,12 @@ def bare_command(base: str, run_dir: Path, users: int, seconds: int) -> list[str
             "--exit-code-on-error", "0", "--loglevel", "WARNING"]
 
 
+def api_requests(base: str) -> int:
+    """The mock's count of create, respond and close requests (not its /_mock/stats)."""
+    requests = mock_stats(base)["requests"]
+    return requests["create"] + requests["respond"] + requests["close"]
+
+
 class Sampler(threading.Thread):
     """Every 0.5 s: the Locust process's CPU seconds and the mock's count of API requests.
 
@@ -82,11 +88,10 @@ class Sampler(threading.Thread):
         while not self.stop.wait(self.interval):
             try:
                 cpu = self.proc.cpu_times()
-                requests = mock_stats(self.base)["requests"]
+                requests = api_requests(self.base)
             except (psutil.Error, OSError):
                 return
-            self.samples.append((time.monotonic(), cpu.user + cpu.system,
-                                 requests["create"] + requests["respond"] + requests["close"]))
+            self.samples.append((time.monotonic(), cpu.user + cpu.system, requests))
 
     def steady(self) -> dict:
         """Rates between the 3rd sample with traffic and the last but one (ramp and stop cut off)."""
@@ -119,8 +124,9 @@ def start_run(kind: str, base: str, run_dir: Path, users: int, seconds: int, tur
         env["PYTHONPATH"] = str(old)
     env["BARE_TURNS"] = str(turns)
     log = open(run_dir / "stdout.log", "w")
-    proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT)
+    # cwd: `python -m` puts it first on sys.path, so "old" must run in its own checkout
+    proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=old if kind == "old" else ROOT,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     sampler = Sampler(proc.pid, base)  # taskset execs Locust: same pid
     sampler.start()
     return {"kind": kind, "run_dir": run_dir, "seconds": seconds, "proc": proc, "sampler": sampler,
@@ -426,25 +432,32 @@ def profile_round(kinds: list[str], bases: dict[str, str], work: Path, users: in
     requests, CPU seconds and samples per stage of each over the same seconds."""
     if not shutil.which("py-spy"):
         raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    def served() -> dict[str, int]:
+        return {kind: api_requests(bases[kind]) for kind in kinds}
+
+    before = served()
     runs = [start_run(kind, bases[kind], work / kind, users, seconds, turns, cpu, old=old) for kind in kinds]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not all(sum(mock_stats(bases[k])["requests"].values()) for k in kinds):
+    started = time.monotonic()
+    while time.monotonic() < started + seconds and not all(n > before[k] for k, n in served().items()):
         time.sleep(0.2)
-    time.sleep(1.5)  # imports, test start and spawning are not per-request work: sample once traffic flows
+    time.sleep(2.0)  # imports, test start and spawning are not per-request work: sample once traffic flows
+    sample_s = int(started + seconds - time.monotonic() - 3)  # and stop before the first run ends
+    if sample_s < 3:
+        raise SystemExit(f"--profile: traffic started too late for {seconds} s runs; give a longer --duration")
     spies = []
     for run in runs:
         raw = run["run_dir"] / "pyspy.txt"
         spy = subprocess.Popen(pinned(spy_cpu, ["py-spy", "record", "--pid", str(run["proc"].pid), "--nonblocking",
                                                 "--rate", str(PROFILE_RATE), "--format", "raw",
-                                                "--duration", str(max(seconds - 5, 2)), "--output", str(raw)]),
+                                                "--duration", str(sample_s), "--output", str(raw)]),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         process = psutil.Process(run["proc"].pid)
-        spies.append((run, spy, raw, process, process.cpu_times(), mock_stats(bases[run["kind"]])["requests"]))
+        spies.append((run, spy, raw, process, process.cpu_times(), api_requests(bases[run["kind"]])))
     out = []
     for run, spy, raw, process, t0, r0 in spies:
         spy.wait(timeout=seconds + 60)
-        t1, r1 = process.cpu_times(), mock_stats(bases[run["kind"]])["requests"]
-        out.append({"kind": run["kind"], "requests": sum(r1.values()) - sum(r0.values()),
+        t1, r1 = process.cpu_times(), api_requests(bases[run["kind"]])
+        out.append({"kind": run["kind"], "requests": r1 - r0,
                     "cpu_s": (t1.user + t1.system) - (t0.user + t0.system), "stages": classify(raw)})
     for run in runs:
         finish_run(run)

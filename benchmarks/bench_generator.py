@@ -325,7 +325,13 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
                  timed(with_listeners([], think=True)) - user_us))
     rows.append(("request listener Plugin.on_request (all of it)", per_call(plug.on_request)))
     rows.append(("  Recorder.on_request (csv row)", per_call(rec.on_request)))
-    rows.append(("  LiveStats.add_request", loop(lambda: live.add_request("uk", "", "respond", 0.8, True, 1.0))))
+    def add_and_fold(n=4096):
+        now = time.time()
+        for i in range(n):
+            live.add_request("uk", "", "respond", 0.8 + (i % 50) / 10, True, now)
+        live.fold()  # samples are folded in bulk: their share counts too
+
+    rows.append(("  LiveStats.add_request + its share of fold()", loop(add_and_fold, 20) / 4096))
     # periodic work, per request at 4000 req/s (the live window full: 10 s of samples)
     for _ in range(40000):
         live.add_request("uk", "", "respond", 0.8, True, time.time())

@@ -110,6 +110,8 @@ class LiveStats:
         self._outbox: dict = {}  # (key, second) → [histogram, failures] not yet forwarded
         self._outbox_conv: list = []
         self._pending: list = []  # samples not folded in yet: (region, variant, endpoint, ms, ok, at)
+        self._keys: list[tuple] = []  # every key seen, and its index (fold's group codes)
+        self._key_ids: dict[tuple, int] = {}
         self._pending_forward: list = []  # the same, to be forwarded to the master too
 
     @property
@@ -138,32 +140,40 @@ class LiveStats:
                 continue
             regions, variants, endpoints, ms, oks, ats = zip(*pending)
             pending.clear()
+            keys = list(zip(regions, variants, endpoints))
+            for key in set(keys).difference(self._key_ids):
+                self._key_ids[key] = len(self._keys)
+                self._keys.append(key)
+            # Python-level work per (key, second), not per sample: C loops (map, Counter.update) and numpy
+            kid = np.fromiter(map(self._key_ids.__getitem__, keys), dtype=np.int64, count=len(keys))
+            secs = np.array(ats, dtype=np.float64).astype(np.int64)  # int(): as time's seconds
             ok = np.array(oks, dtype=bool)
-            b = np.where(ok, buckets(np.array(ms, dtype=np.float64)), -1).tolist()
-            secs = np.array(ats, dtype=np.float64).astype(np.int64).tolist()  # int(): as time's seconds
-            keys = zip(regions, variants, endpoints)
-            for (key, sec, bucket_index), n in Counter(zip(keys, secs, b)).items():  # counted in C
-                self._add(key, sec, bucket_index, n, forward)
+            b = buckets(np.array(ms, dtype=np.float64))
+            group = kid * (1 << 32) + (secs - secs.min())
+            order = np.argsort(group, kind="stable")
+            starts = np.flatnonzero(np.diff(group[order], prepend=-1))
+            for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(order)]):
+                rows = order[lo:hi]
+                key, sec = self._keys[int(kid[rows[0]])], int(secs[rows[0]])
+                ok_buckets = b[rows][ok[rows]].tolist()
+                self._add_second(key, sec, ok_buckets, len(rows) - len(ok_buckets), forward)
 
-    def _add(self, key: tuple, sec: int, bucket_index: int, n: int, forward: bool) -> None:
-        """`n` requests of `key` in second `sec`: successes in `bucket_index`, failures if it is -1."""
-        self._count[key] += n
+    def _add_second(self, key: tuple, sec: int, ok_buckets: list, fails: int, forward: bool) -> None:
+        """Requests of `key` in second `sec`: the buckets of the successes, and a failure count."""
         slot = self._slot(self.seconds[key], sec)
-        if bucket_index >= 0:
-            slot[1][bucket_index] += n
-            if key[2] == "create":
-                self.conversations_started += n
-        else:
-            self._failures[key] += n
-            slot[2] += n
+        self._count[key] += len(ok_buckets) + fails
+        slot[1].update(ok_buckets)  # counted in C
+        if key[2] == "create":
+            self.conversations_started += len(ok_buckets)
+        if fails:
+            self._failures[key] += fails
+            slot[2] += fails
         if forward:
             out = self._outbox.get((key, sec))
             if out is None:
-                out = self._outbox[(key, sec)] = [{}, 0]
-            if bucket_index >= 0:
-                out[0][bucket_index] = out[0].get(bucket_index, 0) + n
-            else:
-                out[1] += n
+                out = self._outbox[(key, sec)] = [Counter(), 0]
+            out[0].update(ok_buckets)
+            out[1] += fails
 
     def _slot(self, slots: deque, sec: int) -> list:
         """The slot of second `sec` (requests may arrive slightly out of order)."""
@@ -201,11 +211,17 @@ class LiveStats:
         for item in items:
             if item[0] == "h":
                 _, region, variant, endpoint, sec, bucket_ids, counts, fails = item
-                key = (region, variant, endpoint)
+                key, sec = (region, variant, endpoint), int(sec)
+                slot = self._slot(self.seconds[key], sec)
                 for b, c in zip(bucket_ids, counts):
-                    self._add(key, int(sec), int(b), int(c), False)
+                    slot[1][int(b)] += int(c)
+                n_ok = sum(int(c) for c in counts)
+                self._count[key] += n_ok + int(fails)
+                if endpoint == "create":
+                    self.conversations_started += n_ok
                 if fails:
-                    self._add(key, int(sec), -1, int(fails), False)
+                    self._failures[key] += int(fails)
+                    slot[2] += int(fails)
             elif item[0] == "c":
                 self.add_conversation(item[1])
 

@@ -16,9 +16,15 @@ the medians of each side are shown too. Target: ≥ 0.95. As a cross-check that 
 the machine moves much less, a sampler reads the Locust process's CPU time and the mock's
 request counter every 0.5 s: requests per CPU-second over the steady part of each run.
 
+On a machine other work shares, --together is the measurement to trust: the kinds of a
+round run at the same time on the Locust core, each against its own mock, so that what else
+runs slows them alike (one after the other, per-pair ratios swing 0.5–1.9 under load).
+
     python benchmarks/bench_generator.py              # 6 pairs, 50 users, 10 s each (~2.5 min)
     python benchmarks/bench_generator.py --quick      # 2 pairs × 6 s
+    python benchmarks/bench_generator.py --together --pairs 8 --old ../main   # + the previous code, at once
     python benchmarks/bench_generator.py --breakdown  # + CPU µs per request of each part of our code
+    python benchmarks/bench_generator.py --profile 2 --duration 30 --old ../main   # py-spy, per stage
 """
 
 from __future__ import annotations

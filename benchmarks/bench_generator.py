@@ -4,7 +4,7 @@ Both generate against the same mock (one region, latency scale 0, conversations 
 end early), pinned to CPU 1; every Locust run is pinned to CPU 0 (`taskset`), with the same
 users, duration and conversation shape (create → respond × TURNS → close, no think time):
 
-  ours   loadtest/inlocust/locustfile.py exactly as `loadtest run` starts it (runner.locust_command:
+  ours   loadtest/inlocust/locustfile.py exactly as `loadtest run` starts it (children.locust_command:
          requests.csv/conversations.csv recorder, reply validation, live stats, progress
          lines, Locust's --csv-full-history)
   bare   benchmarks/bare_locustfile.py: the same three calls, nothing else

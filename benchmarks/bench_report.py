@@ -137,7 +137,7 @@ def generate(run: Path, rows: int, workers: int = 1) -> None:
 
     kw = dict(variants=["a", "b"], variant_factor={"b": 1.1}, regions=REGIONS)
     if rows <= PIECE:
-        make_run(run, rows=rows, workers=workers, duration_s=max(120.0, rows / 2000), seed=1, **kw)
+        make_run(run, rows=rows, workers=workers, split_files=workers > 1, duration_s=max(120.0, rows / 2000), seed=1, **kw)
         return
     pieces = -(-rows // PIECE)
     tmp = run.with_name(run.name + ".piece")

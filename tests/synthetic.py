@@ -3,10 +3,13 @@
     from synthetic import make_run
     truth = make_run(tmp_path / "run", rows=50_000, regions={"uk": (4.9, 0.4), "us": (5.3, 0.5)})
 
-Writes a run folder that follows `analysis.records` (requests.csv, conversations.csv,
-run.json, optionally slo.json and locust_stats_history.csv) with latencies drawn from a
-known lognormal distribution per region, so tests can compare computed statistics with the
-truth. Vectorised (numpy + pyarrow), so 10M rows take seconds, not minutes.
+Writes exactly the run folder a real `loadtest run` writes (`analysis.records`: requests.csv,
+conversations.csv, arrivals.csv for an open model, connections.csv for HTTPS, run.json with
+the same keys, a 12-hex config hash, workers named `local` or `worker0..N-1`, conversations
+cut by the end of the test `stopped`; optionally slo.json and locust_stats_history.csv) with
+latencies drawn from a known lognormal distribution per region, so tests can compare
+computed statistics with the truth. tests/test_synthetic_contract.py holds it to a real
+run's folder. Vectorised (numpy + pyarrow), so 10M rows take seconds, not minutes.
 """
 from __future__ import annotations
 
@@ -19,7 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from analysis.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
+from analysis.records import (ARRIVAL_COLUMNS, ARRIVALS_CSV, CONNECTION_COLUMNS, CONNECTIONS_CSV,
+                              CONVERSATION_COLUMNS, CONVERSATIONS_CSV, REGIONS, REQUEST_COLUMNS, REQUESTS_CSV,
+                              RUN_JSON, UNFINISHED)
+from loadtest import config as scenario_config
+from loadtest import runfolder
 
 START = 1_700_000_000.0
 ENDPOINTS = ("create", "respond", "close")
@@ -51,6 +58,7 @@ class Truth:
     start: float
     duration_s: float
     orphans: int = 0
+    stopped: int = 0
     files: list = field(default_factory=list)
 
     def lognormal_quantile(self, region: str, endpoint: str, q: float, variant_factor: float = 1.0) -> float:
@@ -83,6 +91,9 @@ def make_run(
     stats_history: bool = True,
     run_json: bool = True,
     config: dict | None = None,
+    split_files: bool = False,
+    open_model: bool = False,
+    tls: bool = False,
 ) -> Truth:
     """Write a synthetic run folder at `path` with about `rows` request rows.
 
@@ -92,7 +103,12 @@ def make_run(
     only; endpoint_factor: {(region, endpoint): latency multiplier} (one group slower, the
     others unchanged). error_rates: {(region, endpoint): rate}
     overrides `error_rate` (1.0 makes an all-failed endpoint). orphans: conversations whose
-    close row is dropped. workers > 1 splits requests into requests-<n>.csv files.
+    close row is dropped. workers > 1: rows from worker0..worker<N-1> (as `--processes N`
+    writes them, all in requests.csv; `split_files` puts each worker's rows in its own
+    requests-workerN.csv, which the loader merges). Conversations still running at
+    `duration_s` end `stopped` (ok 0), like the ones a real run cuts. open_model: arrivals.csv
+    (one row per planned conversation, a few dropped); tls: connections.csv (one new
+    connection per conversation's create, as with --connections per-conversation).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -109,7 +125,7 @@ def make_run(
     conv_turns = rng.integers(1, turns + 1, size=n_conv)
     conv_region = np.arange(n_conv) % len(region_names)
     conv_variant = (np.arange(n_conv) // len(region_names)) % len(variants)
-    conv_start = START + np.sort(rng.uniform(0, duration_s * 0.9, size=n_conv))
+    conv_start = START + np.sort(rng.uniform(0, duration_s, size=n_conv))  # the last ones cut by the end
     per_conv = conv_turns + 2
     n = int(per_conv.sum())
     conv_of_row = np.repeat(np.arange(n_conv), per_conv)
@@ -149,7 +165,9 @@ def make_run(
     rt = np.where(timeouts, 30_000.0 + rng.uniform(0, 50, size=n), rt)
     rt = np.round(rt, 3)
 
-    conv_ids = np.array([f"{seed:04x}{i:08x}-5f1c-4e2a-9b7d-{i * 7919 % 16**12:012x}" for i in range(n_conv)], dtype=object)
+    # "<region>-" and 24 hex digits, as the mock's ids
+    conv_ids = np.array([f"{region_names[conv_region[i]]}-{seed:04x}{i:08x}{i * 7919 % 16**12:012x}" for i in range(n_conv)],
+                        dtype=object)
     create_failed = failed & (endpoint == 0)
     conv_create_failed = np.zeros(n_conv, dtype=bool)
     conv_create_failed[conv_of_row[create_failed]] = True
@@ -176,6 +194,7 @@ def make_run(
     name_arr = name_keys[(row_region * len(variants) + conv_variant[conv_of_row]) * 3 + endpoint]
     user = conv_of_row % 200
     worker = conv_of_row % max(workers, 1)
+    worker_names = ["local"] if workers <= 1 else [f"worker{w}" for w in range(workers)]
 
     table = {
         "timestamp": np.round(timestamp, 6)[keep],
@@ -191,20 +210,20 @@ def make_run(
         "bytes": np.where(failed, 40, 120 + endpoint * 10)[keep],
         "conversation_id": cid[keep],
         "turn": turn[keep],
-        "user": np.array([f"user-{u}" for u in range(200)], dtype=object)[user[keep]],
-        "worker": np.array([f"worker-{w}" for w in range(max(workers, 1))], dtype=object)[worker[keep]],
+        "user": np.array([str(u + 1) for u in range(200)], dtype=object)[user[keep]],
+        "worker": np.array(worker_names, dtype=object)[worker[keep]],
     }
     assert tuple(table) == tuple(REQUEST_COLUMNS)
     tbl = pa.table({k: pa.array(v) for k, v in table.items()})
     files = []
-    if workers > 1:
+    if workers > 1 and split_files:
         wcol = worker[keep]
         for w in range(workers):
-            f = path / f"requests-{w}.csv"
+            f = path / f"requests-{worker_names[w]}.csv"
             pacsv.write_csv(tbl.filter(pa.array(wcol == w)), f, write_options=_WRITE)
             files.append(f)
     else:
-        f = path / "requests.csv"
+        f = path / REQUESTS_CSV
         pacsv.write_csv(tbl, f, write_options=_WRITE)
         files.append(f)
 
@@ -214,6 +233,9 @@ def make_run(
     ended_by_choices = np.array(["end_conversation", "handoff", "max_turns"], dtype=object)
     ended_by = ended_by_choices[rng.integers(0, 3, size=n_conv)]
     ended_by = np.where(conv_create_failed, "error", ended_by)
+    # Still running when the test stopped: cut (then closed), neither a success nor a failure.
+    stopped = ~conv_create_failed & (ended > START + duration_s)
+    ended_by = np.where(stopped, UNFINISHED, ended_by)
     conv_failed_any = np.zeros(n_conv, dtype=bool)
     conv_failed_any[conv_of_row[failed]] = True
     conv = {
@@ -225,48 +247,104 @@ def make_run(
         "duration_s": np.round(ended - conv_start, 6),
         "turns": np.where(conv_create_failed, 0, conv_turns),
         "ended_by": ended_by,
-        "ok": (~conv_failed_any).astype(np.int8),
+        "ok": (~conv_failed_any & ~stopped).astype(np.int8),
     }
     assert tuple(conv) == tuple(CONVERSATION_COLUMNS)
-    pacsv.write_csv(pa.table({k: pa.array(v) for k, v in conv.items()}), path / "conversations.csv", write_options=_WRITE)
+    pacsv.write_csv(pa.table({k: pa.array(v) for k, v in conv.items()}), path / CONVERSATIONS_CSV, write_options=_WRITE)
+
+    if open_model:  # one row per planned conversation; every 50th found no free user
+        lag_ms = np.round(rng.exponential(2.0, size=n_conv), 3)
+        planned = conv_start - lag_ms / 1000
+        dropped = (np.arange(n_conv) % 50) == 49
+        arrivals = {
+            "planned": np.round(planned, 6),
+            "region": np.array(region_names, dtype=object)[conv_region],
+            "variant": np.array(variants, dtype=object)[conv_variant],
+            "started": np.where(dropped, None, np.round(conv_start, 6)),
+            "lag_ms": np.where(dropped, None, lag_ms),
+            "dropped": dropped.astype(np.int8),
+            "reason": np.where(dropped, "all 50 users busy", ""),
+        }
+        assert tuple(arrivals) == tuple(ARRIVAL_COLUMNS)
+        pacsv.write_csv(pa.table({k: pa.array(v) for k, v in arrivals.items()}), path / ARRIVALS_CSV, write_options=_WRITE)
+    if tls:  # the create of every conversation opened a connection
+        creates = keep & (endpoint == 0) & ~create_failed
+        rows_end = timestamp + rt / 1000
+        connections = {
+            "timestamp": np.round(rows_end, 6)[creates],
+            "region": reg_arr[creates],
+            "endpoint": ep_arr[creates],
+            "conversation_id": cid[creates],
+            "turn": turn[creates],
+            "user": np.array([str(u + 1) for u in range(200)], dtype=object)[user[creates]],
+            "worker": np.array(worker_names, dtype=object)[worker[creates]],
+            "tls_handshake_ms": np.round(rng.uniform(2.0, 6.0, size=int(creates.sum())), 3),
+        }
+        assert tuple(connections) == tuple(CONNECTION_COLUMNS)
+        pacsv.write_csv(pa.table({k: pa.array(v) for k, v in connections.items()}), path / CONNECTIONS_CSV,
+                        write_options=_WRITE)
 
     end = float(timestamp.max() + rt.max() / 1000) if n else START + duration_s
     if run_json:
+        declared = declared_regions or region_names
+        if config is None:  # what `loadtest run` resolves for this scenario
+            flags = {"users": 50, "spawn_rate": 10.0, "duration": f"{duration_s:g}s", "turns": f"1-{turns}" if turns > 1 else "1",
+                     "think_time": "0.5-1.5",
+                     # a test's made-up regions (not the tool's four) are left to the default
+                     "regions": ",".join(r for r in declared if r in REGIONS) or None,
+                     "variants": ",".join(declared_variants if declared_variants is not None else [v for v in variants if v])}
+            if open_model:
+                flags["arrival_rate"] = "5"
+            config = scenario_config.resolve(flags={k: v for k, v in flags.items() if v is not None}, environ={}).raw()
+        # The keys (and their order) of a real run.json: started, then provenance, then ended.
         meta = {
-            "run_id": path.name,
+            "status": status,
+            "started": START,
+            "target": "mock",
+            "pid": 4242,
+            "config": config,
+            "config_hash": runfolder.config_hash(config),
+            "users": 50,
+            "spawn_rate": 10.0,
+            "duration_s": duration_s,
+            "turns": [1, turns],
+            "think_time": [0.5, 1.5],
+            "regions": declared,
+            "variants": declared_variants if declared_variants is not None else [v for v in variants if v],
             "tool_version": "0.1.0",
             "locust_version": "2.47.0",
             "python_version": "3.11.7",
             "git_sha": "abc1234",
-            "host": "http://127.0.0.1:8089",
-            "target": "mock",
-            "base_urls": {r: f"http://127.0.0.1:9000/{r}" for r in (declared_regions or region_names)},
-            "regions": declared_regions or region_names,
-            "variants": declared_variants if declared_variants is not None else [v for v in variants if v],
-            "users": 50,
-            "spawn_rate": 10,
-            "duration_s": duration_s,
-            "turns": turns,
-            "think_time": [0.5, 1.5],
-            "config": config if config is not None else {
-                "users": 50, "duration": f"{int(duration_s)}s",
-                "api_key": "should-never-appear", "auth": {"token": "nor-this", "account": "loadtest"},
-            },
-            "config_hash": "sha256:0123456789abcdef",
-            "started": START,
+            "host": "loadgen-1",
+            "run_id": path.name,
+            "base_urls": {r: f"http://127.0.0.1:{9000 + i}" for i, r in enumerate(declared)},
+            "tls": {"verify": True, "ca_bundle": None},
+            "connections": "per-conversation",
             "ended": end,
-            "status": status,
-            "workers": [f"worker-{w}" for w in range(max(workers, 1))],
+            "lost_workers": [],
+            "mock_open_conversations": {r: 0 for r in ("us", "uk", "eu", "self-serve")},
+            "exit_code": 0 if status == "completed" else 4,
         }
-        (path / "run.json").write_text(json.dumps(meta, indent=2))
+        if workers > 1:  # the master's account of the rows its workers shipped
+            meta["workers"] = worker_names
+            counts = np.bincount(worker[keep], minlength=workers)
+            meta["worker_rows"] = {
+                name: {"node": f"loadgen-1_{w:032x}", "produced": {"requests": int(counts[w])},
+                       "received": {"requests": int(counts[w])}, "dropped": {}, "batches": 1,
+                       "repeated_batches": 0, "complete": True, "last_rows_at": end, "lost_at": None}
+                for w, name in enumerate(worker_names)}
+        (path / RUN_JSON).write_text(json.dumps(meta, indent=2))
     if slo is not None:
         (path / "slo.json").write_text(json.dumps(slo, indent=2))
     if stats_history:
         secs = np.arange(0, int(duration_s) + 1, 2)
-        lines = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,95%,Total Request Count"]
+        lines = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,"
+                 "100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
+                 "Total Min Response Time,Total Max Response Time,Total Average Content Size"]
         for s in secs:
             users = min(50, int(s * 10 / 2) + 1)
-            lines.append(f"{int(START + s)},{users},,Aggregated,{users / 2:.2f},0.00,150,300,{int(s * 25)}")
+            lines.append(f"{int(START + s)},{users},,Aggregated,{users / 2:.6f},0.000000,150,170,190,200,250,300,400,450,"
+                         f"470,470,470,{int(s * 25)},0,150,160.0,20.0,470.0,120.0")
         (path / "locust_stats_history.csv").write_text("\n".join(lines) + "\n")
 
     close_failed = np.zeros(n_conv, dtype=bool)
@@ -274,4 +352,4 @@ def make_run(
     n_orphans = int((~conv_create_failed & (is_orphan | close_failed)).sum())
     return Truth(path=path, rows=int(keep.sum()), conversations=n_conv, regions=dict(regions),
                  variants=variants, start=START, duration_s=duration_s,
-                 orphans=n_orphans, files=files)
+                 orphans=n_orphans, stopped=int(stopped.sum()), files=files)

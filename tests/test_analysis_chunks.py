@@ -33,9 +33,9 @@ QS = [f"p{str(q).replace('.', '')}_ms" for q in PERCENTILES]
 def run_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("chunks") / "run"
     make_run(path, rows=3_000, regions=REGIONS, variants=["a", "b"], variant_factor={"b": 1.3},
-             error_rate=0.05, orphans=5, seed=21, workers=2)
+             error_rate=0.05, orphans=5, seed=21, workers=2, split_files=True)
     # an error message with a newline (and a comma, a quote) inside a quoted field
-    f = path / "requests-1.csv"
+    f = path / "requests-worker1.csv"
     text = f.read_text()
     assert '"HTTP 503 Service Unavailable"' in text
     f.write_text(text.replace('"HTTP 503 Service Unavailable"', '"HTTP 503\nService, ""Unavailable"""', 1))

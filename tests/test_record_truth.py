@@ -76,25 +76,27 @@ def test_run_json_config_is_the_effective_scenario_from_flags_file_and_environme
 
 
 def test_conversations_cut_by_the_end_are_neither_success_nor_failure(tmp_path):
-    make_run(tmp_path, rows=3_000, error_rate=0.0, seed=3)
+    truth = make_run(tmp_path, rows=3_000, error_rate=0.0, seed=3)
+    assert truth.stopped > 0  # the last conversations, running at the end
     path = tmp_path / "conversations.csv"
     conv = pd.read_csv(path, keep_default_na=False)
-    conv.loc[conv.index[:40], ["ended_by", "ok"]] = ["stopped", 0]  # cut by the end of the test
+    conv.loc[conv.index[:40], ["ended_by", "ok"]] = ["stopped", 0]  # 40 more cut (the earliest: none were)
     conv.loc[conv.index[40:50], ["ended_by", "ok"]] = ["error", 0]
     conv.to_csv(path, index=False)
+    stopped = 40 + truth.stopped
     finished = conv[conv.ended_by != "stopped"]
     expected = finished.ok.sum() / len(finished)
-    assert expected == (len(conv) - 50) / (len(conv) - 40)
+    assert expected == (len(conv) - stopped - 10) / (len(conv) - stopped)
 
     run = load_run(tmp_path, use_cache=False)
     overall = compute_stats(run).conversations.query("level == 'overall'").iloc[0]
-    assert overall["stopped"] == 40
+    assert overall["stopped"] == stopped
     assert overall["success_rate"] == pytest.approx(expected)
     results = {r["expr"]: r for r in slo.evaluate_loaded(
         run, ["conversation.success_rate > 95%", "conversation.error_rate < 5%"])}
     assert results["conversation.success_rate > 95%"]["observed"] == pytest.approx(expected)
     assert results["conversation.error_rate < 5%"]["observed"] == pytest.approx(1 - expected)
-    assert "40 cut by the end" in results["conversation.success_rate > 95%"]["detail"]
+    assert f"{stopped} cut by the end" in results["conversation.success_rate > 95%"]["detail"]
 
 
 def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_users_home(

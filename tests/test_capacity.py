@@ -9,7 +9,6 @@ always has one request in flight, and the knee is the highest level <= slots. Le
 
 import csv
 import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ from analysis import records
 from analysis.load import load_run
 from loadtest.commands.capacity import Plan, default_latency_slo, find_knee, measure_step
 from loadtest.runtail import CsvTail, RunTail
+from pages import external_refs
 from runs import loadtest
 
 # --------------------------------------------------------------------------- the knee
@@ -272,8 +272,8 @@ def test_outputs_and_region_run_folders(search):
     assert (folder / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "capacity.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page
-    # self-contained: nothing fetched from anywhere (either quote, CSS url(), any scheme)
-    assert not re.search(r"""src\s*=\s*["']?\s*(https?:)?//|url\(\s*["']?\s*(https?:)?//|<link|@import""", page)
+    # self-contained: nothing fetched from anywhere (src= and href= in either quote, CSS url(), @import)
+    assert external_refs(page) == [] and "<link" not in page
     md = (folder / "capacity.md").read_text()
     assert "| self-serve | 2 |" in md
     for r in REGIONS:
@@ -379,7 +379,7 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
     md = (folder / "capacity.md").read_text()
     assert "knee conv/s offered" in md and f"| uk | {knee['level_rate']:g} |" in md
     page = (folder / "capacity.html").read_text()
-    assert "data:image/png;base64," in page and "offered conv/s" in page
+    assert "data:image/png;base64," in page and "offered conv/s" in page and external_refs(page) == []
     run = json.loads((folder / "uk" / "run.json").read_text())
     assert run["config"]["arrival_steps"] == {"step": 1.0, "every": 6.0, "max": 8.0}
     assert (folder / "uk" / "arrivals.csv").is_file()

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import re
-from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
@@ -15,36 +14,13 @@ import pytest
 from loadtest.commands.report import add_compare_arguments, add_report_arguments, parse_duration, compare_command, report_command
 from analysis.report import build_report, format_summary_table, redact
 from analysis.stats import PERCENTILES, SUMMARY_COLUMNS
+from pages import external_refs
 from synthetic import make_run
 
 SLOS = [
     {"expr": "respond.p95 < 800ms", "scope": "all regions", "observed": 512.3, "threshold": 800.0, "unit": "ms", "passed": True},
     {"expr": "errors < 0.5%", "scope": "uk", "observed": 1.2, "threshold": 0.5, "unit": "%", "passed": False},
 ]
-
-
-class _Refs(HTMLParser):
-    """Every URL-ish reference in a document: src/href/srcset/action/… and CSS url()."""
-
-    def __init__(self):
-        super().__init__()
-        self.refs: list[str] = []
-        self.tags: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        self.tags.append(tag)
-        for k, v in attrs:
-            if k in ("src", "href", "srcset", "action", "data", "poster", "xlink:href", "formaction", "background") and v:
-                self.refs.append(v)
-            if k == "style" and v:
-                self.refs += re.findall(r"url\(\s*['\"]?([^'\")]+)", v)
-
-
-def external_refs(text: str) -> list[str]:
-    p = _Refs()
-    p.feed(text)
-    refs = p.refs + re.findall(r"url\(\s*['\"]?([^'\")]+)", text) + re.findall(r"@import\s+['\"]?([^'\";]+)", text)
-    return [r for r in refs if not (r.startswith("#") or r.startswith("data:"))]
 
 
 def args_for(parser_fn, argv):
@@ -91,7 +67,34 @@ def test_names_every_region_and_variant_and_sections(report):
     assert "Interrupted run" in text
     config_hash = json.loads((path.parent / "run.json").read_text())["config_hash"]
     assert re.fullmatch(r"[0-9a-f]{12}", config_hash) and config_hash in text
-    assert "significant" in text and "regression" in text
+
+
+def _baseline_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
+    """The 'Against the baseline' table: (region, variant, endpoint) → its cells' text."""
+    start = text.index('<h2 id="baseline">')
+    section = text[start:text.index("<h2", start + 1)]
+    rows = {}
+    for tr in re.findall(r"<tr>(.*?)</tr>", section, re.S):
+        cells = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+        if cells:
+            rows[tuple(cells[:3])] = cells
+    return rows
+
+
+def test_baseline_flags_what_changed_and_only_that(report):
+    """us is 35% slower than in the baseline (log-shift 0.3), new-prompt 25% (its own factor);
+    nothing else changed. Columns: … 7 Δ p95, 12 result."""
+    _, path = report
+    rows = _baseline_rows(path.read_text(encoding="utf-8"))
+    assert len(rows) == 4 * 2 * 3
+    us = rows[("us", "control", "respond")]
+    assert us[12].startswith("regression p95 +") and us[7].endswith("significant")
+    low, high = (float(x.replace("−", "-")) for x in re.search(r"\[([−+][\d.]+)%, ([−+][\d.]+)%\]", us[7]).groups())
+    assert low < 100 * (np.exp(0.3) - 1) < high  # the true change inside its interval
+    assert rows[("uk", "new-prompt", "respond")][12].startswith("regression")
+    for (region, variant, _endpoint), cells in rows.items():
+        if region != "us" and variant == "control":  # unchanged: never a regression
+            assert cells[12] == "ok" and cells[7].endswith("noise"), cells
 
 
 def test_secrets_are_redacted(report):

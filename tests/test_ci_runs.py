@@ -6,6 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from loadtest.mock import MockConfig, MockServer
 from runs import FAST, loadtest, read_csv, read_rows, run_json
 
 pytestmark = pytest.mark.slow
@@ -43,14 +44,20 @@ def test_scenario_file_drives_a_run(tmp_path):
     scenario = tmp_path / "ci.toml"
     scenario.write_text(
         'regions = ["uk"]\nvariants = ["b"]\nusers = 3\nduration = "4s"\nthink_time = "0.1"\n'
-        'mock_latency_scale = 0.2\nslos = ["error_rate < 1%"]\n'
-        'integration_attributes = { tier = "gold" }\n')
-    proc = loadtest("run", "--config", str(scenario), "--out", str(tmp_path / "r"))
+        'slos = ["error_rate < 1%"]\n'
+        'integration_attributes = { tier = "gold", crm_id = 42 }\n')
+    # a mock outside the run: its counters tell what the service received
+    with MockServer(MockConfig(latency_scale=0.2), regions=["uk"]) as mock:
+        proc = loadtest("run", "--config", str(scenario), "--base-urls", f"uk={mock.base_urls['uk']}",
+                        "--out", str(tmp_path / "r"))
+        received = mock.stats("uk")["integration_attributes"]
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "r" / "latest").resolve()
     rows = read_rows(run_dir)
     assert {r["region"] for r in rows} == {"uk"} and {r["variant"] for r in rows} == {"b"}
-    assert run_json(run_dir)["config"]["integration_attributes"] == {"tier": "gold"}
+    assert run_json(run_dir)["config"]["integration_attributes"] == {"tier": "gold", "crm_id": 42}
+    creates = sum(r["endpoint"] == "create" and r["ok"] == "1" for r in rows)
+    assert creates > 0 and received == {"conversations": creates, "pairs": {"tier=gold": creates, "crm_id=42": creates}}
 
 
 def test_open_model_keeps_its_offered_rate_when_the_mock_slows_down(tmp_path):

@@ -69,10 +69,16 @@ def test_create_respond_close_lifecycle(client, mock):
     assert after["open_conversations"] == before["open_conversations"]
 
 
-def test_create_accepts_integration_attributes_and_empty_body(client):
+def test_create_accepts_integration_attributes_and_empty_body(client, mock):
+    before = mock.stats("uk")["integration_attributes"]
     create(client, integration_attributes={"user_id": "u1", "tier": "gold", "flags": ["x"]})
+    create(client, integration_attributes={"tier": "gold", "n": 2})
     r = client.post(CREATE, content=b"")
     assert r.status_code == 200 and r.json()["conversation_id"]
+    after = mock.stats("uk")["integration_attributes"]  # the mock counts what it received
+    assert after["conversations"] == before["conversations"] + 2
+    grown = {k: v - before["pairs"].get(k, 0) for k, v in after["pairs"].items() if v != before["pairs"].get(k, 0)}
+    assert grown == {"user_id=u1": 1, "tier=gold": 2, 'flags=["x"]': 1, "n=2": 1}
 
 
 def test_respond_without_message_is_fine(client):

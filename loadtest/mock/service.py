@@ -413,6 +413,7 @@ class RegionService:
             "closed": store.closed,
             "expired": store.expired,
             "evicted": store.evicted,
+            "integration_attributes": {"conversations": store.with_attributes, "pairs": dict(store.attribute_pairs)},
             "in_flight": capacity.in_flight,
             "active": capacity.active,
             "queued": capacity.queued,

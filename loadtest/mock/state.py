@@ -15,7 +15,13 @@ eviction only ever look at the front. A bounded memory of why recent ids went aw
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
+
+# Distinct integration attribute pairs counted per region (a run's attributes are a handful;
+# per-customer ids would be many): the rest are counted together under OTHER_ATTRIBUTES.
+ATTRIBUTE_PAIRS_KEEP = 1000
+OTHER_ATTRIBUTES = "(other)"
 
 
 class Conversation:
@@ -50,6 +56,10 @@ class ConversationStore:
         self.closed = 0
         self.expired = 0
         self.evicted = 0
+        # What clients sent as integration_attributes: conversations that carried any, and
+        # how many carried each "key=value" (value as JSON unless a string).
+        self.with_attributes = 0
+        self.attribute_pairs: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._open)
@@ -66,7 +76,18 @@ class ConversationStore:
         conv = Conversation(conversation_id, variant, integration_attributes, now)
         self._open[conversation_id] = conv
         self.created += 1
+        if integration_attributes:
+            self._count_attributes(integration_attributes)
         return conv
+
+    def _count_attributes(self, attributes: dict) -> None:
+        self.with_attributes += 1
+        pairs = self.attribute_pairs
+        for key, value in attributes.items():
+            pair = f"{key}={value if type(value) is str else json.dumps(value, sort_keys=True)}"
+            if pair not in pairs and len(pairs) >= ATTRIBUTE_PAIRS_KEEP:
+                pair = OTHER_ATTRIBUTES
+            pairs[pair] = pairs.get(pair, 0) + 1
 
     def get(self, conversation_id: str, now: float) -> Conversation | None:
         """The open conversation, touched (now most recently used), or None if gone or idled out."""

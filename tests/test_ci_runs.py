@@ -1,5 +1,6 @@
 """Headless CI runs: SLO exit codes and files, the open model, distributed workers."""
 
+import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 
@@ -133,8 +134,19 @@ def test_open_model_report_shows_offered_vs_achieved(tmp_path):
     dropped = sum(a["dropped"] == "1" for a in arrivals)
     assert dropped > 0  # 4 users cannot hold 20 new conversations a second of ~1 s each
     html = (run_dir / "report.html").read_text()
-    assert "Open model: offered vs achieved" in html
-    assert f"{dropped:,} (" in html
+    table = html[html.index('<h3 id="arrivals">Open model: offered vs achieved'):]
+    table = table[:table.index("</table>")]
+    cells = {}
+    for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)[1:]:  # after the header
+        row = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+        cells[row[0]] = row
+    assert set(cells) == {"uk", "all"} and cells["uk"][1:] == cells["all"][1:]
+    planned, offered, achieved, dropped_cell = cells["uk"][1:5]
+    assert int(planned.replace(",", "")) == len(arrivals)
+    count, share = re.fullmatch(r"([\d,]+) \(([\d.]+)%\)", dropped_cell).groups()
+    assert int(count.replace(",", "")) == dropped
+    assert float(share) == pytest.approx(100 * dropped / len(arrivals), abs=0.05)
+    assert float(achieved) / float(offered) == pytest.approx(1 - dropped / len(arrivals), abs=0.02)
 
 
 def test_abort_on_fail_stops_a_failing_run_early_and_says_why(tmp_path):

@@ -79,11 +79,13 @@ def test_open_model_keeps_its_offered_rate_when_the_mock_slows_down(tmp_path):
     started = [a for a in arrivals if a["dropped"] == "0"]
     assert len(started) >= 0.9 * len(arrivals)  # 80 users are enough: nothing much dropped
     lags = np.array([float(a["lag_ms"]) for a in started])
-    assert np.percentile(lags, 95) < 100  # conversations start on time
     assert Counter(a["region"] for a in arrivals).keys() == {"uk", "eu"}
     # The mock was slow: responds took far longer than the arrival gap.
     responds = [float(r["response_time_ms"]) for r in read_rows(run_dir) if r["endpoint"] == "respond"]
     assert np.median(responds) > 1000
+    # Conversations start on their schedule, not after the slow replies (a closed model's
+    # start lag would be a whole respond time): an ordering, not a bound on a shared CPU.
+    assert np.percentile(lags, 95) < 0.1 * np.median(responds)
 
 
 def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):

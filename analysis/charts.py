@@ -16,7 +16,7 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -35,7 +35,7 @@ KIND_COLOURS = {
     "schema": "#16A085", "other": "#95A5A6",
 }
 
-STYLE = {
+STYLE: dict[Any, Any] = {  # matplotlib's stubs key rcParams by a Literal of names
     "font.family": "DejaVu Sans",
     "font.size": 10,
     "axes.titlesize": 11,
@@ -297,11 +297,11 @@ def error_chart(stats: RunStats, colours: dict) -> Chart | None:
         ax.set_xlabel("failed requests")
         ax.set_xlim(0, left.max() * 1.25)
         ax.grid(axis="y", visible=False)
-        for lab in ax.get_yticklabels():
-            lab.set_color(colours.get(lab.get_text().split(" · ")[0], "#333"))
+        for tick in ax.get_yticklabels():
+            tick.set_color(colours.get(tick.get_text().split(" · ")[0], "#333"))
         ax.set_title("Failed requests by region, endpoint and kind of error")
-        h, lab = ax.get_legend_handles_labels()
-        _legend_below(fig, h, lab)
+        handles, labels = ax.get_legend_handles_labels()
+        _legend_below(fig, handles, labels)
         fig.tight_layout(rect=(0, 0.35 / (0.38 * len(order) + 1.5), 1, 1))
         return Chart("errors", "What failed, and how",
                      "Failed requests per region and endpoint, split by kind: http (an error status), "

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +279,7 @@ class CacheWriter:
         try:
             self.writer.close()
             self.sink.close()
+            assert self.tmp is not None
             os.chmod(self.tmp, 0o644)
             os.replace(self.tmp, self.cache)
             self.tmp = None
@@ -527,12 +529,12 @@ def read_requests(files: Sequence[tuple[Path, list[str]]], types: dict, columns:
         if cached is not None:
             source = _numbered(cached)
         else:
-            source = iter_batches(f, header, types, columns, lambda m, f=f: diagnose(f, m), range_bytes, chunk_rows)
+            source = iter_batches(f, header, types, columns, partial(diagnose, f), range_bytes, chunk_rows)
             if use_cache and f.stat().st_size >= CACHE_MIN_BYTES:
                 writer = CacheWriter(f, pa.schema([(c, types[c]) for c in columns]))
         try:
             for batch, row0 in source:
-                red.absorb(batch, row0, lambda problem, i, c, f=f: fail(f, problem, i, c))
+                red.absorb(batch, row0, partial(fail, f))
                 if writer is not None:
                     writer.write(batch)
         except BaseException:

@@ -53,7 +53,7 @@ def comparison_family(stats: RunStats, control: str | None = None, seed: int = 0
     return family
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
+def holm(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm-adjusted p-values, in the input's order (NaN stays NaN and does not count in m)."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)

@@ -18,6 +18,7 @@ latency written with 3 decimals comes back bit-identical to parsing it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class SortedGroups:
         # exact integer sums per group (int64: 100M values of 2^32 still fit)
         self.sums = np.zeros(len(self.counts), dtype=np.int64)
         for g in np.flatnonzero(self.counts):  # per group: a reduceat would cast all values first
-            self.sums[g] = self.segment(g).sum(dtype=np.int64)
+            self.sums[g] = self.segment(int(g)).sum(dtype=np.int64)
 
     @classmethod
     def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0
@@ -86,6 +87,9 @@ class SortedGroups:
             v.sort()  # in place: the copy above is the only one besides the float result
         return v / self.divisor
 
+    def _scaled_kth(self, groups: Sequence[int], ranks: np.ndarray) -> np.ndarray:
+        return self.kth(groups, ranks) / self.divisor
+
     def kth(self, groups: Sequence[int], ranks: np.ndarray) -> np.ndarray:
         """The values at 0-based `ranks` in the sorted union of `groups` (integers)."""
         segs = [self.segment(g) for g in groups if self.counts[g]]
@@ -121,5 +125,5 @@ class SortedGroups:
             out["mean"][i] = int(self.sums[gs].sum()) / self.divisor / n
             out["min"][i] = min(int(self.values[self.bounds[g]]) for g in gs) / self.divisor
             out["max"][i] = max(int(self.values[self.bounds[g + 1] - 1]) for g in gs) / self.divisor
-            out["pct"][i] = percentiles_at(n, qs, lambda r, gs=gs: self.kth(gs, r) / self.divisor)
+            out["pct"][i] = percentiles_at(n, qs, partial(self._scaled_kth, gs))
         return out

@@ -26,6 +26,7 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -226,7 +227,7 @@ def _first_timestamp(checked: Sequence[tuple[Path, list[str]]]) -> float:
     first = math.inf
     for f, header in checked:
         for batch, _ in iter_batches(f, header, REQUEST_TYPES, ["timestamp"],
-                                     lambda m, f=f, h=header: _diagnose(f, h, REQUEST_TYPES, ["timestamp"], m)):
+                                     partial(_diagnose, f, header, REQUEST_TYPES, ["timestamp"])):
             ts = batch.column(0)
             if len(ts) and ts.null_count < len(ts):
                 first = min(first, float(pc.min(ts).as_py()))
@@ -386,7 +387,7 @@ def load_conversations(path: Path, use_cache: bool = True,
     for f in files:
         header = _check_header(f, CONVERSATION_COLUMNS)
         for batch, row0 in iter_batches(f, header, CONVERSATION_TYPES, columns,
-                                        lambda m, f=f, h=header: _diagnose(f, h, CONVERSATION_TYPES, columns, m)):
+                                        partial(_diagnose, f, header, CONVERSATION_TYPES, columns)):
             for c in columns:
                 col = batch.column(c)
                 if c in labels:
@@ -528,10 +529,10 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
             pass
         return RunDataError(f, m.group(2), column=col)
     if "CSV parse error" in message:
-        bad: list = []
+        bad_rows: list = []
 
         def handler(row):
-            bad.append(row)
+            bad_rows.append(row)
             return "error"
 
         try:
@@ -541,8 +542,8 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
                                                                 column_types={header[0]: pa.string()}))
         except pa.ArrowInvalid:
             pass
-        if bad:
-            row = bad[0]
+        if bad_rows:
+            row = bad_rows[0]
             return RunDataError(f, f"expected {row.expected_columns} fields, got {row.actual_columns}",
                                 line=row.number, hint="a truncated or hand-edited line?")
         return RunDataError(f, message.split(":", 1)[-1].strip()[:200])

@@ -95,8 +95,8 @@ class Agent:
         self._choice = rng.choice
         self.end_after = end_after
         self.end_probability = end_probability
-        self._brands = {None: BASE_BRAND, **{k: v.brand for k, v in variants.items()}}
-        self._handoff = {None: handoff_rate,
+        self._brands: dict[str | None, str] = {None: BASE_BRAND, **{k: v.brand for k, v in variants.items()}}
+        self._handoff: dict[str | None, float] = {None: handoff_rate,
                          **{k: min(1.0, handoff_rate * v.handoff_factor) for k, v in variants.items()}}
 
     def brand(self, variant: str | None) -> str:

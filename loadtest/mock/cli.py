@@ -150,7 +150,8 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
     def on_parent_lost() -> None:
         if not parent_lost.is_set():
             parent_lost.set()
-            loop.remove_reader(lifeline)
+            if lifeline is not None:
+                loop.remove_reader(lifeline)
             loop.create_task(_serve_last_clients(server, stop))
 
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -129,7 +129,7 @@ class Sampler:
         self._gauss = rng.gauss
         # (endpoint, variant or None) → (median seconds, sigma)
         self._params: dict[tuple[str, str | None], tuple[float, float]] = {}
-        factors = {None: 1.0, **{k: v.latency_factor for k, v in variants.items()}}
+        factors: dict[str | None, float] = {None: 1.0, **{k: v.latency_factor for k, v in variants.items()}}
         for endpoint in api.ENDPOINTS:
             dist = profile.latency(endpoint)
             for name, factor in factors.items():

@@ -34,7 +34,7 @@ from aiohttp import web
 try:
     import uvloop
 except ImportError:  # pragma: no cover - not on Windows; asyncio's loop then
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]  # the module is absent
 
 from loadtest import api
 from loadtest.mock.config import MockConfig
@@ -57,7 +57,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
     """The body, or None once it exceeds ``limit`` bytes (never reads more than limit + 64 KiB)."""
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = await request.content.read(65536)
         if not chunk:
@@ -77,10 +78,9 @@ async def _aiohttp_handler(request: web.Request) -> web.StreamResponse:
         result = service.too_large()
     else:
         headers = request.headers
-        result = service.handle(request.method, request.raw_path, headers.get("Content-Type"),
-                                headers.get(api.API_KEY_HEADER), headers.get(api.TOKEN_HEADER), body)
-        if type(result) is not tuple:
-            result = await result
+        outcome = service.handle(request.method, request.raw_path, headers.get("Content-Type"),
+                                 headers.get(api.API_KEY_HEADER), headers.get(api.TOKEN_HEADER), body)
+        result = outcome if isinstance(outcome, tuple) else await outcome
     status, payload, extra, action = result
     if action == RESET:
         if request.transport is not None:
@@ -298,6 +298,8 @@ class MockServer:
         """Run ``fn(*args)`` in the server's loop thread and return its result."""
         async def wrapped():
             return fn(*args)
+        if self._loop is None:
+            raise RuntimeError("the mock server is not running")
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result(timeout)
 
     def stats(self, region: str | None = None) -> dict:

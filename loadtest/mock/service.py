@@ -79,10 +79,10 @@ try:  # orjson is ~3x faster; the stdlib is the fallback
     _dumps = orjson.dumps
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
-    def _dumps(obj: Any) -> bytes:
+    def _dumps(obj: Any) -> bytes:  # type: ignore[misc]  # orjson's signature, simplified
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
 
 SEND = 0
 RESET = 1
@@ -294,7 +294,7 @@ class RegionService:
 
     def _respond(self, payload: dict) -> Outcome:
         conversation_id = self._conversation_id(payload, "respond")
-        if type(conversation_id) is tuple:
+        if isinstance(conversation_id, tuple):
             return conversation_id
         message = payload.get("message")
         if message is not None and type(message) is not str:
@@ -320,7 +320,7 @@ class RegionService:
 
     def _close(self, payload: dict) -> Outcome:
         conversation_id = self._conversation_id(payload, "close")
-        if type(conversation_id) is tuple:
+        if isinstance(conversation_id, tuple):
             return conversation_id
         conv = self.store.peek(conversation_id, time.monotonic())
         if conv is None:

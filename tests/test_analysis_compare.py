@@ -218,6 +218,7 @@ def test_comparisons_csv_lists_every_comparison_with_raw_and_adjusted_p(uk_only_
     assert uk95["verdict"] == "significant" and uk95["shift"] == "significant"
 
 
+@pytest.mark.slow
 def test_report_shows_variants_within_regions_and_writes_comparisons_csv(uk_only_slower):
     from analysis.report import write_report
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ def is_package(name: str) -> bool:
     return MODULES.get(name, Path()).name == "__init__.py"
 
 
+@cache  # each file parsed once per session (the tree does not change under a test run)
 def imports(name: str) -> list[tuple[str, ast.stmt, bool]]:
     """(imported module, the statement, inside a function?) for every import of a module."""
     path = MODULES[name]

@@ -268,6 +268,7 @@ def test_sigkill_of_the_ui_during_a_test_leaves_no_child(tmp_path):
     assert run_json(run_dir)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_loadtest_mock_stops_cleanly_on_a_hangup(tmp_path):
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen([*LOADTEST, "mock", "--port", "0", "--region", "uk", "--ready-file", str(ready)],
@@ -402,6 +403,7 @@ def test_run_json_says_failed_on_a_full_disk_without_a_temporary_file(tmp_path, 
 
 # ----------------------------------------------------------------------------- a run that vanished
 
+@pytest.mark.slow
 def test_report_says_a_run_whose_process_vanished_did_not_finish(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

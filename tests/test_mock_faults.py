@@ -139,8 +139,10 @@ def drive(base_url: str, conversation_id: str, n: int, concurrency: int = 16) ->
 
 
 @pytest.mark.parametrize("kind, param", [
-    ("500", ""), ("502", ""), ("503", ""), ("429", ":retry_after=2"), ("spike", ":3000ms"),
-    ("timeout", ":3s"), ("reset", ""), ("malformed", ""), ("shape", ""),
+    ("500", ""), ("502", ""), ("503", ""), ("429", ":retry_after=2"),
+    pytest.param("spike", ":3000ms", marks=pytest.mark.slow),  # waits out 3 s spikes
+    pytest.param("timeout", ":3s", marks=pytest.mark.slow),
+    ("reset", ""), ("malformed", ""), ("shape", ""),
 ])
 def test_each_fault_kind_fires_at_its_rate(kind, param):
     slow = kind in ("spike", "timeout")

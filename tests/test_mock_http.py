@@ -251,6 +251,7 @@ def test_100_continue_only_after_the_answer_before_it(slow):
     assert status == 200 and "conversation_id" in json.loads(reply)
 
 
+@pytest.mark.slow
 def test_pipelining_past_the_bound_while_in_service_is_cut_off():
     """Bytes that arrive while a request is in service wait unparsed, up to head + body limits."""
     with MockServer(MockConfig(latency_scale=40, seed=1), regions=["uk"]) as mock:  # ~1-2 s in service

@@ -91,6 +91,7 @@ async def timed_posts(session: aiohttp.ClientSession, url: str, n: int, body: di
     return await asyncio.gather(*(one() for _ in range(n)))
 
 
+@pytest.mark.slow
 def test_regions_and_variants_change_latency_over_http():
     """aiohttp's client in one thread: cheap enough not to blur 45 vs 50 ms medians.
 
@@ -121,6 +122,7 @@ def test_regions_and_variants_change_latency_over_http():
     assert 1.15 < variant_b / medians["uk"] < 1.45, (variant_b, medians)
 
 
+@pytest.mark.slow
 def test_respond_latency_grows_with_turn_over_http():
     # Full-scale latencies (uk respond median 140 ms) so that client and scheduling overhead in
     # this shared process stays small against them; turn 8 is × 3.1 the first turn. 40

@@ -49,6 +49,7 @@ def test_store_remembers_a_bounded_number_of_gone_ids():
     assert len(store._gone) == 5
 
 
+@pytest.mark.slow
 def test_idle_conversation_expires_over_http():
     # An idle timeout of 1.5 s and a touch every 0.1 s: a loaded machine would have to stall
     # this test for over a second to expire the kept conversation by mistake.

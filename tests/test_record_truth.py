@@ -159,6 +159,7 @@ def test_per_region_arrival_rates_choose_the_regions_or_are_refused():
         "us", "uk", "eu", "self-serve"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--users", "0"], "--users 0: need at least 1 user"),
     (["--duration", "0"], "--duration 0s: a test needs time"),
@@ -203,6 +204,7 @@ def test_check_without_a_response_says_what_to_check(capsys):
     assert "see the hints above" in out
 
 
+@pytest.mark.slow
 def test_an_incomplete_last_line_is_skipped_and_named_damage_in_the_middle_is_refused(tmp_path):
     make_run(tmp_path, rows=2_000, error_rate=0.01, seed=5)
     requests_csv, conversations_csv = tmp_path / "requests.csv", tmp_path / "conversations.csv"
@@ -239,6 +241,7 @@ def test_the_regions_sentence_never_calls_a_faster_tail_slowest():
     assert "eu had the highest p95, 150 ms, +25% against us (within noise: 95% CI" in text
 
 
+@pytest.mark.slow
 def test_a_group_whose_requests_all_failed_warns_nothing(tmp_path):
     make_run(tmp_path, rows=2_000, variants=("a", "b"), seed=2,
              error_rates={(r, "respond"): 1.0 for r in ("uk", "us", "eu")})

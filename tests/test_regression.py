@@ -74,6 +74,7 @@ def test_bad_thresholds_say_what_is_wrong(spec, problem):
 
 # --------------------------------------------------------------------------- the gate's statistics
 
+@pytest.mark.slow
 def test_false_alarm_rate_over_100_seed_pairs_is_at_most_5_percent(tmp_path):
     """Baseline and current from the same distributions, different seeds. Each of 100
     variants is one independent pair of runs (its own 2 regions × 3 endpoints, ~4,000 rows
@@ -106,6 +107,7 @@ def regressed(tmp_path_factory):
     return base
 
 
+@pytest.mark.slow
 def test_uk_respond_plus_25_percent_fails_uk_respond_only(regressed):
     g = against_baseline(stats_of(regressed / "pr"), stats_of(regressed / "main"), ["p95:+10%", "error_rate:+1pt"],
                          "main")
@@ -122,6 +124,7 @@ def test_uk_respond_plus_25_percent_fails_uk_respond_only(regressed):
     assert all(c["passed"] is not False for c in loose.checks)
 
 
+@pytest.mark.slow
 def test_compare_command_gates_exit_1_and_junit_names_uk_respond(regressed, tmp_path, monkeypatch):
     summary = tmp_path / "step-summary.md"
     env = {**__import__("os").environ, "GITHUB_STEP_SUMMARY": str(summary)}
@@ -146,6 +149,7 @@ def test_compare_command_gates_exit_1_and_junit_names_uk_respond(regressed, tmp_
                      "--regression", "p95:+40%", "-o", str(tmp_path / "ok.html")]) == 0
 
 
+@pytest.mark.slow
 def test_report_banner_says_regression_against_the_baseline(regressed, tmp_path):
     path = build_report(regressed / "pr", baseline=regressed / "main", output=tmp_path / "r.html")
     html = path.read_text()
@@ -194,6 +198,7 @@ def mixed(tmp_path_factory):
     return base
 
 
+@pytest.mark.slow
 def test_no_table_calls_a_difference_real_unless_its_interval_excludes_zero(mixed):
     one, two = stats_of(mixed / "one"), stats_of(mixed / "two")
     seen = _assert_coherent(compare_groups(one, "region")) | _assert_coherent(compare_groups(one, "variant"))
@@ -239,6 +244,7 @@ def _signed(text):
     return num
 
 
+@pytest.mark.slow
 def test_report_cells_show_the_verdict_of_the_interval_beside_them(mixed, tmp_path):
     path = build_report(mixed / "two", baseline=mixed / "one", output=tmp_path / "r.html")
     html = path.read_text()
@@ -285,6 +291,7 @@ def test_a_baseline_of_another_scenario_is_refused_with_the_settings_that_differ
     assert "not a folder" in runfolder.baseline_problem(tmp_path / "nope", other, any_config=True)
 
 
+@pytest.mark.slow
 def test_compare_refuses_a_gate_across_scenarios_with_exit_2(tmp_path, capsys):
     make_run(tmp_path / "a", rows=2_000, seed=1, config={"users": 16})
     make_run(tmp_path / "b", rows=2_000, seed=2, config={"users": 32})
@@ -384,6 +391,7 @@ def test_the_github_workflow_example_gates_pull_requests_on_mains_run(monkeypatc
         assert s.regions
 
 
+@pytest.mark.slow
 def test_runner_finish_gates_only_with_fail_on_regression(regressed, tmp_path, capsys):
     """The end of `loadtest run` on recorded data: a bare --baseline compares (exit 0, no
     junit.xml); --fail-on-regression gates (exit 1, junit.xml, slo.md, regression.json)."""

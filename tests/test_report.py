@@ -133,6 +133,7 @@ def test_summary_csv(report):
         assert row["max_ms"] == pytest.approx(ok.max(), abs=5e-4)
 
 
+@pytest.mark.slow
 def test_summary_csv_variant_empty_when_none(tmp_path):
     make_run(tmp_path / "r", rows=3_000, seed=2)
     build_report(tmp_path / "r")
@@ -159,6 +160,7 @@ def test_format_summary_table(report):
     assert any(line.startswith("self-serve  respond") for line in lines)
 
 
+@pytest.mark.slow
 def test_report_size_bounded_with_200k_errors(tmp_path):
     """200k failures, each with a unique message: still a small report."""
     regions = {"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4)}
@@ -175,6 +177,7 @@ def test_report_size_bounded_with_200k_errors(tmp_path):
     assert text.count("<tr>") < 2_000
 
 
+@pytest.mark.slow
 def test_warmup_flag(report, tmp_path):
     base, _ = report
     out = tmp_path / "w" / "r.html"
@@ -217,6 +220,7 @@ def test_bad_csv_exit_2_and_nothing_written(tmp_path, capsys, breakage):
     assert sorted(p.name for p in (tmp_path / "bad").iterdir()) == before  # nothing (half-)written
 
 
+@pytest.mark.slow
 def test_report_keeps_previous_outputs_on_failure(tmp_path, monkeypatch):
     """A failure while writing leaves the previous report untouched and no temp files."""
     import analysis.report as rep

@@ -14,7 +14,7 @@ from analysis.report import build_report
 from browser import chrome
 from synthetic import make_run
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a browser per test: seconds each
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 

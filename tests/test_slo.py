@@ -421,6 +421,7 @@ def test_live_verdict_judges_only_the_trailing_window():
     assert abort.judge(slos, rows, None, 1010.5, 1020.0, started=1000.0) is None
 
 
+@pytest.mark.slow
 def test_watcher_waits_for_the_grace_then_stops_the_run(tmp_path):
     import time
 

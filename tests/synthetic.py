@@ -33,7 +33,22 @@ ENDPOINTS = ("create", "respond", "close")
 # Endpoint latency offsets in log space: create and close are faster than respond.
 ENDPOINT_SHIFT = {"create": -0.3, "respond": 0.0, "close": -0.7}
 
-_WRITE = pacsv.WriteOptions(quoting_style="needed")
+# Quoted only where a value needs it, like the csv module of a real run: pyarrow's "needed"
+# would quote every string and its header, so the header is written here.
+_BARE = pacsv.WriteOptions(quoting_style="none", include_header=False)
+_QUOTED = pacsv.WriteOptions(quoting_style="needed", include_header=False)
+
+
+def _write_csv(table: pa.Table, path: Path) -> None:
+    with open(path, "wb") as f:
+        f.write((",".join(table.column_names) + "\n").encode())
+        start = f.tell()
+        try:
+            pacsv.write_csv(table, f, write_options=_BARE)
+        except pa.ArrowInvalid:  # a value holds a comma, a quote or a line end
+            f.seek(start)
+            f.truncate()
+            pacsv.write_csv(table, f, write_options=_QUOTED)
 
 _FAILURES = (
     # status, error_kind, message
@@ -220,11 +235,11 @@ def make_run(
         wcol = worker[keep]
         for w in range(workers):
             f = path / f"requests-{worker_names[w]}.csv"
-            pacsv.write_csv(tbl.filter(pa.array(wcol == w)), f, write_options=_WRITE)
+            _write_csv(tbl.filter(pa.array(wcol == w)), f)
             files.append(f)
     else:
         f = path / REQUESTS_CSV
-        pacsv.write_csv(tbl, f, write_options=_WRITE)
+        _write_csv(tbl, f)
         files.append(f)
 
     # conversations.csv
@@ -250,7 +265,7 @@ def make_run(
         "ok": (~conv_failed_any & ~stopped).astype(np.int8),
     }
     assert tuple(conv) == tuple(CONVERSATION_COLUMNS)
-    pacsv.write_csv(pa.table({k: pa.array(v) for k, v in conv.items()}), path / CONVERSATIONS_CSV, write_options=_WRITE)
+    _write_csv(pa.table({k: pa.array(v) for k, v in conv.items()}), path / CONVERSATIONS_CSV)
 
     if open_model:  # one row per planned conversation; every 50th found no free user
         lag_ms = np.round(rng.exponential(2.0, size=n_conv), 3)
@@ -266,7 +281,7 @@ def make_run(
             "reason": np.where(dropped, "all 50 users busy", ""),
         }
         assert tuple(arrivals) == tuple(ARRIVAL_COLUMNS)
-        pacsv.write_csv(pa.table({k: pa.array(v) for k, v in arrivals.items()}), path / ARRIVALS_CSV, write_options=_WRITE)
+        _write_csv(pa.table({k: pa.array(v) for k, v in arrivals.items()}), path / ARRIVALS_CSV)
     if tls:  # the create of every conversation opened a connection
         creates = keep & (endpoint == 0) & ~create_failed
         rows_end = timestamp + rt / 1000
@@ -281,8 +296,7 @@ def make_run(
             "tls_handshake_ms": np.round(rng.uniform(2.0, 6.0, size=int(creates.sum())), 3),
         }
         assert tuple(connections) == tuple(CONNECTION_COLUMNS)
-        pacsv.write_csv(pa.table({k: pa.array(v) for k, v in connections.items()}), path / CONNECTIONS_CSV,
-                        write_options=_WRITE)
+        _write_csv(pa.table({k: pa.array(v) for k, v in connections.items()}), path / CONNECTIONS_CSV)
 
     end = float(timestamp.max() + rt.max() / 1000) if n else START + duration_s
     if run_json:

@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from analysis import records
-from runs import loadtest, wait_for_rows
+from runs import loadtest, read_csv, wait_for_rows
 
 pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
 
@@ -39,11 +39,6 @@ def run(tmp_path_factory):
                     "--out", str(out), env=secret_env())
     run_dir = (out / "latest").resolve()
     return proc, run_dir
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_run_succeeds_and_writes_every_file(run):

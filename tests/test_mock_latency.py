@@ -165,7 +165,7 @@ def capacity_config(service_ms: float = 300, **extra) -> MockConfig:
                              **extra})
 
 
-@pytest.mark.parametrize("overload_status", [503, 429])
+@pytest.mark.parametrize("overload_status", [503, pytest.param(429, marks=pytest.mark.slow)])  # 2 s each
 def test_capacity_queues_then_rejects(overload_status):
     # A service time of 1 s: all 10 requests arrive well within it even on a busy machine, so
     # the counters are polled (not read after a fixed sleep) and timings compared as ratios.

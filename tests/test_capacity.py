@@ -9,6 +9,7 @@ always has one request in flight, and the knee is the highest level <= slots. Le
 
 import csv
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -272,8 +273,10 @@ def test_outputs_and_region_run_folders(search):
     assert (folder / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "capacity.html").read_text()
     assert "data:image/png;base64," in page and "<script" not in page
-    # self-contained: nothing fetched from anywhere (src= and href= in either quote, CSS url(), @import)
-    assert external_refs(page) == [] and "<link" not in page
+    # self-contained: nothing fetched from anywhere (src= and href= in either quote, CSS url(),
+    # @import); links to the region folders beside it are fine
+    assert external_refs(page, relative_links=True) == [] and "<link" not in page
+    assert {f"{r}/" for r in REGIONS} <= set(re.findall(r"href=['\"]?([^'\" >]+)", page))
     md = (folder / "capacity.md").read_text()
     assert "| self-serve | 2 |" in md
     for r in REGIONS:
@@ -379,7 +382,8 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
     md = (folder / "capacity.md").read_text()
     assert "knee conv/s offered" in md and f"| uk | {knee['level_rate']:g} |" in md
     page = (folder / "capacity.html").read_text()
-    assert "data:image/png;base64," in page and "offered conv/s" in page and external_refs(page) == []
+    assert "data:image/png;base64," in page and "offered conv/s" in page
+    assert external_refs(page, relative_links=True) == []
     run = json.loads((folder / "uk" / "run.json").read_text())
     assert run["config"]["arrival_steps"] == {"step": 1.0, "every": 6.0, "max": 8.0}
     assert (folder / "uk" / "arrivals.csv").is_file()

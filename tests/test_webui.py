@@ -35,7 +35,6 @@ from runs import wait_for_rows
 from loadtest import config
 from analysis import records
 
-pytestmark = pytest.mark.slow  # real load: deselect with -m "not slow"
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -247,6 +246,7 @@ def _stop_test(driver, info) -> None:
 
 # ---- the test --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # real load through the UI: deselect with -m "not slow"
 @pytest.mark.browser
 @pytest.mark.timeout(150)
 def test_web_ui_runs_a_test_end_to_end(ui, browser):

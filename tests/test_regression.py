@@ -33,6 +33,7 @@ from analysis.regression import (
 from analysis.report import build_report
 from analysis.stats import compute_stats
 from loadtest import cli, config, runfolder
+from loadtest.commands import arguments
 
 REGIONS = {"uk": (5.0, 0.4), "us": (5.2, 0.45)}
 
@@ -387,7 +388,7 @@ def test_the_github_workflow_example_gates_pull_requests_on_mains_run(monkeypatc
     monkeypatch.chdir(path.parent.parent.parent)  # the workflow runs at the repository's root
     for c in commands:
         args = parser.parse_args(c[1:])
-        s = cli.scenario_from_args(args)  # the scenario file exists and the flags resolve
+        s = arguments.scenario_from_args(args)  # the scenario file exists and the flags resolve
         assert s.regions
 
 

@@ -107,7 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     locustfile = sub.add_parser("locustfile", help="print the packaged locustfile's path, for locust -f")
     locustfile.set_defaults(func=locustfile_command)
-    parser.commands = sub.choices  # name → subparser, for errors in the subcommand's own usage
+    return parser
+
+
+def _command_parser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser:
+    """The subcommand's own parser (its errors are said in its usage), else the top level's."""
+    for action in parser._actions:  # argparse has no public accessor for its subparsers
+        if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+            return action.choices[name]
     return parser
 
 
@@ -118,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said in the subcommand's usage, not the top level's
-        parser.commands.get(getattr(args, "command", None), parser).error(
+        _command_parser(parser, getattr(args, "command", None)).error(
             f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()

@@ -167,7 +167,7 @@ _TIME_FACTOR_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 def _is_percentile(name: str) -> bool:
     m = _PERCENTILE_RE.match(name)
-    return bool(m) and 0.0 <= float(m.group(1)) <= 100.0
+    return m is not None and 0.0 <= float(m.group(1)) <= 100.0
 
 
 def _metric_kind(metric: str) -> str:
@@ -568,7 +568,7 @@ def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
     return results
 
 
-def evaluate_run(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO],
+def evaluate_run(run_dir: str | Path, slos: str | Iterable[str | SLO],
                  warmup_s: float = 0.0, check_variants: bool = True) -> list[dict]:
     """Load a run folder with `analysis.load.load_run` and evaluate `slos` against it.
 
@@ -726,7 +726,7 @@ def write_reports(results: Sequence[dict], run_dir: str | os.PathLike,
     return paths
 
 
-def verdict(run_dir: str | os.PathLike, slos: str | Iterable[str | SLO], warmup_s: float = 0.0,
+def verdict(run_dir: str | Path, slos: str | Iterable[str | SLO], warmup_s: float = 0.0,
             check_variants: bool = True) -> int:
     """Evaluate a run folder, write the reports into it, and return the exit code."""
     results = evaluate_run(run_dir, slos, warmup_s=warmup_s, check_variants=check_variants)

@@ -35,6 +35,7 @@ def scenario_from_args(args: argparse.Namespace) -> config.Scenario:
     file_values = config.load_file(args.config) if args.config else None
     flags = {s.name: getattr(args, s.name, None) for s in config.SETTINGS}
     for name in _REPEATABLE_FLAGS:
-        if flags[name] is not None:
-            flags[name] = list(flags[name])
+        given = flags[name]
+        if given is not None:
+            flags[name] = list(given)
     return config.resolve(file_values, flags)

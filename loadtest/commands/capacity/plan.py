@@ -77,7 +77,7 @@ class Plan:
     def levels(self) -> list[float]:
         if self.by == "rate":
             return config.arrival_levels({"*": self.start}, self.arrival_steps())
-        out = list(range(int(self.start), int(self.max) + 1, int(self.step)))
+        out: list[float] = list(range(int(self.start), int(self.max) + 1, int(self.step)))
         if out[-1] != self.max:
             out.append(int(self.max))
         return out

@@ -56,11 +56,26 @@ def run_json(run_dir: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
+def until(condition, timeout: float, interval: float = 0.1, what: str | None = None, ignore=()):
+    """Poll `condition()` until it returns something truthy, and return that. Exceptions of the
+    types in `ignore` count as not yet (e.g. a page re-rendering). On timeout: an AssertionError
+    naming `what` when given, else the last (falsy) value, for the caller's own assertion."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except ignore as e:
+            last_error = e
+        time.sleep(interval)
+    if what is None:
+        return condition()
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                         + (f" (last error: {last_error!r})" if last_error else ""))
+
+
 def wait_for_rows(path: Path, rows: int, timeout: float = 40) -> bool:
     """Wait until a CSV that a run is writing holds more than `rows` lines."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and len(path.read_text().splitlines()) > rows:
-            return True
-        time.sleep(0.2)
-    return False
+    return bool(until(lambda: path.exists() and len(path.read_text().splitlines()) > rows, timeout, 0.2))

@@ -25,21 +25,14 @@ from loadtest import processes, runfolder
 from loadtest.commands import run as runner
 from loadtest.mock import MockConfig, MockServer
 from loadtest.rowfile import RowFile
-from runs import FAST, loadtest, read_csv, run_json, wait_for_rows
+from runs import FAST, loadtest, read_csv, run_json, until, wait_for_rows
 
 psutil = pytest.importorskip("psutil")
 
 LOADTEST = [sys.executable, "-m", "loadtest"]
 
 
-def _until(condition, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    return condition()
+_until = until  # poll until true, else the last (falsy) value, asserted by the caller
 
 
 def _alive(procs) -> list:

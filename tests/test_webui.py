@@ -31,7 +31,7 @@ import pytest
 
 from analysis.stats import percentiles
 from browser import chrome, require_browser
-from runs import wait_for_rows
+from runs import until, wait_for_rows
 from loadtest import config
 from analysis import records
 
@@ -47,19 +47,9 @@ WAIT_S = 25.0
 
 
 
-def _until(condition, timeout: float = WAIT_S, interval: float = 0.25, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as e:  # stale elements while React re-renders, etc.
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error else ""))
+def _until(condition, timeout: float = WAIT_S, what: str = "condition"):
+    # stale elements while React re-renders count as not yet
+    return until(condition, timeout, 0.25, what=what, ignore=(Exception,))
 
 
 @pytest.fixture

@@ -86,25 +86,39 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         tail = RunTail(self.run_dir)
-        started = None
+        self._run_started: float | None = None
+        said: set[str] = set()
         while not self._done.wait(self.interval_s):
-            requests, conversations = tail.read()
-            started = started or self._test_start(requests)
-            if started is None:
-                continue
-            t1 = time.time() - READ_GRACE_S
-            t0 = max(t1 - self.window_s, started + self.warmup_s)
-            tail.forget_before(t1 - self.window_s)
-            due = [s for s in self.slos
-                   if t1 - started >= (self.grace_s if s.abort_grace_s is None else s.abort_grace_s)]
-            if not due or t1 <= t0:
-                continue
-            self.breach = judge(due, tail.requests, tail.conversations, t0, t1, started)
-            if self.breach:
-                sys.stderr.write(f"\nloadtest: {self.breach.message()}; stopping the run "
-                                 "(open conversations are being closed)…\n")
-                self.stop()
-                return
+            try:
+                if self._check(tail):
+                    return
+            except Exception as e:  # a verdict that failed once must not end the watching
+                text = f"{type(e).__name__}: {e}"
+                if text not in said:
+                    said.add(text)
+                    sys.stderr.write(f"\nloadtest: live SLO verdict failed ({text}); retrying\n")
+
+    def _check(self, tail: RunTail) -> bool:
+        """One live verdict: True when an SLO is breached (the run is being stopped)."""
+        requests, _ = tail.read()
+        self._run_started = self._run_started or self._test_start(requests)
+        started = self._run_started
+        if started is None:
+            return False
+        t1 = time.time() - READ_GRACE_S
+        t0 = max(t1 - self.window_s, started + self.warmup_s)
+        tail.forget_before(t1 - self.window_s)
+        due = [s for s in self.slos
+               if t1 - started >= (self.grace_s if s.abort_grace_s is None else s.abort_grace_s)]
+        if not due or t1 <= t0:
+            return False
+        self.breach = judge(due, tail.requests, tail.conversations, t0, t1, started)
+        if not self.breach:
+            return False
+        sys.stderr.write(f"\nloadtest: {self.breach.message()}; stopping the run "
+                         "(open conversations are being closed)…\n")
+        self.stop()
+        return True
 
     def _test_start(self, requests) -> float | None:
         """The test's start: run.json's (set by Locust's test_start), else the first request."""

@@ -160,7 +160,7 @@ def test_abort_on_fail_stops_a_failing_run_early_and_says_why(tmp_path):
                     *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path / "r"))
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert elapsed < 60, f"took {elapsed:.0f} s: not stopped early"
+    assert elapsed < 60, f"took {elapsed:.0f} s: not stopped early\n{proc.stdout}\n{proc.stderr}"
     run_dir = (tmp_path / "r" / "latest").resolve()
     meta = run_json(run_dir)
     assert meta["status"] == "aborted" and meta["exit_code"] == 1

@@ -444,3 +444,39 @@ def test_watcher_waits_for_the_grace_then_stops_the_run(tmp_path):
     assert stopped[0] - start >= 3.0  # not before the grace
     assert watcher.breach.expr == "error_rate < 1%" and watcher.breach.observed == pytest.approx(0.5)
     assert watcher.breach.after_s >= 3.0
+
+
+@pytest.mark.slow
+def test_watcher_survives_a_verdict_that_fails_once(tmp_path, monkeypatch, capsys):
+    """A live verdict that raises (a read or parse error on a growing file) is said once and
+    retried: the watcher still stops a failing run (it used to die silently with its thread)."""
+    import time
+
+    from loadtest import abort, runfolder, runtail
+    from analysis import records
+
+    start = time.time()
+    runfolder.update_run_json(tmp_path, started=start)
+    rows = _abort_rows(start, 20, 2, latency_ms=1.0)
+    rows.reindex(columns=list(records.REQUEST_COLUMNS)).to_csv(tmp_path / records.REQUESTS_CSV, index=False)
+    real_read, calls = runtail.RunTail.read, []
+
+    def flaky_read(self):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise ValueError("Error tokenizing data")
+        return real_read(self)
+
+    monkeypatch.setattr(runtail.RunTail, "read", flaky_read)
+    stopped = []
+    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=1.0, window_s=30.0,
+                            stop=lambda: stopped.append(time.time()), interval_s=0.2)
+    watcher.start()
+    deadline = time.monotonic() + 30
+    while not stopped and time.monotonic() < deadline:
+        time.sleep(0.1)
+    watcher.close()
+    assert stopped, "the watcher never stopped the run"
+    assert len(calls) >= 3 and watcher.breach.observed == pytest.approx(0.5)
+    err = capsys.readouterr().err
+    assert err.count("live SLO verdict failed (ValueError: Error tokenizing data); retrying") == 1

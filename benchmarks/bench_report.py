@@ -15,10 +15,11 @@ is its own. Measured, on the same synthetic run folder:
   ours cached      the same, reading the Parquet cache a first load wrote
   report cold      analysis.report.build_report end to end, no cache yet (the real first run)
   report cached    build_report again (cache present)
-  breakdown        CPU seconds per phase: imports / load (no cache) / stats / comparisons
-                   (bootstrap + Mann-Whitney) / charts / render (comparisons, charts and template:
-                   build_report's own call); `--breakdown N [--old CHECKOUT]` runs only this, N
-                   times, alternating with the other checkout, and prints the medians
+  breakdown        CPU seconds per phase: imports / load (no cache) / stats / render
+                   (build_report's own call: comparisons, charts, template), then comparisons
+                   (bootstrap + Mann-Whitney) and charts again on their own (warm: a split of
+                   render); `--breakdown N [--old CHECKOUT]` runs only this, N times,
+                   alternating with the other checkout, and prints the medians
 
 The sweep (several --rows) builds the full report cold per size, with this checkout's
 analysis and optionally another's (--old), and prints seconds and peak RSS per million rows
@@ -107,11 +108,11 @@ BREAKDOWN = textwrap.dedent("""
     mark("imports")
     run = load_run(RUN, use_cache=False); mark("load")
     st = compute_stats(run); mark("stats")
-    regions = compare_groups(st, "region"); variants = compare_groups(st, "variant") if st.has_variants else None
-    mark("compare")
-    charts = build_charts(st, variants, run.stats_history); mark("charts")
     html, _, _ = render_report(run, st); summary_csv_text(st)
-    mark("render")  # compare + charts again + template
+    mark("render")  # build_report's own call: comparisons, charts (the first, cold), template
+    regions = compare_groups(st, "region"); variants = compare_groups(st, "variant") if st.has_variants else None
+    mark("compare (again, within render)")
+    charts = build_charts(st, variants, run.stats_history); mark("charts (again, within render)")
     done(marks=marks)
 """)
 
@@ -229,7 +230,7 @@ def breakdowns(run: Path, repeats: int, old: Path | None, res: dict) -> int:
     for i in range(repeats):
         for name, root in codes:
             m = child(BREAKDOWN, root=root, RUN=str(run))["marks"]
-            m["build_report (imports + load + stats + render)"] = m["imports"] + m["load"] + m["stats"] + m["render"]
+            m["report (imports + load + stats + render)"] = m["imports"] + m["load"] + m["stats"] + m["render"]
             runs[name].append(m)
             print(f"{name} #{i + 1}: " + ", ".join(f"{k.split(' ')[0]} {v:.2f}" for k, v in m.items()), flush=True)
     print("\nmedian CPU seconds per phase:")

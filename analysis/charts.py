@@ -40,6 +40,7 @@ STYLE: dict[Any, Any] = {  # matplotlib's stubs key rcParams by a Literal of nam
     "font.size": 10,
     "axes.titlesize": 11,
     "axes.titleweight": "bold",
+    "axes.titley": 1.0,
     "axes.labelsize": 10,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -145,7 +146,7 @@ def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
     panels = ([ALL] + variants) if len(variants) > 1 else variants
     panels = panels[:5]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(max(4.2 * len(panels), 7), 3.6), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(1, len(panels), figsize=(max(4.2 * len(panels), 7), 3.6), squeeze=False)
         for ax, v in zip(axes[0], panels):
             sub = bt[bt.variant == v] if v != "" or ALL not in set(bt.variant) else bt[bt.variant == v]
             for r in stats.regions:
@@ -159,7 +160,9 @@ def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
             ax.xaxis.get_major_locator().set_params(integer=True)
             _ms_axis(ax)
         top = float(np.nanmax(bt[bt["count"] >= 5].p95_ms.to_numpy(dtype=float))) if (bt["count"] >= 5).any() else 1.0
-        axes[0][0].set_ylim(0, top * 1.08)
+        for ax in axes.flat:  # one y range and outer labels, as sharey=True gave (without its cost)
+            ax.set_ylim(0, top * 1.08)
+            ax.label_outer()
         axes[0][0].set_ylabel("respond latency (ms)")
         h, lab = axes[0][0].get_legend_handles_labels()
         _legend_below(fig, h, lab, ncol=min(len(lab), 8))
@@ -178,7 +181,7 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
         return None
     marks = {50: "o", 95: "s", 99: "^"}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(eps), figsize=(3.8 * len(eps) + 1, 3.8), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(1, len(eps), figsize=(3.8 * len(eps) + 1, 3.8), squeeze=False)
         for ax, ep in zip(axes[0], eps):
             for r in stats.regions:
                 if r not in stats.ecdf[ep]:
@@ -197,6 +200,7 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
             ax.set_yticks([0, 0.25, 0.5, 0.75, 0.9, 1], ["0%", "25%", "50%", "75%", "90%", "100%"])
             ax.set_xlabel("latency (ms, log scale)")
             ax.set_title(ep)
+            ax.label_outer()  # the y labels of the first panel only, as sharey=True would
         axes[0][0].set_ylabel("share of requests at least this fast")
         h, lab = axes[0][0].get_legend_handles_labels()
         for q, m in marks.items():
@@ -223,10 +227,15 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
     unit = "min" if minutes else "s"
     rows = regions[:8]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.3 * len(rows) + 0.6), squeeze=False, sharex=True)
-        for i, r in enumerate(rows):
-            s = ts[ts.region == r].sort_values("t")
-            x = (s.t + stats.bin_s / 2) / scale
+        # One x range for every panel, as sharex=True would give (the union of the data and
+        # matplotlib's default margin), without sharing: a shared axis lays out every
+        # sibling's tick labels for each one (quadratic in panels, 12 here with the twins).
+        series = [ts[ts.region == r].sort_values("t") for r in rows]
+        xs = [(s.t + stats.bin_s / 2) / scale for s in series]
+        lo, hi = min(float(x.min()) for x in xs), max(float(x.max()) for x in xs)
+        pad = (hi - lo) * plt.rcParams["axes.xmargin"]
+        fig, axes = plt.subplots(len(rows), 2, figsize=(11, 2.3 * len(rows) + 0.6), squeeze=False)
+        for i, (r, s, x) in enumerate(zip(rows, series, xs)):
             c = colours[r]
             ax = axes[i][0]
             # A percentile of a handful of requests is noise: draw it only with enough data.
@@ -255,6 +264,10 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
             er.grid(False)
             if i == 0:
                 ax2.set_title("requests per second (area) and error rate (red line)", fontsize=10)
+        for ax in axes.flat:
+            ax.set_xlim(lo - pad, hi + pad)
+        for ax in axes[:-1].flat:
+            ax.tick_params(axis="x", which="both", labelbottom=False)
         for ax in axes[-1]:
             ax.set_xlabel(f"time since start ({unit}), {stats.bin_s:g} s bins")
         fig.tight_layout()

@@ -15,7 +15,11 @@ is its own. Measured, on the same synthetic run folder:
   ours cached      the same, reading the Parquet cache a first load wrote
   report cold      analysis.report.build_report end to end, no cache yet (the real first run)
   report cached    build_report again (cache present)
-  breakdown        load / stats / comparisons (bootstrap + Mann-Whitney) / charts / render
+  breakdown        CPU seconds per phase: imports / load (no cache) / stats / render
+                   (build_report's own call: comparisons, charts, template), then comparisons
+                   (bootstrap + Mann-Whitney) and charts again on their own (warm: a split of
+                   render); `--breakdown N [--old CHECKOUT]` runs only this, N times,
+                   alternating with the other checkout, and prints the medians
 
 The sweep (several --rows) builds the full report cold per size, with this checkout's
 analysis and optionally another's (--old), and prints seconds and peak RSS per million rows
@@ -32,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -88,21 +93,26 @@ REPORT = textwrap.dedent("""
 """)
 
 BREAKDOWN = textwrap.dedent("""
+    # CPU seconds per phase (time.process_time: every thread of this process, so pyarrow's
+    # parsing threads count), imports included: the report's fixed cost is most of 1M rows'.
+    c = time.process_time()
+    marks = {}
+    def mark(name):
+        global c
+        marks[name] = time.process_time() - c; c = time.process_time()
     from analysis.load import load_run
     from analysis.stats import compute_stats
     from analysis.compare import compare_groups
     from analysis.charts import build_charts
     from analysis.report import render_report, summary_csv_text
-    marks = {}
-    t = time.perf_counter()
-    run = load_run(RUN); marks["load"] = time.perf_counter() - t; t = time.perf_counter()
-    st = compute_stats(run); marks["stats"] = time.perf_counter() - t; t = time.perf_counter()
-    regions = compare_groups(st, "region"); variants = compare_groups(st, "variant") if st.has_variants else None
-    marks["compare (bootstrap + Mann-Whitney)"] = time.perf_counter() - t; t = time.perf_counter()
-    charts = build_charts(st, variants, run.stats_history); marks["charts"] = time.perf_counter() - t
-    t = time.perf_counter()
+    mark("imports")
+    run = load_run(RUN, use_cache=False); mark("load")
+    st = compute_stats(run); mark("stats")
     html, _, _ = render_report(run, st); summary_csv_text(st)
-    marks["render (compare + charts + template)"] = time.perf_counter() - t
+    mark("render")  # build_report's own call: comparisons, charts (the first, cold), template
+    regions = compare_groups(st, "region"); variants = compare_groups(st, "variant") if st.has_variants else None
+    mark("compare (again, within render)")
+    charts = build_charts(st, variants, run.stats_history); mark("charts (again, within render)")
     done(marks=marks)
 """)
 
@@ -212,18 +222,44 @@ CACHE_SIZE = textwrap.dedent("""
 """)
 
 
+def breakdowns(run: Path, repeats: int, old: Path | None, res: dict) -> int:
+    """The CPU breakdown `repeats` times per checkout (this one, and `old` if given, alternating),
+    printed per run and as medians per phase."""
+    codes = [("new", ROOT)] + ([("old", old)] if old else [])
+    runs: dict = {name: [] for name, _ in codes}
+    for i in range(repeats):
+        for name, root in codes:
+            m = child(BREAKDOWN, root=root, RUN=str(run))["marks"]
+            m["report (imports + load + stats + render)"] = m["imports"] + m["load"] + m["stats"] + m["render"]
+            runs[name].append(m)
+            print(f"{name} #{i + 1}: " + ", ".join(f"{k.split(' ')[0]} {v:.2f}" for k, v in m.items()), flush=True)
+    print("\nmedian CPU seconds per phase:")
+    for k in runs["new"][0]:
+        cells = "  ".join(f"{name} {statistics.median(r[k] for r in runs[name]):6.2f}" for name, _ in codes)
+        print(f"  {k:<48} {cells}")
+    res["breakdowns"] = runs
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"bench-breakdown-{res['rows']}.json"
+    out.write_text(json.dumps(res, indent=2))
+    print(f"\nwritten {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000],
                     help="request rows in the synthetic run (default 1M); several values: a sweep of "
                          "full reports, e.g. --rows 1000000 10000000 30000000 100000000")
-    ap.add_argument("--old", type=Path, help="sweep: also build each report with the analysis code of this "
+    ap.add_argument("--old", type=Path, help="sweep and --breakdown: also run the analysis code of this "
                                              "checkout (e.g. the main branch) for side-by-side ratios")
     ap.add_argument("--old-max-rows", type=int, default=30_000_000,
                     help="sweep: largest run for --old (the old code needs ~0.15 GiB per million rows)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/loadtest-bench"), help="where the synthetic run lives")
     ap.add_argument("--workers", type=int, default=1, help="split requests into this many worker files")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--breakdown", type=int, metavar="N",
+                    help="only the CPU breakdown per phase, N times (with --old: alternating with that "
+                         "checkout's, one process at a time), and the medians")
     args = ap.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -240,6 +276,8 @@ def main(argv=None) -> int:
     print(f"run folder: {run} ({size / 1e9:.2f} GB of requests CSV)\n", flush=True)
 
     res: dict = {"rows": args.rows, "csv_bytes": size, "cpus": os.cpu_count()}
+    if args.breakdown:
+        return breakdowns(run, args.breakdown, args.old, res)
 
     def show(name, r):
         extra = ", ".join(f"{k} {v:.2f} s" for k, v in r.items() if k in ("read", "load", "stats"))
@@ -258,7 +296,7 @@ def main(argv=None) -> int:
     show("report cached", child(REPORT, RUN=str(run)))
     b = child(BREAKDOWN, RUN=str(run))
     res["breakdown"] = b
-    print("\nbreakdown (cached): " + ", ".join(f"{k} {v:.2f} s" for k, v in b["marks"].items()))
+    print("\nbreakdown (CPU s): " + ", ".join(f"{k} {v:.2f} s" for k, v in b["marks"].items()))
 
     print()
     if not args.skip_baseline:

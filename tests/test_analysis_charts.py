@@ -1,0 +1,83 @@
+"""analysis.charts: the panels drawn without matplotlib's axis sharing (for its layout cost)
+still show one range per chart and tick labels only on the outer panels, as sharing did."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import analysis.charts as charts
+from analysis.compare import compare_groups
+from analysis.load import load_run
+from analysis.stats import compute_stats
+from synthetic import make_run
+
+
+@pytest.fixture(scope="module")
+def stats(tmp_path_factory):
+    run = tmp_path_factory.mktemp("charts") / "run"
+    make_run(run, rows=30_000, variants=["a", "b"], duration_s=600,
+                   regions={"uk": (4.9, 0.3), "us": (5.2, 0.4), "eu": (5.0, 0.35)})
+    return compute_stats(load_run(run))
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures each chart function builds, inspected before they are rendered and closed."""
+    seen = []
+    render = charts.png_uri
+
+    def capture(fig):
+        fig.canvas.draw()  # the limits and labels as drawn
+        seen.append([(ax, ax.get_xlim(), ax.get_ylim(),
+                      [t.get_visible() and bool(t.get_text()) for t in ax.get_xticklabels()],
+                      [t.get_visible() and bool(t.get_text()) for t in ax.get_yticklabels()])
+                     for ax in fig.axes])
+        return render(fig)
+
+    monkeypatch.setattr(charts, "png_uri", capture)
+    return seen
+
+
+def test_timeseries_panels_share_one_time_range_and_only_the_bottom_row_labels_it(stats, figures):
+    ts = stats.timeseries
+    # "us" stops at half time: its panels must still span the whole run, as with sharex=True
+    half = ts.t.max() / 2
+    stats.timeseries = ts[~((ts.region == "us") & (ts.t > half))].reset_index(drop=True)
+    try:
+        assert charts.timeseries_chart(stats, charts.region_colours(stats.regions)) is not None
+    finally:
+        stats.timeseries = ts
+    axes = figures[-1]
+    assert len(axes) == 3 * 3  # 3 rows × (latency, throughput, its error-rate twin)
+    scale = 60.0 if ts.t.max() + stats.bin_s > 300 else 1.0
+    x = (ts.t + stats.bin_s / 2) / scale
+    lo, hi = float(x.min()), float(x.max())
+    want = (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    for _, xlim, _, _, _ in axes:
+        assert xlim == pytest.approx(want, rel=1e-12)
+    main = axes[:6]  # the 3 × 2 grid, in row order; the twins come after
+    for i, (_, _, _, xlabels, _) in enumerate(main):
+        assert any(xlabels) == (i >= 4), f"panel {i}: x tick labels only on the bottom row"
+
+
+@pytest.mark.parametrize("chart", ["ecdf", "turns"])
+def test_side_by_side_panels_share_one_latency_range_and_only_the_first_labels_it(stats, figures, chart):
+    colours = charts.region_colours(stats.regions)
+    fn = {"ecdf": lambda: charts.ecdf_chart(stats, colours), "turns": lambda: charts.turn_chart(stats, colours)}
+    assert fn[chart]() is not None
+    axes = figures[-1]
+    assert len(axes) == 3  # ecdf: 3 endpoints; turns: all variants, a, b
+    ylims = {ylim for _, _, ylim, _, _ in axes}
+    assert len(ylims) == 1
+    if chart == "turns":  # the highest p95 of turns with ≥ 5 requests, plus 8 %
+        bt = stats.by_turn
+        top = float(np.nanmax(bt[bt["count"] >= 5].p95_ms.to_numpy(dtype=float)))
+        assert ylims.pop() == pytest.approx((0, top * 1.08))
+    for i, (_, _, _, _, ylabels) in enumerate(axes):
+        assert any(ylabels) == (i == 0), f"panel {i}: y tick labels only on the first panel"
+
+
+def test_every_chart_still_builds_with_variants(stats):
+    variants = compare_groups(stats, "variant")
+    ids = [c.id for c in charts.build_charts(stats, variants)]
+    assert ids == ["percentiles", "ecdf", "timeseries", "turns", "variants", "errors"]

@@ -9,6 +9,7 @@ Each region has one fixed colour across every chart (`analysis.colours`, colour-
 Every chart's size is bounded whatever the run's length: time series are binned, ECDFs are
 drawn from a fixed grid of percentiles, tables are not plotted point by point.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,8 +32,12 @@ from analysis.colours import VARIANT_COLOURS, region_colours, variant_colours  #
 from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILES, RunStats, pct_name  # noqa: E402
 
 KIND_COLOURS = {
-    "http": "#C0392B", "rate_limited": "#E67E22", "timeout": "#8E44AD", "connection": "#2C3E50",
-    "schema": "#16A085", "other": "#95A5A6",
+    "http": "#C0392B",
+    "rate_limited": "#E67E22",
+    "timeout": "#8E44AD",
+    "connection": "#2C3E50",
+    "schema": "#16A085",
+    "other": "#95A5A6",
 }
 
 STYLE: dict[Any, Any] = {  # matplotlib's stubs key rcParams by a Literal of names
@@ -101,11 +106,11 @@ def _endpoints(stats: RunStats) -> list[str]:
 def _legend_below(fig, handles, labels, ncol=None):
     if not handles:
         return
-    fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 6),
-               bbox_to_anchor=(0.5, -0.02), frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 6), bbox_to_anchor=(0.5, -0.02), frameon=False)
 
 
 # --------------------------------------------------------------------------- charts
+
 
 def percentile_bars(stats: RunStats, colours: dict) -> Chart | None:
     """Latency percentiles per region, a panel per endpoint."""
@@ -132,9 +137,12 @@ def percentile_bars(stats: RunStats, colours: dict) -> Chart | None:
         h, lab = axes[0][0].get_legend_handles_labels()
         _legend_below(fig, h, lab)
         fig.tight_layout(rect=(0, 0.06, 1, 1))
-        return Chart("percentiles", "Latency percentiles by region",
-                     "Each bar is one percentile of the successful requests' latency: p50 is the typical "
-                     "request, p95 and p99 the slow tail. Lower is better.", png_uri(fig))
+        return Chart(
+            "percentiles",
+            "Latency percentiles by region",
+            "Each bar is one percentile of the successful requests' latency: p50 is the typical request, p95 and p99 the slow tail. Lower is better.",
+            png_uri(fig),
+        )
 
 
 def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -168,10 +176,14 @@ def turn_chart(stats: RunStats, colours: dict) -> Chart | None:
         _legend_below(fig, h, lab, ncol=min(len(lab), 8))
         fig.suptitle("respond latency by turn number (solid p95, dashed p50)", fontweight="bold", y=1.02)
         fig.tight_layout(rect=(0, 0.08, 1, 1))
-        return Chart("turns", "Does latency grow as a conversation goes on?",
-                     "respond latency per turn of the conversation (turn 1 is the first message after the "
-                     "greeting). A rising line means later turns are slower. Turns with fewer than 5 "
-                     "requests are not drawn.", png_uri(fig))
+        return Chart(
+            "turns",
+            "Does latency grow as a conversation goes on?",
+            "respond latency per turn of the conversation (turn 1 is the first message after the "
+            "greeting). A rising line means later turns are slower. Turns with fewer than 5 "
+            "requests are not drawn.",
+            png_uri(fig),
+        )
 
 
 def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -208,9 +220,12 @@ def ecdf_chart(stats: RunStats, colours: dict) -> Chart | None:
             lab.append(f"p{q}")
         _legend_below(fig, h, lab, ncol=len(lab))
         fig.tight_layout(rect=(0, 0.07, 1, 1))
-        return Chart("ecdf", "The whole latency distribution",
-                     "How many requests finished within a given time. A curve further left is faster; "
-                     "the markers show p50 (●), p95 (■) and p99 (▲).", png_uri(fig))
+        return Chart(
+            "ecdf",
+            "The whole latency distribution",
+            "How many requests finished within a given time. A curve further left is faster; the markers show p50 (●), p95 (■) and p99 (▲).",
+            png_uri(fig),
+        )
 
 
 def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | None = None) -> Chart | None:
@@ -240,8 +255,7 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
             ax = axes[i][0]
             # A percentile of a handful of requests is noise: draw it only with enough data.
             n_ok = (s["count"] - s["errors"]).to_numpy()
-            for col, lw, ls, alpha, min_n in (("p50_ms", 1.2, "-", 0.6, 5), ("p95_ms", 2, "-", 1, 20),
-                                              ("p99_ms", 1.2, ":", 1, 100)):
+            for col, lw, ls, alpha, min_n in (("p50_ms", 1.2, "-", 0.6, 5), ("p95_ms", 2, "-", 1, 20), ("p99_ms", 1.2, ":", 1, 100)):
                 ax.plot(x, s[col].where(n_ok >= min_n), color=c, lw=lw, ls=ls, alpha=alpha)
             ax.set_ylabel(f"{r}\nlatency (ms)")
             ax.set_ylim(bottom=0)
@@ -271,9 +285,13 @@ def timeseries_chart(stats: RunStats, colours: dict, history: pd.DataFrame | Non
         for ax in axes[-1]:
             ax.set_xlabel(f"time since start ({unit}), {stats.bin_s:g} s bins")
         fig.tight_layout()
-        return Chart("timeseries", "How things changed during the run",
-                     f"Left: respond latency percentiles in {stats.bin_s:g}-second bins. Right: requests per "
-                     "second and the share of failed requests. Spikes show when problems happened.", png_uri(fig))
+        return Chart(
+            "timeseries",
+            "How things changed during the run",
+            f"Left: respond latency percentiles in {stats.bin_s:g}-second bins. Right: requests per "
+            "second and the share of failed requests. Spikes show when problems happened.",
+            png_uri(fig),
+        )
 
 
 def error_chart(stats: RunStats, colours: dict) -> Chart | None:
@@ -316,11 +334,15 @@ def error_chart(stats: RunStats, colours: dict) -> Chart | None:
         handles, labels = ax.get_legend_handles_labels()
         _legend_below(fig, handles, labels)
         fig.tight_layout(rect=(0, 0.35 / (0.38 * len(order) + 1.5), 1, 1))
-        return Chart("errors", "What failed, and how",
-                     "Failed requests per region and endpoint, split by kind: http (an error status), "
-                     "rate_limited (429), timeout, connection (refused/reset), schema (a 200 with a "
-                     "malformed body), other. The label gives the count and the share of that endpoint's "
-                     "requests.", png_uri(fig))
+        return Chart(
+            "errors",
+            "What failed, and how",
+            "Failed requests per region and endpoint, split by kind: http (an error status), "
+            "rate_limited (429), timeout, connection (refused/reset), schema (a 200 with a "
+            "malformed body), other. The label gives the count and the share of that endpoint's "
+            "requests.",
+            png_uri(fig),
+        )
 
 
 def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | None:
@@ -352,15 +374,21 @@ def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | Non
                     hi = np.array([float(row[f"d_p{q}_hi"]) for q in qs])
                     refv = vals - np.array([float(row[f"d_p{q}_ms"]) for q in qs])
                     ok = ~np.isnan(lo)
-                    ax.errorbar(xs[ok], (refv + (lo + hi) / 2)[ok], yerr=((hi - lo) / 2)[ok], fmt="none",
-                                ecolor="#333", capsize=3, lw=1)
+                    ax.errorbar(xs[ok], (refv + (lo + hi) / 2)[ok], yerr=((hi - lo) / 2)[ok], fmt="none", ecolor="#333", capsize=3, lw=1)
                     tops = np.where(ok, refv + hi, vals)
                     for j, q in enumerate(qs):
                         pct = float(row[f"d_p{q}_pct"])
                         sig = bool(row[f"d_p{q}_significant"])
                         if pct == pct:
-                            ax.text(xs[j], max(vals[j], tops[j]), f"{pct:+.0%}{'*' if sig else ''}", ha="center",
-                                    va="bottom", fontsize=8, color="#222" if sig else "#888")
+                            ax.text(
+                                xs[j],
+                                max(vals[j], tops[j]),
+                                f"{pct:+.0%}{'*' if sig else ''}",
+                                ha="center",
+                                va="bottom",
+                                fontsize=8,
+                                color="#222" if sig else "#888",
+                            )
                 if np.isfinite(vals).any():  # a group whose requests all failed has no latency
                     top = max(top, np.nanmax(vals))
             ax.set_ylim(0, top * 1.18 if top > 0 else 1)
@@ -372,23 +400,30 @@ def variant_chart(stats: RunStats, variants: pd.DataFrame | None) -> Chart | Non
         h, lab = axes[0][0].get_legend_handles_labels()
         _legend_below(fig, h, lab)
         ref = variants["reference"].iloc[0]
-        fig.suptitle(f"Variants side by side (difference vs variant {ref}; * = outside the 95% CI of no change)",
-                     fontweight="bold", y=1.02)
+        fig.suptitle(f"Variants side by side (difference vs variant {ref}; * = outside the 95% CI of no change)", fontweight="bold", y=1.02)
         fig.tight_layout(rect=(0, 0.07, 1, 1))
-        return Chart("variants", "Variants compared",
-                     f"Latency percentiles per variant, all regions together. The labels give the difference "
-                     f"from variant {ref}; black whiskers its 95% confidence interval; * marks a difference "
-                     "that is not explained by chance.", png_uri(fig))
+        return Chart(
+            "variants",
+            "Variants compared",
+            f"Latency percentiles per variant, all regions together. The labels give the difference "
+            f"from variant {ref}; black whiskers its 95% confidence interval; * marks a difference "
+            "that is not explained by chance.",
+            png_uri(fig),
+        )
 
 
-def build_charts(stats: RunStats, variants: pd.DataFrame | None = None,
-                 history: pd.DataFrame | None = None) -> list[Chart]:
+def build_charts(stats: RunStats, variants: pd.DataFrame | None = None, history: pd.DataFrame | None = None) -> list[Chart]:
     """All report charts that have data, in reading order."""
     colours = region_colours(stats.regions)
     out = []
-    for fn in (lambda: percentile_bars(stats, colours), lambda: ecdf_chart(stats, colours),
-               lambda: timeseries_chart(stats, colours, history), lambda: turn_chart(stats, colours),
-               lambda: variant_chart(stats, variants), lambda: error_chart(stats, colours)):
+    for fn in (
+        lambda: percentile_bars(stats, colours),
+        lambda: ecdf_chart(stats, colours),
+        lambda: timeseries_chart(stats, colours, history),
+        lambda: turn_chart(stats, colours),
+        lambda: variant_chart(stats, variants),
+        lambda: error_chart(stats, colours),
+    ):
         c = fn()
         if c is not None:
             out.append(c)
@@ -423,16 +458,16 @@ def compare_chart(df: pd.DataFrame, names: list[str]) -> str | None:
 @dataclass
 class CapacityPanel:
     """One region of a capacity search, for `capacity_chart`."""
+
     region: str
-    steps: list[dict]          # in order: level, p95_ms, p99_ms, error_rate (None: not measured), passed,
-                               # conversations_per_s
-    knee: dict | None          # the knee step, one of `steps`
-    status: str                # found | above_max | below_start | incomplete | failed
-    p95_slo_ms: float | None   # the p95 threshold drawn as a line
+    steps: list[dict]  # in order: level, p95_ms, p99_ms, error_rate (None: not measured), passed,
+    # conversations_per_s
+    knee: dict | None  # the knee step, one of `steps`
+    status: str  # found | above_max | below_start | incomplete | failed
+    p95_slo_ms: float | None  # the p95 threshold drawn as a line
 
 
-def capacity_chart(panels: Sequence[CapacityPanel], path: Path, *, by_rate: bool, unit: str,
-                   endpoint: str = "respond") -> Path | None:
+def capacity_chart(panels: Sequence[CapacityPanel], path: Path, *, by_rate: bool, unit: str, endpoint: str = "respond") -> Path | None:
     """A capacity search's PNG: per region, p95/p99 against the level (users, or conversations/s
     when `by_rate`), the error rate on a second axis, failing steps crossed, the knee marked."""
     shown = [r for r in panels if r.steps]
@@ -461,12 +496,10 @@ def capacity_chart(panels: Sequence[CapacityPanel], path: Path, *, by_rate: bool
             threshold = res.p95_slo_ms
             if threshold:
                 ax.axhline(threshold, color="#7F7F7F", ls=(0, (1, 2)), lw=1.4)
-                ax.annotate(f"p95 SLO {threshold:.0f} ms", (x[0], threshold), xytext=(0, 3),
-                            textcoords="offset points", fontsize=8, color="#555555")
+                ax.annotate(f"p95 SLO {threshold:.0f} ms", (x[0], threshold), xytext=(0, 3), textcoords="offset points", fontsize=8, color="#555555")
                 top = max(top, threshold)
             ax.set_ylim(0, top * 1.15)
-            ax.set_xlabel("offered conversations/s (open model)" if by_rate
-                          else "concurrent conversations (users)")
+            ax.set_xlabel("offered conversations/s (open model)" if by_rate else "concurrent conversations (users)")
             ax.set_ylabel(f"{endpoint} latency (ms)")
             ax2 = ax.twinx()
             ax2.plot(x, err, ":^", color=c, lw=1.3, ms=5, alpha=0.9)
@@ -478,26 +511,30 @@ def capacity_chart(panels: Sequence[CapacityPanel], path: Path, *, by_rate: bool
             title = res.region
             if k:
                 ax.axvline(k["level"], color=c, lw=1, alpha=0.5)
-                ax.annotate(f"knee {k['level']:g} {unit}\n{k['conversations_per_s']:.2f} conv/s",
-                            (k["level"], k["p95_ms"] or 0), xytext=(6, -28),
-                            textcoords="offset points", fontsize=8, color=c,
-                            bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8})
+                ax.annotate(
+                    f"knee {k['level']:g} {unit}\n{k['conversations_per_s']:.2f} conv/s",
+                    (k["level"], k["p95_ms"] or 0),
+                    xytext=(6, -28),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color=c,
+                    bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": c, "lw": 0.8},
+                )
                 ge = "≥ " if res.status in ("above_max", "incomplete") else ""
-                title += (f" — knee {ge}{k['level']:g} {unit}" if by_rate else
-                          f" — knee {ge}{k['level']:g} users, {ge}{k['conversations_per_s']:.2f} conv/s")
+                title += f" — knee {ge}{k['level']:g} {unit}" if by_rate else f" — knee {ge}{k['level']:g} users, {ge}{k['conversations_per_s']:.2f} conv/s"
             else:
                 title += f" — {res.status.replace('_', ' ')}"
             ax.set_title(title, loc="left")
         grey = "#444444"
-        handles = [Line2D([], [], color=grey, ls="-", marker="o", ms=5, lw=2),
-                   Line2D([], [], color=grey, ls="--", marker="s", ms=4, lw=1.4),
-                   Line2D([], [], color=grey, ls=":", marker="^", ms=5, lw=1.3),
-                   Line2D([], [], color="#7F7F7F", ls=(0, (1, 2)), lw=1.4),
-                   Line2D([], [], color="#C0392B", ls="", marker="x", ms=8, mew=2)]
-        labels = [f"p95 {endpoint} (left)", f"p99 {endpoint} (left)",
-                  "error rate (right)", "p95 SLO threshold", "step outside SLO"]
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5,
-                   bbox_to_anchor=(0.5, 0.0))
+        handles = [
+            Line2D([], [], color=grey, ls="-", marker="o", ms=5, lw=2),
+            Line2D([], [], color=grey, ls="--", marker="s", ms=4, lw=1.4),
+            Line2D([], [], color=grey, ls=":", marker="^", ms=5, lw=1.3),
+            Line2D([], [], color="#7F7F7F", ls=(0, (1, 2)), lw=1.4),
+            Line2D([], [], color="#C0392B", ls="", marker="x", ms=8, mew=2),
+        ]
+        labels = [f"p95 {endpoint} (left)", f"p99 {endpoint} (left)", "error rate (right)", "p95 SLO threshold", "step outside SLO"]
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5, bbox_to_anchor=(0.5, 0.0))
         fig.tight_layout(rect=(0, 0.06 if rows == 1 else 0.035, 1, 1))
         fig.savefig(path, format="png", dpi=110)
         plt.close(fig)

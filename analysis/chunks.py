@@ -22,6 +22,7 @@ and memory holds a few ranges, whatever the file size. `chunk_rows` cuts ranges 
 (tests use 1 row) without changing any result. Bad data raises `RunDataError` naming the
 file, line and column, as `analysis.load` always did.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,7 @@ RANGE_BYTES = 16 << 20
 MAX_MESSAGES = 200_000
 OTHER_MESSAGES = "(other messages)"
 #: Largest latency that fits: uint32 microseconds, about 71.6 minutes.
-MAX_LATENCY_US = 2 ** 32 - 1
+MAX_LATENCY_US = 2**32 - 1
 
 
 class Labels:
@@ -101,7 +102,7 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
     padded = np.zeros((n, words * 8), dtype=np.uint8)
     fixed = bool((lengths == width).all())
     if fixed:  # the usual case (uuids): a reshape, no gather
-        padded[:, :width] = data[offsets[0]:offsets[0] + n * width].reshape(n, width)
+        padded[:, :width] = data[offsets[0] : offsets[0] + n * width].reshape(n, width)
     else:
         col = np.arange(words * 8)
         inside = col[None, :] < lengths[:, None]
@@ -121,6 +122,7 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
 
 # --------------------------------------------------------------------------- CSV ranges
 
+
 def _ranges(f: Path, range_bytes: int) -> Iterator[bytes]:
     """The file after its header line, in pieces that end at a line end outside quotes."""
     with open(f, "rb") as fh:
@@ -129,7 +131,7 @@ def _ranges(f: Path, range_bytes: int) -> Iterator[bytes]:
         while True:
             block = fh.read(range_bytes)
             if not block:  # `rest` has no line end: an incomplete last line (a crash or a
-                return        # full disk cut it; the recorder writes whole lines), skipped
+                return  # full disk cut it; the recorder writes whole lines), skipped
             data = rest + block if rest else block
             cut = data.rfind(b"\n") + 1
             if cut and data.find(b'"', 0, cut) >= 0:
@@ -146,15 +148,26 @@ def _ranges(f: Path, range_bytes: int) -> Iterator[bytes]:
             rest = data[cut:]
 
 
-def iter_batches(f: Path, header: list[str], types: dict, columns: Sequence[str],
-                 on_error: Callable[[str], Exception], range_bytes: int | None = None,
-                 chunk_rows: int | None = None) -> Iterator[tuple[pa.RecordBatch, int]]:
+def iter_batches(
+    f: Path,
+    header: list[str],
+    types: dict,
+    columns: Sequence[str],
+    on_error: Callable[[str], Exception],
+    range_bytes: int | None = None,
+    chunk_rows: int | None = None,
+) -> Iterator[tuple[pa.RecordBatch, int]]:
     """(record batch, index of its first data row in the file), in file order.
 
     Two threads parse ranges ahead of the caller. A pyarrow parse error is passed to
     `on_error`, whose exception is raised (it names the line and column)."""
-    convert = pacsv.ConvertOptions(column_types={c: types[c] for c in columns}, include_columns=list(columns),
-                                   strings_can_be_null=False, quoted_strings_can_be_null=False, null_values=[""])
+    convert = pacsv.ConvertOptions(
+        column_types={c: types[c] for c in columns},
+        include_columns=list(columns),
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+        null_values=[""],
+    )
     read = pacsv.ReadOptions(column_names=header, use_threads=False, block_size=4 << 20)
 
     def parse(data: bytes) -> pa.Table:
@@ -235,8 +248,7 @@ def cached_batches(f: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch] 
         source = pa.memory_map(str(cache), "r")
         reader = pa.ipc.open_stream(source)
         meta = reader.schema.metadata or {}
-        if json.loads(meta.get(b"analysis_cache", b"{}")) != _cache_key(f) or \
-                any(c not in reader.schema.names for c in columns):
+        if json.loads(meta.get(b"analysis_cache", b"{}")) != _cache_key(f) or any(c not in reader.schema.names for c in columns):
             source.close()
             return None
     except Exception:  # a stale or broken cache is just ignored
@@ -246,6 +258,7 @@ def cached_batches(f: Path, columns: Sequence[str]) -> Iterator[pa.RecordBatch] 
         with source:
             for b in reader:
                 yield b.select(list(columns))
+
     return batches()
 
 
@@ -296,9 +309,10 @@ class CacheWriter:
 
 # --------------------------------------------------------------------------- compact requests
 
+
 def _narrow(a: np.ndarray) -> np.ndarray:
     """uint16 when the values allow, else uint32."""
-    return a.astype(np.uint16) if not len(a) or int(a.max()) < 2 ** 16 else a.astype(np.uint32)
+    return a.astype(np.uint16) if not len(a) or int(a.max()) < 2**16 else a.astype(np.uint32)
 
 
 @dataclass
@@ -312,24 +326,24 @@ class CompactRequests:
     combo_r: np.ndarray
     combo_v: np.ndarray
     combo_e: np.ndarray
-    ok_lat: np.ndarray        # uint32 µs
-    ok_combo: np.ndarray      # uint16
-    ok_sec: np.ndarray        # uint16/uint32 whole seconds since `start`
-    ok_turn: np.ndarray       # uint8 (0 for none, capped at 255)
-    fail_lat: np.ndarray      # float64 ms
+    ok_lat: np.ndarray  # uint32 µs
+    ok_combo: np.ndarray  # uint16
+    ok_sec: np.ndarray  # uint16/uint32 whole seconds since `start`
+    ok_turn: np.ndarray  # uint8 (0 for none, capped at 255)
+    fail_lat: np.ndarray  # float64 ms
     fail_combo: np.ndarray
     fail_sec: np.ndarray
-    fail_status: np.ndarray   # int32
-    fail_kind: np.ndarray     # int32 into kinds
-    fail_err: np.ndarray      # int32 into messages
+    fail_status: np.ndarray  # int32
+    fail_kind: np.ndarray  # int32 into kinds
+    fail_err: np.ndarray  # int32 into messages
     kinds: list[str]
     messages: list[str]
-    created: np.ndarray       # per combo: successful creates with a conversation id
-    orphans: np.ndarray       # per combo: ... of which no successful close was seen
-    start: float              # time origin of ok_sec / fail_sec
-    first_ts: float = math.nan   # over every row, before any warm-up cut
-    last_end: float = math.nan   # max(timestamp + latency) over every row
-    rows: int = 0                # rows kept (after the warm-up cut)
+    created: np.ndarray  # per combo: successful creates with a conversation id
+    orphans: np.ndarray  # per combo: ... of which no successful close was seen
+    start: float  # time origin of ok_sec / fail_sec
+    first_ts: float = math.nan  # over every row, before any warm-up cut
+    last_end: float = math.nan  # max(timestamp + latency) over every row
+    rows: int = 0  # rows kept (after the warm-up cut)
 
     def __len__(self) -> int:
         return self.rows
@@ -362,12 +376,12 @@ class Parts:
                 if buf is not None:
                     grown[:n] = buf[:n]
                 self.bufs[k] = buf = grown
-            buf[n:n + len(v)] = v
+            buf[n : n + len(v)] = v
             self.sizes[k] = n + len(v)
 
     def take(self, k: str, dtype) -> np.ndarray:
         buf = self.bufs.pop(k, None)
-        return buf[:self.sizes[k]] if buf is not None else np.zeros(0, dtype=dtype)
+        return buf[: self.sizes[k]] if buf is not None else np.zeros(0, dtype=dtype)
 
 
 def estimate_rows(files: Sequence[Path]) -> int:
@@ -390,8 +404,7 @@ class _Reducer:
         self.parts = Parts(capacity)
         self.first_ts, self.last_end, self.rows = math.inf, -math.inf, 0
 
-    def _combo_codes(self, r: np.ndarray, v: np.ndarray, e: np.ndarray, on_overflow: Callable[[], Exception]
-                     ) -> np.ndarray:
+    def _combo_codes(self, r: np.ndarray, v: np.ndarray, e: np.ndarray, on_overflow: Callable[[], Exception]) -> np.ndarray:
         need = (int(r.max()) + 1, int(v.max()) + 1, int(e.max()) + 1)
         if any(n > s for n, s in zip(need, self.lut.shape)):
             grown = np.full([max(n * 2, s) for n, s in zip(need, self.lut.shape)], -1, dtype=np.int32)
@@ -402,7 +415,7 @@ class _Reducer:
             for rr, vv, ee in np.unique(np.stack([r[c < 0], v[c < 0], e[c < 0]], axis=1), axis=0):
                 self.lut[rr, vv, ee] = len(self.combos)
                 self.combos.append((int(rr), int(vv), int(ee)))
-            if len(self.combos) > 2 ** 16:
+            if len(self.combos) > 2**16:
                 raise on_overflow()
             c = self.lut[r, v, e]
         return c.astype(np.uint16)
@@ -443,22 +456,21 @@ class _Reducer:
         r = self.regions.codes(col["region"])
         v = self.variants.codes(col["variant"])
         e = self.endpoints.codes(col["endpoint"])
-        combo = self._combo_codes(r, v, e, lambda: fail(
-            "more than 65,536 region × variant × endpoint combinations", row0, "region"))
+        combo = self._combo_codes(r, v, e, lambda: fail("more than 65,536 region × variant × endpoint combinations", row0, "region"))
         sec = np.floor(ts - self.start)
-        np.clip(sec, 0, 2 ** 32 - 1, out=sec)
+        np.clip(sec, 0, 2**32 - 1, out=sec)
         okm = ok == 1
         turn = pc.fill_null(col["turn"], -1).to_numpy()
-        self.parts.add(ok_lat=us[okm].astype(np.uint32), ok_combo=combo[okm], ok_sec=_narrow(sec[okm]),
-                       ok_turn=np.clip(turn[okm], 0, 255).astype(np.uint8))
+        self.parts.add(ok_lat=us[okm].astype(np.uint32), ok_combo=combo[okm], ok_sec=_narrow(sec[okm]), ok_turn=np.clip(turn[okm], 0, 255).astype(np.uint8))
         if not okm.all():
             fm = ~okm
             fmask = pa.array(fm)
             status = pc.fill_null(col["status"], 0).to_numpy()[fm]
             kinds = self.kinds.codes(pc.filter(col["error_kind"], fmask))
             errs = self.messages.codes(pc.filter(col["error"], fmask))
-            self.parts.add(fail_lat=rt[fm], fail_combo=combo[fm], fail_sec=_narrow(sec[fm]),
-                           fail_status=status.astype(np.int32), fail_kind=kinds, fail_err=errs)
+            self.parts.add(
+                fail_lat=rt[fm], fail_combo=combo[fm], fail_sec=_narrow(sec[fm]), fail_status=status.astype(np.int32), fail_kind=kinds, fail_err=errs
+            )
         self._ids(col["conversation_id"], e, okm, combo)
 
     def _ids(self, ids: pa.Array, e: np.ndarray, okm: np.ndarray, combo: np.ndarray) -> None:
@@ -489,7 +501,7 @@ class _Reducer:
             xh.sort()
             step = 1 << 20  # temporaries of one slice of creates at a time
             for i in range(0, len(ch), step):
-                h, c = ch[i:i + step], cc[i:i + step]
+                h, c = ch[i : i + step], cc[i : i + step]
                 if len(xh):
                     pos = np.searchsorted(xh, h)
                     np.minimum(pos, len(xh) - 1, out=pos)
@@ -500,22 +512,45 @@ class _Reducer:
         del ch, cc, xh
         combos = np.array(self.combos, dtype=np.int32).reshape(-1, 3)
         return CompactRequests(
-            regions=self.regions.names, variants=self.variants.names, endpoints=self.endpoints.names,
-            combo_r=combos[:, 0], combo_v=combos[:, 1], combo_e=combos[:, 2],
-            ok_lat=p.take("ok_lat", np.uint32), ok_combo=p.take("ok_combo", np.uint16),
-            ok_sec=p.take("ok_sec", np.uint16), ok_turn=p.take("ok_turn", np.uint8),
-            fail_lat=p.take("fail_lat", np.float64), fail_combo=p.take("fail_combo", np.uint16),
-            fail_sec=p.take("fail_sec", np.uint16), fail_status=p.take("fail_status", np.int32),
-            fail_kind=p.take("fail_kind", np.int32), fail_err=p.take("fail_err", np.int32),
-            kinds=self.kinds.names, messages=self.messages.names, created=created, orphans=orphans,
-            start=self.start, first_ts=self.first_ts if math.isfinite(self.first_ts) else math.nan,
-            last_end=self.last_end if math.isfinite(self.last_end) else math.nan, rows=self.rows)
+            regions=self.regions.names,
+            variants=self.variants.names,
+            endpoints=self.endpoints.names,
+            combo_r=combos[:, 0],
+            combo_v=combos[:, 1],
+            combo_e=combos[:, 2],
+            ok_lat=p.take("ok_lat", np.uint32),
+            ok_combo=p.take("ok_combo", np.uint16),
+            ok_sec=p.take("ok_sec", np.uint16),
+            ok_turn=p.take("ok_turn", np.uint8),
+            fail_lat=p.take("fail_lat", np.float64),
+            fail_combo=p.take("fail_combo", np.uint16),
+            fail_sec=p.take("fail_sec", np.uint16),
+            fail_status=p.take("fail_status", np.int32),
+            fail_kind=p.take("fail_kind", np.int32),
+            fail_err=p.take("fail_err", np.int32),
+            kinds=self.kinds.names,
+            messages=self.messages.names,
+            created=created,
+            orphans=orphans,
+            start=self.start,
+            first_ts=self.first_ts if math.isfinite(self.first_ts) else math.nan,
+            last_end=self.last_end if math.isfinite(self.last_end) else math.nan,
+            rows=self.rows,
+        )
 
 
-def read_requests(files: Sequence[tuple[Path, list[str]]], types: dict, columns: Sequence[str],
-                  start: float, cut: float, diagnose: Callable[[Path, str], Exception],
-                  fail: Callable[[Path, str, int, str], Exception], chunk_rows: int | None = None,
-                  range_bytes: int | None = None, use_cache: bool = False) -> CompactRequests:
+def read_requests(
+    files: Sequence[tuple[Path, list[str]]],
+    types: dict,
+    columns: Sequence[str],
+    start: float,
+    cut: float,
+    diagnose: Callable[[Path, str], Exception],
+    fail: Callable[[Path, str, int, str], Exception],
+    chunk_rows: int | None = None,
+    range_bytes: int | None = None,
+    use_cache: bool = False,
+) -> CompactRequests:
     """Reduce requests CSVs (with their checked headers) to `CompactRequests`.
 
     start: the time origin of the per-row seconds; cut: rows that start before it are left

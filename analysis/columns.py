@@ -76,8 +76,7 @@ def typed_text(df: pd.DataFrame, types: dict[str, pa.DataType], required: Sequen
         if pa.types.is_floating(kind):
             out[c] = pd.to_numeric(df[c], errors="coerce").astype(kind.to_pandas_dtype())
         elif pa.types.is_integer(kind):
-            out[c] = (pd.to_numeric(df[c], errors="coerce").fillna(NUMERIC_DEFAULTS.get(c, 0))
-                      .astype(kind.to_pandas_dtype()))
+            out[c] = pd.to_numeric(df[c], errors="coerce").fillna(NUMERIC_DEFAULTS.get(c, 0)).astype(kind.to_pandas_dtype())
         else:
             out[c] = df[c].fillna("").astype(str)
     typed = pd.DataFrame(out, index=df.index)

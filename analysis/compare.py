@@ -27,6 +27,7 @@ themselves (the 2.5 % "lower" and 97.5 % "higher" order statistics of the replic
 the absolute (ms) and relative (%) intervals of a difference always agree on its sign. The
 Mann-Whitney test (O(n log n)) runs on a random subsample of ≤ 20,000 requests per group.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,13 +52,13 @@ COMPARE_QS = (50, 95, 99)
 SIGNIFICANT, NOISE, TOO_FEW, REFERENCE = "significant", "noise", "too few", "reference"
 
 BOOTSTRAP_METHOD = (
-    f"Every difference carries a 95% confidence interval and its own verdict: \"significant\" when "
-    "the interval excludes zero, \"noise\" when it contains zero. Percentile differences: bootstrap "
+    f'Every difference carries a 95% confidence interval and its own verdict: "significant" when '
+    'the interval excludes zero, "noise" when it contains zero. Percentile differences: bootstrap '
     f"({N_BOOT:,} replicates per group, all rows used); each replicate of a percentile is drawn from "
     "the exact bootstrap distribution of the order statistics (the k-th smallest of a resample is "
     "the sample's value at rank ⌈n·U⌉, U ~ Beta(k, n−k+1)), which costs O(1) per replicate instead "
     "of a full resample. Error-rate differences: Newcombe's hybrid score interval. \"Distribution "
-    f"shift\": a separate two-sided Mann-Whitney U test of the whole latency distributions at "
+    f'shift": a separate two-sided Mann-Whitney U test of the whole latency distributions at '
     f"p < {ALPHA:g}, on a random subsample of ≤ {MW_SAMPLE:,} successful requests per group; it can "
     "disagree with a single percentile's verdict, which is why it is shown apart."
 )
@@ -65,17 +66,17 @@ BOOTSTRAP_METHOD = (
 
 # --------------------------------------------------------------------------- primitives
 
+
 @dataclass
 class Resampled:
     """Bootstrap replicates of the COMPARE_QS percentiles of one group."""
 
-    exact: np.ndarray     # percentiles from the raw rows, shape (len(qs),)
-    boot: np.ndarray      # (n_boot, len(qs))
+    exact: np.ndarray  # percentiles from the raw rows, shape (len(qs),)
+    boot: np.ndarray  # (n_boot, len(qs))
     n: int
 
 
-def resample(sorted_values: np.ndarray, rng: np.random.Generator, qs: Sequence[float] = COMPARE_QS,
-             n_boot: int = N_BOOT) -> Resampled:
+def resample(sorted_values: np.ndarray, rng: np.random.Generator, qs: Sequence[float] = COMPARE_QS, n_boot: int = N_BOOT) -> Resampled:
     """Bootstrap replicates of the percentiles `qs` of one group (values sorted ascending).
 
     Exact bootstrap of numpy's linear percentile: with h = (n − 1)·q/100, k = ⌊h⌋ + 1 and
@@ -159,7 +160,7 @@ def mann_whitney(a: np.ndarray, b: np.ndarray, rng: np.random.Generator, max_n: 
     u1 = ranks[:n1].sum() - n1 * (n1 + 1) / 2
     u = max(u1, n1 * n2 - u1)
     ties = counts[counts > 1].astype(float)
-    var = n1 * n2 / 12 * ((n + 1) - (ties ** 3 - ties).sum() / (n * (n - 1)))
+    var = n1 * n2 / 12 * ((n + 1) - (ties**3 - ties).sum() / (n * (n - 1)))
     if var <= 0:
         return 1.0
     z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(var)
@@ -215,9 +216,18 @@ def differences(a: Resampled, b: Resampled, qs: Sequence[float], errors: tuple[i
     for i, q in enumerate(qs):
         name = pct_name(q)
         v = ci_verdict(lo[i], hi[i])
-        row.update({f"d_{name}_ms": d[i], f"d_{name}_lo": lo[i], f"d_{name}_hi": hi[i],
-                    f"d_{name}_pct": rel[i], f"d_{name}_pct_lo": rlo[i], f"d_{name}_pct_hi": rhi[i],
-                    f"d_{name}_verdict": v, f"d_{name}_significant": v == SIGNIFICANT})
+        row.update(
+            {
+                f"d_{name}_ms": d[i],
+                f"d_{name}_lo": lo[i],
+                f"d_{name}_hi": hi[i],
+                f"d_{name}_pct": rel[i],
+                f"d_{name}_pct_lo": rlo[i],
+                f"d_{name}_pct_hi": rhi[i],
+                f"d_{name}_verdict": v,
+                f"d_{name}_significant": v == SIGNIFICANT,
+            }
+        )
     de, delo, dehi = error_rate_diff(*errors)
     row.update(d_error_rate=de, d_error_lo=delo, d_error_hi=dehi, d_error_verdict=ci_verdict(delo, dehi))
     return row
@@ -230,19 +240,18 @@ def _reference_columns(qs: Sequence[float]) -> dict:
         name = pct_name(q)
         row.update({f"d_{name}_{k}": math.nan for k in ("ms", "lo", "hi", "pct", "pct_lo", "pct_hi")})
         row.update({f"d_{name}_verdict": REFERENCE, f"d_{name}_significant": False})
-    row.update(d_error_rate=math.nan, d_error_lo=math.nan, d_error_hi=math.nan, d_error_verdict=REFERENCE,
-               mw_p=math.nan, shift=REFERENCE)
+    row.update(d_error_rate=math.nan, d_error_lo=math.nan, d_error_hi=math.nan, d_error_verdict=REFERENCE, mw_p=math.nan, shift=REFERENCE)
     return row
 
 
 # --------------------------------------------------------------------------- tables
 
+
 def _endpoints(stats: RunStats) -> list[str]:
     return [e for e in ENDPOINT_ORDER if e in stats.endpoints] + [e for e in stats.endpoints if e not in ENDPOINT_ORDER]
 
 
-def compare_groups(stats: RunStats, by: str = "region", reference: str | None = None,
-                   control: str | None = None, seed: int = 0) -> pd.DataFrame:
+def compare_groups(stats: RunStats, by: str = "region", reference: str | None = None, control: str | None = None, seed: int = 0) -> pd.DataFrame:
     """Groups side by side per endpoint with differences against a reference group.
 
     by="region": reference = the fastest region by p50 (per endpoint), unless `reference`.
@@ -277,23 +286,34 @@ def compare_groups(stats: RunStats, by: str = "region", reference: str | None = 
         ref_row = t.loc[ref]
         for g in present:
             r = t.loc[g]
-            row = {"endpoint": ep, "group": g, "is_reference": g == ref, "reference": ref,
-                   "count": int(r["count"]), "errors": int(r["errors"]), "error_rate": float(r["error_rate"]),
-                   "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"]}
+            row = {
+                "endpoint": ep,
+                "group": g,
+                "is_reference": g == ref,
+                "reference": ref,
+                "count": int(r["count"]),
+                "errors": int(r["errors"]),
+                "error_rate": float(r["error_rate"]),
+                "p50_ms": r["p50_ms"],
+                "p95_ms": r["p95_ms"],
+                "p99_ms": r["p99_ms"],
+            }
             if g == ref:
                 row.update(_reference_columns(COMPARE_QS))
             else:
                 vals = samples.get((g, ep), np.array([]))
-                row.update(differences(resample(vals, rng), ref_rs, COMPARE_QS,
-                                       (int(r["errors"]), int(r["count"]), int(ref_row["errors"]), int(ref_row["count"]))))
+                row.update(
+                    differences(resample(vals, rng), ref_rs, COMPARE_QS, (int(r["errors"]), int(r["count"]), int(ref_row["errors"]), int(ref_row["count"])))
+                )
                 p = mann_whitney(vals, ref_vals, rng)
                 row.update(mw_p=p, shift=verdict(p))
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None,
-                     seed: int = 0, baseline_name: str = "the baseline") -> pd.DataFrame:
+def compare_baseline(
+    current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None, seed: int = 0, baseline_name: str = "the baseline"
+) -> pd.DataFrame:
     """This run against a baseline run, per region × variant × endpoint, with regression verdicts.
 
     thresholds: `analysis.regression` thresholds (parsed or as text; None: its defaults).
@@ -319,14 +339,12 @@ def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence
         row: dict = dict(zip(keys, k))
         a_vals, b_vals = cur_s.get(k, empty), base_s.get(k, empty)
         a_rs, b_rs = resample(a_vals, rng, qs), resample(b_vals, rng, qs)
-        row.update(count=int(c["count"]) if c is not None else 0, base_count=int(b["count"]) if b is not None else 0,
-                   successes=a_rs.n, base_successes=b_rs.n)
+        row.update(count=int(c["count"]) if c is not None else 0, base_count=int(b["count"]) if b is not None else 0, successes=a_rs.n, base_successes=b_rs.n)
         for i, q in enumerate(qs):
             row[f"{pct_name(q)}_ms"], row[f"base_{pct_name(q)}_ms"] = a_rs.exact[i], b_rs.exact[i]
         row["error_rate"] = float(c["error_rate"]) if c is not None else math.nan
         row["base_error_rate"] = float(b["error_rate"]) if b is not None else math.nan
-        errors = (int(c["errors"]) if c is not None else 0, row["count"],
-                  int(b["errors"]) if b is not None else 0, row["base_count"])
+        errors = (int(c["errors"]) if c is not None else 0, row["count"], int(b["errors"]) if b is not None else 0, row["base_count"])
         row.update(differences(a_rs, b_rs, qs, errors))
         p = mann_whitney(a_vals, b_vals, rng)
         row.update(mw_p=p, shift=verdict(p))
@@ -350,8 +368,9 @@ def compare_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence
             status.append("improvement")
         else:
             status.append("ok")
-        reasons.append(", ".join(f"{c['metric'].replace('_', ' ')} {c['observed_text']} (limit {c['threshold_text'][2:]})" for c in failed
-                                 if c["state"] == "regression"))
+        reasons.append(
+            ", ".join(f"{c['metric'].replace('_', ' ')} {c['observed_text']} (limit {c['threshold_text'][2:]})" for c in failed if c["state"] == "regression")
+        )
     if len(table):
         table["status"] = status
         table["regression"] = [s in ("regression", "missing") for s in status]
@@ -364,13 +383,14 @@ class BaselineComparison:
     """A run against a baseline run: the per-group table and the regression checks."""
 
     baseline_id: str
-    table: pd.DataFrame            # compare_baseline's table
-    checks: list[dict]             # analysis.regression.gate: one per group × gated metric
+    table: pd.DataFrame  # compare_baseline's table
+    checks: list[dict]  # analysis.regression.gate: one per group × gated metric
     thresholds: list[Threshold]
 
 
-def against_baseline(current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None,
-                     baseline_id: str = "the baseline", seed: int = 0) -> BaselineComparison:
+def against_baseline(
+    current: RunStats, baseline: RunStats, thresholds: Sequence[Threshold | str] | None = None, baseline_id: str = "the baseline", seed: int = 0
+) -> BaselineComparison:
     """compare_baseline and the gate's checks in one: what the report and the verdict show."""
     thresholds = parse_thresholds(thresholds)
     table = compare_baseline(current, baseline, thresholds, seed, baseline_id)
@@ -406,17 +426,28 @@ def compare_runs(runs: Sequence[RunStats], names: Sequence[str] | None = None, s
             row["run"] = name
             r = s.loc[k] if k in s.index else None
             if r is not None:
-                row.update(count=int(r["count"]), errors=int(r["errors"]), error_rate=float(r["error_rate"]),
-                           p50_ms=float(r["p50_ms"]), p95_ms=float(r["p95_ms"]), p99_ms=float(r["p99_ms"]))
+                row.update(
+                    count=int(r["count"]),
+                    errors=int(r["errors"]),
+                    error_rate=float(r["error_rate"]),
+                    p50_ms=float(r["p50_ms"]),
+                    p95_ms=float(r["p95_ms"]),
+                    p99_ms=float(r["p99_ms"]),
+                )
             else:
                 row.update(count=0, errors=0, error_rate=math.nan, p50_ms=math.nan, p95_ms=math.nan, p99_ms=math.nan)
             if i == 0:
                 row.update(_reference_columns(COMPARE_QS))
             else:
                 vals = samples[i].get(k, empty)
-                row.update(differences(resample(vals, rng), first_rs, COMPARE_QS,
-                                       (row["errors"], row["count"], int(first["errors"]) if first is not None else 0,
-                                        int(first["count"]) if first is not None else 0)))
+                row.update(
+                    differences(
+                        resample(vals, rng),
+                        first_rs,
+                        COMPARE_QS,
+                        (row["errors"], row["count"], int(first["errors"]) if first is not None else 0, int(first["count"]) if first is not None else 0),
+                    )
+                )
                 p = mann_whitney(vals, first_vals, rng)
                 row.update(mw_p=p, shift=verdict(p))
             rows.append(row)

@@ -19,6 +19,7 @@ plain Bonferroni. The distribution-shift verdict then comes from the adjusted p;
 stays beside it (`mw_p`, `mw_p_holm`). Comparisons against a baseline run are a separate
 question (this run vs another) and are not part of the family.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,24 @@ from analysis.compare import COMPARE_QS, compare_groups, verdict
 from analysis.stats import DETAIL, RunStats
 
 COMPARISONS_CSV = "comparisons.csv"
-COMPARISONS_COLUMNS = ("comparison", "within", "endpoint", "reference", "subject", "metric",
-                       "reference_value", "subject_value", "delta", "delta_pct", "ci_lo", "ci_hi",
-                       "verdict", "p_raw", "p_holm", "shift")
+COMPARISONS_COLUMNS = (
+    "comparison",
+    "within",
+    "endpoint",
+    "reference",
+    "subject",
+    "metric",
+    "reference_value",
+    "subject_value",
+    "delta",
+    "delta_pct",
+    "ci_lo",
+    "ci_hi",
+    "verdict",
+    "p_raw",
+    "p_holm",
+    "shift",
+)
 #: The distribution-shift verdict column of `compare_groups` tables.
 SHIFT = "shift"
 #: The family's tables: regions per endpoint, variants pooled, variants within each region.
@@ -124,7 +140,7 @@ def adjust(tables: Mapping[str, pd.DataFrame | None]) -> int:
     adjusted = holm(raw)
     start = 0
     for df in present:
-        part = adjusted[start:start + len(df)]
+        part = adjusted[start : start + len(df)]
         start += len(df)
         df["mw_p_holm"] = part
         df[SHIFT] = [v if ref else verdict(p) for v, ref, p in zip(df[SHIFT], df["is_reference"], part)]
@@ -141,21 +157,42 @@ def comparisons_long(tables: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
         if df is None or not len(df):
             continue
         for r in df[~df["is_reference"]].to_dict("records"):
-            base = {"comparison": name, "within": r.get("region", ""), "endpoint": r["endpoint"],
-                    "reference": r["reference"], "subject": r["group"]}
-            ref = df[(df["endpoint"] == r["endpoint"]) & (df["group"] == r["reference"])
-                     & (df["region"] == r["region"] if "region" in df else True)].iloc[0]
+            base = {"comparison": name, "within": r.get("region", ""), "endpoint": r["endpoint"], "reference": r["reference"], "subject": r["group"]}
+            ref = df[(df["endpoint"] == r["endpoint"]) & (df["group"] == r["reference"]) & (df["region"] == r["region"] if "region" in df else True)].iloc[0]
             p, p_adj = r["mw_p"], r.get("mw_p_holm", math.nan)
             for q in COMPARE_QS:
-                rows.append({**base, "metric": f"p{q}", "reference_value": ref[f"p{q}_ms"],
-                             "subject_value": r[f"p{q}_ms"], "delta": r[f"d_p{q}_ms"],
-                             "delta_pct": r[f"d_p{q}_pct"], "ci_lo": r[f"d_p{q}_lo"], "ci_hi": r[f"d_p{q}_hi"],
-                             "verdict": r[f"d_p{q}_verdict"], "p_raw": p, "p_holm": p_adj,
-                             "shift": r[SHIFT]})
-            rows.append({**base, "metric": "error_rate", "reference_value": ref["error_rate"],
-                         "subject_value": r["error_rate"], "delta": r["d_error_rate"], "delta_pct": math.nan,
-                         "ci_lo": r["d_error_lo"], "ci_hi": r["d_error_hi"], "verdict": r["d_error_verdict"],
-                         "p_raw": math.nan, "p_holm": math.nan, "shift": ""})
+                rows.append(
+                    {
+                        **base,
+                        "metric": f"p{q}",
+                        "reference_value": ref[f"p{q}_ms"],
+                        "subject_value": r[f"p{q}_ms"],
+                        "delta": r[f"d_p{q}_ms"],
+                        "delta_pct": r[f"d_p{q}_pct"],
+                        "ci_lo": r[f"d_p{q}_lo"],
+                        "ci_hi": r[f"d_p{q}_hi"],
+                        "verdict": r[f"d_p{q}_verdict"],
+                        "p_raw": p,
+                        "p_holm": p_adj,
+                        "shift": r[SHIFT],
+                    }
+                )
+            rows.append(
+                {
+                    **base,
+                    "metric": "error_rate",
+                    "reference_value": ref["error_rate"],
+                    "subject_value": r["error_rate"],
+                    "delta": r["d_error_rate"],
+                    "delta_pct": math.nan,
+                    "ci_lo": r["d_error_lo"],
+                    "ci_hi": r["d_error_hi"],
+                    "verdict": r["d_error_verdict"],
+                    "p_raw": math.nan,
+                    "p_holm": math.nan,
+                    "shift": "",
+                }
+            )
     return pd.DataFrame(rows, columns=list(COMPARISONS_COLUMNS))
 
 

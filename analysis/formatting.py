@@ -97,13 +97,16 @@ def label(v: str) -> str:
 
 # --------------------------------------------------------------------------- config
 
+
 def redact(obj: Any, key: str = "") -> Any:
     """A copy of `obj` with the value of every secret-looking key replaced."""
     if key and SECRET_KEY.search(str(key)) and not isinstance(obj, (dict, list)):
         return REDACTED if obj not in (None, "", False) else obj
     if isinstance(obj, dict):
-        return {k: (REDACTED if SECRET_KEY.search(str(k)) and not isinstance(v, (dict, list)) and v not in (None, "", False)
-                    else redact(v, k)) for k, v in obj.items()}
+        return {
+            k: (REDACTED if SECRET_KEY.search(str(k)) and not isinstance(v, (dict, list)) and v not in (None, "", False) else redact(v, k))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v, key) for v in obj]
     return obj

@@ -15,6 +15,7 @@ costs O(groups × log n × 32), not a new sort and not a copy of its rows. `divi
 integers back into the recorded unit (µs → ms: a division by 1000, correctly rounded, so a
 latency written with 3 decimals comes back bit-identical to parsing it).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
@@ -39,14 +40,12 @@ class SortedGroups:
             self.sums[g] = self.segment(int(g)).sum(dtype=np.int64)
 
     @classmethod
-    def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0
-                   ) -> SortedGroups:
+    def from_codes(cls, codes: np.ndarray, values: np.ndarray, ngroups: int, divisor: float = 1.0) -> SortedGroups:
         """Sort uint32 `values` by (group code, value)."""
         return cls.from_slices(lambda: [(codes, values)], ngroups, divisor)
 
     @classmethod
-    def from_slices(cls, slices: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ngroups: int,
-                    divisor: float = 1.0) -> SortedGroups:
+    def from_slices(cls, slices: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], ngroups: int, divisor: float = 1.0) -> SortedGroups:
         """Group (code, uint32 value) pairs given slice by slice (`slices()` is called twice),
         then sort each group in place. The only full-size allocation is the result (4 bytes a
         value); temporaries (a packed uint64 key per value) are the size of one slice."""
@@ -65,17 +64,17 @@ class SortedGroups:
             b = np.searchsorted(key, edges)
             for g in np.flatnonzero(np.diff(b)):
                 n = b[g + 1] - b[g]
-                out[cursor[g]:cursor[g] + n] = key[b[g]:b[g + 1]]  # the low 32 bits: the value
+                out[cursor[g] : cursor[g] + n] = key[b[g] : b[g + 1]]  # the low 32 bits: the value
                 cursor[g] += n
         for g in np.flatnonzero(counts):
-            out[bounds[g]:bounds[g + 1]].sort()
+            out[bounds[g] : bounds[g + 1]].sort()
         return cls(out, bounds, divisor)
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
 
     def segment(self, g: int) -> np.ndarray:
-        return self.values[self.bounds[g]:self.bounds[g + 1]]
+        return self.values[self.bounds[g] : self.bounds[g + 1]]
 
     def merged(self, groups: Sequence[int]) -> np.ndarray:
         """Sorted float values of the union of `groups` (a copy: for one group at a time)."""
@@ -114,8 +113,13 @@ class SortedGroups:
     def describe(self, members: Sequence[Sequence[int]], qs: Sequence[float]) -> dict[str, np.ndarray]:
         """count, mean, min, max and percentiles (float, in the recorded unit) of each union."""
         k = len(members)
-        out = {"n": np.zeros(k, dtype=np.int64), "mean": np.full(k, np.nan), "min": np.full(k, np.nan),
-               "max": np.full(k, np.nan), "pct": np.full((k, len(qs)), np.nan)}
+        out = {
+            "n": np.zeros(k, dtype=np.int64),
+            "mean": np.full(k, np.nan),
+            "min": np.full(k, np.nan),
+            "max": np.full(k, np.nan),
+            "pct": np.full((k, len(qs)), np.nan),
+        }
         for i, gs in enumerate(members):
             gs = [g for g in gs if self.counts[g]]
             n = int(self.counts[gs].sum()) if gs else 0

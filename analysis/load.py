@@ -16,6 +16,7 @@ An Arrow cache of the parsed columns (`.<name>.cache.arrow`, keyed on the CSV's 
 mtime) lets a second report skip the CSV parse; it is optional and never needed for
 correctness. Distributed runs (several `requests*.csv`, one per worker) are merged.
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,8 +66,17 @@ STATS_HISTORY_CSV = f"{LOCUST_CSV_PREFIX}_stats_history.csv"
 
 #: The request columns the analysis uses (the rest are only checked to be present).
 ANALYSIS_COLUMNS: tuple[str, ...] = (
-    "timestamp", "region", "variant", "endpoint", "response_time_ms", "status", "ok",
-    "error_kind", "error", "conversation_id", "turn",
+    "timestamp",
+    "region",
+    "variant",
+    "endpoint",
+    "response_time_ms",
+    "status",
+    "ok",
+    "error_kind",
+    "error",
+    "conversation_id",
+    "turn",
 )
 #: The conversation columns the analysis uses: not the ids (millions of distinct strings;
 #: orphans are found from requests.csv).
@@ -76,8 +86,7 @@ CONVERSATION_ANALYSIS_COLUMNS = tuple(c for c in CONVERSATION_COLUMNS if c != "c
 class RunDataError(ValueError):
     """A run folder's data breaks the contract. Names the file, line and column."""
 
-    def __init__(self, file: Path | str | None, problem: str, line: int | None = None,
-                 column: str | None = None, hint: str | None = None):
+    def __init__(self, file: Path | str | None, problem: str, line: int | None = None, column: str | None = None, hint: str | None = None):
         self.file = Path(file) if file is not None else None
         self.problem = problem
         self.line = line
@@ -165,8 +174,8 @@ def _ordered(declared: Any, labels: list[str], used: np.ndarray) -> list[str]:
 
 # --------------------------------------------------------------------------- run folder
 
-def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
-             chunk_rows: int | None = None) -> Run:
+
+def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True, chunk_rows: int | None = None) -> Run:
     """Load a run folder: requests (merged, compact), conversations, run.json, slo.json,
     Locust history.
 
@@ -182,8 +191,7 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     meta = load_meta(path)
     files = sorted(p for p in path.glob(REQUESTS_GLOB) if p.is_file())
     if not files:
-        raise RunDataError(path, "no requests.csv in this folder",
-                           hint="is this a run folder? a run writes requests.csv as it goes")
+        raise RunDataError(path, "no requests.csv in this folder", hint="is this a run folder? a run writes requests.csv as it goes")
     checked = [(f, _check_header(f, REQUEST_COLUMNS)) for f in files]
     conversations = load_conversations(path, use_cache=use_cache)
     slo = load_slo(path)
@@ -195,27 +203,45 @@ def load_run(run_dir: Path | str, warmup_s: float = 0.0, use_cache: bool = True,
     if not math.isfinite(start):
         start = _first_timestamp(checked)
     cut = start + max(warmup_s, 0.0) if math.isfinite(start) else math.nan
-    compact = read_requests(checked, REQUEST_TYPES, [c for c in REQUEST_COLUMNS if c in ANALYSIS_COLUMNS],
-                            start=cut if math.isfinite(cut) else 0.0,
-                            cut=cut if warmup_s > 0 and math.isfinite(cut) else -math.inf,
-                            diagnose=lambda f, m: _diagnose(f, _header_of(checked, f), REQUEST_TYPES,
-                                                            ANALYSIS_COLUMNS, m),
-                            fail=lambda f, problem, i, c: RunDataError(f, problem, line=i + 2, column=c),
-                            chunk_rows=chunk_rows, use_cache=use_cache)
+    compact = read_requests(
+        checked,
+        REQUEST_TYPES,
+        [c for c in REQUEST_COLUMNS if c in ANALYSIS_COLUMNS],
+        start=cut if math.isfinite(cut) else 0.0,
+        cut=cut if warmup_s > 0 and math.isfinite(cut) else -math.inf,
+        diagnose=lambda f, m: _diagnose(f, _header_of(checked, f), REQUEST_TYPES, ANALYSIS_COLUMNS, m),
+        fail=lambda f, problem, i, c: RunDataError(f, problem, line=i + 2, column=c),
+        chunk_rows=chunk_rows,
+        use_cache=use_cache,
+    )
     end = _num(meta.get("ended"))
     last = compact.last_end
     if warmup_s > 0 and not len(compact) and math.isfinite(compact.first_ts):
-        raise RunDataError(path, f"a warm-up of {warmup_s:g} s leaves no requests: the run's requests "
-                                 f"span {max(last - start, 0):.1f} s from its start",
-                           hint="use a shorter --warmup")
+        raise RunDataError(
+            path,
+            f"a warm-up of {warmup_s:g} s leaves no requests: the run's requests span {max(last - start, 0):.1f} s from its start",
+            hint="use a shorter --warmup",
+        )
     if math.isfinite(last) and (not math.isfinite(end) or end < last - 1e-6):
         end = last if not math.isfinite(end) else max(end, last)
     if warmup_s > 0 and math.isfinite(cut) and len(conversations):
         conversations = conversations.loc[conversations["started"].to_numpy() >= cut].reset_index(drop=True)
     incomplete = [f.name for f in (*files, *path.glob(CONVERSATIONS_GLOB)) if f.is_file() and incomplete_tail(f)]
-    return Run(path=path, meta=meta, compact=compact, conversations=conversations, incomplete=sorted(incomplete),
-               stats_history=history, slo=slo, arrivals=arrivals, connections=connections,
-               warmup_s=float(max(warmup_s, 0.0)), window=(cut, end), files=files, use_cache=use_cache)
+    return Run(
+        path=path,
+        meta=meta,
+        compact=compact,
+        conversations=conversations,
+        incomplete=sorted(incomplete),
+        stats_history=history,
+        slo=slo,
+        arrivals=arrivals,
+        connections=connections,
+        warmup_s=float(max(warmup_s, 0.0)),
+        window=(cut, end),
+        files=files,
+        use_cache=use_cache,
+    )
 
 
 def _header_of(checked: Sequence[tuple[Path, list[str]]], f: Path) -> list[str]:
@@ -226,8 +252,7 @@ def _first_timestamp(checked: Sequence[tuple[Path, list[str]]]) -> float:
     """The earliest request start over all files (only when run.json does not say)."""
     first = math.inf
     for f, header in checked:
-        for batch, _ in iter_batches(f, header, REQUEST_TYPES, ["timestamp"],
-                                     partial(_diagnose, f, header, REQUEST_TYPES, ["timestamp"])):
+        for batch, _ in iter_batches(f, header, REQUEST_TYPES, ["timestamp"], partial(_diagnose, f, header, REQUEST_TYPES, ["timestamp"])):
             ts = batch.column(0)
             if len(ts) and ts.null_count < len(ts):
                 first = min(first, float(pc.min(ts).as_py()))
@@ -252,8 +277,9 @@ def load_meta(path: Path) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise RunDataError(f, f"cannot read: {e}") from e
     except json.JSONDecodeError as e:
-        raise RunDataError(f, f"not valid JSON: {e.msg}", line=e.lineno,
-                           hint="the run may still be writing it; or delete it to report without run metadata") from e
+        raise RunDataError(
+            f, f"not valid JSON: {e.msg}", line=e.lineno, hint="the run may still be writing it; or delete it to report without run metadata"
+        ) from e
     if not isinstance(meta, dict):
         raise RunDataError(f, "expected a JSON object")
     note = did_not_finish(meta)
@@ -262,8 +288,7 @@ def load_meta(path: Path) -> dict:
     return meta
 
 
-def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: dict,
-                optional: dict | None = None) -> pd.DataFrame | None:
+def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: dict, optional: dict | None = None) -> pd.DataFrame | None:
     """A small optional CSV of the run folder (merged over workers), or None when absent."""
     files = sorted(p for p in path.glob(glob) if p.is_file())
     if not files:
@@ -279,22 +304,21 @@ def _load_small(path: Path, glob: str, columns: Sequence[str], text: dict, na: d
                 df[column] = value
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise RunDataError(f, f"missing column(s) {', '.join(missing)}", line=1,
-                               hint=f"expected: {', '.join(columns)}")
+            raise RunDataError(f, f"missing column(s) {', '.join(missing)}", line=1, hint=f"expected: {', '.join(columns)}")
         frames.append(df[list(columns)])
     return pd.concat(frames, ignore_index=True)
 
 
 def load_arrivals(path: Path) -> pd.DataFrame | None:
     """arrivals*.csv of an open-model run (merged over workers), or None for a closed model."""
-    return _load_small(path, ARRIVALS_GLOB, ARRIVAL_COLUMNS, {"region": str, "variant": str, "reason": str},
-                       {"started": [""], "lag_ms": [""]}, optional={"reason": ""})
+    return _load_small(
+        path, ARRIVALS_GLOB, ARRIVAL_COLUMNS, {"region": str, "variant": str, "reason": str}, {"started": [""], "lag_ms": [""]}, optional={"reason": ""}
+    )
 
 
 def load_connections(path: Path) -> pd.DataFrame | None:
     """connections*.csv (HTTPS targets: one row per new TLS connection), or None."""
-    return _load_small(path, CONNECTIONS_GLOB, CONNECTION_COLUMNS,
-                       {"region": str, "endpoint": str, "conversation_id": str, "worker": str}, {})
+    return _load_small(path, CONNECTIONS_GLOB, CONNECTION_COLUMNS, {"region": str, "endpoint": str, "conversation_id": str, "worker": str}, {})
 
 
 def load_slo(path: Path) -> list | None:
@@ -324,8 +348,7 @@ def load_stats_history(path: Path) -> pd.DataFrame | None:
             return None
         if "Name" in df:
             df = df[df["Name"].astype(str) == "Aggregated"]
-        out = pd.DataFrame({"timestamp": pd.to_numeric(df["Timestamp"], errors="coerce"),
-                            "users": pd.to_numeric(df["User Count"], errors="coerce")}).dropna()
+        out = pd.DataFrame({"timestamp": pd.to_numeric(df["Timestamp"], errors="coerce"), "users": pd.to_numeric(df["User Count"], errors="coerce")}).dropna()
         return out.reset_index(drop=True)
     except Exception:  # optional input: never fail a report because of it
         return None
@@ -333,8 +356,8 @@ def load_stats_history(path: Path) -> pd.DataFrame | None:
 
 # --------------------------------------------------------------------------- requests
 
-def load_requests(files: Sequence[Path | str] | Path | str, use_cache: bool = True,
-                  columns: Sequence[str] = ANALYSIS_COLUMNS) -> pd.DataFrame:
+
+def load_requests(files: Sequence[Path | str] | Path | str, use_cache: bool = True, columns: Sequence[str] = ANALYSIS_COLUMNS) -> pd.DataFrame:
     """Read one or several requests CSVs (distributed workers) into one DataFrame."""
     if isinstance(files, (str, Path)):
         files = [files]
@@ -357,8 +380,7 @@ def load_requests(files: Sequence[Path | str] | Path | str, use_cache: bool = Tr
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             f, line = _locate(files, tables, i)
-            raise RunDataError(f, f"latency must be a finite number ≥ 0, got {rt[i]!r}", line=line,
-                               column="response_time_ms")
+            raise RunDataError(f, f"latency must be a finite number ≥ 0, got {rt[i]!r}", line=line, column="response_time_ms")
     return df
 
 
@@ -371,8 +393,7 @@ def _locate(files: Sequence, tables: Sequence[pa.Table], i: int) -> tuple[Path, 
     return Path(files[-1]), i + 2
 
 
-def load_conversations(path: Path, use_cache: bool = True,
-                       columns: Sequence[str] = CONVERSATION_ANALYSIS_COLUMNS) -> pd.DataFrame:
+def load_conversations(path: Path, use_cache: bool = True, columns: Sequence[str] = CONVERSATION_ANALYSIS_COLUMNS) -> pd.DataFrame:
     """conversations*.csv merged; an empty frame with the right columns when absent.
 
     Read in chunks like the requests (`analysis.chunks.iter_batches`): strings become
@@ -386,8 +407,7 @@ def load_conversations(path: Path, use_cache: bool = True,
     parts = Parts(estimate_rows(files))
     for f in files:
         header = _check_header(f, CONVERSATION_COLUMNS)
-        for batch, row0 in iter_batches(f, header, CONVERSATION_TYPES, columns,
-                                        partial(_diagnose, f, header, CONVERSATION_TYPES, columns)):
+        for batch, row0 in iter_batches(f, header, CONVERSATION_TYPES, columns, partial(_diagnose, f, header, CONVERSATION_TYPES, columns)):
             for c in columns:
                 col = batch.column(c)
                 if c in labels:
@@ -413,8 +433,8 @@ def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- CSV reading
 
-def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence[str],
-                use_cache: bool, required: Sequence[str] = REQUIRED_VALUES) -> pa.Table:
+
+def _read_table(f: Path, contract: Sequence[str], types: dict, columns: Sequence[str], use_cache: bool, required: Sequence[str] = REQUIRED_VALUES) -> pa.Table:
     try:
         f.stat()
     except OSError as e:
@@ -442,15 +462,18 @@ def _check_header(f: Path, contract: Sequence[str]) -> list[str]:
     except UnicodeDecodeError as e:
         raise RunDataError(f, "not a UTF-8 text file", line=1) from e
     if not first.strip():
-        raise RunDataError(f, "the file is empty (no header row)",
-                           hint="the run wrote no data; did it start? re-run, or remove the file")
+        raise RunDataError(f, "the file is empty (no header row)", hint="the run wrote no data; did it start? re-run, or remove the file")
     header = next(csv.reader([first]))
     header = [h.strip().lstrip("\ufeff") for h in header]
     missing = [c for c in contract if c not in header]
     if missing:
-        raise RunDataError(f, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
-                           line=1, column=missing[0],
-                           hint=f"the header must name: {', '.join(contract)}")
+        raise RunDataError(
+            f,
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
+            line=1,
+            column=missing[0],
+            hint=f"the header must name: {', '.join(contract)}",
+        )
     return header
 
 
@@ -471,8 +494,7 @@ def incomplete_tail(f: Path) -> int:
     return 0  # no newline at all: not even a whole header, refused by the header check
 
 
-def _read_csv(f: Path, header: list[str], types: dict, columns: Sequence[str],
-              required: Sequence[str]) -> pa.Table:
+def _read_csv(f: Path, header: list[str], types: dict, columns: Sequence[str], required: Sequence[str]) -> pa.Table:
     convert = pacsv.ConvertOptions(
         column_types={c: types[c] for c in columns},
         include_columns=list(columns),
@@ -513,8 +535,7 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
         col = header[idx] if idx < len(header) else f"#{idx}"
         ty = types.get(col)
         try:  # re-read that one column as text and find the first value that does not convert
-            raw = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
-                include_columns=[col], column_types={col: pa.string()}))[col]
+            raw = pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(include_columns=[col], column_types={col: pa.string()}))[col]
             vals = raw.to_pandas()
             if ty is not None and (pa.types.is_floating(ty) or pa.types.is_integer(ty)):
                 num = pd.to_numeric(vals.where(vals != "", "0"), errors="coerce")
@@ -536,21 +557,25 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
             return "error"
 
         try:
-            pacsv.read_csv(f, read_options=pacsv.ReadOptions(use_threads=False),
-                           parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
-                           convert_options=pacsv.ConvertOptions(include_columns=[header[0]],
-                                                                column_types={header[0]: pa.string()}))
+            pacsv.read_csv(
+                f,
+                read_options=pacsv.ReadOptions(use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=handler),
+                convert_options=pacsv.ConvertOptions(include_columns=[header[0]], column_types={header[0]: pa.string()}),
+            )
         except pa.ArrowInvalid:
             pass
         if bad_rows:
             row = bad_rows[0]
-            return RunDataError(f, f"expected {row.expected_columns} fields, got {row.actual_columns}",
-                                line=row.number, hint="a truncated or hand-edited line?")
+            return RunDataError(
+                f, f"expected {row.expected_columns} fields, got {row.actual_columns}", line=row.number, hint="a truncated or hand-edited line?"
+            )
         return RunDataError(f, message.split(":", 1)[-1].strip()[:200])
     return RunDataError(f, message[:300])
 
 
 # --------------------------------------------------------------------------- Arrow cache
+
 
 def _read_cache(f: Path, columns: Sequence[str]) -> pa.Table | None:
     batches = cached_batches(f, columns)
@@ -593,5 +618,6 @@ def did_not_finish(meta: dict) -> str | None:
             pass  # no /proc here: trust the pid
     if alive:
         return None
-    return (f"run.json says {status}, but its process (pid {pid}) is gone: the run did not "
-            f"finish (killed?), and the data covers only what was recorded until then")
+    return (
+        f"run.json says {status}, but its process (pid {pid}) is gone: the run did not finish (killed?), and the data covers only what was recorded until then"
+    )

@@ -24,8 +24,7 @@ PERCENTILE_METHOD = (
 )
 
 
-def percentiles(values: Iterable[float], qs: Iterable[float] = PERCENTILES, *,
-                assume_sorted: bool = False) -> np.ndarray:
+def percentiles(values: Iterable[float], qs: Iterable[float] = PERCENTILES, *, assume_sorted: bool = False) -> np.ndarray:
     """Exact percentiles of `values` at each q in `qs` (0..100), linear interpolation.
 
     The same numbers as `numpy.percentile(values, qs)` (method "linear"). Returns a float
@@ -63,7 +62,7 @@ def percentiles_at(n: int, qs: Iterable[float], at: Callable[[np.ndarray], np.nd
     next_i = np.where(above, n - 1, prev + 1).astype(np.intp)
     gamma = virtual - prev
     both = np.asarray(at(np.concatenate([prev_i, next_i])), dtype=float)
-    a, b = both[:len(q)], both[len(q):]
+    a, b = both[: len(q)], both[len(q) :]
     diff = b - a
     out = a + diff * gamma
     hi = gamma >= 0.5

@@ -13,7 +13,7 @@ REQUESTS_CSV = "requests.csv"
 REQUESTS_GLOB = "requests*.csv"
 CONVERSATIONS_CSV = "conversations.csv"
 CONVERSATIONS_GLOB = "conversations*.csv"
-ARRIVALS_CSV = "arrivals.csv"   # open model only
+ARRIVALS_CSV = "arrivals.csv"  # open model only
 ARRIVALS_GLOB = "arrivals*.csv"
 CONNECTIONS_CSV = "connections.csv"  # HTTPS targets only
 CONNECTIONS_GLOB = "connections*.csv"
@@ -23,19 +23,19 @@ REPORT_HTML = "report.html"
 
 # One row per request, in this order.
 REQUEST_COLUMNS = (
-    "timestamp",         # request start, Unix epoch seconds (float)
+    "timestamp",  # request start, Unix epoch seconds (float)
     "region",
-    "variant",           # empty when none
-    "endpoint",          # create | respond | close
-    "name",              # the name in Locust's stats, e.g. "uk · a · respond"
+    "variant",  # empty when none
+    "endpoint",  # create | respond | close
+    "name",  # the name in Locust's stats, e.g. "uk · a · respond"
     "response_time_ms",  # float, microsecond precision
-    "status",            # HTTP status, 0 when no response
-    "ok",                # 1 success, 0 failure
-    "error_kind",        # empty, or one of ERROR_KINDS
-    "error",             # short message, never a secret
-    "bytes",             # response body length
-    "conversation_id",   # empty when create failed
-    "turn",              # 0 create, 1..N respond, N+1 close
+    "status",  # HTTP status, 0 when no response
+    "ok",  # 1 success, 0 failure
+    "error_kind",  # empty, or one of ERROR_KINDS
+    "error",  # short message, never a secret
+    "bytes",  # response body length
+    "conversation_id",  # empty when create failed
+    "turn",  # 0 create, 1..N respond, N+1 close
     "user",
     "worker",
 )
@@ -47,8 +47,15 @@ ERROR_KINDS = ("http", "rate_limited", "timeout", "connection", "schema", "other
 
 # One row per conversation.
 CONVERSATION_COLUMNS = (
-    "conversation_id", "region", "variant", "started", "ended", "duration_s", "turns",
-    "ended_by", "ok",
+    "conversation_id",
+    "region",
+    "variant",
+    "started",
+    "ended",
+    "duration_s",
+    "turns",
+    "ended_by",
+    "ok",
 )
 ENDED_BY = ("end_conversation", "handoff", "max_turns", "stopped", "error")
 # Cut by the end of the test (and still closed): neither a success nor a failure. Conversation
@@ -63,8 +70,7 @@ ARRIVAL_COLUMNS = ("planned", "region", "variant", "started", "lag_ms", "dropped
 # HTTPS targets: one row per new TLS connection, written when the request that opened it
 # ended (that request's latency in requests.csv includes this handshake). With --connections per-conversation that
 # is every conversation's create; per-user, about one per user.
-CONNECTION_COLUMNS = ("timestamp", "region", "endpoint", "conversation_id", "turn", "user",
-                      "worker", "tls_handshake_ms")
+CONNECTION_COLUMNS = ("timestamp", "region", "endpoint", "conversation_id", "turn", "user", "worker", "tls_handshake_ms")
 
 
 def complete_rows(data: bytes) -> int:

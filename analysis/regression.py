@@ -29,6 +29,7 @@ Each check has the keys of an SLO result (`loadtest.slo`: expr, scope, metric, t
 unit, observed, passed, detail, observed_text, threshold_text), so the same writers put them
 in junit.xml and slo.md; `passed` is None when the metric was not judged.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,9 +76,9 @@ class Threshold:
     """One parsed threshold. `limit` is a fraction (unit %: relative; pt: points) or ms."""
 
     expr: str
-    metric: str            # "p95", "p99.9", "error_rate"
+    metric: str  # "p95", "p99.9", "error_rate"
     limit: float
-    unit: str              # UNIT_REL | UNIT_MS | UNIT_PT | UNIT_OFF
+    unit: str  # UNIT_REL | UNIT_MS | UNIT_PT | UNIT_OFF
     region: str | None = None
     variant: str | None = None
     endpoint: str | None = None
@@ -92,8 +93,7 @@ class Threshold:
         return sum(x is not None for x in (self.region, self.variant, self.endpoint))
 
     def matches(self, region: str, variant: str, endpoint: str) -> bool:
-        return all(want is None or want == got for want, got in
-                   ((self.region, region), (self.variant, variant), (self.endpoint, endpoint)))
+        return all(want is None or want == got for want, got in ((self.region, region), (self.variant, variant), (self.endpoint, endpoint)))
 
     @property
     def limit_text(self) -> str:
@@ -123,8 +123,7 @@ def parse_threshold(expr: str, variants: Iterable[str] | None = None) -> Thresho
     metric = names[-1]
     pm = _PERCENTILE_RE.match(metric)
     if metric != ERROR_RATE and not (pm and 0 < float(pm.group(1)) < 100):
-        raise ThresholdError(text, f"unknown metric {metric!r}: use a percentile (p50, p95, p99, p99.9) "
-                                   "or error_rate")
+        raise ThresholdError(text, f"unknown metric {metric!r}: use a percentile (p50, p95, p99, p99.9) or error_rate")
     try:
         scope = parse_scope(names[:-1], variants)
     except ValueError as e:
@@ -135,33 +134,32 @@ def parse_threshold(expr: str, variants: Iterable[str] | None = None) -> Thresho
     else:
         lm = _LIMIT_RE.match(raw)
         if not lm:
-            raise ThresholdError(text, f"limit {m.group('limit')!r} is not a non-negative number with a unit "
-                                       "(+10%, +50ms, +1pt) or off")
+            raise ThresholdError(text, f"limit {m.group('limit')!r} is not a non-negative number with a unit (+10%, +50ms, +1pt) or off")
         num, u = float(lm.group("num")), lm.group("unit")
         if metric == ERROR_RATE:
             if u != "pt":
-                raise ThresholdError(text, "error_rate limits are in percentage points: write e.g. +1pt "
-                                           "(the error rate may grow from 0.5% to 1.5%)")
+                raise ThresholdError(text, "error_rate limits are in percentage points: write e.g. +1pt (the error rate may grow from 0.5% to 1.5%)")
             limit, unit = num / 100, UNIT_PT
         elif u == "%":
             limit, unit = num / 100, UNIT_REL
         elif u in ("ms", "s"):
             limit, unit = num * (1000.0 if u == "s" else 1.0), UNIT_MS
         else:
-            raise ThresholdError(text, f"a percentile's limit is relative (+10%) or a time (+50ms), "
-                                       f"not {m.group('limit')!r}")
+            raise ThresholdError(text, f"a percentile's limit is relative (+10%) or a time (+50ms), not {m.group('limit')!r}")
     return Threshold(text, metric, limit, unit, scope.get("region"), scope.get("variant"), scope.get("endpoint"))
 
 
-def parse_thresholds(exprs: str | Iterable[str | Threshold] | None,
-                     variants: Iterable[str] | None = None) -> list[Threshold]:
+def parse_thresholds(exprs: str | Iterable[str | Threshold] | None, variants: Iterable[str] | None = None) -> list[Threshold]:
     """Many thresholds: a list, or one string separated by ',' ';' or new lines.
     None or an empty list gives DEFAULT_THRESHOLDS."""
     if isinstance(exprs, str):
         exprs = re.split(r"[,;\n]", exprs)
     variants = None if variants is None else list(variants)
-    out = [e if isinstance(e, Threshold) else parse_threshold(e, variants)
-           for e in (exprs or []) if isinstance(e, Threshold) or (e.strip() and not e.strip().startswith("#"))]
+    out = [
+        e if isinstance(e, Threshold) else parse_threshold(e, variants)
+        for e in (exprs or [])
+        if isinstance(e, Threshold) or (e.strip() and not e.strip().startswith("#"))
+    ]
     return out or [parse_threshold(e) for e in DEFAULT_THRESHOLDS]
 
 
@@ -180,6 +178,7 @@ def gated_percentiles(thresholds: Sequence[Threshold]) -> list[float]:
 
 
 # --------------------------------------------------------------------------- verdicts
+
 
 def fmt_change(v: float, unit: str) -> str:
     """A change in a threshold's unit: '+12.5%', '+3.0 ms', '+0.40 pt'."""
@@ -210,18 +209,31 @@ def judge(row: dict | pd.Series, t: Threshold, baseline: str = "the baseline") -
         name = pct_name(q)
         suffix = "_pct" if t.unit == UNIT_REL else "_ms"
         d = row[f"d_{name}{suffix}"]
-        lo, hi = (row[f"d_{name}_pct_lo"], row[f"d_{name}_pct_hi"]) if t.unit == UNIT_REL else \
-            (row[f"d_{name}_lo"], row[f"d_{name}_hi"])
+        lo, hi = (row[f"d_{name}_pct_lo"], row[f"d_{name}_pct_hi"]) if t.unit == UNIT_REL else (row[f"d_{name}_lo"], row[f"d_{name}_hi"])
         now, before = row[f"{name}_ms"], row[f"base_{name}_ms"]
         need = max(MIN_SAMPLE, math.ceil(MIN_TAIL / (1 - q / 100)))
         enough = min(row["successes"], row["base_successes"]) >= need and not math.isnan(lo)
     check = {
-        "kind": "regression", "expr": f"{where}.{t.metric} {t.limit_text} vs baseline", "scope": where,
-        "metric": t.metric, "op": "<=", "threshold": t.limit, "unit": t.unit, "spec": t.expr,
-        "region": row["region"], "variant": row["variant"], "endpoint": row["endpoint"], "baseline": baseline,
-        "observed": None if math.isnan(d) else float(d), "lo": float(lo), "hi": float(hi),
-        "now": float(now), "before": float(before), "excess": math.nan,
-        "observed_text": fmt_change(d, t.unit), "threshold_text": f"≤ {t.limit_text}",
+        "kind": "regression",
+        "expr": f"{where}.{t.metric} {t.limit_text} vs baseline",
+        "scope": where,
+        "metric": t.metric,
+        "op": "<=",
+        "threshold": t.limit,
+        "unit": t.unit,
+        "spec": t.expr,
+        "region": row["region"],
+        "variant": row["variant"],
+        "endpoint": row["endpoint"],
+        "baseline": baseline,
+        "observed": None if math.isnan(d) else float(d),
+        "lo": float(lo),
+        "hi": float(hi),
+        "now": float(now),
+        "before": float(before),
+        "excess": math.nan,
+        "observed_text": fmt_change(d, t.unit),
+        "threshold_text": f"≤ {t.limit_text}",
     }
     ci = f"95% CI {fmt_change(lo, t.unit)} … {fmt_change(hi, t.unit)}"
     values = f"{_fmt_value(now, t.metric)} now, {_fmt_value(before, t.metric)} in {baseline}"
@@ -233,8 +245,7 @@ def judge(row: dict | pd.Series, t: Threshold, baseline: str = "the baseline") -
         detail = f"no requests in {baseline}: nothing to compare with"
     elif not enough:
         state, passed = "too few", None
-        detail = (f"too few successful requests to judge {t.metric} ({int(row['successes']):,} now, "
-                  f"{int(row['base_successes']):,} before; {values})")
+        detail = f"too few successful requests to judge {t.metric} ({int(row['successes']):,} now, {int(row['base_successes']):,} before; {values})"
     else:
         baseline_value = before if t.unit == UNIT_MS else 1.0
         check["excess"] = float((lo - t.limit) / baseline_value) if baseline_value else math.nan
@@ -247,9 +258,11 @@ def judge(row: dict | pd.Series, t: Threshold, baseline: str = "the baseline") -
         else:
             state, passed = "ok", True
             beyond = d > t.limit
-            detail = (f"{t.metric} {fmt_change(d, t.unit)} ({ci})"
-                      + (f": beyond {t.limit_text} but the interval does not exclude noise" if beyond else "")
-                      + f"; {values}")
+            detail = (
+                f"{t.metric} {fmt_change(d, t.unit)} ({ci})"
+                + (f": beyond {t.limit_text} but the interval does not exclude noise" if beyond else "")
+                + f"; {values}"
+            )
     check.update(state=state, passed=passed, detail=detail)
     return check
 
@@ -279,8 +292,10 @@ def offender_text(c: dict) -> str:
     where = " · ".join(x for x in (c["region"], c["variant"], c["endpoint"]) if x)
     if c["state"] == "missing":
         return f"{where}: no requests now"
-    return (f"{where} {c['metric'].replace('_', ' ')} {c['observed_text']} (95% CI {fmt_change(c['lo'], c['unit'])} … "
-            f"{fmt_change(c['hi'], c['unit'])}, limit {c['threshold_text'][2:]})")
+    return (
+        f"{where} {c['metric'].replace('_', ' ')} {c['observed_text']} (95% CI {fmt_change(c['lo'], c['unit'])} … "
+        f"{fmt_change(c['hi'], c['unit'])}, limit {c['threshold_text'][2:]})"
+    )
 
 
 def _md_cell(text: object) -> str:
@@ -301,14 +316,15 @@ def markdown(checks: Sequence[dict]) -> str:
         lines.append(f"❌ {len(bad)} of {judged} gated metrics regressed beyond their limits")
     else:
         lines.append(f"✅ No regression: all {judged} gated metrics within their limits")
-    lines += ["", f"Thresholds {specs}; a metric regresses only when the low end of the 95% confidence "
-                  "interval of its change is beyond its limit.", ""]
+    lines += ["", f"Thresholds {specs}; a metric regresses only when the low end of the 95% confidence interval of its change is beyond its limit.", ""]
     if bad:
         lines += ["| | metric | change | 95% CI | limit | detail |", "|---|---|---|---|---|---|"]
         for c in bad:
             ci = "–" if c["state"] == "missing" else f"{fmt_change(c['lo'], c['unit'])} … {fmt_change(c['hi'], c['unit'])}"
-            lines.append(f"| ❌ | `{_md_cell(c['scope'])}.{c['metric']}` | {_md_cell(c['observed_text'])} | {ci} | "
-                         f"{_md_cell(c['threshold_text'])} | {_md_cell(c['detail'])} |")
+            lines.append(
+                f"| ❌ | `{_md_cell(c['scope'])}.{c['metric']}` | {_md_cell(c['observed_text'])} | {ci} | "
+                f"{_md_cell(c['threshold_text'])} | {_md_cell(c['detail'])} |"
+            )
         lines.append("")
     rest = [f"{judged - len(bad)} within their limits"]
     if skipped:

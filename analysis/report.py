@@ -9,6 +9,7 @@ are per group, not per request; errors are grouped and the top ones shown; chart
 binned. All three files are written atomically (temporary file + rename), so a failure
 leaves no half-written output behind.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,7 +37,7 @@ from analysis.compare import (
 from analysis.family import COMPARISONS_CSV, REGIONS, VARIANTS, WITHIN, comparison_family, comparisons_csv_text
 from analysis.load import Run, load_run
 from analysis.regression import Threshold, failures, offender_text
-from analysis.formatting import (DASH, flatten, fmt_duration, fmt_ms, fmt_num, fmt_pt, fmt_rate, fmt_signed_ms, fmt_signed_pct, fmt_time, label, redact)
+from analysis.formatting import DASH, flatten, fmt_duration, fmt_ms, fmt_num, fmt_pt, fmt_rate, fmt_signed_ms, fmt_signed_pct, fmt_time, label, redact
 from analysis.stats import ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats, percentiles
 
 SUMMARY_CSV = "summary.csv"
@@ -45,11 +46,15 @@ REPORT_HTML = "report.html"
 TEMPLATES = Path(__file__).parent / "templates"
 MAX_REPORT_BYTES = 10 * 1024 * 1024
 
+
 def _slo_view(slo: list | None) -> dict:
     if slo is None:
-        return {"state": "none", "title": "No SLOs checked",
-                "text": "No service-level objectives were evaluated for this run, so there is no pass/fail verdict.",
-                "rows": []}
+        return {
+            "state": "none",
+            "title": "No SLOs checked",
+            "text": "No service-level objectives were evaluated for this run, so there is no pass/fail verdict.",
+            "rows": [],
+        }
     rows = []
     failed = 0
     unknown = 0
@@ -74,20 +79,24 @@ def _slo_view(slo: list | None) -> dict:
                 return fmt_rate(x, 2)
             return f"{x:,.4g} {unit}".strip()
 
-        rows.append({"expr": str(s.get("expr", "?")), "scope": str(s.get("scope") or "all"),
-                     "observed": val(s.get("observed")), "threshold": val(s.get("threshold")),
-                     "passed": passed, "state": "pass" if passed is True else "fail" if passed is False else "unknown"})
+        rows.append(
+            {
+                "expr": str(s.get("expr", "?")),
+                "scope": str(s.get("scope") or "all"),
+                "observed": val(s.get("observed")),
+                "threshold": val(s.get("threshold")),
+                "passed": passed,
+                "state": "pass" if passed is True else "fail" if passed is False else "unknown",
+            }
+        )
     n = len(slo)
     if not n:
         return {"state": "none", "title": "No SLOs checked", "text": "slo.json lists no objectives.", "rows": []}
     if failed:
-        return {"state": "fail", "title": "FAIL",
-                "text": f"{failed} of {n} service-level objective{'s' if n != 1 else ''} not met.", "rows": rows}
+        return {"state": "fail", "title": "FAIL", "text": f"{failed} of {n} service-level objective{'s' if n != 1 else ''} not met.", "rows": rows}
     if unknown:
-        return {"state": "none", "title": "Incomplete",
-                "text": f"{unknown} of {n} objectives could not be evaluated.", "rows": rows}
-    return {"state": "pass", "title": "PASS",
-            "text": f"All {n} service-level objective{'s' if n != 1 else ''} met.", "rows": rows}
+        return {"state": "none", "title": "Incomplete", "text": f"{unknown} of {n} objectives could not be evaluated.", "rows": rows}
+    return {"state": "pass", "title": "PASS", "text": f"All {n} service-level objective{'s' if n != 1 else ''} met.", "rows": rows}
 
 
 def _regression_banner(base: BaselineComparison | None) -> dict | None:
@@ -99,12 +108,21 @@ def _regression_banner(base: BaselineComparison | None) -> dict | None:
     judged = sum(c["passed"] is not None for c in base.checks)
     limits = ", ".join(t.expr for t in base.thresholds)
     if bad:
-        return {"state": "fail", "big": "REGRESSED", "title": f"Regression against {base.baseline_id}",
-                "text": f"{len(bad)} of {judged} gated metrics regressed beyond their limits ({limits}), "
-                        "the whole 95% interval of the change beyond the limit. Worst:",
-                "worst": [offender_text(c) for c in bad[:5]]}
-    return {"state": "pass", "big": "NO REGRESSION", "title": f"No regression against {base.baseline_id}",
-            "text": f"{judged} gated metrics within their limits ({limits}).", "worst": []}
+        return {
+            "state": "fail",
+            "big": "REGRESSED",
+            "title": f"Regression against {base.baseline_id}",
+            "text": f"{len(bad)} of {judged} gated metrics regressed beyond their limits ({limits}), "
+            "the whole 95% interval of the change beyond the limit. Worst:",
+            "worst": [offender_text(c) for c in bad[:5]],
+        }
+    return {
+        "state": "pass",
+        "big": "NO REGRESSION",
+        "title": f"No regression against {base.baseline_id}",
+        "text": f"{judged} gated metrics within their limits ({limits}).",
+        "worst": [],
+    }
 
 
 def _main_endpoint(stats: RunStats) -> str:
@@ -126,15 +144,15 @@ def _regression_sentence(checks: list[dict], baseline_id: str) -> str:
     bad = failures(checks)
     if not bad:
         judged = sum(c["passed"] is not None for c in checks)
-        return (f"Against the baseline {baseline_id}: no regression beyond the thresholds "
-                f"({judged} metric{'s' if judged != 1 else ''} judged).")
+        return f"Against the baseline {baseline_id}: no regression beyond the thresholds ({judged} metric{'s' if judged != 1 else ''} judged)."
     items = "; ".join(offender_text(c) for c in bad[:4])
     more = f"; and {len(bad) - 4} more" if len(bad) > 4 else ""
     return f"Against the baseline {baseline_id}: {len(bad)} regression{'s' if len(bad) != 1 else ''}: {items}{more}."
 
 
-def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None,
-              checks: list[dict] | None, baseline_id: str | None, slo: dict) -> list[str]:
+def _headline(
+    run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None, checks: list[dict] | None, baseline_id: str | None, slo: dict
+) -> list[str]:
     """Plain-language sentences: what this report shows."""
     out = []
     meta = run.meta
@@ -171,10 +189,7 @@ def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.Dat
             )
     if stats.total_errors and len(stats.top_errors):
         t = stats.top_errors.iloc[0]
-        out.append(
-            f"Most common failure: “{t.message}” on {t.endpoint} ({t['count']:,} times, "
-            f"{fmt_rate(t.share, 0)} of failures)."
-        )
+        out.append(f"Most common failure: “{t.message}” on {t.endpoint} ({t['count']:,} times, {fmt_rate(t.share, 0)} of failures).")
     conv = stats.conversations
     if len(conv):
         overall = conv[conv.level == "overall"]
@@ -194,10 +209,8 @@ def _within_headline(within: pd.DataFrame | None, ep: str) -> list[str]:
     rows = within[(within.endpoint == ep) & ~within.is_reference]
     if not len(rows):
         return []
-    real = [f"{r.group} {fmt_signed_pct(r.d_p95_pct)} in {label(r.region)}"
-            for _, r in rows.iterrows() if r.d_p95_significant]
-    calm = sorted({label(r.region) for _, r in rows.iterrows()} - {label(r.region) for _, r in rows.iterrows()
-                                                                    if r.d_p95_significant})
+    real = [f"{r.group} {fmt_signed_pct(r.d_p95_pct)} in {label(r.region)}" for _, r in rows.iterrows() if r.d_p95_significant]
+    calm = sorted({label(r.region) for _, r in rows.iterrows()} - {label(r.region) for _, r in rows.iterrows() if r.d_p95_significant})
     ref = rows.reference.iloc[0]
     text = f"Within each region, against its own {ref} ({ep} p95): "
     text += ("a real difference for " + ", ".join(real)) if real else "no real difference anywhere"
@@ -209,17 +222,31 @@ def _within_headline(within: pd.DataFrame | None, ep: str) -> list[str]:
 def _request_rows(df: pd.DataFrame, colours: dict) -> list[dict]:
     rows = []
     for _, r in df.iterrows():
-        rows.append({
-            "region": label(r.region), "variant": label(r.variant), "endpoint": label(r.endpoint),
-            "colour": colours.get(r.region, "#999"),
-            "count": f"{int(r['count']):,}", "errors": f"{int(r['errors']):,}",
-            "error_rate": fmt_rate(r.error_rate, 2), "error_bad": bool(r.error_rate == r.error_rate and r.error_rate > 0.01),
-            "rps": f"{r.rps:,.1f}", "mean": fmt_ms(r.mean_ms), "min": fmt_ms(r.min_ms),
-            "p50": fmt_ms(r.p50_ms), "p75": fmt_ms(r.p75_ms), "p90": fmt_ms(r.p90_ms), "p95": fmt_ms(r.p95_ms),
-            "p99": fmt_ms(r.p99_ms), "p999": fmt_ms(r.p999_ms), "max": fmt_ms(r.max_ms),
-            "fail_p50": fmt_ms(r.fail_p50_ms), "fail_max": fmt_ms(r.fail_max_ms),
-            "empty": int(r["count"]) == 0,
-        })
+        rows.append(
+            {
+                "region": label(r.region),
+                "variant": label(r.variant),
+                "endpoint": label(r.endpoint),
+                "colour": colours.get(r.region, "#999"),
+                "count": f"{int(r['count']):,}",
+                "errors": f"{int(r['errors']):,}",
+                "error_rate": fmt_rate(r.error_rate, 2),
+                "error_bad": bool(r.error_rate == r.error_rate and r.error_rate > 0.01),
+                "rps": f"{r.rps:,.1f}",
+                "mean": fmt_ms(r.mean_ms),
+                "min": fmt_ms(r.min_ms),
+                "p50": fmt_ms(r.p50_ms),
+                "p75": fmt_ms(r.p75_ms),
+                "p90": fmt_ms(r.p90_ms),
+                "p95": fmt_ms(r.p95_ms),
+                "p99": fmt_ms(r.p99_ms),
+                "p999": fmt_ms(r.p999_ms),
+                "max": fmt_ms(r.max_ms),
+                "fail_p50": fmt_ms(r.fail_p50_ms),
+                "fail_max": fmt_ms(r.fail_max_ms),
+                "empty": int(r["count"]) == 0,
+            }
+        )
     return rows
 
 
@@ -265,16 +292,30 @@ def _comparison_view(df: pd.DataFrame | None, colours: dict | None) -> list[dict
         sub = df[df.endpoint == ep]
         rows = []
         for _, r in sub.iterrows():
-            row = {"group": label(r.group), "colour": (colours or {}).get(r.group), "ref": bool(r.is_reference),
-                   "count": f"{int(r['count']):,}", "error_rate": fmt_rate(r.error_rate, 2),
-                   "shift": r["shift"], "mw_p": _p_text(r)}
+            row = {
+                "group": label(r.group),
+                "colour": (colours or {}).get(r.group),
+                "ref": bool(r.is_reference),
+                "count": f"{int(r['count']):,}",
+                "error_rate": fmt_rate(r.error_rate, 2),
+                "shift": r["shift"],
+                "mw_p": _p_text(r),
+            }
             for q in COMPARE_QS:
                 row[f"p{q}"] = fmt_ms(r[f"p{q}_ms"])
-                row[f"d{q}"] = None if r.is_reference else _delta_cell(
-                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], r[f"d_p{q}_verdict"], fmt_signed_ms,
-                    f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})")
-            row["d_err"] = None if r.is_reference else _delta_cell(
-                r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt)
+                row[f"d{q}"] = (
+                    None
+                    if r.is_reference
+                    else _delta_cell(
+                        r[f"d_p{q}_ms"],
+                        r[f"d_p{q}_lo"],
+                        r[f"d_p{q}_hi"],
+                        r[f"d_p{q}_verdict"],
+                        fmt_signed_ms,
+                        f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})",
+                    )
+                )
+            row["d_err"] = None if r.is_reference else _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt)
             rows.append(row)
         out.append({"endpoint": ep, "reference": label(sub.reference.iloc[0]), "rows": rows})
     return out
@@ -289,17 +330,25 @@ def _baseline_view(df: pd.DataFrame | None, checks: list[dict], colours: dict) -
     rows = []
     for _, r in df.iterrows():
         key = (r.region, r.variant, r.endpoint)
-        row = {"region": label(r.region), "variant": label(r.variant), "endpoint": r.endpoint,
-               "colour": colours.get(r.region, "#999"),
-               "count": f"{int(r['count']):,}", "base_count": f"{int(r.base_count):,}",
-               "err": fmt_rate(r.error_rate, 2), "base_err": fmt_rate(r.base_error_rate, 2),
-               "d_err": _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt),
-               "shift": r["shift"], "mw_p": _shift_text(r.mw_p), "status": r.status, "reasons": r.reasons}
+        row = {
+            "region": label(r.region),
+            "variant": label(r.variant),
+            "endpoint": r.endpoint,
+            "colour": colours.get(r.region, "#999"),
+            "count": f"{int(r['count']):,}",
+            "base_count": f"{int(r.base_count):,}",
+            "err": fmt_rate(r.error_rate, 2),
+            "base_err": fmt_rate(r.base_error_rate, 2),
+            "d_err": _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt),
+            "shift": r["shift"],
+            "mw_p": _shift_text(r.mw_p),
+            "status": r.status,
+            "reasons": r.reasons,
+        }
         row["d_err"]["regressed"] = (*key, "error_rate") in failed
         for q in COMPARE_QS:
             row[f"p{q}"], row[f"base_p{q}"] = fmt_ms(r[f"p{q}_ms"]), fmt_ms(r[f"base_p{q}_ms"])
-            row[f"d{q}"] = _delta_cell(r[f"d_p{q}_pct"], r[f"d_p{q}_pct_lo"], r[f"d_p{q}_pct_hi"],
-                                       r[f"d_p{q}_verdict"], lambda v: fmt_signed_pct(v, 1))
+            row[f"d{q}"] = _delta_cell(r[f"d_p{q}_pct"], r[f"d_p{q}_pct_lo"], r[f"d_p{q}_pct_hi"], r[f"d_p{q}_verdict"], lambda v: fmt_signed_pct(v, 1))
             row[f"d{q}"]["regressed"] = (*key, f"p{q}") in failed
         rows.append(row)
     order = {"regression": 0, "missing": 1, "new": 2, "improvement": 3, "ok": 4}
@@ -320,8 +369,7 @@ def regions_sentence(reg: pd.DataFrame, ep: str) -> str:
         tail = f"{other.group} had the highest p95, {fmt_ms(other.p95_ms)}"
     else:
         other = others.loc[p95.idxmin()]
-        head = (f"{ref.group} had the lowest {ep} p50 ({fmt_ms(ref.p50_ms)}) but the highest p95 "
-                f"({fmt_ms(ref.p95_ms)}); ")
+        head = f"{ref.group} had the lowest {ep} p50 ({fmt_ms(ref.p50_ms)}) but the highest p95 ({fmt_ms(ref.p95_ms)}); "
         tail = f"{other.group} had the lowest p95, {fmt_ms(other.p95_ms)}"
     return f"{head}{tail}, {fmt_signed_pct(other.d_p95_pct)} against {ref.group} ({_reality(other, 95)})."
 
@@ -336,36 +384,51 @@ def _conversation_view(stats: RunStats, colours: dict) -> dict:
     sub = conv[conv.level.isin(levels)]
     sub = sub[(sub.conversations > 0) | (sub.created > 0)]
     ended_cols = [c for c in conv.columns if c.startswith("ended_by_")]
-    ended = [c[len("ended_by_"):] for c in ended_cols
-             if conv[c].fillna(0).astype(float).sum() > 0]
+    ended = [c[len("ended_by_") :] for c in ended_cols if conv[c].fillna(0).astype(float).sum() > 0]
     rows = []
     for _, r in sub.iterrows():
-        rows.append({
-            "region": label(r.region), "variant": label(r.variant), "colour": colours.get(r.region, "#999"),
-            "total": r.level == "overall",
-            "conversations": f"{int(r.conversations):,}",
-            "success": fmt_rate(r.success_rate, 1),
-            "stopped": f"{int(r.stopped):,}" if r.stopped == r.stopped else "–",
-            "dur50": fmt_duration(r.duration_p50_s) if r.duration_p50_s == r.duration_p50_s else "–",
-            "dur95": fmt_duration(r.duration_p95_s) if r.duration_p95_s == r.duration_p95_s else "–",
-            "turns": f"{r.turns_mean:.1f}" if r.turns_mean == r.turns_mean else "–",
-            "greet50": fmt_ms(r.create_p50_ms), "greet95": fmt_ms(r.create_p95_ms),
-            "ended": " · ".join(f"{e.replace('_', ' ')} {fmt_rate(r.get(f'ended_by_{e}', math.nan), 0)}"
-                                for e in ended if (r.get(f"ended_by_{e}", 0) or 0) > 0),
-            "orphans": f"{int(r.orphans):,}",
-            "failed_steps": " · ".join(f"{step} {int(r[f'errors_{step}']):,}" for step in ENDPOINT_ORDER
-                                       if f"errors_{step}" in r and int(r[f"errors_{step}"])) or "none",
-        })
+        rows.append(
+            {
+                "region": label(r.region),
+                "variant": label(r.variant),
+                "colour": colours.get(r.region, "#999"),
+                "total": r.level == "overall",
+                "conversations": f"{int(r.conversations):,}",
+                "success": fmt_rate(r.success_rate, 1),
+                "stopped": f"{int(r.stopped):,}" if r.stopped == r.stopped else "–",
+                "dur50": fmt_duration(r.duration_p50_s) if r.duration_p50_s == r.duration_p50_s else "–",
+                "dur95": fmt_duration(r.duration_p95_s) if r.duration_p95_s == r.duration_p95_s else "–",
+                "turns": f"{r.turns_mean:.1f}" if r.turns_mean == r.turns_mean else "–",
+                "greet50": fmt_ms(r.create_p50_ms),
+                "greet95": fmt_ms(r.create_p95_ms),
+                "ended": " · ".join(
+                    f"{e.replace('_', ' ')} {fmt_rate(r.get(f'ended_by_{e}', math.nan), 0)}" for e in ended if (r.get(f"ended_by_{e}", 0) or 0) > 0
+                ),
+                "orphans": f"{int(r.orphans):,}",
+                "failed_steps": " · ".join(
+                    f"{step} {int(r[f'errors_{step}']):,}" for step in ENDPOINT_ORDER if f"errors_{step}" in r and int(r[f"errors_{step}"])
+                )
+                or "none",
+            }
+        )
     return {"rows": rows, "ended_by": [e.replace("_", " ") for e in ended]}
 
 
 def _error_view(stats: RunStats) -> list[dict]:
     rows = []
     for _, r in stats.top_errors.iterrows():
-        rows.append({"count": f"{int(r['count']):,}", "share": fmt_rate(r.share, 1), "endpoint": r.endpoint,
-                     "status": "no response" if int(r.status) == 0 else str(int(r.status)), "kind": r.error_kind,
-                     "message": r.message, "example": r.example if r.example != r.message else "",
-                     "regions": r.regions})
+        rows.append(
+            {
+                "count": f"{int(r['count']):,}",
+                "share": fmt_rate(r.share, 1),
+                "endpoint": r.endpoint,
+                "status": "no response" if int(r.status) == 0 else str(int(r.status)),
+                "kind": r.error_kind,
+                "message": r.message,
+                "example": r.example if r.example != r.message else "",
+                "regions": r.regions,
+            }
+        )
     return rows
 
 
@@ -402,13 +465,16 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     add("Connections", CONNECTION_POLICIES.get(m.get("connections"), m.get("connections")))
     tls = m.get("tls")
     if isinstance(tls, dict) and any(str(u).startswith("https:") for u in (base_urls or {}).values()):
-        add("TLS", "certificates NOT verified (--insecure)" if tls.get("verify") is False else
-            "certificates verified against " + (str(tls.get("ca_bundle")) if tls.get("ca_bundle") else "the system trust store"))
+        add(
+            "TLS",
+            "certificates NOT verified (--insecure)"
+            if tls.get("verify") is False
+            else "certificates verified against " + (str(tls.get("ca_bundle")) if tls.get("ca_bundle") else "the system trust store"),
+        )
     add("Started", fmt_time(m.get("started")) if m.get("started") else fmt_time(stats.window[0]))
     add("Ended", fmt_time(m.get("ended")) if m.get("ended") else None)
     add("Status", m.get("status"))
-    versions = ", ".join(f"{k} {m[v]}" for k, v in (("tool", "tool_version"), ("Locust", "locust_version"),
-                                                   ("Python", "python_version")) if m.get(v))
+    versions = ", ".join(f"{k} {m[v]}" for k, v in (("tool", "tool_version"), ("Locust", "locust_version"), ("Python", "python_version")) if m.get(v))
     add("Versions", versions)
     add("Git commit", m.get("git_sha"))
     workers = m.get("workers")
@@ -417,8 +483,7 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     add("Lost workers", ", ".join(map(str, m.get("lost_workers") or [])))
     add("Rows per worker (received / produced)", _worker_rows_fact(m.get("worker_rows")))
     add("Data files", ", ".join(f.name for f in run.files[:20]) + (" …" if len(run.files) > 20 else ""))
-    add("Incomplete last line skipped", ", ".join(run.incomplete) + " (cut by a crash or a full disk)"
-        if run.incomplete else None)
+    add("Incomplete last line skipped", ", ".join(run.incomplete) + " (cut by a crash or a full disk)" if run.incomplete else None)
     add("Config hash", m.get("config_hash"))
     return facts
 
@@ -441,8 +506,7 @@ def _connections_view(run: Run) -> list[dict]:
     rows = []
     for region, g in [*c.groupby("region", sort=False), ("all", c)]:
         p50, p95, p99 = percentiles(g["tls_handshake_ms"].to_numpy(dtype=float), (50, 95, 99))
-        rows.append({"region": region, "total": region == "all", "count": f"{len(g):,}",
-                     "handshake": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}"})
+        rows.append({"region": region, "total": region == "all", "count": f"{len(g):,}", "handshake": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}"})
     return rows
 
 
@@ -460,11 +524,17 @@ def _arrivals_view(run: Run) -> list[dict]:
     for region, g in [*a.groupby("region", sort=False), ("all", a)]:
         started = g[g["dropped"] == 0]
         p50, p95, p99 = percentiles(started["lag_ms"].to_numpy(dtype=float), (50, 95, 99))
-        rows.append({"region": region, "total": region == "all", "planned": f"{len(g):,}",
-                     "offered": fmt_num(len(g) / span) if span == span else "–",
-                     "achieved": fmt_num(len(started) / span) if span == span else "–",
-                     "dropped": f"{len(g) - len(started):,}" + (f" ({fmt_rate((len(g) - len(started)) / len(g), 1)})" if len(g) > len(started) else ""),
-                     "lag": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}"})
+        rows.append(
+            {
+                "region": region,
+                "total": region == "all",
+                "planned": f"{len(g):,}",
+                "offered": fmt_num(len(g) / span) if span == span else "–",
+                "achieved": fmt_num(len(started) / span) if span == span else "–",
+                "dropped": f"{len(g) - len(started):,}" + (f" ({fmt_rate((len(g) - len(started)) / len(g), 1)})" if len(g) > len(started) else ""),
+                "lag": f"{fmt_ms(p50)} / {fmt_ms(p95)} / {fmt_ms(p99)}",
+            }
+        )
     return rows
 
 
@@ -500,26 +570,34 @@ def _lost_workers_text(meta: dict) -> str:
                 when += f" ({fmt_duration(lost_at - started)} into the run)"
         received = sum((acc.get("received") or {}).values())
         last_text = f", the last at {fmt_time(last)}" if isinstance(last, (int, float)) else ""
-        texts.append(f"{name} stopped responding{when}; {received:,} of its rows reached the master{last_text}, "
-                     "and its last rows (about the second before it was lost) may be missing.")
+        texts.append(
+            f"{name} stopped responding{when}; {received:,} of its rows reached the master{last_text}, "
+            "and its last rows (about the second before it was lost) may be missing."
+        )
     return " ".join(texts)
 
 
 def _status_banner(run: Run, stats: RunStats) -> dict | None:
     lost = run.meta.get("lost_workers") or []
     if lost:
-        return {"cls": "warn", "title": "Workers lost during the run",
-                "text": f" {_lost_workers_text(run.meta)} The run went on without "
-                        f"{'it' if len(lost) == 1 else 'them'}, so "
-                        f"{'its' if len(lost) == 1 else 'their'} share of the load is missing from the "
-                        "moment it was lost."}
-    dropped = {name: sum((acc.get("dropped") or {}).values())
-               for name, acc in (run.meta.get("worker_rows") or {}).items()}
+        return {
+            "cls": "warn",
+            "title": "Workers lost during the run",
+            "text": f" {_lost_workers_text(run.meta)} The run went on without "
+            f"{'it' if len(lost) == 1 else 'them'}, so "
+            f"{'its' if len(lost) == 1 else 'their'} share of the load is missing from the "
+            "moment it was lost.",
+        }
+    dropped = {name: sum((acc.get("dropped") or {}).values()) for name, acc in (run.meta.get("worker_rows") or {}).items()}
     if any(dropped.values()):
-        return {"cls": "warn", "title": "Rows dropped on workers",
-                "text": " " + ", ".join(f"{name} dropped {n:,} rows" for name, n in dropped.items() if n)
-                        + " because the master could not take them fast enough (each worker holds a bounded "
-                          "backlog); the numbers below are without them."}
+        return {
+            "cls": "warn",
+            "title": "Rows dropped on workers",
+            "text": " "
+            + ", ".join(f"{name} dropped {n:,} rows" for name, n in dropped.items() if n)
+            + " because the master could not take them fast enough (each worker holds a bounded "
+            "backlog); the numbers below are without them.",
+        }
     status = str(run.meta.get("status") or "")
     planned = run.meta.get("duration_s")
     done = fmt_duration(stats.duration_s)
@@ -531,27 +609,26 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
             shorter = False
         extra = f" of a planned {fmt_duration(planned)}" if shorter else ""
         why = f" ({reason})" if reason else ""
-        return {"cls": "warn", "title": "Interrupted run",
-                "text": f"This run was stopped early{why}, after {done}{extra}. The numbers cover only that part."}
+        return {"cls": "warn", "title": "Interrupted run", "text": f"This run was stopped early{why}, after {done}{extra}. The numbers cover only that part."}
     if status == "aborted":
         breach = run.meta.get("abort") or {}
         extra = f" of a planned {fmt_duration(planned)}" if planned else ""
-        return {"cls": "bad", "title": f"Aborted by SLO {breach.get('expr', '?')}",
-                "text": f" {fmt_duration(breach.get('after_s'))} into the run ({fmt_time(breach.get('at'))}) "
-                        f"it was observed at {breach.get('observed_text', '?')} over the last "
-                        f"{fmt_duration(breach.get('window_s'))} (wanted {breach.get('threshold_text', '?')}), "
-                        f"so the run was stopped early, after {done}{extra} (open conversations were "
-                        "closed). The numbers cover only that part."}
+        return {
+            "cls": "bad",
+            "title": f"Aborted by SLO {breach.get('expr', '?')}",
+            "text": f" {fmt_duration(breach.get('after_s'))} into the run ({fmt_time(breach.get('at'))}) "
+            f"it was observed at {breach.get('observed_text', '?')} over the last "
+            f"{fmt_duration(breach.get('window_s'))} (wanted {breach.get('threshold_text', '?')}), "
+            f"so the run was stopped early, after {done}{extra} (open conversations were "
+            "closed). The numbers cover only that part.",
+        }
     if status == "failed":
         why = f": {reason}" if reason else ""
-        return {"cls": "bad", "title": "Failed run",
-                "text": f"The run ended with an error{why}. The data below is what was recorded before it stopped."}
+        return {"cls": "bad", "title": "Failed run", "text": f"The run ended with an error{why}. The data below is what was recorded before it stopped."}
     if status == "did not finish":
-        return {"cls": "bad", "title": "Run did not finish",
-                "text": f"{run.meta.get('status_note', '')}. The numbers cover {done} of it."}
+        return {"cls": "bad", "title": "Run did not finish", "text": f"{run.meta.get('status_note', '')}. The numbers cover {done} of it."}
     if status == "running":
-        return {"cls": "warn", "title": "Run still in progress",
-                "text": f"This report was made while the run was still going ({done} so far)."}
+        return {"cls": "warn", "title": "Run still in progress", "text": f"This report was made while the run was still going ({done} so far)."}
     if status and status != "completed":
         return {"cls": "warn", "title": f"Run status: {status}", "text": ""}
     return None
@@ -580,11 +657,11 @@ def _cards(stats: RunStats) -> list[dict]:
 
 # --------------------------------------------------------------------------- outputs
 
+
 @functools.cache
 def templates() -> Environment:
     """The tool's HTML pages (`analysis/templates/`: report, compare, capacity), one set of settings."""
-    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                       trim_blocks=True, lstrip_blocks=True)
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
 
 
 def summary_csv_text(stats: RunStats) -> str:
@@ -605,9 +682,12 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparis
     m = run.meta
     verdict = {"pass": "✅ PASS", "fail": "❌ FAIL"}.get(slo["state"], "no SLOs")
     lines = [f"### Load test `{run.run_id}`: {verdict}", ""]
-    bits = [f"target **{m.get('target', '?')}**", f"{stats.total_requests:,} requests",
-            f"{fmt_rate(stats.total_errors / stats.total_requests if stats.total_requests else math.nan, 2)} failed",
-            fmt_duration(stats.duration_s)]
+    bits = [
+        f"target **{m.get('target', '?')}**",
+        f"{stats.total_requests:,} requests",
+        f"{fmt_rate(stats.total_errors / stats.total_requests if stats.total_requests else math.nan, 2)} failed",
+        fmt_duration(stats.duration_s),
+    ]
     if m.get("users"):
         bits.append(f"{m['users']} users")
     if m.get("status") and m.get("status") != "completed":
@@ -616,9 +696,12 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparis
     lines.append("")
     if m.get("status") == "aborted" and m.get("abort"):
         b = m["abort"]
-        lines += [f"**Aborted** {fmt_duration(b.get('after_s'))} into the run by SLO `{b.get('expr')}`: "
-                  f"observed {b.get('observed_text')} over the last {fmt_duration(b.get('window_s'))} "
-                  f"(wanted {b.get('threshold_text')}).", ""]
+        lines += [
+            f"**Aborted** {fmt_duration(b.get('after_s'))} into the run by SLO `{b.get('expr')}`: "
+            f"observed {b.get('observed_text')} over the last {fmt_duration(b.get('window_s'))} "
+            f"(wanted {b.get('threshold_text')}).",
+            "",
+        ]
     if slo["rows"]:
         lines += ["| SLO | scope | observed | threshold | result |", "|---|---|---:|---:|---|"]
         for r in slo["rows"]:
@@ -632,14 +715,24 @@ def summary_md_text(run: Run, stats: RunStats, slo: dict, base: BaselineComparis
     for _, r in stats.summary().iterrows():
         if not r["count"]:
             continue
-        cells = [r.region] + ([label(r.variant)] if with_var else []) + [
-            r.endpoint, f"{int(r['count']):,}", f"{int(r.errors):,} ({fmt_rate(r.error_rate, 2)})", f"{r.rps:,.1f}",
-            fmt_ms(r.p50_ms), fmt_ms(r.p95_ms), fmt_ms(r.p99_ms), fmt_ms(r.max_ms)]
+        cells = (
+            [r.region]
+            + ([label(r.variant)] if with_var else [])
+            + [
+                r.endpoint,
+                f"{int(r['count']):,}",
+                f"{int(r.errors):,} ({fmt_rate(r.error_rate, 2)})",
+                f"{r.rps:,.1f}",
+                fmt_ms(r.p50_ms),
+                fmt_ms(r.p95_ms),
+                fmt_ms(r.p99_ms),
+                fmt_ms(r.max_ms),
+            ]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     if base is not None:
         lines += ["", _regression_sentence(base.checks, base.baseline_id)]
-    lines += ["", f"<sub>Latency percentiles over successful requests (exact). Config hash: "
-                  f"`{m.get('config_hash', '–')}`.</sub>", ""]
+    lines += ["", f"<sub>Latency percentiles over successful requests (exact). Config hash: `{m.get('config_hash', '–')}`.</sub>", ""]
     return "\n".join(lines)
 
 
@@ -665,9 +758,9 @@ def _atomic_write_all(files: dict[Path, str]) -> None:
                 pass
 
 
-def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = None,
-                  control: str | None = None, family: dict | None = None
-                  ) -> tuple[str, dict, BaselineComparison | None]:
+def render_report(
+    run: Run, stats: RunStats, base: BaselineComparison | None = None, control: str | None = None, family: dict | None = None
+) -> tuple[str, dict, BaselineComparison | None]:
     """The report HTML (and the SLO view and the baseline comparison, for summary.md).
     `family`: the comparisons (`analysis.family.comparison_family`), computed here when not given."""
     colours = region_colours(stats.regions)
@@ -689,8 +782,7 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "slo": slo,
         "regression": _regression_banner(base),
         "status": _status_banner(run, stats),
-        "headline": _headline(run, stats, regions, variants, base.checks if base else None,
-                              base.baseline_id if base else None, slo)
+        "headline": _headline(run, stats, regions, variants, base.checks if base else None, base.baseline_id if base else None, slo)
         + _within_headline(family[WITHIN], _main_endpoint(stats)),
         "cards": _cards(stats),
         "facts": _run_facts(run, stats),
@@ -700,8 +792,11 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
         "by_region": _request_rows(by_region[by_region["count"] > 0], colours),
         "by_variant": _request_rows(by_variant[by_variant["count"] > 0], colours) if stats.has_variants else [],
         "detail": _request_rows(detail, colours) if stats.has_variants else [],
-        "empty_groups": [f"{label(r.region)} · {label(r.variant)}" for _, r in
-                         detail.groupby(["region", "variant"], as_index=False)["count"].sum().iterrows() if r["count"] == 0],
+        "empty_groups": [
+            f"{label(r.region)} · {label(r.variant)}"
+            for _, r in detail.groupby(["region", "variant"], as_index=False)["count"].sum().iterrows()
+            if r["count"] == 0
+        ],
         "totals": _request_rows(stats.level("endpoint"), colours) if len(by_region.region.unique()) > 1 else [],
         "cmp_regions": _comparison_view(regions, colours) if len(stats.regions) > 1 else [],
         "cmp_variants": _comparison_view(variants, None),
@@ -731,9 +826,15 @@ def render_report(run: Run, stats: RunStats, base: BaselineComparison | None = N
     return text, slo, base
 
 
-def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup_s: float = 0.0,
-                 output: Path | str | None = None, *, control: str | None = None,
-                 thresholds: Sequence[Threshold | str] | None = None) -> Path:
+def build_report(
+    run_dir: Path | str,
+    baseline: Path | str | None = None,
+    warmup_s: float = 0.0,
+    output: Path | str | None = None,
+    *,
+    control: str | None = None,
+    thresholds: Sequence[Threshold | str] | None = None,
+) -> Path:
     """Analyse a run folder and write report.html, summary.csv and summary.md.
 
     baseline: an earlier run folder, compared per region × variant × endpoint and judged
@@ -750,8 +851,7 @@ def build_report(run_dir: Path | str, baseline: Path | str | None = None, warmup
     return write_report(run, stats, output, base, control=control)
 
 
-def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
-                 base: BaselineComparison | None = None, *, control: str | None = None) -> Path:
+def write_report(run: Run, stats: RunStats, output: Path | str | None = None, base: BaselineComparison | None = None, *, control: str | None = None) -> Path:
     """`build_report` for a run already loaded and analysed (no second pass over the CSVs)."""
     family = comparison_family(stats, control)
     text, slo, base = render_report(run, stats, base, control, family)
@@ -760,12 +860,14 @@ def write_report(run: Run, stats: RunStats, output: Path | str | None = None,
         out = out / REPORT_HTML
     if len(text.encode("utf-8")) > MAX_REPORT_BYTES:  # cannot happen by design; never write a giant file
         raise RuntimeError(f"report would be {len(text) / 1e6:.1f} MB, over the 10 MB bound")
-    _atomic_write_all({
-        out: text,
-        out.parent / SUMMARY_CSV: summary_csv_text(stats),
-        out.parent / SUMMARY_MD: summary_md_text(run, stats, slo, base),
-        out.parent / COMPARISONS_CSV: comparisons_csv_text(family),
-    })
+    _atomic_write_all(
+        {
+            out: text,
+            out.parent / SUMMARY_CSV: summary_csv_text(stats),
+            out.parent / SUMMARY_MD: summary_md_text(run, stats, slo, base),
+            out.parent / COMPARISONS_CSV: comparisons_csv_text(family),
+        }
+    )
     return out
 
 
@@ -783,8 +885,7 @@ def format_stats_table(stats: RunStats) -> str:
     rows = [head]
     for _, r in df.iterrows():
         failed = f"{int(r.errors):,}" + (f" ({fmt_rate(r.error_rate, 1)})" if r.errors else "")
-        rows.append((r.region, r.endpoint, f"{int(r['count']):,}", failed, fmt_ms(r.p50_ms), fmt_ms(r.p95_ms),
-                     fmt_ms(r.p99_ms)))
+        rows.append((r.region, r.endpoint, f"{int(r['count']):,}", failed, fmt_ms(r.p50_ms), fmt_ms(r.p95_ms), fmt_ms(r.p99_ms)))
     if len(rows) == 1:
         return "no requests recorded"
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
@@ -799,9 +900,10 @@ def format_stats_table(stats: RunStats) -> str:
 
 # --------------------------------------------------------------------------- run comparison
 
-def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_s: float = 0.0,
-                     thresholds: Sequence[Threshold | str] | None = None
-                     ) -> tuple[Path, str, list[BaselineComparison]]:
+
+def build_comparison(
+    run_dirs: Sequence[Path | str], output: Path | str, warmup_s: float = 0.0, thresholds: Sequence[Threshold | str] | None = None
+) -> tuple[Path, str, list[BaselineComparison]]:
     """Several runs side by side: an HTML page at `output` and a plain-text table (returned).
 
     With `thresholds`, each later run is also gated against the first (the baseline): the
@@ -824,34 +926,66 @@ def build_comparison(run_dirs: Sequence[Path | str], output: Path | str, warmup_
     colours = region_colours(all_regions)
     runs_view = []
     for r, s, n in zip(runs, stats, names):
-        runs_view.append({
-            "name": n, "started": fmt_time(r.meta.get("started") or s.window[0]), "target": r.meta.get("target", "–"),
-            "status": r.meta.get("status", "–"), "users": r.meta.get("users", "–"), "duration": fmt_duration(s.duration_s),
-            "requests": f"{s.total_requests:,}",
-            "failed": fmt_rate(s.total_errors / s.total_requests if s.total_requests else math.nan, 2),
-            "config_hash": r.meta.get("config_hash", "–"), "slo": _slo_view(r.slo)["title"],
-        })
+        runs_view.append(
+            {
+                "name": n,
+                "started": fmt_time(r.meta.get("started") or s.window[0]),
+                "target": r.meta.get("target", "–"),
+                "status": r.meta.get("status", "–"),
+                "users": r.meta.get("users", "–"),
+                "duration": fmt_duration(s.duration_s),
+                "requests": f"{s.total_requests:,}",
+                "failed": fmt_rate(s.total_errors / s.total_requests if s.total_requests else math.nan, 2),
+                "config_hash": r.meta.get("config_hash", "–"),
+                "slo": _slo_view(r.slo)["title"],
+            }
+        )
     groups = []
     for (reg, var, ep), g in df.groupby(["region", "variant", "endpoint"], sort=False):
         rows = []
         for i, (_, r) in enumerate(g.iterrows()):
-            row = {"run": r.run, "count": f"{int(r['count']):,}", "err": fmt_rate(r.error_rate, 2),
-                   "p50": fmt_ms(r.p50_ms), "p95": fmt_ms(r.p95_ms), "p99": fmt_ms(r.p99_ms),
-                   "ref": i == 0, "shift": r["shift"], "mw_p": _shift_text(r.mw_p)}
+            row = {
+                "run": r.run,
+                "count": f"{int(r['count']):,}",
+                "err": fmt_rate(r.error_rate, 2),
+                "p50": fmt_ms(r.p50_ms),
+                "p95": fmt_ms(r.p95_ms),
+                "p99": fmt_ms(r.p99_ms),
+                "ref": i == 0,
+                "shift": r["shift"],
+                "mw_p": _shift_text(r.mw_p),
+            }
             for q in COMPARE_QS:
-                row[f"d{q}"] = None if i == 0 else _delta_cell(
-                    r[f"d_p{q}_ms"], r[f"d_p{q}_lo"], r[f"d_p{q}_hi"], r[f"d_p{q}_verdict"], fmt_signed_ms,
-                    f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})")
-            row["d_err"] = None if i == 0 else _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi,
-                                                           r.d_error_verdict, fmt_pt)
+                row[f"d{q}"] = (
+                    None
+                    if i == 0
+                    else _delta_cell(
+                        r[f"d_p{q}_ms"],
+                        r[f"d_p{q}_lo"],
+                        r[f"d_p{q}_hi"],
+                        r[f"d_p{q}_verdict"],
+                        fmt_signed_ms,
+                        f"{fmt_signed_ms(r[f'd_p{q}_ms'])} ({fmt_signed_pct(r[f'd_p{q}_pct'])})",
+                    )
+                )
+            row["d_err"] = None if i == 0 else _delta_cell(r.d_error_rate, r.d_error_lo, r.d_error_hi, r.d_error_verdict, fmt_pt)
             rows.append(row)
-        groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep,
-                       "colour": colours.get(reg, "#999"), "rows": rows})
+        groups.append({"region": reg, "variant": label(var) if var else "", "endpoint": ep, "colour": colours.get(reg, "#999"), "rows": rows})
     chart = compare_chart(df, names)
-    html_text = templates().get_template("compare.html.j2").render(
-        title="Runs compared: " + " vs ".join(names), runs=runs_view, groups=groups, chart=chart, gates=gates,
-        bootstrap=BOOTSTRAP_METHOD, method=PERCENTILE_METHOD,
-        generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    html_text = (
+        templates()
+        .get_template("compare.html.j2")
+        .render(
+            title="Runs compared: " + " vs ".join(names),
+            runs=runs_view,
+            groups=groups,
+            chart=chart,
+            gates=gates,
+            bootstrap=BOOTSTRAP_METHOD,
+            method=PERCENTILE_METHOD,
+            generated=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    )
     out = Path(output)
     if out.is_dir():
         out = out / "compare.html"
@@ -877,8 +1011,15 @@ def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
         if len(last):
             x = last.iloc[0]
             ci = f"[{fmt_signed_ms(x.d_p95_lo)}, {fmt_signed_ms(x.d_p95_hi)}]" if x.d_p95_lo == x.d_p95_lo else "–"
-            row += [f"{fmt_signed_ms(x.d_p95_ms)} ({fmt_signed_pct(x.d_p95_pct)})", ci, x.d_p95_verdict,
-                    x.d_p50_verdict, x.d_p99_verdict, x.d_error_verdict, x["shift"]]
+            row += [
+                f"{fmt_signed_ms(x.d_p95_ms)} ({fmt_signed_pct(x.d_p95_pct)})",
+                ci,
+                x.d_p95_verdict,
+                x.d_p50_verdict,
+                x.d_p99_verdict,
+                x.d_error_verdict,
+                x["shift"],
+            ]
         else:
             row += ["–"] * 7
         rows.append(row)
@@ -888,6 +1029,7 @@ def format_compare_table(df: pd.DataFrame, names: Sequence[str]) -> str:
         lines.append("  ".join(str(c).ljust(widths[i]) if i < 3 else str(c).rjust(widths[i]) for i, c in enumerate(row)).rstrip())
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append("Verdicts from each difference's own 95% interval: significant = the interval excludes zero. "
-                 "shift: Mann-Whitney test of the whole distributions.")
+    lines.append(
+        "Verdicts from each difference's own 95% interval: significant = the interval excludes zero. shift: Mann-Whitney test of the whole distributions."
+    )
     return "\n".join(lines)

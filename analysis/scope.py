@@ -10,6 +10,7 @@ thresholds (`uk.respond.p95:+10%`, `analysis.regression`):
 A name is a region if it is one of `records.REGIONS`, an endpoint if one of `records.ENDPOINTS`, and
 otherwise a variant (checked against the run's variants when they are known).
 """
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,10 @@ def parse_scope(names: Sequence[str], variants: Iterable[str] | None = None) -> 
         elif not _NAME_RE.match(name):
             raise ValueError(f"{name!r} is not a valid scope name")
         elif known is not None and name not in known:
-            raise ValueError(f"unknown scope {name!r}: not a region ({', '.join(REGIONS)}), an endpoint "
-                             f"({', '.join(ENDPOINTS)}) or a variant of this run ({', '.join(known) or 'none'})")
+            raise ValueError(
+                f"unknown scope {name!r}: not a region ({', '.join(REGIONS)}), an endpoint "
+                f"({', '.join(ENDPOINTS)}) or a variant of this run ({', '.join(known) or 'none'})"
+            )
         else:
             kind = "variant"
         if kind in scope:

@@ -19,6 +19,7 @@ sorted groups, so percentiles stay exact (equal to numpy on the raw rows) and me
 a few bytes per row. Latency percentiles are over successful requests only; failed
 requests are counted and their latencies reported separately.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,22 @@ DETAIL = "region·variant·endpoint"
 
 #: The columns of summary.csv, in order.
 SUMMARY_COLUMNS = (
-    "region", "variant", "endpoint", "count", "errors", "error_rate", "rps", "mean_ms",
-    "min_ms", "p50_ms", "p75_ms", "p90_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms",
+    "region",
+    "variant",
+    "endpoint",
+    "count",
+    "errors",
+    "error_rate",
+    "rps",
+    "mean_ms",
+    "min_ms",
+    "p50_ms",
+    "p75_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "p999_ms",
+    "max_ms",
 )
 
 
@@ -65,11 +80,12 @@ def pct_name(q: float) -> str:
 
 # --------------------------------------------------------------------------- grouping
 
+
 def _small_int(codes: np.ndarray, n: int) -> np.ndarray:
     """Group codes in the narrowest dtype: numpy's stable sort is a radix sort ≤ 16 bits."""
-    if n < 2 ** 15:
+    if n < 2**15:
         return codes.astype(np.int16, copy=False)
-    return codes.astype(np.int32 if n < 2 ** 31 else np.int64, copy=False)
+    return codes.astype(np.int32 if n < 2**31 else np.int64, copy=False)
 
 
 class SortedValues:
@@ -85,8 +101,7 @@ class SortedValues:
         self.values = np.asarray(values, dtype=float)
         self.order = None if presorted else np.argsort(self.values, kind="quicksort")
 
-    def groups(self, keys: np.ndarray | None, ngroups: int, mask: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def groups(self, keys: np.ndarray | None, ngroups: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(values of the masked rows sorted by (key, value), group start offsets [ngroups + 1])."""
         if self.order is None:
             k = keys if mask is None or keys is None else keys[mask]
@@ -103,20 +118,26 @@ class SortedValues:
         return v[o2], bounds
 
 
-def grouped_percentiles(keys: np.ndarray, ngroups: int, values: np.ndarray | None = None,
-                        qs: Sequence[float] = PERCENTILES, sorter: SortedValues | None = None,
-                        mask: np.ndarray | None = None) -> np.ndarray:
+def grouped_percentiles(
+    keys: np.ndarray,
+    ngroups: int,
+    values: np.ndarray | None = None,
+    qs: Sequence[float] = PERCENTILES,
+    sorter: SortedValues | None = None,
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Percentiles per group (keys in 0..ngroups-1) of the masked rows: (ngroups, len(qs))."""
     sorter = sorter or SortedValues(values)
     sv, bounds = sorter.groups(keys, ngroups, mask)
     out = np.full((ngroups, len(qs)), np.nan)
     for g in np.flatnonzero(np.diff(bounds)):
-        out[g] = percentiles(sv[bounds[g]:bounds[g + 1]], qs, assume_sorted=True)
+        out[g] = percentiles(sv[bounds[g] : bounds[g + 1]], qs, assume_sorted=True)
     return out
 
 
-def _describe(keys: np.ndarray | None, ngroups: int, sorter: SortedValues, mask: np.ndarray | None = None,
-              qs: Sequence[float] = PERCENTILES) -> dict[str, np.ndarray]:
+def _describe(
+    keys: np.ndarray | None, ngroups: int, sorter: SortedValues, mask: np.ndarray | None = None, qs: Sequence[float] = PERCENTILES
+) -> dict[str, np.ndarray]:
     """count, mean, min, max and percentiles of the sorter's values per group (masked rows)."""
     pct = np.full((ngroups, len(qs)), np.nan)
     mn = np.full(ngroups, np.nan)
@@ -128,7 +149,7 @@ def _describe(keys: np.ndarray | None, ngroups: int, sorter: SortedValues, mask:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, sums / np.maximum(count, 1), np.nan)
     for g in np.flatnonzero(count):
-        sl = sv[bounds[g]:bounds[g + 1]]
+        sl = sv[bounds[g] : bounds[g + 1]]
         pct[g] = percentiles(sl, qs, assume_sorted=True)
         mn[g], mx[g] = sl[0], sl[-1]
     out = {"n": count, "mean": mean, "min": mn, "max": mx}
@@ -162,7 +183,7 @@ class Dims:
         total = 1
         for d in dims:
             total *= self.sizes()[d]
-        kt = np.int32 if total < 2 ** 31 else np.int64
+        kt = np.int32 if total < 2**31 else np.int64
         key = np.zeros(len(self.ri), dtype=kt)
         n = 1
         for d in dims:
@@ -183,18 +204,18 @@ class Dims:
             idx = pd.MultiIndex.from_product(grids, names=list(dims)).to_frame(index=False)
         else:
             idx = pd.DataFrame(index=[0])
-        return pd.DataFrame({d: (idx[d].astype(str).to_numpy() if d in dims else np.full(len(idx), ALL, dtype=object))
-                             for d in ("region", "variant", "endpoint")})
+        return pd.DataFrame(
+            {d: (idx[d].astype(str).to_numpy() if d in dims else np.full(len(idx), ALL, dtype=object)) for d in ("region", "variant", "endpoint")}
+        )
 
 
 def make_dims(rq: CompactRequests, regions: Sequence[str] = (), variants: Sequence[str] = ()) -> Dims:
     """The group universe (declared regions/variants first, then any seen in the data, in
     name order) and each combo's index into it (`Dims.ri/vi/ei` are per combo of `rq`)."""
-    def universe(labels: list[str], used: np.ndarray, declared: Sequence[str], order: Sequence[str] = ()
-                 ) -> tuple[list[str], np.ndarray]:
+
+    def universe(labels: list[str], used: np.ndarray, declared: Sequence[str], order: Sequence[str] = ()) -> tuple[list[str], np.ndarray]:
         out = [str(x) for x in declared]
-        seen = sorted({labels[i] for i in used.tolist()},
-                      key=lambda s: (order.index(s) if s in order else len(order), s))
+        seen = sorted({labels[i] for i in used.tolist()}, key=lambda s: (order.index(s) if s in order else len(order), s))
         out += [x for x in seen if x not in out]
         lut = np.array([out.index(x) if x in out else -1 for x in labels] + [-1], dtype=np.int32)
         return out, lut[used]
@@ -206,6 +227,7 @@ def make_dims(rq: CompactRequests, regions: Sequence[str] = (), variants: Sequen
 
 
 # --------------------------------------------------------------------------- results
+
 
 @dataclass
 class RunStats:
@@ -285,8 +307,7 @@ class _Merged(Mapping):
 
 def _detail_grid(regions: list[str], variants: list[str], endpoints: list[str]) -> Dims:
     """Dims whose rows are the region × variant × endpoint groups themselves, in detail order."""
-    r, v, e = np.meshgrid(np.arange(len(regions)), np.arange(len(variants)), np.arange(len(endpoints)),
-                          indexing="ij")
+    r, v, e = np.meshgrid(np.arange(len(regions)), np.arange(len(variants)), np.arange(len(endpoints)), indexing="ij")
     return Dims(regions, variants, endpoints, r.ravel(), v.ravel(), e.ravel())
 
 
@@ -310,9 +331,17 @@ class FailRows:
 
 def _fail_rows(rq: CompactRequests, dims: Dims) -> FailRows:
     c = rq.fail_combo
-    return FailRows(dims.ri[c], dims.vi[c], dims.ei[c], rq.fail_lat, rq.fail_status.astype(np.int64),
-                    rq.fail_kind, np.array(rq.kinds, dtype=object), rq.fail_err,
-                    np.array(rq.messages, dtype=object))
+    return FailRows(
+        dims.ri[c],
+        dims.vi[c],
+        dims.ei[c],
+        rq.fail_lat,
+        rq.fail_status.astype(np.int64),
+        rq.fail_kind,
+        np.array(rq.kinds, dtype=object),
+        rq.fail_err,
+        np.array(rq.messages, dtype=object),
+    )
 
 
 def _combo_lut(values: np.ndarray) -> np.ndarray:
@@ -324,11 +353,12 @@ def _combo_lut(values: np.ndarray) -> np.ndarray:
 STEP = 1 << 20
 
 
-def _slices(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None,
-            add: Callable[[slice, np.ndarray], np.ndarray] | None = None
-            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+def _slices(
+    rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None, add: Callable[[slice, np.ndarray], np.ndarray] | None = None
+) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
     """(group codes lut[combo] + add, latencies) of the successful rows where `keep`, a
     slice of STEP rows at a time: what `SortedGroups.from_slices` sorts."""
+
     def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i in range(0, len(rq.ok_combo), STEP):
             sl = slice(i, i + STEP)
@@ -337,6 +367,7 @@ def _slices(rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.nda
             if add is not None:
                 codes = codes + add(sl, rows)
             yield codes, rq.ok_lat[sl][rows]
+
     return gen
 
 
@@ -367,12 +398,26 @@ def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: in
         notes.append(f"The first {run.warmup_s:g} s of the run (warm-up) are excluded.")
     total_errors = len(rq.fail_lat)
     return RunStats(
-        requests=requests, conversations=conv, by_turn=by_turn, timeseries=ts,
-        errors_by_status=errs_status, errors_by_kind=errs_kind, top_errors=top, ecdf=ecdf,
-        regions=dims.regions, variants=dims.variants, endpoints=dims.endpoints,
-        window=(start, end), duration_s=duration if len(rq) else max(end - start, 0.0),
-        warmup_s=run.warmup_s, total_requests=len(rq), total_errors=total_errors,
-        distinct_errors=distinct, bin_s=bin_s, notes=notes, samples=samples,
+        requests=requests,
+        conversations=conv,
+        by_turn=by_turn,
+        timeseries=ts,
+        errors_by_status=errs_status,
+        errors_by_kind=errs_kind,
+        top_errors=top,
+        ecdf=ecdf,
+        regions=dims.regions,
+        variants=dims.variants,
+        endpoints=dims.endpoints,
+        window=(start, end),
+        duration_s=duration if len(rq) else max(end - start, 0.0),
+        warmup_s=run.warmup_s,
+        total_requests=len(rq),
+        total_errors=total_errors,
+        distinct_errors=distinct,
+        bin_s=bin_s,
+        notes=notes,
+        samples=samples,
     )
 
 
@@ -380,11 +425,10 @@ def _level_members(key: np.ndarray, n: int) -> list[np.ndarray]:
     """For each of n level groups, the detail groups (rows of `key`) that roll up into it."""
     order = np.argsort(key, kind="stable")
     bounds = np.searchsorted(key[order], np.arange(n + 1))
-    return [order[bounds[g]:bounds[g + 1]] for g in range(n)]
+    return [order[bounds[g] : bounds[g + 1]] for g in range(n)]
 
 
-def _describe_groups(samples: SortedGroups, members: Sequence[Sequence[int]], qs: Sequence[float]
-                     ) -> dict[str, np.ndarray]:
+def _describe_groups(samples: SortedGroups, members: Sequence[Sequence[int]], qs: Sequence[float]) -> dict[str, np.ndarray]:
     d = samples.describe(members, qs)
     out = {"n": d["n"], "mean": d["mean"], "min": d["min"], "max": d["max"]}
     for i, q in enumerate(qs):
@@ -482,13 +526,11 @@ def _top_errors(fails: FailRows, dims: Dims, limit: int) -> tuple[pd.DataFrame, 
     codes = fails.err
     used, inv = np.unique(codes, return_inverse=True)
     # Normalise each distinct message once (bounded: messages beyond 200k distinct share a bucket).
-    norm_of_used = np.array([normalise_error(cats[c]) if i < 200_000 else "(other messages)"
-                             for i, c in enumerate(used)], dtype=object)
+    norm_of_used = np.array([normalise_error(cats[c]) if i < 200_000 else "(other messages)" for i, c in enumerate(used)], dtype=object)
     norm_u, norm_inv = np.unique(norm_of_used, return_inverse=True)
     norm_code = norm_inv[inv]
     kind_cats = np.concatenate([fails.kind_cats, np.array([""], dtype=object)])
-    frame = pd.DataFrame({"ep": fails.ei, "status": fails.status, "kind": fails.kind, "msg": norm_code,
-                          "ri": fails.ri, "raw": inv})
+    frame = pd.DataFrame({"ep": fails.ei, "status": fails.status, "kind": fails.kind, "msg": norm_code, "ri": fails.ri, "raw": inv})
     g = frame.groupby(["ep", "status", "kind", "msg"], sort=False)
     counts = g.size().sort_values(ascending=False, kind="stable")
     distinct = len(counts)
@@ -500,16 +542,18 @@ def _top_errors(fails: FailRows, dims: Dims, limit: int) -> tuple[pd.DataFrame, 
         reg_counts = np.bincount(sel.ri[sel.ri >= 0], minlength=len(dims.regions))
         regions = ", ".join(f"{dims.regions[i]} ({reg_counts[i]:,})" for i in np.argsort(-reg_counts) if reg_counts[i])
         example = str(cats[used[int(sel.raw.iloc[0])]])
-        rows.append({
-            "endpoint": dims.endpoints[e] if e >= 0 else "",
-            "status": int(st),
-            "error_kind": (kind_cats[k] or "other") if k >= 0 else "other",
-            "message": str(norm_u[m]) or "(no message)",
-            "count": int(c),
-            "share": c / total,
-            "regions": regions,
-            "example": example[:300],
-        })
+        rows.append(
+            {
+                "endpoint": dims.endpoints[e] if e >= 0 else "",
+                "status": int(st),
+                "error_kind": (kind_cats[k] or "other") if k >= 0 else "other",
+                "message": str(norm_u[m]) or "(no message)",
+                "count": int(c),
+                "share": c / total,
+                "regions": regions,
+                "example": example[:300],
+            }
+        )
     return pd.DataFrame(rows, columns=cols), distinct
 
 
@@ -525,16 +569,15 @@ def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
         t = turn[sl]
         return respond[rq.ok_combo[sl]] & (t >= 1) & (t <= turn_limit)
 
-    tmax = max((int(turn[sl][keep(sl)].max(initial=0)) for sl in
-                (slice(i, i + STEP) for i in range(0, len(turn), STEP))), default=0)
+    tmax = max((int(turn[sl][keep(sl)].max(initial=0)) for sl in (slice(i, i + STEP) for i in range(0, len(turn), STEP))), default=0)
     if not tmax:
         return pd.DataFrame(columns=cols)
     nr, nv = len(dims.regions), len(dims.variants)
-    groups = SortedGroups.from_slices(_slices(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep,
-                                              lambda sl, rows: turn[sl][rows].astype(np.int64) - 1),
-                                      nr * nv * tmax, 1000.0)
+    groups = SortedGroups.from_slices(
+        _slices(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep, lambda sl, rows: turn[sl][rows].astype(np.int64) - 1), nr * nv * tmax, 1000.0
+    )
     frames = []
-    for with_variant in ((True, False) if dims.variants != [""] else (True,)):
+    for with_variant in (True, False) if dims.variants != [""] else (True,):
         if with_variant:
             members = [[g] for g in range(nr * nv * tmax)]
         else:
@@ -548,10 +591,19 @@ def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
         else:
             r, tt = np.divmod(nz, tmax)
             var = np.full(len(nz), ALL, dtype=object)
-        frames.append(pd.DataFrame({
-            "region": np.array(dims.regions, dtype=object)[r], "variant": var, "turn": tt + 1,
-            "count": d["n"][nz], "p50_ms": d["p50"][nz], "p95_ms": d["p95"][nz], "p99_ms": d["p99"][nz],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "region": np.array(dims.regions, dtype=object)[r],
+                    "variant": var,
+                    "turn": tt + 1,
+                    "count": d["n"][nz],
+                    "p50_ms": d["p50"][nz],
+                    "p95_ms": d["p95"][nz],
+                    "p99_ms": d["p99"][nz],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -573,27 +625,24 @@ def _bins(sec: np.ndarray, w: int, nb: int) -> np.ndarray:
     return b
 
 
-def _bincount_rows(lut: np.ndarray, combo: np.ndarray, sec: np.ndarray | None, w: int, nb: int, n: int
-                   ) -> np.ndarray:
+def _bincount_rows(lut: np.ndarray, combo: np.ndarray, sec: np.ndarray | None, w: int, nb: int, n: int) -> np.ndarray:
     """Counts per lut[combo] (+ time bin), a slice at a time (bincount copies its input to int64)."""
     out = np.zeros(n, dtype=np.int64)
     for i in range(0, len(combo), STEP):
-        k = lut[combo[i:i + STEP]]
+        k = lut[combo[i : i + STEP]]
         if sec is not None:
-            k = k + _bins(sec[i:i + STEP], w, nb)
+            k = k + _bins(sec[i : i + STEP], w, nb)
         out += np.bincount(k, minlength=n)[:n]
     return out
 
 
-def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_bins: int
-                ) -> tuple[pd.DataFrame, float]:
+def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_bins: int) -> tuple[pd.DataFrame, float]:
     """Per region (and all regions) per time bin: throughput, error rate, respond p50/p95/p99."""
     cols = ["region", "t", "count", "errors", "rps", "error_rate", "p50_ms", "p95_ms", "p99_ms"]
     if not len(rq):
         return pd.DataFrame(columns=cols), 1.0
     duration = max(end - start, 1e-9)
-    lat_combo = (dims.ei == dims.endpoints.index("respond")) if "respond" in dims.endpoints \
-        else np.ones(len(dims.ei), dtype=bool)
+    lat_combo = (dims.ei == dims.endpoints.index("respond")) if "respond" in dims.endpoints else np.ones(len(dims.ei), dtype=bool)
     per_combo = _bincount_rows(np.arange(len(dims.ei)), rq.ok_combo, None, 1, 1, len(dims.ei))
     # Enough requests per bin for a meaningful percentile: on average ≥ ~200 latency
     # samples per region per bin, between 10 and max_bins bins.
@@ -602,9 +651,9 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
     w = bin_width(duration, max_bins)
     nb = max(1, int(math.ceil(duration / w)))
     nr = len(dims.regions)
-    lat = SortedGroups.from_slices(_slices(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]],
-                                           lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb)),
-                                   nr * nb, 1000.0)
+    lat = SortedGroups.from_slices(
+        _slices(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]], lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb)), nr * nb, 1000.0
+    )
     frames = []
     for per_region in (True, False):
         n_r = nr if per_region else 1
@@ -618,18 +667,26 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
         width = np.minimum(w, duration - bb * w)
         width = np.where(width > 0, width, w)
         with np.errstate(invalid="ignore", divide="ignore"):
-            frames.append(pd.DataFrame({
-                "region": np.array(dims.regions, dtype=object)[rr] if per_region else np.full(n, ALL, dtype=object),
-                "t": bb * w, "count": count, "errors": errors, "rps": count / width,
-                "error_rate": np.where(count > 0, errors / np.maximum(count, 1), np.nan),
-                "p50_ms": d["p50"], "p95_ms": d["p95"], "p99_ms": d["p99"],
-            }))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "region": np.array(dims.regions, dtype=object)[rr] if per_region else np.full(n, ALL, dtype=object),
+                        "t": bb * w,
+                        "count": count,
+                        "errors": errors,
+                        "rps": count / width,
+                        "error_rate": np.where(count > 0, errors / np.maximum(count, 1), np.nan),
+                        "p50_ms": d["p50"],
+                        "p95_ms": d["p95"],
+                        "p99_ms": d["p99"],
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True), w
 
 
 #: Quantile grid of the ECDF curves (dense in the tail).
-ECDF_QS = np.unique(np.concatenate([np.linspace(0, 90, 181), np.linspace(90, 99, 91),
-                                    np.linspace(99, 99.9, 46), np.linspace(99.9, 100, 11)]))
+ECDF_QS = np.unique(np.concatenate([np.linspace(0, 90, 181), np.linspace(90, 99, 91), np.linspace(99, 99.9, 46), np.linspace(99.9, 100, 11)]))
 
 
 def _ecdf(samples: SortedGroups, dims: Dims) -> dict:
@@ -662,8 +719,10 @@ def _conversation_counts(dims: Dims, rq: CompactRequests) -> dict:
     out = {}
     for level, ldims in _CONV_LEVELS.items():
         k, n = _conv_key(dims, ldims, dims.ri, dims.vi)
-        out[level] = (np.bincount(k, weights=rq.created, minlength=n)[:n].astype(np.int64),
-                      np.bincount(k, weights=rq.orphans, minlength=n)[:n].astype(np.int64))
+        out[level] = (
+            np.bincount(k, weights=rq.created, minlength=n)[:n].astype(np.int64),
+            np.bincount(k, weights=rq.orphans, minlength=n)[:n].astype(np.int64),
+        )
     return out
 
 
@@ -693,6 +752,7 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
         dur_sorter = SortedValues(np.nan_to_num(dur[c_valid]))
     rows = []
     for level, ldims in levels.items():
+
         def key_of(ri, vi):
             return _conv_key(dims, ldims, ri, vi)
 
@@ -732,24 +792,33 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
             lab = labels[g]
             row = dict(level=level, region=lab["region"], variant=lab["variant"])
             if have_conv:
-                row.update(conversations=int(c_count[g]), succeeded=int(c_okn[g]),
-                           stopped=int(c_count[g] - c_finished[g]),
-                           success_rate=(c_okn[g] / c_finished[g]) if c_finished[g] else np.nan,
-                           duration_p50_s=d["p50"][g], duration_p95_s=d["p95"][g],
-                           turns_mean=t_mean[g])
+                row.update(
+                    conversations=int(c_count[g]),
+                    succeeded=int(c_okn[g]),
+                    stopped=int(c_count[g] - c_finished[g]),
+                    success_rate=(c_okn[g] / c_finished[g]) if c_finished[g] else np.nan,
+                    duration_p50_s=d["p50"][g],
+                    duration_p95_s=d["p95"][g],
+                    turns_mean=t_mean[g],
+                )
                 for name, arr in shares.items():
                     if name in ENDED_BY or (np.nan_to_num(arr).sum() > 0):
                         row[f"ended_by_{name}"] = arr[g]
             else:
-                row.update(conversations=int(creates[g]), succeeded=np.nan, stopped=np.nan, success_rate=np.nan,
-                           duration_p50_s=np.nan, duration_p95_s=np.nan, turns_mean=np.nan)
+                row.update(
+                    conversations=int(creates[g]),
+                    succeeded=np.nan,
+                    stopped=np.nan,
+                    success_rate=np.nan,
+                    duration_p50_s=np.nan,
+                    duration_p95_s=np.nan,
+                    turns_mean=np.nan,
+                )
             row["created"] = int(creates[g])
             row["orphans"] = int(orphans[g])
             # create latency (time to greeting) and failures by step from the request table
-            rlevel = {"region·variant": "region·variant·endpoint", "region": "region·endpoint",
-                      "variant": "variant·endpoint", "overall": "endpoint"}[level]
-            sub = requests[(requests["level"] == rlevel) & (requests["region"] == lab["region"]) &
-                           (requests["variant"] == lab["variant"])]
+            rlevel = {"region·variant": "region·variant·endpoint", "region": "region·endpoint", "variant": "variant·endpoint", "overall": "endpoint"}[level]
+            sub = requests[(requests["level"] == rlevel) & (requests["region"] == lab["region"]) & (requests["variant"] == lab["variant"])]
             cr = sub[sub["endpoint"] == "create"]
             row["create_p50_ms"] = float(cr["p50_ms"].iloc[0]) if len(cr) else np.nan
             row["create_p95_ms"] = float(cr["p95_ms"].iloc[0]) if len(cr) else np.nan

@@ -21,8 +21,7 @@ TURNS = int(os.environ.get("BARE_TURNS", "3"))
 THINK = float(os.environ.get("BARE_THINK", "0"))
 LATENCY_FILE = os.environ.get("BARE_LATENCY_FILE")
 MESSAGE = "I'd like to change my booking please"
-HEADERS = api.headers(os.environ.get(api.API_KEY_ENV, api.DUMMY_API_KEY),
-                      os.environ.get(api.TOKEN_ENV, api.DUMMY_TOKEN))
+HEADERS = api.headers(os.environ.get(api.API_KEY_ENV, api.DUMMY_API_KEY), os.environ.get(api.TOKEN_ENV, api.DUMMY_TOKEN))
 PATHS = {e: api.path(e) for e in api.ENDPOINTS}
 
 if LATENCY_FILE:
@@ -50,7 +49,5 @@ class BareUser(FastHttpUser):
         for _ in range(TURNS):
             if THINK:
                 gevent.sleep(THINK)
-            self.client.post(PATHS["respond"], data=json.dumps(api.respond_body(conversation_id, MESSAGE)),
-                             headers=HEADERS, name="respond")
-        self.client.put(PATHS["close"], data=json.dumps(api.close_body(conversation_id)),
-                        headers=HEADERS, name="close")
+            self.client.post(PATHS["respond"], data=json.dumps(api.respond_body(conversation_id, MESSAGE)), headers=HEADERS, name="respond")
+        self.client.put(PATHS["close"], data=json.dumps(api.close_body(conversation_id)), headers=HEADERS, name="close")

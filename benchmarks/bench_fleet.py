@@ -44,7 +44,7 @@ from common import ROOT, child_env, machine_info, median, pinned  # noqa: E402
 from analysis import records  # noqa: E402
 
 FLOOD = Path(__file__).resolve().parent / "flood_locustfile.py"
-GENERATOR_REQ_S = 5_100           # RESULTS.md: our user on one core
+GENERATOR_REQ_S = 5_100  # RESULTS.md: our user on one core
 ROWS_PER_WORKER = GENERATOR_REQ_S * 1.2  # + one conversation row per five requests
 TARGET_WORKERS = 8
 
@@ -86,18 +86,42 @@ def csv_rows(run_dir: Path) -> tuple[int, int]:
 def ingest_once(workdir: Path, workers: int, seconds: int, mode: str) -> dict:
     run_dir = workdir / f"ingest-{time.monotonic_ns()}"
     port = free_port()
-    master_cmd = [sys.executable, "-m", "locust", "-f", str(FLOOD), "--master", "--expect-workers", str(workers),
-                  "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port), "--headless",
-                  "--users", str(4 * workers), "--spawn-rate", str(4 * workers), "--run-time", f"{seconds}s",
-                  "--stop-timeout", "5", "--only-summary", "--loglevel", "WARNING",
-                  "--run-dir", str(run_dir), *scenario_flags()]
-    worker_cmd = [sys.executable, "-m", "locust", "-f", str(FLOOD), "--worker", "--master-port", str(port),
-                  "--loglevel", "WARNING"]
+    master_cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(FLOOD),
+        "--master",
+        "--expect-workers",
+        str(workers),
+        "--master-bind-host",
+        "127.0.0.1",
+        "--master-bind-port",
+        str(port),
+        "--headless",
+        "--users",
+        str(4 * workers),
+        "--spawn-rate",
+        str(4 * workers),
+        "--run-time",
+        f"{seconds}s",
+        "--stop-timeout",
+        "5",
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+        "--run-dir",
+        str(run_dir),
+        *scenario_flags(),
+    ]
+    worker_cmd = [sys.executable, "-m", "locust", "-f", str(FLOOD), "--worker", "--master-port", str(port), "--loglevel", "WARNING"]
     log = open(workdir / "ingest.log", "ab")
-    master = subprocess.Popen(pinned("0", master_cmd), env=child_env(), cwd=ROOT, stdout=log, stderr=log,
-                              stdin=subprocess.DEVNULL)
-    procs = [subprocess.Popen(pinned("1", worker_cmd), env={**child_env(), "FLOOD": mode}, cwd=ROOT, stdout=log, stderr=log,
-                              stdin=subprocess.DEVNULL) for _ in range(workers)]
+    master = subprocess.Popen(pinned("0", master_cmd), env=child_env(), cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    procs = [
+        subprocess.Popen(pinned("1", worker_cmd), env={**child_env(), "FLOOD": mode}, cwd=ROOT, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
     samples: list[tuple[float, float, int]] = []
     ps = psutil.Process(master.pid)
     stop = threading.Event()
@@ -142,16 +166,47 @@ def ingest_once(workdir: Path, workers: int, seconds: int, mode: str) -> dict:
     per_byte = rows / size
     rows_window = (bb - ba) * per_byte
     shutil.rmtree(run_dir, ignore_errors=True)
-    return {"rows": rows, "produced": produced, "dropped": dropped, "window_s": tb - ta,
-            "rows_per_s": rows_window / (tb - ta), "rows_per_cpu_s": rows_window / max(cb - ca, 1e-9),
-            "master_util": (cb - ca) / (tb - ta)}
+    return {
+        "rows": rows,
+        "produced": produced,
+        "dropped": dropped,
+        "window_s": tb - ta,
+        "rows_per_s": rows_window / (tb - ta),
+        "rows_per_cpu_s": rows_window / max(cb - ca, 1e-9),
+        "master_util": (cb - ca) / (tb - ta),
+    }
 
 
 def run_once(workdir: Path, processes: int, seconds: int) -> float:
     out = workdir / f"run-{processes}-{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "loadtest", "run", "--regions", "uk", "--variants", "", "--turns", "3",
-           "--think-time", "0", "--users", "50", "--spawn-rate", "50", "--duration", f"{seconds}s",
-           "--mock-latency-scale", "0", "--stop-timeout", "5s", "--processes", str(processes), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loadtest",
+        "run",
+        "--regions",
+        "uk",
+        "--variants",
+        "",
+        "--turns",
+        "3",
+        "--think-time",
+        "0",
+        "--users",
+        "50",
+        "--spawn-rate",
+        "50",
+        "--duration",
+        f"{seconds}s",
+        "--mock-latency-scale",
+        "0",
+        "--stop-timeout",
+        "5s",
+        "--processes",
+        str(processes),
+        "--out",
+        str(out),
+    ]
     done = subprocess.run(cmd, env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=seconds + 180)
     if done.returncode != 0:
         raise SystemExit(f"loadtest run failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -172,23 +227,28 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     reps, seconds = (1, 8) if args.quick else (2, 15)
 
-    for mode, what in (("lines", "ready-made CSV lines into the outbox: as many rows as the workers can offer"),
-                       ("events", "request events through recorder, outbox, shipper: the whole worker path")):
-        print(f"\nPart 1 ({mode}): master ingest, {args.workers} flood workers on CPU 1, master on CPU 0, "
-              f"{seconds} s; {what}")
+    for mode, what in (
+        ("lines", "ready-made CSV lines into the outbox: as many rows as the workers can offer"),
+        ("events", "request events through recorder, outbox, shipper: the whole worker path"),
+    ):
+        print(f"\nPart 1 ({mode}): master ingest, {args.workers} flood workers on CPU 1, master on CPU 0, {seconds} s; {what}")
         results = []
         for i in range(reps):
             r = ingest_once(workdir, args.workers, seconds, mode)
             results.append(r)
-            print(f"  run {i + 1}: {r['rows_per_cpu_s']:,.0f} rows per master CPU-second "
-                  f"({r['rows_per_s']:,.0f} rows/s at {r['master_util']:.0%} of a core; "
-                  f"{r['rows']:,} rows written, {r['produced']:,} produced, {r['dropped']:,} dropped)")
+            print(
+                f"  run {i + 1}: {r['rows_per_cpu_s']:,.0f} rows per master CPU-second "
+                f"({r['rows_per_s']:,.0f} rows/s at {r['master_util']:.0%} of a core; "
+                f"{r['rows']:,} rows written, {r['produced']:,} produced, {r['dropped']:,} dropped)"
+            )
         per_cpu = median(r["rows_per_cpu_s"] for r in results)
         per_s = median(r["rows_per_s"] for r in results)
         workers_equiv = per_cpu / ROWS_PER_WORKER
-        print(f"  median {per_cpu:,.0f} rows per master CPU-second, {per_s:,.0f} rows/s ≈ {workers_equiv:.1f} "
-              f"workers at the generator's full single-core rate ({ROWS_PER_WORKER:,.0f} rows/s each); "
-              f"target ≥ {TARGET_WORKERS}: {'met' if workers_equiv >= TARGET_WORKERS else 'NOT met'}")
+        print(
+            f"  median {per_cpu:,.0f} rows per master CPU-second, {per_s:,.0f} rows/s ≈ {workers_equiv:.1f} "
+            f"workers at the generator's full single-core rate ({ROWS_PER_WORKER:,.0f} rows/s each); "
+            f"target ≥ {TARGET_WORKERS}: {'met' if workers_equiv >= TARGET_WORKERS else 'NOT met'}"
+        )
 
     if not args.skip_processes:
         pairs, run_s = (1, 6) if args.quick else (3, 10)
@@ -200,10 +260,8 @@ def main() -> int:
             ones.append(got[0])
             twos.append(got[2])
             ratios.append(got[2] / got[0])
-            print(f"  pair {i + 1}: one process {got[0]:,.0f} req/s, --processes 2 {got[2]:,.0f} req/s, "
-                  f"ratio {ratios[-1]:.2f}")
-        print(f"  median: one process {median(ones):,.0f}, --processes 2 {median(twos):,.0f} req/s; "
-              f"median ratio {median(ratios):.2f}")
+            print(f"  pair {i + 1}: one process {got[0]:,.0f} req/s, --processes 2 {got[2]:,.0f} req/s, ratio {ratios[-1]:.2f}")
+        print(f"  median: one process {median(ones):,.0f}, --processes 2 {median(twos):,.0f} req/s; median ratio {median(ratios):.2f}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -41,8 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from common import (ROOT, WRK_HEADERS_LUA, child_env, create_conversation, lua_string,  # noqa: E402
-                    machine_info, median, mock, pinned)
+from common import (
+    ROOT,
+    WRK_HEADERS_LUA,
+    child_env,
+    create_conversation,
+    lua_string,  # noqa: E402
+    machine_info,
+    median,
+    mock,
+    pinned,
+)
 from analysis.stats import percentiles  # noqa: E402
 from loadtest import api, config  # noqa: E402
 from loadtest import children  # noqa: E402
@@ -75,59 +84,116 @@ BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
 def run_ours(name: str, base: str, run_dir: Path, seconds: int, turns: int, cpu: str) -> dict:
     users, think = OURS[name]
     run_dir.mkdir(parents=True)
-    scenario = config.resolve(flags={
-        "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
-        "think_time": think, "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
-        "stop_timeout": "5s"}, environ={})
+    scenario = config.resolve(
+        flags={
+            "regions": "uk",
+            "base_urls": f"uk={base}",
+            "variants": "",
+            "turns": str(turns),
+            "think_time": think,
+            "users": str(users),
+            "spawn_rate": str(users),
+            "duration": str(seconds),
+            "stop_timeout": "5s",
+        },
+        environ={},
+    )
     cmd = children.locust_command(scenario, {"uk": base}, run_dir=run_dir)
     with open(run_dir / "stdout.log", "w") as log:
-        rc = subprocess.run(pinned(cpu, cmd), env=child_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 60).returncode
+        rc = subprocess.run(
+            pinned(cpu, cmd), env=child_env(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 60
+        ).returncode
     if rc != 0:
         raise SystemExit(f"{name} run failed (exit {rc}); see {run_dir / 'stdout.log'}")
     df = pd.read_csv(run_dir / "requests.csv")
     span = df["timestamp"].max() - df["timestamp"].min()
     respond = df[(df["endpoint"] == "respond") & (df["ok"] == 1)]["response_time_ms"].to_numpy(float)
     p50, p90, p99, p999 = percentiles(respond, (50, 90, 99, 99.9))
-    return {"client": name, "rate": len(df) / span if span > 0 else float("nan"), "n": len(respond),
-            "errors": int((df["ok"] == 0).sum()), "p50": p50, "p90": p90, "p99": p99, "p99.9": p999,
-            "max": float(respond.max()) if respond.size else float("nan"), "samples": respond}
+    return {
+        "client": name,
+        "rate": len(df) / span if span > 0 else float("nan"),
+        "n": len(respond),
+        "errors": int((df["ok"] == 0).sum()),
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "p99.9": p999,
+        "max": float(respond.max()) if respond.size else float("nan"),
+        "samples": respond,
+    }
 
 
 def run_bare(base: str, run_dir: Path, seconds: int, turns: int, cpu: str) -> dict:
     users, think = OURS["ours 5u"]
     run_dir.mkdir(parents=True)
     latencies = run_dir / "respond_ms.txt"
-    cmd = [sys.executable, "-m", "locust", "-f", str(BARE), "--headless", "-H", base,
-           "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s",
-           "--stop-timeout", "5", "--only-summary", "--exit-code-on-error", "0", "--loglevel", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(BARE),
+        "--headless",
+        "-H",
+        base,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{seconds}s",
+        "--stop-timeout",
+        "5",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
     env = {**child_env(), "BARE_TURNS": str(turns), "BARE_THINK": think, "BARE_LATENCY_FILE": str(latencies)}
     with open(run_dir / "stdout.log", "w") as log:
-        rc = subprocess.run(pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL,
-                            stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 60).returncode
+        rc = subprocess.run(
+            pinned(cpu, cmd), env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=seconds + 60
+        ).returncode
     if rc != 0 or not latencies.exists():
         raise SystemExit(f"bare run failed (exit {rc}); see {run_dir / 'stdout.log'}")
     respond = np.loadtxt(latencies, ndmin=1)
     p50, p90, p99, p999 = percentiles(respond, (50, 90, 99, 99.9))
     rate = len(respond) * (turns + 2) / turns / seconds  # approximate: all requests over the run time
-    return {"client": "bare 5u", "rate": rate, "n": len(respond), "errors": 0, "p50": p50, "p90": p90,
-            "p99": p99, "p99.9": p999, "max": float(respond.max()), "samples": respond}
+    return {
+        "client": "bare 5u",
+        "rate": rate,
+        "n": len(respond),
+        "errors": 0,
+        "p50": p50,
+        "p90": p90,
+        "p99": p99,
+        "p99.9": p999,
+        "max": float(respond.max()),
+        "samples": respond,
+    }
 
 
 def run_wrk(base: str, script: Path, seconds: int, cpu: str) -> dict:
-    cmd = ["wrk", "-t1", "-c1", f"-d{seconds}s", "--timeout", "5s", "-s", str(script),
-           base + api.path("respond")]
-    out = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
+    cmd = ["wrk", "-t1", "-c1", f"-d{seconds}s", "--timeout", "5s", "-s", str(script), base + api.path("respond")]
+    out = subprocess.run(pinned(cpu, cmd), capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
     match = re.search(r"WRKRESULT (\{.*\})", out)
     if not match:
         raise SystemExit(f"wrk printed no result:\n{out}")
     r = json.loads(match.group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     us = 1000.0
-    return {"client": "wrk", "rate": rate, "n": r["requests"], "errors": r["status_errors"],
-            "p50": r["50"] / us, "p90": r["90"] / us, "p99": r["99"] / us, "p99.9": r["99.9"] / us,
-            "max": r["max"] / us}
+    return {
+        "client": "wrk",
+        "rate": rate,
+        "n": r["requests"],
+        "errors": r["status_errors"],
+        "p50": r["50"] / us,
+        "p90": r["90"] / us,
+        "p99": r["99"] / us,
+        "p99.9": r["99.9"] / us,
+        "max": r["max"] / us,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,32 +221,30 @@ def main(argv: list[str] | None = None) -> int:
         with mock(work, args.mock_cpu) as (_proc, base):
             conversation = create_conversation(base)  # never ends: --end-after 0
             script = work / "respond.lua"
-            script.write_text(WRK_LUA.format(body=lua_string(json.dumps(api.respond_body(conversation, MESSAGE))),
-                                             headers=WRK_HEADERS_LUA, delay_ms=20))
+            script.write_text(WRK_LUA.format(body=lua_string(json.dumps(api.respond_body(conversation, MESSAGE))), headers=WRK_HEADERS_LUA, delay_ms=20))
             for i in range(reps):
-                order = clients[i % len(clients):] + clients[:i % len(clients)]
+                order = clients[i % len(clients) :] + clients[: i % len(clients)]
                 for name in order:
                     if name == "wrk":
                         row = run_wrk(base, script, seconds, args.client_cpu)
                     elif name == "bare 5u":
                         row = run_bare(base, work / f"{i}-bare5u", seconds, args.turns, args.client_cpu)
                     else:
-                        row = run_ours(name, base, work / f"{i}-{name.replace(' ', '')}", seconds,
-                                       args.turns, args.client_cpu)
+                        row = run_ours(name, base, work / f"{i}-{name.replace(' ', '')}", seconds, args.turns, args.client_cpu)
                     row["rep"] = i
                     rows.append(row)
-                    print(f"  rep {i} {name:<8} {row['rate']:>5.1f} req/s  p50 {row['p50']:.3f} ms"
-                          f"  p99 {row['p99']:.3f} ms  (n={row['n']})", flush=True)
+                    print(f"  rep {i} {name:<8} {row['rate']:>5.1f} req/s  p50 {row['p50']:.3f} ms  p99 {row['p99']:.3f} ms  (n={row['n']})", flush=True)
 
-    print(f"\nclients on CPU {args.client_cpu}, mock on CPU {args.mock_cpu} (latency scale 0); {seconds} s per run,"
-          f" {reps} repetition(s); respond latency in ms")
-    print(f"{'rep':>3} {'client':<8} {'req/s':>6} {'n':>6} {'err':>4} {'p50':>7} {'p90':>7} {'p99':>7}"
-          f" {'p99.9':>7} {'max':>7}")
+    print(
+        f"\nclients on CPU {args.client_cpu}, mock on CPU {args.mock_cpu} (latency scale 0); {seconds} s per run, {reps} repetition(s); respond latency in ms"
+    )
+    print(f"{'rep':>3} {'client':<8} {'req/s':>6} {'n':>6} {'err':>4} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} {'max':>7}")
     for r in rows:
-        print(f"{r['rep']:>3} {r['client']:<8} {r['rate']:>6.1f} {r['n']:>6} {r['errors']:>4} {r['p50']:>7.3f}"
-              f" {r['p90']:>7.3f} {r['p99']:>7.3f} {r['p99.9']:>7.3f} {r['max']:>7.3f}")
-    med = {c: {q: median(r[q] for r in rows if r["client"] == c) for q in ("p50", "p99", "rate")}
-           for c in clients}
+        print(
+            f"{r['rep']:>3} {r['client']:<8} {r['rate']:>6.1f} {r['n']:>6} {r['errors']:>4} {r['p50']:>7.3f}"
+            f" {r['p90']:>7.3f} {r['p99']:>7.3f} {r['p99.9']:>7.3f} {r['max']:>7.3f}"
+        )
+    med = {c: {q: median(r[q] for r in rows if r["client"] == c) for q in ("p50", "p99", "rate")} for c in clients}
     print("\nmedian over repetitions:")
     for c in clients:
         d50, d99 = med[c]["p50"] - med["wrk"]["p50"], med[c]["p99"] - med["wrk"]["p99"]
@@ -195,9 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     ok = abs(d50) <= P50_LIMIT_MS and abs(d99) <= P99_LIMIT_MS
     b50 = med["ours 5u"]["p50"] - med["bare 5u"]["p50"]
     b99 = med["ours 5u"]["p99"] - med["bare 5u"]["p99"]
-    print(f"verdict: {'PASS' if ok else 'FAIL'} — at ~50 req/s our recorded respond latency is "
-          f"{d50:+.3f} ms (p50) and {d99:+.3f} ms (p99) off wrk's (limits ±{P50_LIMIT_MS} / ±{P99_LIMIT_MS} ms);"
-          f" vs a bare Locust FastHttpUser {b50:+.3f} ms (p50), {b99:+.3f} ms (p99)")
+    print(
+        f"verdict: {'PASS' if ok else 'FAIL'} — at ~50 req/s our recorded respond latency is "
+        f"{d50:+.3f} ms (p50) and {d99:+.3f} ms (p99) off wrk's (limits ±{P50_LIMIT_MS} / ±{P99_LIMIT_MS} ms);"
+        f" vs a bare Locust FastHttpUser {b50:+.3f} ms (p50), {b99:+.3f} ms (p99)"
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ folder with 100 variants holds 100 such independent pairs, so each set costs two
 
 Results are printed (figures in benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,7 @@ ROWS = 4_000 * len(VARIANTS)
 
 
 def stats(folder: Path, seed: int, **kw):
-    make_run(folder, rows=ROWS, regions=REGIONS, variants=VARIANTS, seed=seed, error_rate=0.01,
-             stats_history=False, **kw)
+    make_run(folder, rows=ROWS, regions=REGIONS, variants=VARIANTS, seed=seed, error_rate=0.01, stats_history=False, **kw)
     return compute_stats(load_run(folder, use_cache=False))
 
 
@@ -62,10 +62,11 @@ def main() -> None:
             pairs += len(by_pair)
             judged += sum(c["passed"] is not None for c in checks)
             gate_fails += sum(any(c["passed"] is False for c in p) for p in by_pair.values())
-            point_fails += sum(any(c["passed"] is not None and c["observed"] > c["threshold"] for c in p)
-                               for p in by_pair.values())
-        print(f"false alarms: the gate failed {gate_fails} of {pairs} pairs ({judged:,} metrics judged); "
-              f"point estimates against the same limits failed {point_fails} of {pairs}")
+            point_fails += sum(any(c["passed"] is not None and c["observed"] > c["threshold"] for c in p) for p in by_pair.values())
+        print(
+            f"false alarms: the gate failed {gate_fails} of {pairs} pairs ({judged:,} metrics judged); "
+            f"point estimates against the same limits failed {point_fails} of {pairs}"
+        )
         base = stats(work / "base", 7)
         for factor in factors:
             cur = stats(work / f"slow{factor}", 8, endpoint_factor={("uk", "respond"): factor})
@@ -73,8 +74,7 @@ def main() -> None:
             target = [c for c in checks if (c["region"], c["endpoint"]) == ("uk", "respond")]
             caught = sum(c["passed"] is False for c in target)
             elsewhere = sum(c["passed"] is False for c in checks if c not in target)
-            print(f"power: uk respond +{factor - 1:.0%}: caught in {caught} of {len(target)} pairs; "
-                  f"false alarms elsewhere: {elsewhere}")
+            print(f"power: uk respond +{factor - 1:.0%}: caught in {caught} of {len(target)} pairs; false alarms elsewhere: {elsewhere}")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
-from common import (ROOT, child_env, locust_aggregated, machine_info, median, mock,  # noqa: E402
-                    mock_stats, pinned)
+from common import (
+    ROOT,
+    child_env,
+    locust_aggregated,
+    machine_info,
+    median,
+    mock,  # noqa: E402
+    mock_stats,
+    pinned,
+)
 from loadtest import config  # noqa: E402
 from loadtest import children  # noqa: E402
 
@@ -53,21 +61,53 @@ BARE = Path(__file__).resolve().parent / "bare_locustfile.py"
 TARGET = 0.95  # issue 13: ≥ 0.95× a bare FastHttpUser
 
 
-def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int,
-                 extra: dict | None = None) -> list[str]:
+def ours_command(base: str, run_dir: Path, users: int, seconds: int, turns: int, extra: dict | None = None) -> list[str]:
     # per-user connections: the bare user keeps its connection too (like for like)
-    scenario = config.resolve(flags={
-        "regions": "uk", "base_urls": f"uk={base}", "variants": "", "turns": str(turns),
-        "think_time": "0", "users": str(users), "spawn_rate": str(users), "duration": str(seconds),
-        "stop_timeout": "5s", "connections": "per-user", **(extra or {})}, environ={})
+    scenario = config.resolve(
+        flags={
+            "regions": "uk",
+            "base_urls": f"uk={base}",
+            "variants": "",
+            "turns": str(turns),
+            "think_time": "0",
+            "users": str(users),
+            "spawn_rate": str(users),
+            "duration": str(seconds),
+            "stop_timeout": "5s",
+            "connections": "per-user",
+            **(extra or {}),
+        },
+        environ={},
+    )
     return children.locust_command(scenario, {"uk": base}, run_dir=run_dir)
 
 
 def bare_command(base: str, run_dir: Path, users: int, seconds: int) -> list[str]:
-    return [sys.executable, "-m", "locust", "-f", str(BARE), "--headless", "-H", base,
-            "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s",
-            "--stop-timeout", "5", "--csv", str(run_dir / "locust"), "--only-summary",
-            "--exit-code-on-error", "0", "--loglevel", "WARNING"]
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(BARE),
+        "--headless",
+        "-H",
+        base,
+        "--users",
+        str(users),
+        "--spawn-rate",
+        str(users),
+        "--run-time",
+        f"{seconds}s",
+        "--stop-timeout",
+        "5",
+        "--csv",
+        str(run_dir / "locust"),
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",
+        "--loglevel",
+        "WARNING",
+    ]
 
 
 def api_requests(base: str) -> int:
@@ -105,8 +145,7 @@ class Sampler(threading.Thread):
         if len(busy) < 5:
             return {"cpu_util": float("nan"), "req_per_cpu_s": float("nan"), "mock_rps": float("nan")}
         (t0, c0, r0), (t1, c1, r1) = self.samples[busy[2]], self.samples[busy[-2]]
-        return {"cpu_util": (c1 - c0) / (t1 - t0), "req_per_cpu_s": (r1 - r0) / max(c1 - c0, 1e-9),
-                "mock_rps": (r1 - r0) / (t1 - t0)}
+        return {"cpu_util": (c1 - c0) / (t1 - t0), "req_per_cpu_s": (r1 - r0) / max(c1 - c0, 1e-9), "mock_rps": (r1 - r0) / (t1 - t0)}
 
 
 def old_command(checkout: Path, base: str, run_dir: Path, users: int, seconds: int, turns: int) -> list[str]:
@@ -117,26 +156,27 @@ def old_command(checkout: Path, base: str, run_dir: Path, users: int, seconds: i
     return cmd
 
 
-def start_run(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
-              cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
+def start_run(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int, cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
     """Start one Locust run; `kind` "bare" is the bare user, "old" ours from the `old`
     checkout, anything else ours with `extra` settings. `finish_run` waits for it."""
     run_dir.mkdir(parents=True)
-    cmd = (bare_command(base, run_dir, users, seconds) if kind == "bare"
-           else old_command(old, base, run_dir, users, seconds, turns) if kind == "old"
-           else ours_command(base, run_dir, users, seconds, turns, extra))
+    cmd = (
+        bare_command(base, run_dir, users, seconds)
+        if kind == "bare"
+        else old_command(old, base, run_dir, users, seconds, turns)
+        if kind == "old"
+        else ours_command(base, run_dir, users, seconds, turns, extra)
+    )
     env = child_env()
     if kind == "old":
         env["PYTHONPATH"] = str(old)
     env["BARE_TURNS"] = str(turns)
     log = open(run_dir / "stdout.log", "w")
     # cwd: `python -m` puts it first on sys.path, so "old" must run in its own checkout
-    proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=old if kind == "old" else ROOT,
-                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(pinned(cpu, cmd), env=env, cwd=old if kind == "old" else ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     sampler = Sampler(proc.pid, base)  # taskset execs Locust: same pid
     sampler.start()
-    return {"kind": kind, "run_dir": run_dir, "seconds": seconds, "proc": proc, "sampler": sampler,
-            "log": log, "started": time.monotonic()}
+    return {"kind": kind, "run_dir": run_dir, "seconds": seconds, "proc": proc, "sampler": sampler, "log": log, "started": time.monotonic()}
 
 
 def finish_run(run: dict) -> dict:
@@ -153,17 +193,22 @@ def finish_run(run: dict) -> dict:
     if rc != 0:
         raise SystemExit(f"{kind} run failed (exit {rc}); see {run_dir / 'stdout.log'}")
     agg = locust_aggregated(run_dir / "locust")
-    row = {"kind": kind, "rps": float(agg["Requests/s"]), "requests": int(agg["Request Count"]),
-           "failures": int(agg["Failure Count"]), "median_ms": agg["Median Response Time"],
-           "wall_s": time.monotonic() - run["started"], **sampler.steady()}
+    row = {
+        "kind": kind,
+        "rps": float(agg["Requests/s"]),
+        "requests": int(agg["Request Count"]),
+        "failures": int(agg["Failure Count"]),
+        "median_ms": agg["Median Response Time"],
+        "wall_s": time.monotonic() - run["started"],
+        **sampler.steady(),
+    }
     requests_csv = run_dir / "requests.csv"
     if kind != "bare":
         row["csv_rows"] = sum(1 for _ in open(requests_csv)) - 1 if requests_csv.exists() else 0
     return row
 
 
-def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int,
-             cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
+def run_once(kind: str, base: str, run_dir: Path, users: int, seconds: int, turns: int, cpu: str, extra: dict | None = None, old: Path | None = None) -> dict:
     """One Locust run on its own (see `start_run`)."""
     return finish_run(start_run(kind, base, run_dir, users, seconds, turns, cpu, extra, old))
 
@@ -189,8 +234,9 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     from loadtest.inlocust.live import LiveStats
 
     values = {s.name: s.default for s in config.SETTINGS if s.locust}
-    values.update(regions="uk", base_urls="uk=http://127.0.0.1:1", variants="", turns=str(turns),
-                  think_time="0", target="mock", yes="false", connections="per-user")
+    values.update(
+        regions="uk", base_urls="uk=http://127.0.0.1:1", variants="", turns=str(turns), think_time="0", target="mock", yes="false", connections="per-user"
+    )
     options = types.SimpleNamespace(**values)
     tmp = Path(tempfile.mkdtemp(prefix="bench-generator-breakdown-"))
     live = LiveStats()
@@ -202,10 +248,13 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     listeners: list = []
 
     cid = "uk-" + "0" * 24
-    replies = {"create": json.dumps({"conversation_id": cid, "response": "Hello, thanks for contacting Acme. How can I help?"}).encode(),
-               "respond": json.dumps({"conversation_id": cid, "response": "Sure, I can help with that. Could you give me your order number?",
-                                      "end_conversation": False}).encode(),
-               "close": b'{"success":true}'}
+    replies = {
+        "create": json.dumps({"conversation_id": cid, "response": "Hello, thanks for contacting Acme. How can I help?"}).encode(),
+        "respond": json.dumps(
+            {"conversation_id": cid, "response": "Sure, I can help with that. Could you give me your order number?", "end_conversation": False}
+        ).encode(),
+        "close": b'{"success":true}',
+    }
 
     class Response:
         status_code = 200
@@ -236,9 +285,17 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     class Client:
         def request(self, method, url, data=None, headers=None, name=None, context=None, catch_response=False):
             endpoint = url.rsplit("/", 1)[1]
-            meta = {"request_type": method, "name": name, "context": {"user": 1, **context},
-                    "response": None, "exception": None, "start_time": time.time(), "url": url,
-                    "response_time": 0.8, "response_length": len(replies[endpoint])}
+            meta = {
+                "request_type": method,
+                "name": name,
+                "context": {"user": 1, **context},
+                "response": None,
+                "exception": None,
+                "start_time": time.time(),
+                "url": url,
+                "response_time": 0.8,
+                "response_length": len(replies[endpoint]),
+            }
             response = Response(replies[endpoint], meta)
             meta["response"] = response
             return Managed(response)
@@ -291,14 +348,22 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
                 ours()
             finally:
                 chat.ChatClient.think = saved
+
         return go
 
     def sample_meta():
         response = Response(replies["respond"], {})
-        return {"request_type": "POST", "name": "uk · respond", "response_time": 0.8, "response_length": 120,
-                "response": response, "context": {"user": 1, "region": "uk", "variant": "", "endpoint": "respond",
-                                                  "conversation_id": cid, "turn": 2, "error_kind": ""},
-                "exception": None, "start_time": time.time(), "url": "http://127.0.0.1:1" + paths["respond"]}
+        return {
+            "request_type": "POST",
+            "name": "uk · respond",
+            "response_time": 0.8,
+            "response_length": 120,
+            "response": response,
+            "context": {"user": 1, "region": "uk", "variant": "", "endpoint": "respond", "conversation_id": cid, "turn": 2, "error_kind": ""},
+            "exception": None,
+            "start_time": time.time(),
+            "url": "http://127.0.0.1:1" + paths["respond"],
+        }
 
     def per_call(fn, n=20000) -> float:
         meta = sample_meta()
@@ -327,10 +392,10 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     reply = json.loads(replies["respond"])
     rows.append(("  of which json.loads + api.parse_reply (respond)", loop(lambda: api.parse_reply("respond", json.loads(replies["respond"])))))
     rows.append(("  of which api.parse_reply alone (respond)", loop(lambda: api.parse_reply("respond", reply))))
-    rows.append(("think(): gevent.sleep(0) before each respond, per request",
-                 timed(with_listeners([], think=True)) - user_us))
+    rows.append(("think(): gevent.sleep(0) before each respond, per request", timed(with_listeners([], think=True)) - user_us))
     rows.append(("request listener Plugin.on_request (all of it)", per_call(plug.on_request)))
     rows.append(("  Recorder.on_request (csv row)", per_call(rec.on_request)))
+
     def add_and_fold(n=4096):
         now = time.time()
         for i in range(n):
@@ -342,8 +407,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     for _ in range(40000):
         live.add_request("uk", "", "respond", 0.8, True, time.time())
     snap = loop(live.snapshot, 20)
-    rows.append((f"progress line every 2 s (LiveStats.snapshot {snap / 1000:.1f} ms), per request at 4k req/s",
-                 snap / 2 / 4000))
+    rows.append((f"progress line every 2 s (LiveStats.snapshot {snap / 1000:.1f} ms), per request at 4k req/s", snap / 2 / 4000))
     rows.append(("gc: tracked objects at start (bare ~55k; ours imports numpy+pandas)", float(len(gc.get_objects()))))
     full_think = timed(with_listeners([plug.on_request], think=True))
     rows.append(("our user code + think + listener, end to end", full_think))
@@ -353,12 +417,18 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
 
 
 def breakdown(cpu: str, turns: int) -> list[tuple[str, float]]:
-    out = subprocess.run(pinned(cpu, [sys.executable, __file__, "--breakdown-child", "--turns", str(turns)]),
-                         env=child_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        pinned(cpu, [sys.executable, __file__, "--breakdown-child", "--turns", str(turns)]),
+        env=child_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     line = next((text for text in out.stdout.splitlines() if text.startswith("BREAKDOWN ")), None)
     if line is None:
         raise SystemExit(f"breakdown failed:\n{out.stdout}\n{out.stderr}")
-    return json.loads(line[len("BREAKDOWN "):])
+    return json.loads(line[len("BREAKDOWN ") :])
 
 
 def print_breakdown(rows, bare_cpu_us: float | None) -> None:
@@ -368,12 +438,13 @@ def print_breakdown(rows, bare_cpu_us: float | None) -> None:
             print(f"  {name:<84} {us:>8.0f}")
         else:
             print(f"  {name:<84} {us:>8.2f} µs")
-    extra = dict(rows)["our user code + think + listener, end to end"] - dict(rows)[
-        "bare task code (json.dumps bodies, json.loads create)"]
+    extra = dict(rows)["our user code + think + listener, end to end"] - dict(rows)["bare task code (json.dumps bodies, json.loads create)"]
     print(f"  our code's extra per request over the bare task: {extra:.1f} µs")
     if bare_cpu_us:
-        print(f"  against the bare generator's {bare_cpu_us:.0f} µs CPU per request (measured above) that alone"
-              f" predicts {bare_cpu_us / (bare_cpu_us + extra):.2f}× its req/s")
+        print(
+            f"  against the bare generator's {bare_cpu_us:.0f} µs CPU per request (measured above) that alone"
+            f" predicts {bare_cpu_us / (bare_cpu_us + extra):.2f}× its req/s"
+        )
 
 
 # ---------------------------------------------------------------------------- --profile
@@ -393,21 +464,22 @@ PROFILE_RATE = 200
 # (stage, predicate on one frame "function (path:line)"), tried innermost frame first; the
 # first frame any predicate claims decides the sample's stage.
 STAGES: list[tuple[str, object]] = [
-    ("recorder: requests.csv row format + write", lambda f: "inlocust/recorder.py" in f
-     and f.startswith(("Recorder.on_request ", "Recorder.row ")) or "rowfile.py" in f and "write " in f),
+    (
+        "recorder: requests.csv row format + write",
+        lambda f: "inlocust/recorder.py" in f and f.startswith(("Recorder.on_request ", "Recorder.row ")) or "rowfile.py" in f and "write " in f,
+    ),
     ("recorder: flush to disk (once a second)", lambda f: "rowfile.py" in f or "_flush_forever" in f),
     ("recorder: conversations.csv row", lambda f: "inlocust/recorder.py" in f),
-    ("live stats add", lambda f: "inlocust/live.py" in f and ("add_request" in f or "add_conversation" in f
-                                                                or f.startswith("bucket "))),
+    ("live stats add", lambda f: "inlocust/live.py" in f and ("add_request" in f or "add_conversation" in f or f.startswith("bucket "))),
     ("live snapshot + progress line (every 2 s)", lambda f: "inlocust/live.py" in f or "_print_progress" in f),
     ("request event hook (plugin dispatch)", lambda f: "inlocust/plugin.py" in f and "on_request" in f),
-    ("reply parsing/validation (orjson + parse_reply)", lambda f: "loadtest/api.py" in f and "parse_reply" in f
-     or "_require" in f or "_judge" in f),
+    ("reply parsing/validation (orjson + parse_reply)", lambda f: "loadtest/api.py" in f and "parse_reply" in f or "_require" in f or "_judge" in f),
     ("rate limiter", lambda f: "RateLimiter" in f),
-    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("RunContext.name ", "RunContext.url ",
-                                                                              "RunContext.request_line "))),
-    ("our user: context, bodies, conversation logic", lambda f: "inlocust/chat.py" in f
-     or "inlocust/locustfile.py" in f or "loadtest/api.py" in f or "bare_locustfile.py" in f),
+    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("RunContext.name ", "RunContext.url ", "RunContext.request_line "))),
+    (
+        "our user: context, bodies, conversation logic",
+        lambda f: "inlocust/chat.py" in f or "inlocust/locustfile.py" in f or "loadtest/api.py" in f or "bare_locustfile.py" in f,
+    ),
     ("Locust's own stats (both pay)", lambda f: "locust/stats.py" in f),
     ("Locust event dispatch (both pay)", lambda f: "locust/event.py" in f),
     ("Locust FastHttpSession.request + response (both pay)", lambda f: "locust/contrib/fasthttp.py" in f),
@@ -438,12 +510,14 @@ def classify(raw: Path) -> dict[str, int]:
     return counts
 
 
-def profile_round(kinds: list[str], bases: dict[str, str], work: Path, users: int, seconds: int, turns: int,
-                  cpu: str, spy_cpu: str, old: Path | None = None) -> list[dict]:
+def profile_round(
+    kinds: list[str], bases: dict[str, str], work: Path, users: int, seconds: int, turns: int, cpu: str, spy_cpu: str, old: Path | None = None
+) -> list[dict]:
     """The kinds run at the same time on `cpu` (as --together), each sampled by py-spy:
     requests, CPU seconds and samples per stage of each over the same seconds."""
     if not shutil.which("py-spy"):
         raise SystemExit("--profile needs py-spy (pip install py-spy)")
+
     def served() -> dict[str, int]:
         return {kind: api_requests(bases[kind]) for kind in kinds}
 
@@ -459,18 +533,35 @@ def profile_round(kinds: list[str], bases: dict[str, str], work: Path, users: in
     spies = []
     for run in runs:
         raw = run["run_dir"] / "pyspy.txt"
-        spy = subprocess.Popen(pinned(spy_cpu, ["py-spy", "record", "--pid", str(run["proc"].pid), "--nonblocking",
-                                                "--rate", str(PROFILE_RATE), "--format", "raw",
-                                                "--duration", str(sample_s), "--output", str(raw)]),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            pinned(
+                spy_cpu,
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(run["proc"].pid),
+                    "--nonblocking",
+                    "--rate",
+                    str(PROFILE_RATE),
+                    "--format",
+                    "raw",
+                    "--duration",
+                    str(sample_s),
+                    "--output",
+                    str(raw),
+                ],
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         process = psutil.Process(run["proc"].pid)
         spies.append((run, spy, raw, process, process.cpu_times(), api_requests(bases[run["kind"]])))
     out = []
     for run, spy, raw, process, t0, r0 in spies:
         spy.wait(timeout=seconds + 60)
         t1, r1 = process.cpu_times(), api_requests(bases[run["kind"]])
-        out.append({"kind": run["kind"], "requests": r1 - r0,
-                    "cpu_s": (t1.user + t1.system) - (t0.user + t0.system), "stages": classify(raw)})
+        out.append({"kind": run["kind"], "requests": r1 - r0, "cpu_s": (t1.user + t1.system) - (t0.user + t0.system), "stages": classify(raw)})
     for run in runs:
         finish_run(run)
     return out
@@ -488,16 +579,14 @@ def print_profile(runs: list[dict]) -> None:
         cpu_us = sum(r["cpu_s"] for r in rs) / max(sum(r["requests"] for r in rs), 1) * 1e6
         us[kind] = {s: c / n * cpu_us for s, c in total_samples.items()}
         us[kind]["TOTAL CPU per request"] = cpu_us
-        print(f"  {kind}: {sum(r['requests'] for r in rs)} requests, {sum(r['cpu_s'] for r in rs):.1f} CPU s,"
-              f" {n} samples")
+        print(f"  {kind}: {sum(r['requests'] for r in rs)} requests, {sum(r['cpu_s'] for r in rs):.1f} CPU s, {n} samples")
     stages = [name for name, _ in STAGES] + ["other (interpreter, stdlib)", "TOTAL CPU per request"]
     kinds = [k for k in ("old", "ours", "bare") if k in us]
     print(f"  {'stage':<56} " + " ".join(f"{k + ' µs':>8}" for k in kinds) + f" {'ours-bare':>9}")
     for s in stages:
         values = [us[k].get(s, 0.0) for k in kinds]
         if any(values):
-            print(f"  {s:<56} " + " ".join(f"{v:>8.1f}" for v in values)
-                  + f" {us['ours'].get(s, 0.0) - us['bare'].get(s, 0.0):>+9.1f}")
+            print(f"  {s:<56} " + " ".join(f"{v:>8.1f}" for v in values) + f" {us['ours'].get(s, 0.0) - us['bare'].get(s, 0.0):>+9.1f}")
     print("PROFILE " + json.dumps(us))
 
 
@@ -511,18 +600,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--locust-cpu", default="0")
     parser.add_argument("--mock-cpu", default="1")
     parser.add_argument("--keep", metavar="DIR", help="keep run folders here instead of a temp dir")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time our user's own code per request, in-process (no HTTP)")
+    parser.add_argument("--breakdown", action="store_true", help="also time our user's own code per request, in-process (no HTTP)")
     parser.add_argument("--breakdown-child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--old", type=Path, metavar="CHECKOUT",
-                        help="also run ours from another checkout of the repository (e.g. `git worktree add"
-                             " /tmp/old main`), interleaved: before/after side by side")
-    parser.add_argument("--together", action="store_true",
-                        help="run the kinds of a round at the same time on the Locust core (each its own"
-                             " mock), so that they see the same contention: compare req/CPU-s")
-    parser.add_argument("--profile", type=int, metavar="PAIRS", default=0,
-                        help="instead: PAIRS interleaved ours/bare runs under py-spy, CPU µs per request"
-                             " of each stage")
+    parser.add_argument(
+        "--old",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run ours from another checkout of the repository (e.g. `git worktree add /tmp/old main`), interleaved: before/after side by side",
+    )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="run the kinds of a round at the same time on the Locust core (each its own mock), so that they see the same contention: compare req/CPU-s",
+    )
+    parser.add_argument(
+        "--profile", type=int, metavar="PAIRS", default=0, help="instead: PAIRS interleaved ours/bare runs under py-spy, CPU µs per request of each stage"
+    )
     args = parser.parse_args(argv)
     if args.breakdown_child:
         breakdown_child(args.turns)
@@ -537,9 +630,11 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(args.keep) if args.keep else Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             bases = {kind: mocks.enter_context(mock(work, args.mock_cpu, name=f"mock-{kind}"))[1] for kind in kinds}
-            runs = [run for i in range(args.profile)
-                    for run in profile_round(kinds, bases, work / f"p{i}", args.users, seconds, args.turns,
-                                             args.locust_cpu, args.mock_cpu, args.old)]
+            runs = [
+                run
+                for i in range(args.profile)
+                for run in profile_round(kinds, bases, work / f"p{i}", args.users, seconds, args.turns, args.locust_cpu, args.mock_cpu, args.old)
+            ]
         print_profile(runs)
         return 0
     rows: list[dict] = []
@@ -549,56 +644,68 @@ def main(argv: list[str] | None = None) -> int:
         kinds = ["ours", "bare"] + (["old"] if args.old else [])
         with contextlib.ExitStack() as mocks:
             # --together: one mock per kind (the mock counts each side's requests apart)
-            bases = {kind: mocks.enter_context(mock(work, args.mock_cpu, name=f"mock-{kind}"))[1]
-                     for kind in (kinds if args.together else kinds[:1])}
+            bases = {kind: mocks.enter_context(mock(work, args.mock_cpu, name=f"mock-{kind}"))[1] for kind in (kinds if args.together else kinds[:1])}
             for i in range(pairs):
-                order = kinds[i % len(kinds):] + kinds[:i % len(kinds)]  # rotated: each kind leads in turn
+                order = kinds[i % len(kinds) :] + kinds[: i % len(kinds)]  # rotated: each kind leads in turn
                 if args.together:  # all kinds at once on the same core: the same contention for each
-                    started = [start_run(kind, bases[kind], work / f"{i}-{kind}", args.users, seconds,
-                                         args.turns, args.locust_cpu, old=args.old) for kind in order]
+                    started = [
+                        start_run(kind, bases[kind], work / f"{i}-{kind}", args.users, seconds, args.turns, args.locust_cpu, old=args.old) for kind in order
+                    ]
                     done = [finish_run(run) for run in started]
                 else:
-                    done = [run_once(kind, bases["ours"], work / f"{i}-{kind}", args.users, seconds, args.turns,
-                                     args.locust_cpu, old=args.old) for kind in order]
+                    done = [
+                        run_once(kind, bases["ours"], work / f"{i}-{kind}", args.users, seconds, args.turns, args.locust_cpu, old=args.old) for kind in order
+                    ]
                 for row in sorted(done, key=lambda r: kinds.index(r["kind"])):
                     row["rep"] = i
                     rows.append(row)
-                    print(f"  pair {i} {row['kind']:<4} {row['rps']:>6.0f} req/s, {row['req_per_cpu_s']:>6.0f}"
-                          f" req/CPU-s, CPU {row['cpu_util']:.2f}", flush=True)
+                    print(
+                        f"  pair {i} {row['kind']:<4} {row['rps']:>6.0f} req/s, {row['req_per_cpu_s']:>6.0f} req/CPU-s, CPU {row['cpu_util']:.2f}", flush=True
+                    )
 
     def pick(kind: str, key: str) -> list[float]:
         return [r[key] for r in rows if r["kind"] == kind]
 
-    pair_ratio = [o["rps"] / b["rps"] for o, b in zip(
-        (r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
-    cpu_ratio = [o["req_per_cpu_s"] / b["req_per_cpu_s"] for o, b in zip(
-        (r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
-    print(f"\nLocust on CPU {args.locust_cpu}, mock on CPU {args.mock_cpu}; {args.users} users, {seconds} s"
-          f" per run, create → respond × {args.turns} → close, think time 0; {pairs} pairs, order alternating")
-    print("req/s: Locust's stats CSV, Aggregated Requests/s. req/CPU-s, CPU: requests the mock counted per"
-          " CPU-second of the Locust process, and its CPU use, over the steady part of the run.")
-    print(f"{'pair':>4} {'kind':<5} {'req/s':>7} {'req/CPU-s':>9} {'CPU':>5} {'requests':>9} {'failures':>8}"
-          f" {'median ms':>9} {'csv rows':>9}")
+    pair_ratio = [o["rps"] / b["rps"] for o, b in zip((r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
+    cpu_ratio = [o["req_per_cpu_s"] / b["req_per_cpu_s"] for o, b in zip((r for r in rows if r["kind"] == "ours"), (r for r in rows if r["kind"] == "bare"))]
+    print(
+        f"\nLocust on CPU {args.locust_cpu}, mock on CPU {args.mock_cpu}; {args.users} users, {seconds} s"
+        f" per run, create → respond × {args.turns} → close, think time 0; {pairs} pairs, order alternating"
+    )
+    print(
+        "req/s: Locust's stats CSV, Aggregated Requests/s. req/CPU-s, CPU: requests the mock counted per"
+        " CPU-second of the Locust process, and its CPU use, over the steady part of the run."
+    )
+    print(f"{'pair':>4} {'kind':<5} {'req/s':>7} {'req/CPU-s':>9} {'CPU':>5} {'requests':>9} {'failures':>8} {'median ms':>9} {'csv rows':>9}")
     for r in rows:
-        print(f"{r['rep']:>4} {r['kind']:<5} {r['rps']:>7.0f} {r['req_per_cpu_s']:>9.0f} {r['cpu_util']:>5.2f}"
-              f" {r['requests']:>9} {r['failures']:>8} {r['median_ms']:>9} {r.get('csv_rows', '-'):>9}")
+        print(
+            f"{r['rep']:>4} {r['kind']:<5} {r['rps']:>7.0f} {r['req_per_cpu_s']:>9.0f} {r['cpu_util']:>5.2f}"
+            f" {r['requests']:>9} {r['failures']:>8} {r['median_ms']:>9} {r.get('csv_rows', '-'):>9}"
+        )
     if args.old:
+
         def ratios(kind: str, key: str) -> list[float]:
-            return [o[key] / b[key] for o, b in zip((r for r in rows if r["kind"] == kind),
-                                                     (r for r in rows if r["kind"] == "bare"))]
+            return [o[key] / b[key] for o, b in zip((r for r in rows if r["kind"] == kind), (r for r in rows if r["kind"] == "bare"))]
+
         for key, label in (("rps", "req/s"), ("req_per_cpu_s", "req/CPU-s")):
             new_r, old_r = ratios("ours", key), ratios("old", key)
-            print(f"{label} per round, vs bare: ours {', '.join(f'{x:.2f}' for x in new_r)} → median"
-                  f" {median(new_r):.2f}; old {', '.join(f'{x:.2f}' for x in old_r)} → median {median(old_r):.2f}")
+            print(
+                f"{label} per round, vs bare: ours {', '.join(f'{x:.2f}' for x in new_r)} → median"
+                f" {median(new_r):.2f}; old {', '.join(f'{x:.2f}' for x in old_r)} → median {median(old_r):.2f}"
+            )
     ours, bare = median(pick("ours", "rps")), median(pick("bare", "rps"))
     print(f"median req/s: ours {ours:.0f}, bare {bare:.0f} → {ours / bare:.2f}")
     print(f"per-pair ratios of req/s: {', '.join(f'{x:.2f}' for x in pair_ratio)} → median {median(pair_ratio):.2f}")
-    print(f"per-pair ratios of req/CPU-s: {', '.join(f'{x:.2f}' for x in cpu_ratio)} → median {median(cpu_ratio):.2f}"
-          f" (ours {median(pick('ours', 'req_per_cpu_s')):.0f}, bare {median(pick('bare', 'req_per_cpu_s')):.0f})")
+    print(
+        f"per-pair ratios of req/CPU-s: {', '.join(f'{x:.2f}' for x in cpu_ratio)} → median {median(cpu_ratio):.2f}"
+        f" (ours {median(pick('ours', 'req_per_cpu_s')):.0f}, bare {median(pick('bare', 'req_per_cpu_s')):.0f})"
+    )
     ratio = median(pair_ratio)
     verdict = "PASS" if ratio >= TARGET else "FAIL"
-    print(f"verdict: {verdict} — our user generates {ratio:.2f}× the bare FastHttpUser's req/s (median of"
-          f" {pairs} interleaved pairs; target ≥ {TARGET}); per CPU-second {median(cpu_ratio):.2f}×")
+    print(
+        f"verdict: {verdict} — our user generates {ratio:.2f}× the bare FastHttpUser's req/s (median of"
+        f" {pairs} interleaved pairs; target ≥ {TARGET}); per CPU-second {median(cpu_ratio):.2f}×"
+    )
     if args.breakdown:
         print_breakdown(breakdown(args.locust_cpu, args.turns), 1e6 / median(pick("bare", "req_per_cpu_s")))
     return 0

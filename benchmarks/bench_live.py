@@ -8,6 +8,7 @@ process. Per snapshot: `snapshot()` + `webui.region_rows()` with 10k, 100k and 1
 in the 10 s window (1k to 100k requests/s), 4 regions × 2 variants × 3 endpoints. Each
 measurement runs in a fresh process; numbers are the best of 3 repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,7 @@ CODE = textwrap.dedent("""
 
 def run(root: Path, n: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", f"CODE_ROOT = {str(root)!r}\nN = {n}\n" + CODE],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", f"CODE_ROOT = {str(root)!r}\nN = {n}\n" + CODE], capture_output=True, text=True, env=env)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.split("RESULT ", 1)[1])
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
             if root is None:
                 continue
             r = run(root, n)
-            print(f"{n:>10,} {name:<5} {r['add_us']:>7.2f} {r['add_forward_us']:>10.2f} {r['snapshot_ms']:>17.1f}",
-                  flush=True)
+            print(f"{n:>10,} {name:<5} {r['add_us']:>7.2f} {r['add_forward_us']:>10.2f} {r['snapshot_ms']:>17.1f}", flush=True)
     return 0
 
 

@@ -54,27 +54,41 @@ wrk.headers["{token_header}"] = "{token}"
 
 
 def lua_script(method: str, body: dict) -> str:
-    return LUA.format(method=method, body=json.dumps(body), key_header=api.API_KEY_HEADER,
-                      token_header=api.TOKEN_HEADER, key=api.DUMMY_API_KEY, token=api.DUMMY_TOKEN)
+    return LUA.format(
+        method=method, body=json.dumps(body), key_header=api.API_KEY_HEADER, token_header=api.TOKEN_HEADER, key=api.DUMMY_API_KEY, token=api.DUMMY_TOKEN
+    )
 
 
 # The mock's command line runs on uvloop when it is installed; "asyncio" forces the
 # standard loop to compare the two.
-ASYNCIO_MOCK = ("import asyncio, sys; import loadtest.mock.cli as cli; "
-                "cli.new_event_loop = asyncio.new_event_loop; sys.exit(cli.main())")
+ASYNCIO_MOCK = "import asyncio, sys; import loadtest.mock.cli as cli; cli.new_event_loop = asyncio.new_event_loop; sys.exit(cli.main())"
 
 
 def start_mock(engine: str, loop: str, cpu: str | None, workdir: Path) -> tuple[subprocess.Popen, str]:
     ready = workdir / f"ready-{engine}-{loop}.json"
     ready.unlink(missing_ok=True)
-    cmd = [sys.executable, *(["-c", ASYNCIO_MOCK] if loop == "asyncio" else ["-m", "loadtest.mock.cli"]),
-           "--region", "uk", "--port", "0",
-           "--latency-scale", "0", "--end-after", "0", "--end-probability", "0",
-           "--engine", engine, "--ready-file", str(ready), "--quiet"]
+    cmd = [
+        sys.executable,
+        *(["-c", ASYNCIO_MOCK] if loop == "asyncio" else ["-m", "loadtest.mock.cli"]),
+        "--region",
+        "uk",
+        "--port",
+        "0",
+        "--latency-scale",
+        "0",
+        "--end-after",
+        "0",
+        "--end-probability",
+        "0",
+        "--engine",
+        engine,
+        "--ready-file",
+        str(ready),
+        "--quiet",
+    ]
     if cpu is not None:
         cmd = ["taskset", "-c", cpu, *cmd]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), api.API_KEY_ENV: api.DUMMY_API_KEY,
-           api.TOKEN_ENV: api.DUMMY_TOKEN}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), api.API_KEY_ENV: api.DUMMY_API_KEY, api.TOKEN_ENV: api.DUMMY_TOKEN}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     deadline = time.monotonic() + 20
     while not ready.exists():
@@ -86,8 +100,7 @@ def start_mock(engine: str, loop: str, cpu: str | None, workdir: Path) -> tuple[
 
 
 def post(url: str, method: str, body: dict) -> dict:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
-                                 headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method, headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
 
@@ -113,28 +126,29 @@ def run_wrk(url: str, script: Path, seconds: int, connections: int, cpu: str | N
     # Requests per CPU-second of the mock: its rate on a core of its own, even when other
     # work shares the CPUs during the run (then req/s is low but this stays put).
     per_cpu = int(total.group(1)) / cpu_used if total and cpu_used > 0 else float("nan")
-    return {"rps": rps, "per_cpu_s": per_cpu, "non2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors.group(1).strip() if errors else "",
-            "latency_avg": latency.group(1) if latency else "?"}
+    return {
+        "rps": rps,
+        "per_cpu_s": per_cpu,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+        "latency_avg": latency.group(1) if latency else "?",
+    }
 
 
-def bench(engine: str, loop: str, seconds: int, connections: int, cpus: tuple[str | None, str | None],
-          workdir: Path) -> list[dict]:
+def bench(engine: str, loop: str, seconds: int, connections: int, cpus: tuple[str | None, str | None], workdir: Path) -> list[dict]:
     """One run of each scenario against a fresh mock: a row per scenario."""
     proc, base = start_mock(engine, loop, cpus[0], workdir)
     rows = []
     try:
         conversation = post(base + api.path("create"), "POST", api.create_body("a"))["conversation_id"]
         scenarios = {
-            "respond": ("POST", api.path("respond"),
-                        api.respond_body(conversation, "I'd like to change my booking please")),
+            "respond": ("POST", api.path("respond"), api.respond_body(conversation, "I'd like to change my booking please")),
             "create": ("POST", api.path("create"), api.create_body("a")),
         }
         for name, (method, path, body) in scenarios.items():
             script = workdir / f"{name}.lua"
             script.write_text(lua_script(method, body))
-            rows.append({"engine": engine, "loop": loop, "scenario": name,
-                         **run_wrk(base + path, script, seconds, connections, cpus[1], proc.pid)})
+            rows.append({"engine": engine, "loop": loop, "scenario": name, **run_wrk(base + path, script, seconds, connections, cpus[1], proc.pid)})
         stats = json.loads(urllib.request.urlopen(base + "/_mock/stats", timeout=5).read())
         assert set(stats["statuses"]) == {"200"}, stats["statuses"]  # every request answered 200
     finally:
@@ -153,11 +167,17 @@ def summarise(runs: list[dict]) -> list[dict]:
         rates = sorted(r["rps"] for r in group)
         per_cpu = sorted(r["per_cpu_s"] for r in group)
         best = max(group, key=lambda r: r["rps"])
-        rows.append({**best, "median_rps": statistics.median(rates),
-                     "per_cpu_s": statistics.median(per_cpu), "best_per_cpu_s": per_cpu[-1],
-                     "non2xx": sum(r["non2xx"] for r in group), "runs": len(group)})
-    first = {r["scenario"]: r["per_cpu_s"] for r in rows if (r["engine"], r["loop"]) == (rows[0]["engine"],
-                                                                                       rows[0]["loop"])}
+        rows.append(
+            {
+                **best,
+                "median_rps": statistics.median(rates),
+                "per_cpu_s": statistics.median(per_cpu),
+                "best_per_cpu_s": per_cpu[-1],
+                "non2xx": sum(r["non2xx"] for r in group),
+                "runs": len(group),
+            }
+        )
+    first = {r["scenario"]: r["per_cpu_s"] for r in rows if (r["engine"], r["loop"]) == (rows[0]["engine"], rows[0]["loop"])}
     for r in rows:
         r["ratio"] = r["per_cpu_s"] / first[r["scenario"]]
     return rows
@@ -168,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 s per scenario instead of 10 s")
     parser.add_argument("--duration", type=int, help="seconds per scenario")
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (default 64)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="repetitions, each running every configuration once in turn; the best and "
-                             "the median are shown (default 1)")
-    parser.add_argument("--engine", action="append", choices=("fast", "aiohttp"),
-                        help="front end(s) to measure (default fast)")
-    parser.add_argument("--loop", action="append", choices=("uvloop", "asyncio"),
-                        help="the mock's event loop(s) to measure (default uvloop, as `loadtest mock` runs)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="repetitions, each running every configuration once in turn; the best and the median are shown (default 1)"
+    )
+    parser.add_argument("--engine", action="append", choices=("fast", "aiohttp"), help="front end(s) to measure (default fast)")
+    parser.add_argument(
+        "--loop", action="append", choices=("uvloop", "asyncio"), help="the mock's event loop(s) to measure (default uvloop, as `loadtest mock` runs)"
+    )
     parser.add_argument("--server-cpu", default="0", help="CPU for the mock (default 0)")
     parser.add_argument("--client-cpu", default="1", help="CPU for wrk (default 1)")
     args = parser.parse_args(argv)
@@ -196,19 +216,23 @@ def main(argv: list[str] | None = None) -> int:
                 runs += bench(engine, loop, seconds, args.connections, cpus, Path(tmp))
     rows = summarise(runs)
 
-    print(f"\nmock on CPU {cpus[0]}, wrk on CPU {cpus[1]}, {args.connections} connections, {seconds} s × "
-          f"{max(1, args.repeat)} per scenario; goal >= {GOAL} req/s (2x one Locust FastHttpUser process)")
+    print(
+        f"\nmock on CPU {cpus[0]}, wrk on CPU {cpus[1]}, {args.connections} connections, {seconds} s × "
+        f"{max(1, args.repeat)} per scenario; goal >= {GOAL} req/s (2x one Locust FastHttpUser process)"
+    )
     if load_before > 0.5:
-        print(f"warning: load average was {load_before:.1f} before the run: other work shares these CPUs, "
-              "so these numbers are low")
-    print(f"{'engine':<8} {'loop':<8} {'scenario':<8} {'best req/s':>10} {'median':>8} {'vs goal':>8} "
-          f"{'req/CPU-s':>10} {'best':>8} {'ratio':>6} {'avg lat':>8} {'non-2xx':>8}  socket errors")
+        print(f"warning: load average was {load_before:.1f} before the run: other work shares these CPUs, so these numbers are low")
+    print(
+        f"{'engine':<8} {'loop':<8} {'scenario':<8} {'best req/s':>10} {'median':>8} {'vs goal':>8} "
+        f"{'req/CPU-s':>10} {'best':>8} {'ratio':>6} {'avg lat':>8} {'non-2xx':>8}  socket errors"
+    )
     for r in rows:
-        print(f"{r['engine']:<8} {r['loop']:<8} {r['scenario']:<8} {r['rps']:>10.0f} {r['median_rps']:>8.0f} "
-              f"{r['rps'] / GOAL:>7.2f}x {r['per_cpu_s']:>10.0f} {r['best_per_cpu_s']:>8.0f} {r['ratio']:>6.2f} "
-              f"{r['latency_avg']:>8} {r['non2xx']:>8}  {r['socket_errors'] or '-'}")
-    print("req/CPU-s: median requests per CPU-second the mock used, i.e. its rate on a core of its own; "
-          "ratio: that median over the first configuration's")
+        print(
+            f"{r['engine']:<8} {r['loop']:<8} {r['scenario']:<8} {r['rps']:>10.0f} {r['median_rps']:>8.0f} "
+            f"{r['rps'] / GOAL:>7.2f}x {r['per_cpu_s']:>10.0f} {r['best_per_cpu_s']:>8.0f} {r['ratio']:>6.2f} "
+            f"{r['latency_avg']:>8} {r['non2xx']:>8}  {r['socket_errors'] or '-'}"
+        )
+    print("req/CPU-s: median requests per CPU-second the mock used, i.e. its rate on a core of its own; ratio: that median over the first configuration's")
     return 0
 
 

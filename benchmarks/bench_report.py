@@ -31,6 +31,7 @@ Wall times on a shared machine vary with its load; CPU times (user + system) are
 beside them. Results are printed and written to benchmarks/out/bench-<rows>.json
 (bench-sweep.json for a sweep).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -127,7 +128,7 @@ def child(code: str, root: Path = ROOT, **params) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def clear_cache(run: Path) -> None:
@@ -179,8 +180,7 @@ def sweep(rows: list[int], workdir: Path, old: Path | None, old_max_rows: int) -
     """Full report, cold, per run size: seconds and peak RSS, per million rows, and the
     marginal memory per million rows between consecutive sizes; with `old`, the same report
     built by another checkout's analysis code (e.g. the main branch) in the same run."""
-    print(f"{'rows':>12} {'CSV GB':>7} {'code':<6} {'wall s':>7} {'cpu s':>7} {'peak GiB':>9} "
-          f"{'s/M rows':>8} {'MiB/M marginal':>14}", flush=True)
+    print(f"{'rows':>12} {'CSV GB':>7} {'code':<6} {'wall s':>7} {'cpu s':>7} {'peak GiB':>9} {'s/M rows':>8} {'MiB/M marginal':>14}", flush=True)
     res: dict = {"cpus": os.cpu_count(), "sweep": []}
     prev: dict = {}
     for n in rows:
@@ -196,16 +196,16 @@ def sweep(rows: list[int], workdir: Path, old: Path | None, old_max_rows: int) -
             r = child(REPORT, root=root, RUN=str(run))
             clear_cache(run)
             cache = child(CACHE_SIZE, root=root, RUN=str(run)) if name == "new" else None
-            marginal = ((r["peak_rss"] - prev[name][1]["peak_rss"]) / 2**20 / ((n - prev[name][0]) / 1e6)
-                        if name in prev else float("nan"))
+            marginal = (r["peak_rss"] - prev[name][1]["peak_rss"]) / 2**20 / ((n - prev[name][0]) / 1e6) if name in prev else float("nan")
             prev[name] = (n, r)
-            row = {"rows": n, "csv_bytes": size, "code": name, **r, "marginal_mib_per_m": marginal,
-                   "cache_bytes": cache["cache_bytes"] if cache else None}
+            row = {"rows": n, "csv_bytes": size, "code": name, **r, "marginal_mib_per_m": marginal, "cache_bytes": cache["cache_bytes"] if cache else None}
             res["sweep"].append(row)
-            print(f"{n:>12,} {size / 1e9:>7.2f} {name:<6} {r['seconds']:>7.1f} {r['cpu']:>7.1f} "
-                  f"{r['peak_rss'] / 2**30:>9.2f} {r['seconds'] / (n / 1e6):>8.2f} {marginal:>14.1f}"
-                  + (f"   cache {cache['cache_bytes'] / (n / 1e6) / 2**20:.1f} MiB/M rows" if cache else ""),
-                  flush=True)
+            print(
+                f"{n:>12,} {size / 1e9:>7.2f} {name:<6} {r['seconds']:>7.1f} {r['cpu']:>7.1f} "
+                f"{r['peak_rss'] / 2**30:>9.2f} {r['seconds'] / (n / 1e6):>8.2f} {marginal:>14.1f}"
+                + (f"   cache {cache['cache_bytes'] / (n / 1e6) / 2**20:.1f} MiB/M rows" if cache else ""),
+                flush=True,
+            )
             clear_cache(run)
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / "bench-sweep.json"
@@ -247,19 +247,26 @@ def breakdowns(run: Path, repeats: int, old: Path | None, res: dict) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000],
-                    help="request rows in the synthetic run (default 1M); several values: a sweep of "
-                         "full reports, e.g. --rows 1000000 10000000 30000000 100000000")
-    ap.add_argument("--old", type=Path, help="sweep and --breakdown: also run the analysis code of this "
-                                             "checkout (e.g. the main branch) for side-by-side ratios")
-    ap.add_argument("--old-max-rows", type=int, default=30_000_000,
-                    help="sweep: largest run for --old (the old code needs ~0.15 GiB per million rows)")
+    ap.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        default=[1_000_000],
+        help="request rows in the synthetic run (default 1M); several values: a sweep of full reports, e.g. --rows 1000000 10000000 30000000 100000000",
+    )
+    ap.add_argument(
+        "--old", type=Path, help="sweep and --breakdown: also run the analysis code of this checkout (e.g. the main branch) for side-by-side ratios"
+    )
+    ap.add_argument("--old-max-rows", type=int, default=30_000_000, help="sweep: largest run for --old (the old code needs ~0.15 GiB per million rows)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/loadtest-bench"), help="where the synthetic run lives")
     ap.add_argument("--workers", type=int, default=1, help="split requests into this many worker files")
     ap.add_argument("--skip-baseline", action="store_true")
-    ap.add_argument("--breakdown", type=int, metavar="N",
-                    help="only the CPU breakdown per phase, N times (with --old: alternating with that "
-                         "checkout's, one process at a time), and the medians")
+    ap.add_argument(
+        "--breakdown",
+        type=int,
+        metavar="N",
+        help="only the CPU breakdown per phase, N times (with --old: alternating with that checkout's, one process at a time), and the medians",
+    )
     args = ap.parse_args(argv)
 
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -281,8 +288,7 @@ def main(argv=None) -> int:
 
     def show(name, r):
         extra = ", ".join(f"{k} {v:.2f} s" for k, v in r.items() if k in ("read", "load", "stats"))
-        print(f"{name:<16} {r['seconds']:7.2f} s wall  {r['cpu']:6.2f} s cpu   peak {r['peak_rss'] / 2**30:5.2f} GiB   "
-              f"{extra}", flush=True)
+        print(f"{name:<16} {r['seconds']:7.2f} s wall  {r['cpu']:6.2f} s cpu   peak {r['peak_rss'] / 2**30:5.2f} GiB   {extra}", flush=True)
         res[name] = r
 
     if not args.skip_baseline:
@@ -305,8 +311,10 @@ def main(argv=None) -> int:
         res["ratio_cold_vs_baseline"] = ours / base
         print(f"load + stats vs faster baseline: {ours:.2f} s / {base:.2f} s = {ours / base:.2f}× (target ≤ 2×)")
     rep = res["report cold"]
-    print(f"full report, cold: {rep['seconds']:.2f} s, peak {rep['peak_rss'] / 2**30:.2f} GiB, "
-          f"report.html {rep['size'] / 1e6:.2f} MB (targets at 10M rows: ≤ 20 s, ≤ 4 GiB, ≤ 10 MB)")
+    print(
+        f"full report, cold: {rep['seconds']:.2f} s, peak {rep['peak_rss'] / 2**30:.2f} GiB, "
+        f"report.html {rep['size'] / 1e6:.2f} MB (targets at 10M rows: ≤ 20 s, ≤ 4 GiB, ≤ 10 MB)"
+    )
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"bench-{args.rows}.json"
     out.write_text(json.dumps(res, indent=2))

@@ -42,8 +42,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil  # noqa: E402
 
-from common import (WRK_HEADERS_LUA, fmt_bytes, lua_string, machine_info, mock, mock_stats,  # noqa: E402
-                    pinned)
+from common import (
+    WRK_HEADERS_LUA,
+    fmt_bytes,
+    lua_string,
+    machine_info,
+    mock,
+    mock_stats,  # noqa: E402
+    pinned,
+)
 from loadtest import api  # noqa: E402
 
 SOAK_LUA = """
@@ -102,8 +109,8 @@ QUICK = 5  # --quick: a fifth of the conversations (and of the cap)
 
 # ---------------------------------------------------------------------------- abuse
 
-def _send(host: str, port: int, payload: bytes | list[bytes], pause: float = 0.0,
-          read: bool = True) -> str:
+
+def _send(host: str, port: int, payload: bytes | list[bytes], pause: float = 0.0, read: bool = True) -> str:
     """Send raw bytes; the status code of the answer, or 'closed' / 'timeout'."""
     try:
         with socket.create_connection((host, port), timeout=3) as s:
@@ -133,8 +140,13 @@ def _send(host: str, port: int, payload: bytes | list[bytes], pause: float = 0.0
 
 
 def _head(method: str, path: str, extra: str = "", content_length: int | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {api.CONTENT_TYPE}",
-             f"{api.API_KEY_HEADER}: {api.DUMMY_API_KEY}", f"{api.TOKEN_HEADER}: {api.DUMMY_TOKEN}"]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Content-Type: {api.CONTENT_TYPE}",
+        f"{api.API_KEY_HEADER}: {api.DUMMY_API_KEY}",
+        f"{api.TOKEN_HEADER}: {api.DUMMY_TOKEN}",
+    ]
     if content_length is not None:
         lines.append(f"Content-Length: {content_length}")
     if extra:
@@ -167,9 +179,14 @@ def abuse_cases() -> dict[str, tuple[str, callable]]:
     def cut(h, p):
         return _send(h, p, _head("POST", create, content_length=2)[:40], read=False)
 
-    return {"413 declared 10 MB": ("413", declared), "413 100 KB body": ("413", actual),
-            "413 chunked 104 KB": ("413", chunked), "400 garbage bytes": ("400", garbage),
-            "431 20 KB header": ("431", header), "cut mid-head": ("sent", cut)}
+    return {
+        "413 declared 10 MB": ("413", declared),
+        "413 100 KB body": ("413", actual),
+        "413 chunked 104 KB": ("413", chunked),
+        "400 garbage bytes": ("400", garbage),
+        "431 20 KB header": ("431", header),
+        "cut mid-head": ("sent", cut),
+    }
 
 
 class Abuser(threading.Thread):
@@ -193,6 +210,7 @@ class Abuser(threading.Thread):
 
 # ---------------------------------------------------------------------------- one phase
 
+
 def run_phase(name: str, workdir: Path, quick: bool, mock_cpu: str, wrk_cpu: str) -> dict:
     flags, target, delay_ms, connections = PHASES[name]
     cap = CAP // QUICK if quick else CAP
@@ -201,11 +219,19 @@ def run_phase(name: str, workdir: Path, quick: bool, mock_cpu: str, wrk_cpu: str
     with mock(workdir, mock_cpu, *flags, name=name) as (proc, base):
         mproc = psutil.Process(proc.pid)
         script = workdir / f"soak-{name}.lua"
-        script.write_text(SOAK_LUA.format(
-            headers=WRK_HEADERS_LUA, create_path=lua_string(api.path("create")),
-            respond_path=lua_string(api.path("respond")), close_path=lua_string(api.path("close")),
-            create_body=lua_string(json.dumps(api.create_body())), p_respond=0.25, p_close=0.15,
-            delay_ms=delay_ms, ring=2000))
+        script.write_text(
+            SOAK_LUA.format(
+                headers=WRK_HEADERS_LUA,
+                create_path=lua_string(api.path("create")),
+                respond_path=lua_string(api.path("respond")),
+                close_path=lua_string(api.path("close")),
+                create_body=lua_string(json.dumps(api.create_body())),
+                p_respond=0.25,
+                p_close=0.15,
+                delay_ms=delay_ms,
+                ring=2000,
+            )
+        )
         time.sleep(0.5)
         samples: list[tuple[float, int]] = []
         stats: list[tuple[float, dict]] = []
@@ -224,9 +250,12 @@ def run_phase(name: str, workdir: Path, quick: bool, mock_cpu: str, wrk_cpu: str
         sample(True)
         abuser = Abuser(base)
         abuser.start()
-        wrk = subprocess.Popen(pinned(wrk_cpu, ["wrk", "-t1", f"-c{connections}", "-d180s", "--timeout", "5s",
-                                                "-s", str(script), base + api.path("create")]),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        wrk = subprocess.Popen(
+            pinned(wrk_cpu, ["wrk", "-t1", f"-c{connections}", "-d180s", "--timeout", "5s", "-s", str(script), base + api.path("create")]),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         half_rss = None
         created = 0
         deadline = time.monotonic() + 170
@@ -264,16 +293,33 @@ def run_phase(name: str, workdir: Path, quick: bool, mock_cpu: str, wrk_cpu: str
         bound = IDLE_TIMEOUT_S * created / max(drive_s, 1e-9) * 1.5 + 2000 if name == "expiry" else cap
         flat = half_rss is not None and drive_end_rss - half_rss <= max(0.10 * half_rss, 8 * 2**20)
         return {
-            "phase": name, "flags": " ".join(flags), "target": target, "seconds": drive_s,
-            "created": final["created"], "closed": final["closed"], "expired": final["expired"],
-            "evicted": final["evicted"], "open_end_of_drive": drive_end["open_conversations"],
-            "open_final": final["open_conversations"], "peak_open": peak_open, "open_bound": bound,
-            "start_rss": start_rss, "half_rss": half_rss or 0, "drive_end_rss": drive_end_rss,
-            "peak_rss": peak_rss, "end_rss": samples[-1][1], "statuses": final["statuses"],
-            "requests": final["requests"], "abuse": {k: dict(c) for k, c in abuser.results.items()},
-            "abuse_ok": abuse_ok, "alive": alive, "flat": flat, "open_ok": peak_open <= bound,
+            "phase": name,
+            "flags": " ".join(flags),
+            "target": target,
+            "seconds": drive_s,
+            "created": final["created"],
+            "closed": final["closed"],
+            "expired": final["expired"],
+            "evicted": final["evicted"],
+            "open_end_of_drive": drive_end["open_conversations"],
+            "open_final": final["open_conversations"],
+            "peak_open": peak_open,
+            "open_bound": bound,
+            "start_rss": start_rss,
+            "half_rss": half_rss or 0,
+            "drive_end_rss": drive_end_rss,
+            "peak_rss": peak_rss,
+            "end_rss": samples[-1][1],
+            "statuses": final["statuses"],
+            "requests": final["requests"],
+            "abuse": {k: dict(c) for k, c in abuser.results.items()},
+            "abuse_ok": abuse_ok,
+            "alive": alive,
+            "flat": flat,
+            "open_ok": peak_open <= bound,
             "wrk_tail": "\n".join(wrk_out.strip().splitlines()[-4:]),
-            "rss_series": samples, "open_series": [(t, s["open_conversations"]) for t, s in stats],
+            "rss_series": samples,
+            "open_series": [(t, s["open_conversations"]) for t, s in stats],
         }
 
 
@@ -308,24 +354,30 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         ok = r["alive"] and r["flat"] and r["open_ok"] and r["abuse_ok"]
         passed &= ok
-        print(f"\nphase {r['phase']} ({r['flags']}): {r['created']} conversations created in {r['seconds']:.0f} s"
-              f" ({r['created'] / r['seconds']:.0f}/s); {r['closed']} closed, {r['expired']} expired,"
-              f" {r['evicted']} evicted")
+        print(
+            f"\nphase {r['phase']} ({r['flags']}): {r['created']} conversations created in {r['seconds']:.0f} s"
+            f" ({r['created'] / r['seconds']:.0f}/s); {r['closed']} closed, {r['expired']} expired,"
+            f" {r['evicted']} evicted"
+        )
         print(f"  requests {r['requests']}; statuses {r['statuses']}")
-        print(f"  open conversations: peak {r['peak_open']} (bound {r['open_bound']:.0f}),"
-              f" end of drive {r['open_end_of_drive']}, final {r['open_final']}")
-        print(f"  RSS: start {fmt_bytes(r['start_rss'])}, half-way {fmt_bytes(r['half_rss'])},"
-              f" end of drive {fmt_bytes(r['drive_end_rss'])}, peak {fmt_bytes(r['peak_rss'])},"
-              f" final {fmt_bytes(r['end_rss'])}")
-        print("  abuse (observed → count): " + "; ".join(
-            f"{k}: {', '.join(f'{s}×{n}' for s, n in c.items())}" for k, c in r["abuse"].items()))
-        print(f"  mock alive after the soak: {r['alive']}; RSS flat from half-way: {r['flat']};"
-              f" abusive requests refused as expected: {r['abuse_ok']} → {'PASS' if ok else 'FAIL'}")
+        print(f"  open conversations: peak {r['peak_open']} (bound {r['open_bound']:.0f}), end of drive {r['open_end_of_drive']}, final {r['open_final']}")
+        print(
+            f"  RSS: start {fmt_bytes(r['start_rss'])}, half-way {fmt_bytes(r['half_rss'])},"
+            f" end of drive {fmt_bytes(r['drive_end_rss'])}, peak {fmt_bytes(r['peak_rss'])},"
+            f" final {fmt_bytes(r['end_rss'])}"
+        )
+        print("  abuse (observed → count): " + "; ".join(f"{k}: {', '.join(f'{s}×{n}' for s, n in c.items())}" for k, c in r["abuse"].items()))
+        print(
+            f"  mock alive after the soak: {r['alive']}; RSS flat from half-way: {r['flat']};"
+            f" abusive requests refused as expected: {r['abuse_ok']} → {'PASS' if ok else 'FAIL'}"
+        )
         print("  timeline (open conversations, RSS):")
         print(timeline(r))
         print("  wrk: " + r["wrk_tail"].replace("\n", " | "))
-    print(f"\nverdict: {'PASS' if passed else 'FAIL'} — the mock kept memory bounded through "
-          f"{sum(r['created'] for r in results)} conversations and survived the abuse")
+    print(
+        f"\nverdict: {'PASS' if passed else 'FAIL'} — the mock kept memory bounded through "
+        f"{sum(r['created'] for r in results)} conversations and survived the abuse"
+    )
     return 0 if passed else 1
 
 

@@ -33,8 +33,7 @@ from common import machine_info, median, mock  # noqa: E402
 
 def column(path: Path, name: str, where: tuple[str, str] | None = None) -> np.ndarray:
     with open(path, newline="") as f:
-        return np.array([float(r[name]) for r in csv.DictReader(f)
-                         if where is None or r[where[0]] == where[1]], dtype=float)
+        return np.array([float(r[name]) for r in csv.DictReader(f) if where is None or r[where[0]] == where[1]], dtype=float)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,29 +51,24 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_info())
     with tempfile.TemporaryDirectory(prefix="bench-tls-") as tmp:
         work = Path(tmp)
-        with mock(work, args.mock_cpu, "--tls", name="tls") as (_p1, tls_base), \
-                mock(work, args.mock_cpu, name="plain") as (_p2, plain_base):
+        with mock(work, args.mock_cpu, "--tls", name="tls") as (_p1, tls_base), mock(work, args.mock_cpu, name="plain") as (_p2, plain_base):
             ca = json.loads((work / "ready-tls.json").read_text())["ca_bundle"]
 
             print(f"\n1. create latency by connection policy over TLS (4 users, think 20 ms, {seconds} s, {rounds} rounds)")
-            print(f"{'round':>5} {'policy':<17} {'conv':>6} {'create p50':>10} {'create p95':>10}"
-                  f" {'handshakes':>10} {'hs p50':>8} {'hs p95':>8}")
+            print(f"{'round':>5} {'policy':<17} {'conv':>6} {'create p50':>10} {'create p95':>10} {'handshakes':>10} {'hs p50':>8} {'hs p95':>8}")
             by_policy: dict[str, list[float]] = {}
             for i in range(rounds):
                 for policy in ("per-conversation", "per-user"):
                     run_dir = work / f"lat-{i}-{policy}"
-                    run_once(policy, tls_base, run_dir, 4, seconds, 3, args.locust_cpu,
-                             {"ca_bundle": ca, "connections": policy, "think_time": "0.02"})
+                    run_once(policy, tls_base, run_dir, 4, seconds, 3, args.locust_cpu, {"ca_bundle": ca, "connections": policy, "think_time": "0.02"})
                     create = column(run_dir / "requests.csv", "response_time_ms", ("endpoint", "create"))
                     hs = column(run_dir / "connections.csv", "tls_handshake_ms")
                     p50, p95 = np.percentile(create, [50, 95])
                     h50, h95 = np.percentile(hs, [50, 95])
                     by_policy.setdefault(policy, []).append(p50)
-                    print(f"{i:>5} {policy:<17} {len(create):>6} {p50:>8.2f}ms {p95:>8.2f}ms {len(hs):>10}"
-                          f" {h50:>6.2f}ms {h95:>6.2f}ms", flush=True)
+                    print(f"{i:>5} {policy:<17} {len(create):>6} {p50:>8.2f}ms {p95:>8.2f}ms {len(hs):>10} {h50:>6.2f}ms {h95:>6.2f}ms", flush=True)
             pc, pu = median(by_policy["per-conversation"]), median(by_policy["per-user"])
-            print(f"median create p50: per-conversation {pc:.2f} ms, per-user {pu:.2f} ms "
-                  f"(+{pc - pu:.2f} ms, the handshake that a new customer pays)")
+            print(f"median create p50: per-conversation {pc:.2f} ms, per-user {pu:.2f} ms (+{pc - pu:.2f} ms, the handshake that a new customer pays)")
 
             print(f"\n2. generator req/s, TLS vs plain HTTP (50 users, think 0, per-user, {seconds} s, {pairs} pairs)")
             rows = []
@@ -86,12 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                     row["rep"] = i
                     rows.append(row)
                     print(f"  pair {i} {kind:<5} {row['rps']:>6.0f} req/s, failures {row['failures']}", flush=True)
-    ratios = [t["rps"] / p["rps"] for t, p in zip((r for r in rows if r["kind"] == "tls"),
-                                                   (r for r in rows if r["kind"] == "plain"))]
+    ratios = [t["rps"] / p["rps"] for t, p in zip((r for r in rows if r["kind"] == "tls"), (r for r in rows if r["kind"] == "plain"))]
     tls_rps = median([r["rps"] for r in rows if r["kind"] == "tls"])
     plain_rps = median([r["rps"] for r in rows if r["kind"] == "plain"])
-    print(f"median req/s: TLS {tls_rps:.0f}, plain {plain_rps:.0f}; per-pair TLS/plain "
-          f"{', '.join(f'{x:.2f}' for x in ratios)} → median {median(ratios):.2f}")
+    print(f"median req/s: TLS {tls_rps:.0f}, plain {plain_rps:.0f}; per-pair TLS/plain {', '.join(f'{x:.2f}' for x in ratios)} → median {median(ratios):.2f}")
     return 0
 
 

@@ -33,6 +33,7 @@ MOCK_START_TIMEOUT_S = 20.0
 
 # ---------------------------------------------------------------------------- machine
 
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,8 +62,10 @@ def wrk_version() -> str:
 def machine_info() -> str:
     """One line: CPUs, CPU model, Python, Locust, wrk, load average when measured."""
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"machine: nproc {os.cpu_count()} · CPU {cpu_model()} · Python {platform.python_version()}"
-            f" · Locust {version_of('locust')} · {wrk_version()} · load average {load}")
+    return (
+        f"machine: nproc {os.cpu_count()} · CPU {cpu_model()} · Python {platform.python_version()}"
+        f" · Locust {version_of('locust')} · {wrk_version()} · load average {load}"
+    )
 
 
 def can_pin() -> bool:
@@ -77,24 +80,24 @@ def pinned(cpu: str | None, cmd: list[str]) -> list[str]:
 def child_env() -> dict[str, str]:
     """The environment for the mock and Locust: repo importable, dummy credentials, no LOADTEST_*."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADTEST_")}
-    env.update({"PYTHONPATH": str(ROOT), api.API_KEY_ENV: api.DUMMY_API_KEY,
-                api.TOKEN_ENV: api.DUMMY_TOKEN})
+    env.update({"PYTHONPATH": str(ROOT), api.API_KEY_ENV: api.DUMMY_API_KEY, api.TOKEN_ENV: api.DUMMY_TOKEN})
     return env
 
 
 # ---------------------------------------------------------------------------- mock
 
+
 @contextmanager
-def mock(workdir: Path, cpu: str | None = "1", *extra: str, region: str = "uk",
-         deterministic: bool = True, name: str = "mock") -> Iterator[tuple[subprocess.Popen, str]]:
+def mock(
+    workdir: Path, cpu: str | None = "1", *extra: str, region: str = "uk", deterministic: bool = True, name: str = "mock"
+) -> Iterator[tuple[subprocess.Popen, str]]:
     """The mock for one region, latency scale 0, pinned to `cpu`; yields (process, base URL).
 
     `deterministic`: the agent never ends or hands off a conversation (--end-after 0
     --end-probability 0 --handoff-rate 0), so a user's turns are exactly what it asks for.
     """
     ready = workdir / f"ready-{name}.json"
-    cmd = [sys.executable, "-m", "loadtest.mock.cli", "--region", region, "--port", "0",
-           "--latency-scale", "0", "--ready-file", str(ready), "--quiet"]
+    cmd = [sys.executable, "-m", "loadtest.mock.cli", "--region", region, "--port", "0", "--latency-scale", "0", "--ready-file", str(ready), "--quiet"]
     if deterministic:
         cmd += ["--end-after", "0", "--end-probability", "0", "--handoff-rate", "0"]
     cmd += list(extra)
@@ -126,8 +129,7 @@ TLS_CONTEXTS: dict[str, ssl.SSLContext] = {}
 
 def request(base: str, method: str, path: str, body: dict | None = None, timeout: float = 5) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, method=method,
-                                 headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+    req = urllib.request.Request(base + path, data=data, method=method, headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
     with urllib.request.urlopen(req, timeout=timeout, context=TLS_CONTEXTS.get(base)) as r:
         return json.loads(r.read())
 
@@ -146,8 +148,7 @@ WRK_HEADERS_LUA = """
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["{key_header}"] = "{key}"
 wrk.headers["{token_header}"] = "{token}"
-""".format(key_header=api.API_KEY_HEADER, key=api.DUMMY_API_KEY,
-           token_header=api.TOKEN_HEADER, token=api.DUMMY_TOKEN)
+""".format(key_header=api.API_KEY_HEADER, key=api.DUMMY_API_KEY, token_header=api.TOKEN_HEADER, token=api.DUMMY_TOKEN)
 
 
 def lua_string(text: str) -> str:
@@ -160,6 +161,7 @@ def lua_string(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------- Locust output
+
 
 def locust_aggregated(csv_prefix: Path) -> dict[str, str]:
     """The 'Aggregated' row of Locust's <prefix>_stats.csv."""

@@ -24,8 +24,7 @@ plugin.install(events)
 
 BURST = 200
 LINES = os.environ.get("FLOOD") == "lines"
-REQUEST_LINE = ("1795954234.560069,uk,a,respond,uk · a · respond,123.457,200,1,,,118,"
-                "uk-8c0beafc72e276cfb3f2317f,2,7,worker0\n")
+REQUEST_LINE = "1795954234.560069,uk,a,respond,uk · a · respond,123.457,200,1,,,118,uk-8c0beafc72e276cfb3f2317f,2,7,worker0\n"
 CONVERSATION_LINE = "uk-8c0beafc72e276cfb3f2317f,uk,a,1795954233.060069,1795954234.560069,1.500,3,end_conversation,1\n"
 
 
@@ -55,11 +54,18 @@ class ChatUser(User):
         for i in range(BURST):
             now = time.time()
             cid = f"uk-{id(self):x}{i:08d}"
-            fire(request_type="POST", name="uk · a · respond", response_time=123.456789, response_length=118,
-                 response=response, exception=None, start_time=now,
-                 context={"region": "uk", "variant": "a", "endpoint": "respond", "conversation_id": cid,
-                          "turn": i % 5, "user": "7"})
+            fire(
+                request_type="POST",
+                name="uk · a · respond",
+                response_time=123.456789,
+                response_length=118,
+                response=response,
+                exception=None,
+                start_time=now,
+                context={"region": "uk", "variant": "a", "endpoint": "respond", "conversation_id": cid, "turn": i % 5, "user": "7"},
+            )
             if i % 5 == 4:
-                run.conversation_ended(conversation_id=cid, region="uk", variant="a", started=now - 1.5,
-                                       ended=now, turns=3, ended_by="end_conversation", ok=True)
+                run.conversation_ended(
+                    conversation_id=cid, region="uk", variant="a", started=now - 1.5, ended=now, turns=3, ended_by="end_conversation", ok=True
+                )
         gevent.sleep(0)  # let the shipper, heartbeats and stats reports run

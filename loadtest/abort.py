@@ -50,30 +50,38 @@ class Breach:
     observed: float
     observed_text: str
     threshold_text: str
-    at: float          # epoch seconds of the verdict
-    after_s: float     # seconds into the run
-    window_s: float    # the trailing window it was judged on
+    at: float  # epoch seconds of the verdict
+    after_s: float  # seconds into the run
+    window_s: float  # the trailing window it was judged on
 
     def record(self) -> dict:
         return asdict(self)
 
     def message(self) -> str:
-        return (f"SLO {self.expr} breached: observed {self.observed_text} ({self.threshold_text} "
-                f"wanted) over the last {self.window_s:g} s, {self.after_s:.0f} s into the run")
+        return (
+            f"SLO {self.expr} breached: observed {self.observed_text} ({self.threshold_text} "
+            f"wanted) over the last {self.window_s:g} s, {self.after_s:.0f} s into the run"
+        )
 
 
 def abortable(scenario: config.Scenario) -> list[slo.SLO]:
     """The scenario's SLOs judged live: all with --abort-on-fail, else those marked; never
     whole-run totals."""
     parsed = slo.parse_slos(scenario.slos, variants=list(scenario.variants) or None)
-    return [s for s in parsed if (scenario.abort_on_fail or s.abort_on_fail)
-            and s.metric not in slo.WHOLE_RUN_METRICS]
+    return [s for s in parsed if (scenario.abort_on_fail or s.abort_on_fail) and s.metric not in slo.WHOLE_RUN_METRICS]
 
 
 class Watcher(threading.Thread):
-    def __init__(self, run_dir: Path, slos: Sequence[slo.SLO], grace_s: float, window_s: float,
-                 stop: Callable[[], None], warmup_s: float = 0.0,
-                 interval_s: float = CHECK_INTERVAL_S):
+    def __init__(
+        self,
+        run_dir: Path,
+        slos: Sequence[slo.SLO],
+        grace_s: float,
+        window_s: float,
+        stop: Callable[[], None],
+        warmup_s: float = 0.0,
+        interval_s: float = CHECK_INTERVAL_S,
+    ):
         super().__init__(name="loadtest-abort", daemon=True)
         self.run_dir, self.slos, self.grace_s, self.window_s = Path(run_dir), list(slos), grace_s, window_s
         self.stop, self.warmup_s, self.interval_s = stop, warmup_s, interval_s
@@ -108,15 +116,13 @@ class Watcher(threading.Thread):
         t1 = time.time() - READ_GRACE_S
         t0 = max(t1 - self.window_s, started + self.warmup_s)
         tail.forget_before(t1 - self.window_s)
-        due = [s for s in self.slos
-               if t1 - started >= (self.grace_s if s.abort_grace_s is None else s.abort_grace_s)]
+        due = [s for s in self.slos if t1 - started >= (self.grace_s if s.abort_grace_s is None else s.abort_grace_s)]
         if not due or t1 <= t0:
             return False
         self.breach = judge(due, tail.requests, tail.conversations, t0, t1, started)
         if not self.breach:
             return False
-        sys.stderr.write(f"\nloadtest: {self.breach.message()}; stopping the run "
-                         "(open conversations are being closed)…\n")
+        sys.stderr.write(f"\nloadtest: {self.breach.message()}; stopping the run (open conversations are being closed)…\n")
         self.stop()
         return True
 
@@ -128,8 +134,7 @@ class Watcher(threading.Thread):
         return None if requests is None or not len(requests) else float(requests["timestamp"].min())
 
 
-def judge(slos: Sequence[slo.SLO], requests, conversations, t0: float, t1: float,
-          started: float) -> Breach | None:
+def judge(slos: Sequence[slo.SLO], requests, conversations, t0: float, t1: float, started: float) -> Breach | None:
     """The first SLO outside its threshold on the requests completed (and the conversations
     ended) in [t0, t1), or None. A scope without data in the window is no breach."""
     if requests is None or not len(requests):
@@ -142,7 +147,14 @@ def judge(slos: Sequence[slo.SLO], requests, conversations, t0: float, t1: float
         conv = conversations[(ended >= t0) & (ended < t1)]
     for s, r in zip(slos, slo.evaluate(list(slos), window, conv, duration_s=t1 - t0)):
         if not r["passed"] and r["observed"] is not None:
-            return Breach(expr=s.expr, scope=r["scope"], observed=r["observed"],
-                          observed_text=r["observed_text"], threshold_text=r["threshold_text"],
-                          at=t1, after_s=t1 - started, window_s=round(t1 - t0, 3))
+            return Breach(
+                expr=s.expr,
+                scope=r["scope"],
+                observed=r["observed"],
+                observed_text=r["observed_text"],
+                threshold_text=r["threshold_text"],
+                at=t1,
+                after_s=t1 - started,
+                window_s=round(t1 - t0, 3),
+            )
     return None

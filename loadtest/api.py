@@ -53,8 +53,7 @@ def mock_base_urls(port: int = MOCK_DEFAULT_PORT, host: str = "127.0.0.1") -> di
     return {region: f"http://{host}:{port + i}" for i, region in enumerate(REGIONS)}
 
 
-def path(operation: str, version: str = DEFAULT_VERSION, account: str = DEFAULT_ACCOUNT,
-         project: str = DEFAULT_PROJECT) -> str:
+def path(operation: str, version: str = DEFAULT_VERSION, account: str = DEFAULT_ACCOUNT, project: str = DEFAULT_PROJECT) -> str:
     """The documented path of one operation."""
     return PATH_TEMPLATE.format(version=version, account=account, project=project, operation=operation)
 
@@ -132,6 +131,5 @@ def parse_reply(endpoint: str, body: Any) -> Reply | None:
         raw = body["handoff"]
         if not isinstance(raw, dict):
             raise SchemaError("respond: 'handoff' is not an object")
-        handoff = Handoff(_require(raw, "destination", str, "respond.handoff"),
-                          _require(raw, "reason", str, "respond.handoff"))
+        handoff = Handoff(_require(raw, "destination", str, "respond.handoff"), _require(raw, "reason", str, "respond.handoff"))
     return Reply(conversation_id, response, end, handoff)

@@ -48,6 +48,7 @@ def locustfile() -> Path:
 
 # --------------------------------------------------------------------------- the mock
 
+
 @contextmanager
 def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str, str]]:
     """Start the embedded mock on free loopback ports; yield region → base URL; stop it on exit.
@@ -56,9 +57,21 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
     (mock-ca.pem) and becomes the scenario's --ca-bundle unless one was given."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready.json"
-        cmd = [sys.executable, "-m", "loadtest.mock.cli", "--port", "0", "--ready-file", str(ready),
-               "--api-version", scenario.api_version,
-               "--seed", str(scenario.mock_seed), "--latency-scale", str(scenario.mock_latency_scale)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "loadtest.mock.cli",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--api-version",
+            scenario.api_version,
+            "--seed",
+            str(scenario.mock_seed),
+            "--latency-scale",
+            str(scenario.mock_latency_scale),
+        ]
         if scenario.mock_tls:
             cmd += ["--tls", "--tls-ca-file", str(log_path.parent / MOCK_CA_FILE)]
         for spec in scenario.faults:
@@ -90,8 +103,7 @@ def mock_server(scenario: config.Scenario, log_path: Path) -> Iterator[dict[str,
 def mock_stats(url: str, scenario: config.Scenario) -> dict | None:
     """The mock's /_mock/stats at this base URL (over TLS with the run's policy), or None."""
     try:
-        return httpx.get(f"{url}/_mock/stats", timeout=2,
-                         verify=config.tls_policy(scenario).context()).json()
+        return httpx.get(f"{url}/_mock/stats", timeout=2, verify=config.tls_policy(scenario).context()).json()
     except (httpx.HTTPError, ValueError):
         return None
 
@@ -99,11 +111,11 @@ def mock_stats(url: str, scenario: config.Scenario) -> dict | None:
 def open_conversations(base_urls: dict[str, str], scenario: config.Scenario) -> dict[str, int]:
     """Per region, conversations the mock still holds open (should be 0 after a run)."""
     stats = {region: mock_stats(url, scenario) for region, url in base_urls.items()}
-    return {region: s["open_conversations"] for region, s in stats.items()
-            if s and "open_conversations" in s}
+    return {region: s["open_conversations"] for region, s in stats.items() if s and "open_conversations" in s}
 
 
 # --------------------------------------------------------------------------- Locust's command line
+
 
 def option_value(name: str, value, base_urls: dict[str, str]) -> str:
     """A resolved setting back in the string form its option parser accepts, as a person would
@@ -117,8 +129,7 @@ def option_value(name: str, value, base_urls: dict[str, str]) -> str:
     if isinstance(value, dict) and name in ("regions", "variants") and set(value.values()) <= {1.0}:
         return ",".join(value)
     if isinstance(value, dict):
-        return json.dumps(value) if name == "integration_attributes" else \
-            ",".join(f"{k}:{v:g}" for k, v in value.items())
+        return json.dumps(value) if name == "integration_attributes" else ",".join(f"{k}:{v:g}" for k, v in value.items())
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -130,9 +141,15 @@ def option_value(name: str, value, base_urls: dict[str, str]) -> str:
     return str(value)
 
 
-def locust_command(scenario: config.Scenario, base_urls: dict[str, str], *,
-                   run_dir: Path | None = None, web_port: int | None = None,
-                   stop_timeout_s: float | None = None, extra: Sequence[str] = ()) -> list[str]:
+def locust_command(
+    scenario: config.Scenario,
+    base_urls: dict[str, str],
+    *,
+    run_dir: Path | None = None,
+    web_port: int | None = None,
+    stop_timeout_s: float | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
     """Locust with the packaged user: headless, writing `run_dir` (`loadtest run`, a capacity
     search's region), or its web UI on 127.0.0.1:`web_port` (`loadtest ui`: each Start opens a
     run folder under --out). Every setting Locust has an option for (`config.SETTINGS`) is
@@ -150,9 +167,18 @@ def locust_command(scenario: config.Scenario, base_urls: dict[str, str], *,
         # No --csv: the plugin writes Locust's CSVs into the run folder (loadtest.inlocust.locust_csv).
         cmd += ["--only-summary", "--loglevel", "WARNING", "--run-dir", str(run_dir), "--progress-lines"]
     else:
-        cmd += ["--web-host", "127.0.0.1", "--web-port", str(web_port),
-                "--users", str(scenario.users), "--spawn-rate", f"{scenario.spawn_rate:g}",
-                "--out", str(Path(scenario.out).resolve())]
+        cmd += [
+            "--web-host",
+            "127.0.0.1",
+            "--web-port",
+            str(web_port),
+            "--users",
+            str(scenario.users),
+            "--spawn-rate",
+            f"{scenario.spawn_rate:g}",
+            "--out",
+            str(Path(scenario.out).resolve()),
+        ]
         if scenario.sources.get("duration") != "default":  # the UI's default: run until Stop
             cmd += run_time
     cmd += ["--stop-timeout", f"{stop_timeout_s:g}", "--exit-code-on-error", "0"]
@@ -169,15 +195,20 @@ def fleet_master_args(scenario: config.Scenario) -> list[str]:
     """Locust's master flags for `--workers N`: listen, and start once N workers are in."""
     if not scenario.workers:
         return []
-    return ["--master", "--expect-workers", str(scenario.workers),
-            "--master-bind-host", scenario.master_bind_host,
-            "--master-bind-port", str(scenario.master_bind_port)]
+    return [
+        "--master",
+        "--expect-workers",
+        str(scenario.workers),
+        "--master-bind-host",
+        scenario.master_bind_host,
+        "--master-bind-port",
+        str(scenario.master_bind_port),
+    ]
 
 
 def worker_command(master_host: str, master_port: int, processes: int, extra: Sequence[str] = ()) -> list[str]:
     """A Locust worker with the packaged user: settings come from the master with each start."""
-    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--worker",
-           "--master-host", master_host, "--master-port", str(master_port)]
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile()), "--worker", "--master-host", master_host, "--master-port", str(master_port)]
     if processes:
         cmd += ["--processes", str(processes)]
     return cmd + list(extra)
@@ -186,12 +217,10 @@ def worker_command(master_host: str, master_port: int, processes: int, extra: Se
 def spawn_locust(cmd: list[str], **popen_kwargs) -> subprocess.Popen:
     """Start Locust; its output comes as text lines on `proc.stdout` (see `LocustOutput`)."""
     # No stdin: Locust's key listener would switch the terminal's input mode.
-    return processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, bufsize=1, **popen_kwargs)
+    return processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **popen_kwargs)
 
 
-def wait_for_http(url: str, proc: subprocess.Popen, give_up: Callable[[], bool] = lambda: False,
-                  timeout: float = LOCUST_UI_START_TIMEOUT_S) -> bool:
+def wait_for_http(url: str, proc: subprocess.Popen, give_up: Callable[[], bool] = lambda: False, timeout: float = LOCUST_UI_START_TIMEOUT_S) -> bool:
     """Until `url` answers 200 (True), or the child ends, `give_up()` or the timeout (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -208,6 +237,7 @@ def wait_for_http(url: str, proc: subprocess.Popen, give_up: Callable[[], bool] 
 
 # --------------------------------------------------------------------------- Locust's output
 
+
 class LocustOutput:
     """Drains a Locust child's stdout: its progress lines to `on_progress`, every other line
     into locust.log and to `on_line`, its errors (lines from `loadtest:`, tracebacks) echoed to
@@ -220,10 +250,16 @@ class LocustOutput:
     closes its output, inline or in a thread (`start()`, `join()`).
     """
 
-    def __init__(self, proc: subprocess.Popen, log_path: Path, *,
-                 on_line: Callable[[str], None] | None = None,
-                 on_progress: Callable[[dict], None] | None = None,
-                 quiet: Callable[[], bool] = lambda: False, echo_prefix: str = ""):
+    def __init__(
+        self,
+        proc: subprocess.Popen,
+        log_path: Path,
+        *,
+        on_line: Callable[[str], None] | None = None,
+        on_progress: Callable[[dict], None] | None = None,
+        quiet: Callable[[], bool] = lambda: False,
+        echo_prefix: str = "",
+    ):
         self.proc, self.log_path = proc, log_path
         self.on_line, self.on_progress, self.quiet, self.echo_prefix = on_line, on_progress, quiet, echo_prefix
         self.stopping = False  # we asked Locust to stop
@@ -245,10 +281,10 @@ class LocustOutput:
         for line in self.proc.stdout:
             if line.startswith(PROGRESS_PREFIX):
                 if self.on_progress is not None:
-                    self.on_progress(json.loads(line[len(PROGRESS_PREFIX):]))
+                    self.on_progress(json.loads(line[len(PROGRESS_PREFIX) :]))
                 continue
             if line.startswith(WRITE_FAILED_PREFIX):  # Locust stopped its load itself
-                self.failure = self.failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX):])
+                self.failure = self.failure or runfolder.WriteFailed.from_json(line[len(WRITE_FAILED_PREFIX) :])
                 continue
             if log is not None:
                 try:
@@ -259,8 +295,7 @@ class LocustOutput:
                     self._failed(runfolder.WriteFailed(self.log_path, e))
             if self.on_line is not None:
                 self.on_line(line)
-            if ((line.startswith("loadtest:") or "Traceback" in line) and self.failure is None
-                    and not self.stopping and not self.quiet()):
+            if (line.startswith("loadtest:") or "Traceback" in line) and self.failure is None and not self.stopping and not self.quiet():
                 sys.stderr.write(self.echo_prefix + line)
         if log is not None:
             try:
@@ -291,6 +326,7 @@ def _close_quietly(f) -> None:
 
 
 # --------------------------------------------------------------------------- the parent's signals
+
 
 class Signals:
     """First SIGINT/SIGTERM/SIGHUP: Locust's graceful stop (`proc`, when set). Second: kill now.
@@ -324,8 +360,7 @@ class Signals:
         if self.proc is None or self.proc.poll() is not None:
             return
         if self.count == 1:
-            sys.stderr.write(f"\nStopping ({signal.Signals(signum).name}): {self.stopping_message} "
-                             "(press Ctrl-C again to stop at once)…\n")
+            sys.stderr.write(f"\nStopping ({signal.Signals(signum).name}): {self.stopping_message} (press Ctrl-C again to stop at once)…\n")
             processes.stop_locust(self.proc)
         else:
             self.proc.kill()

@@ -38,28 +38,35 @@ from loadtest.mock import cli as mock_cli
 def worker_command(args: argparse.Namespace) -> int:
     """`loadtest worker`: become the Locust worker (exec: signals and the exit code are Locust's own)."""
     cmd = children.worker_command(args.master_host, args.master_port, args.processes, args.locust_args)
-    print(f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} "
-          "(it waits for its workers; this retries for a few minutes)", flush=True)
+    print(
+        f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} (it waits for its workers; this retries for a few minutes)",
+        flush=True,
+    )
     os.execv(cmd[0], cmd)
     return EXIT_RUN_FAILED  # not reached
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--master-host", default=os.environ.get("LOADTEST_MASTER_HOST", "127.0.0.1"),
-                        metavar="HOST", help="the machine running `loadtest run --workers N` "
-                        "(default: $LOADTEST_MASTER_HOST or 127.0.0.1)")
-    parser.add_argument("--master-port", type=int, default=int(os.environ.get("LOADTEST_MASTER_PORT", 5557)),
-                        metavar="PORT", help="its --master-bind-port (default: $LOADTEST_MASTER_PORT or 5557)")
-    parser.add_argument("--processes", type=int, default=0, metavar="N",
-                        help="worker processes on this machine, one per core you give it (default: 1)")
-    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
-                        help="extra arguments passed to Locust after --")
+    parser.add_argument(
+        "--master-host",
+        default=os.environ.get("LOADTEST_MASTER_HOST", "127.0.0.1"),
+        metavar="HOST",
+        help="the machine running `loadtest run --workers N` (default: $LOADTEST_MASTER_HOST or 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--master-port",
+        type=int,
+        default=int(os.environ.get("LOADTEST_MASTER_PORT", 5557)),
+        metavar="PORT",
+        help="its --master-bind-port (default: $LOADTEST_MASTER_PORT or 5557)",
+    )
+    parser.add_argument("--processes", type=int, default=0, metavar="N", help="worker processes on this machine, one per core you give it (default: 1)")
+    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS", help="extra arguments passed to Locust after --")
 
 
 def version_text() -> str:
     # metadata, not `import locust`: that would gevent-monkey-patch this process.
-    return (f"polyai-loadtest {__version__} (Locust {metadata.version('locust')}, "
-            f"Python {platform.python_version()})")
+    return f"polyai-loadtest {__version__} (Locust {metadata.version('locust')}, Python {platform.python_version()})"
 
 
 def locustfile_command(_args: argparse.Namespace) -> int:
@@ -68,8 +75,7 @@ def locustfile_command(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="loadtest", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -125,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # said in the subcommand's usage, not the top level's
-        _command_parser(parser, getattr(args, "command", None)).error(
-            f"unrecognized arguments: {' '.join(unknown)}")
+        _command_parser(parser, getattr(args, "command", None)).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -168,8 +168,7 @@ def parse_arrival_steps(value: Any) -> dict[str, float]:
     if unknown or len(fields) != 3:
         raise ValueError(f"'{value}': {usage}")
     try:
-        out = {"step": float(fields["step"]), "every": parse_duration(fields["every"]),
-               "max": float(fields["max"])}
+        out = {"step": float(fields["step"]), "every": parse_duration(fields["every"]), "max": float(fields["max"])}
     except ValueError as e:
         raise ValueError(f"'{value}': {e}; {usage}") from None
     if out["step"] <= 0 or out["every"] <= 0 or out["max"] <= 0:
@@ -205,9 +204,10 @@ def parse_slo_list(value: Any) -> list[str]:
             continue
         unknown = sorted(set(item) - {"expr", "abort_on_fail", "abort_grace"})
         if unknown or "expr" not in item:
-            raise ValueError(f"SLO table {item}: use {{expr = \"error_rate < 1%\", abort_on_fail = "
-                             f"true, abort_grace = \"10s\"}}" + (f"; unknown key(s) {', '.join(unknown)}"
-                                                                 if unknown else "; expr is missing"))
+            raise ValueError(
+                f'SLO table {item}: use {{expr = "error_rate < 1%", abort_on_fail = '
+                f'true, abort_grace = "10s"}}' + (f"; unknown key(s) {', '.join(unknown)}" if unknown else "; expr is missing")
+            )
         text = str(item["expr"]).strip()
         if parse_bool(item.get("abort_on_fail", False)):
             grace = item.get("abort_grace")
@@ -227,6 +227,7 @@ def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
         if x < 0:
             raise ValueError(f"'{value}' is negative")
         return x
+
     parse.__annotations__["return"] = kind.__name__  # the Scenario attribute's type
     return parse
 
@@ -240,6 +241,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
         if str(value) not in choices:
             raise ValueError(f"'{value}' is not one of {', '.join(choices)}")
         return str(value)
+
     return parse
 
 
@@ -258,10 +260,11 @@ def _text(value: Any) -> str:
 
 # ---- the settings table --------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Setting:
-    name: str            # python name; flag is --name-with-dashes, env LOADTEST_NAME
-    default: Any         # in its string form, as a user would type it
+    name: str  # python name; flag is --name-with-dashes, env LOADTEST_NAME
+    default: Any  # in its string form, as a user would type it
     parse: Callable[[Any], Any]
     help: str
     locust: bool = True  # registered with Locust's parser (in the web UI form)
@@ -280,104 +283,116 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     # what to hit
-    Setting("target", "mock", _choice("mock", "real"),
-            "mock: the embedded mock on loopback; real: PolyAI's hosts (needs credentials and --yes)"),
-    Setting("yes", "false", parse_bool,
-            "confirm that --target real may send load to PolyAI's hosts"),
-    Setting("regions", ",".join(api.REGIONS), parse_weights,
-            "regions and optional weights, e.g. us,uk or us:3,uk:1"),
-    Setting("base_urls", "", parse_mapping,
-            "per-region base URL overrides, e.g. uk=http://127.0.0.1:8081 (default: PolyAI's host "
-            f"for --target real, `loadtest mock` on port {api.MOCK_DEFAULT_PORT}+ for the mock)"),
+    Setting("target", "mock", _choice("mock", "real"), "mock: the embedded mock on loopback; real: PolyAI's hosts (needs credentials and --yes)"),
+    Setting("yes", "false", parse_bool, "confirm that --target real may send load to PolyAI's hosts"),
+    Setting("regions", ",".join(api.REGIONS), parse_weights, "regions and optional weights, e.g. us,uk or us:3,uk:1"),
+    Setting(
+        "base_urls",
+        "",
+        parse_mapping,
+        "per-region base URL overrides, e.g. uk=http://127.0.0.1:8081 (default: PolyAI's host "
+        f"for --target real, `loadtest mock` on port {api.MOCK_DEFAULT_PORT}+ for the mock)",
+    ),
     Setting("api_version", api.DEFAULT_VERSION, _text, "API version path segment"),
     Setting("account", api.DEFAULT_ACCOUNT, _text, "account_id (workspace slug or ws-…)"),
     Setting("project", api.DEFAULT_PROJECT, _text, "project_id (slug or PROJECT-…)"),
     # what a customer does
-    Setting("variants", "a,b", parse_weights,
-            "variant_id values and optional weights, e.g. a,b or control:9,new:1; empty for none"),
+    Setting("variants", "a,b", parse_weights, "variant_id values and optional weights, e.g. a,b or control:9,new:1; empty for none"),
     Setting("turns", "2-6", parse_int_range, "respond turns per conversation: 3 or a range 2-6"),
-    Setting("think_time", "0.5-1.5", parse_duration_range,
-            "pause between turns, seconds: 1, 0.5-2 or 500ms-2s"),
-    Setting("corpus", "", _text,
-            "file of customer messages, one per line (default: the packaged loadtest/data/messages.txt; "
-            "in a fleet the file must exist on every worker)"),
-    Setting("integration_attributes", "", parse_json_object,
-            "create's integration_attributes: JSON object or k=v,k2=v2"),
+    Setting("think_time", "0.5-1.5", parse_duration_range, "pause between turns, seconds: 1, 0.5-2 or 500ms-2s"),
+    Setting(
+        "corpus",
+        "",
+        _text,
+        "file of customer messages, one per line (default: the packaged loadtest/data/messages.txt; in a fleet the file must exist on every worker)",
+    ),
+    Setting("integration_attributes", "", parse_json_object, "create's integration_attributes: JSON object or k=v,k2=v2"),
     Setting("request_timeout", "10s", parse_duration, "client timeout per request"),
-    Setting("retry_429", "0", _positive_int,
-            "retry a 429 up to N times after its Retry-After (each try is its own row)"),
-    Setting("max_rps", "0", _positive_float,
-            "cap on requests/s per process (0 = none; a real target defaults to 20)"),
+    Setting("retry_429", "0", _positive_int, "retry a 429 up to N times after its Retry-After (each try is its own row)"),
+    Setting("max_rps", "0", _positive_float, "cap on requests/s per process (0 = none; a real target defaults to 20)"),
     # how connections are made
-    Setting("ca_bundle", "", tls.check_bundle,
-            "PEM file of CA certificates to verify servers against (default: the system trust store)"),
-    Setting("insecure", "false", parse_bool,
-            "do not verify TLS certificates (prints a warning; never with production credentials)"),
-    Setting("connections", "per-conversation", _choice("per-conversation", "per-user"),
-            "per-conversation: a new connection (and TLS handshake) for each conversation, like a "
-            "new customer; per-user: each user keeps its connection across conversations"),
+    Setting("ca_bundle", "", tls.check_bundle, "PEM file of CA certificates to verify servers against (default: the system trust store)"),
+    Setting("insecure", "false", parse_bool, "do not verify TLS certificates (prints a warning; never with production credentials)"),
+    Setting(
+        "connections",
+        "per-conversation",
+        _choice("per-conversation", "per-user"),
+        "per-conversation: a new connection (and TLS handshake) for each conversation, like a "
+        "new customer; per-user: each user keeps its connection across conversations",
+    ),
     # how much load, for how long (loadtest run flags; Locust has its own for these)
     Setting("users", "16", _positive_int, "concurrent users (customers)", locust=False),
     Setting("spawn_rate", "8", _positive_float, "users started per second", locust=False),
     Setting("duration", "45s", parse_duration, "run time, e.g. 30s, 2m", locust=False),
-    Setting("stop_timeout", "10s", parse_duration,
-            "on stop, time to close open conversations", locust=False),
-    Setting("arrival_rate", "", parse_rate,
-            "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
-    Setting("arrival", "poisson", _choice("poisson", "constant"),
-            "open model arrivals: poisson or constant spacing"),
-    Setting("arrival_steps", "", parse_arrival_steps,
-            "open model staircase from --arrival-rate: step=RATE,every=DURATION,max=RATE "
-            "(conversations/s, total)"),
-    Setting("processes", "0", _positive_int,
-            "Locust worker processes on this machine (0 = one process)", locust=False),
-    Setting("workers", "0", _positive_int,
-            "run as the master of N workers started elsewhere with `loadtest worker --master-host "
-            "THIS_HOST`; the test starts once all N are connected (0 = no fleet)", locust=False),
-    Setting("master_bind_host", "*", _text,
-            "with --workers: the interface the master listens on for workers (* = all)", locust=False),
-    Setting("master_bind_port", "5557", _positive_int,
-            "with --workers: the port the master listens on for workers", locust=False),
+    Setting("stop_timeout", "10s", parse_duration, "on stop, time to close open conversations", locust=False),
+    Setting("arrival_rate", "", parse_rate, "open model: new conversations/s, total (5) or per region (us:2,uk:3); empty = closed model"),
+    Setting("arrival", "poisson", _choice("poisson", "constant"), "open model arrivals: poisson or constant spacing"),
+    Setting("arrival_steps", "", parse_arrival_steps, "open model staircase from --arrival-rate: step=RATE,every=DURATION,max=RATE (conversations/s, total)"),
+    Setting("processes", "0", _positive_int, "Locust worker processes on this machine (0 = one process)", locust=False),
+    Setting(
+        "workers",
+        "0",
+        _positive_int,
+        "run as the master of N workers started elsewhere with `loadtest worker --master-host "
+        "THIS_HOST`; the test starts once all N are connected (0 = no fleet)",
+        locust=False,
+    ),
+    Setting("master_bind_host", "*", _text, "with --workers: the interface the master listens on for workers (* = all)", locust=False),
+    Setting("master_bind_port", "5557", _positive_int, "with --workers: the port the master listens on for workers", locust=False),
     Setting("shape", "", _text, "load shape, e.g. ramp:users=50,ramp=30s,hold=1m"),
-    Setting("slos", "", parse_slo_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False,
-            scenario=False),
-    Setting("abort_on_fail", "false", parse_bool,
-            "judge the SLOs live over a trailing window; the first breach stops the run "
-            "(status aborted, exit code 1)", locust=False, scenario=False),
-    Setting("abort_grace", "30s", parse_duration,
-            "no live SLO verdict before this time into the run (k6's delayAbortEval)", locust=False,
-            scenario=False),
-    Setting("abort_window", "30s", parse_duration,
-            "the trailing window of requests the live SLO verdict is judged on", locust=False,
-            scenario=False),
+    Setting("slos", "", parse_slo_list, "SLO expressions, e.g. 'respond.p95 < 800ms'", locust=False, scenario=False),
+    Setting(
+        "abort_on_fail",
+        "false",
+        parse_bool,
+        "judge the SLOs live over a trailing window; the first breach stops the run (status aborted, exit code 1)",
+        locust=False,
+        scenario=False,
+    ),
+    Setting("abort_grace", "30s", parse_duration, "no live SLO verdict before this time into the run (k6's delayAbortEval)", locust=False, scenario=False),
+    Setting("abort_window", "30s", parse_duration, "the trailing window of requests the live SLO verdict is judged on", locust=False, scenario=False),
     # the mock
     Setting("faults", "", parse_list, "mock fault specs, e.g. respond:503:0.05", locust=False),
-    Setting("mock_config", "", _text, "TOML file of the mock's profiles, variants, capacity, faults",
-            locust=False),
+    Setting("mock_config", "", _text, "TOML file of the mock's profiles, variants, capacity, faults", locust=False),
     Setting("mock_seed", "1", _positive_int, "seed of the mock's latencies and replies", locust=False),
-    Setting("mock_latency_scale", "1", _positive_float,
-            "multiply the mock's latency profiles (0 = no delay)", locust=False),
-    Setting("mock_tls", "false", parse_bool,
-            "serve the mock over HTTPS with a throwaway CA (its bundle is handed to the users)",
-            locust=False),
+    Setting("mock_latency_scale", "1", _positive_float, "multiply the mock's latency profiles (0 = no delay)", locust=False),
+    Setting("mock_tls", "false", parse_bool, "serve the mock over HTTPS with a throwaway CA (its bundle is handed to the users)", locust=False),
     # where results go
     Setting("out", "reports", _text, "folder for run folders", locust=False, scenario=False),
-    Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False,
-            scenario=False),
+    Setting("warmup", "0s", parse_duration, "exclude the first N seconds from the report", locust=False, scenario=False),
     # the regression gate: this run against an earlier one
-    Setting("baseline", "", _text,
-            "an earlier run folder of the same scenario to compare with in the report; with "
-            "--fail-on-regression, the gate's baseline",
-            locust=False, scenario=False),
-    Setting("fail_on_regression", "false", parse_bool,
-            "exit 1 when a region × variant × endpoint regressed against --baseline beyond a "
-            "threshold, the whole 95%% interval of the change beyond it", locust=False, scenario=False),
-    Setting("regressions", "", parse_list,
-            "regression thresholds [SCOPE.]METRIC:+LIMIT, e.g. 'p95:+10%%' or 'uk.respond.p99:+20%%' "
-            "(default: p95:+10%%, p99:+15%%, error_rate:+1pt)", locust=False, scenario=False),
-    Setting("baseline_any_config", "false", parse_bool,
-            "compare with a --baseline even when it ran a different scenario (config hash differs)",
-            locust=False, scenario=False),
+    Setting(
+        "baseline",
+        "",
+        _text,
+        "an earlier run folder of the same scenario to compare with in the report; with --fail-on-regression, the gate's baseline",
+        locust=False,
+        scenario=False,
+    ),
+    Setting(
+        "fail_on_regression",
+        "false",
+        parse_bool,
+        "exit 1 when a region × variant × endpoint regressed against --baseline beyond a threshold, the whole 95%% interval of the change beyond it",
+        locust=False,
+        scenario=False,
+    ),
+    Setting(
+        "regressions",
+        "",
+        parse_list,
+        "regression thresholds [SCOPE.]METRIC:+LIMIT, e.g. 'p95:+10%%' or 'uk.respond.p99:+20%%' (default: p95:+10%%, p99:+15%%, error_rate:+1pt)",
+        locust=False,
+        scenario=False,
+    ),
+    Setting(
+        "baseline_any_config",
+        "false",
+        parse_bool,
+        "compare with a --baseline even when it ran a different scenario (config hash differs)",
+        locust=False,
+        scenario=False,
+    ),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 LIST_SETTINGS = {"slos", "faults", "regressions"}
@@ -458,8 +473,7 @@ class Scenario:
     sources: dict[str, str]  # name → default|file|env|flag
     notes: list[str]  # decisions taken for the user, to print
 
-    def __init__(self, values: dict[str, Any] | None = None, sources: dict[str, str] | None = None,
-                 notes: list[str] | None = None) -> None:
+    def __init__(self, values: dict[str, Any] | None = None, sources: dict[str, str] | None = None, notes: list[str] | None = None) -> None:
         self.values = {} if values is None else values
         self.sources = {} if sources is None else sources
         self.notes = [] if notes is None else notes
@@ -485,9 +499,9 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
     try:
         return setting.parse(value)
     except ValueError as e:
-        where = {"file": f"key '{setting.name}' in the scenario file",
-                 "env": f"environment variable {setting.env}",
-                 "flag": f"flag {setting.flag}"}.get(source, setting.name)
+        where = {"file": f"key '{setting.name}' in the scenario file", "env": f"environment variable {setting.env}", "flag": f"flag {setting.flag}"}.get(
+            source, setting.name
+        )
         raise ConfigError(f"{where}: {e}") from None
 
 
@@ -504,14 +518,12 @@ def load_file(path: str | Path) -> dict[str, Any]:
     for key, value in data.items():
         name = key.replace("-", "_")
         if name not in SETTINGS_BY_NAME:
-            raise ConfigError(f"scenario file {p}: unknown key '{key}'. Known keys: "
-                              + ", ".join(sorted(SETTINGS_BY_NAME)))
+            raise ConfigError(f"scenario file {p}: unknown key '{key}'. Known keys: " + ", ".join(sorted(SETTINGS_BY_NAME)))
         out[name] = value
     return out
 
 
-def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None,
-            environ: Mapping[str, str] | None = None) -> Scenario:
+def resolve(file_values: dict[str, Any] | None = None, flags: dict[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Scenario:
     """defaults < file < environment < flags, each parsed and then validated together."""
     env: Mapping[str, str] = os.environ if environ is None else environ
     scenario = Scenario()
@@ -537,8 +549,7 @@ def validate(scenario: Scenario) -> None:
         raise ConfigError("no regions selected; pass e.g. --regions us,uk")
     stray = [r for r in scenario.base_urls if r not in api.REGIONS]
     if stray:
-        raise ConfigError(f"--base-urls names unknown region(s) {', '.join(stray)}; "
-                          f"known: {', '.join(api.REGIONS)}")
+        raise ConfigError(f"--base-urls names unknown region(s) {', '.join(stray)}; known: {', '.join(api.REGIONS)}")
     for region, url in scenario.base_urls.items():
         if not re.match(r"^https?://[^/\s]+", url):
             raise ConfigError(f"base URL for {region} '{url}' is not an http(s) URL")
@@ -552,33 +563,30 @@ def validate(scenario: Scenario) -> None:
         scenario.notes.append("real target: no variant_id is sent (pass --variants to send one)")
     if scenario.arrival_steps:
         if not scenario.arrival_rate:
-            raise ConfigError("--arrival-steps climbs from --arrival-rate: set --arrival-rate too "
-                              "(the first level, conversations/s)")
+            raise ConfigError("--arrival-steps climbs from --arrival-rate: set --arrival-rate too (the first level, conversations/s)")
         start = sum(scenario.arrival_rate.values())
         if scenario.arrival_steps["max"] < start:
-            raise ConfigError(f"--arrival-steps max={scenario.arrival_steps['max']:g} is below "
-                              f"--arrival-rate {start:g}; raise max or lower the rate")
+            raise ConfigError(f"--arrival-steps max={scenario.arrival_steps['max']:g} is below --arrival-rate {start:g}; raise max or lower the rate")
     if scenario.turns[1] < 1:
         raise ConfigError("--turns must allow at least one respond turn")
     if scenario.workers and scenario.processes:
-        raise ConfigError("--workers and --processes exclude each other: --processes N starts N workers "
-                          "on this machine, --workers N waits for N started with `loadtest worker`; "
-                          "pass one of them (a worker machine can use `loadtest worker --processes N`)")
+        raise ConfigError(
+            "--workers and --processes exclude each other: --processes N starts N workers "
+            "on this machine, --workers N waits for N started with `loadtest worker`; "
+            "pass one of them (a worker machine can use `loadtest worker --processes N`)"
+        )
     if not scenario.baseline and (scenario.fail_on_regression or scenario.regressions):
         what = "--fail-on-regression" if scenario.fail_on_regression else "--regression"
-        raise ConfigError(f"{what} needs --baseline RUN_DIR: the earlier run to compare with "
-                          "(e.g. the last run of your main branch)")
+        raise ConfigError(f"{what} needs --baseline RUN_DIR: the earlier run to compare with (e.g. the last run of your main branch)")
     _load_limits(scenario)
 
 
 def _load_limits(scenario: Scenario) -> None:
     """Values that parse but cannot make a test: refused before anything starts."""
     if scenario.users < 1:
-        raise ConfigError(f"--users {scenario.users}: need at least 1 user (concurrent customers, "
-                          "or the open model's pool)")
+        raise ConfigError(f"--users {scenario.users}: need at least 1 user (concurrent customers, or the open model's pool)")
     if scenario.spawn_rate <= 0:
-        raise ConfigError(f"--spawn-rate {scenario.spawn_rate:g}: users would never start; "
-                          "use a positive rate, e.g. 8")
+        raise ConfigError(f"--spawn-rate {scenario.spawn_rate:g}: users would never start; use a positive rate, e.g. 8")
     if scenario.request_timeout <= 0:
         raise ConfigError("--request-timeout must be more than 0, e.g. 10s")
     if scenario.shape:  # a shape decides users and run time itself
@@ -586,8 +594,9 @@ def _load_limits(scenario: Scenario) -> None:
     if scenario.duration <= 0:
         raise ConfigError(f"--duration {scenario.duration:g}s: a test needs time; use e.g. 30s or 2m")
     if scenario.warmup >= scenario.duration:
-        raise ConfigError(f"--warmup {scenario.warmup:g}s is not shorter than --duration "
-                          f"{scenario.duration:g}s: nothing would be left to report; shorten the warm-up")
+        raise ConfigError(
+            f"--warmup {scenario.warmup:g}s is not shorter than --duration {scenario.duration:g}s: nothing would be left to report; shorten the warm-up"
+        )
 
 
 def _arrival_regions(scenario: Scenario) -> None:
@@ -598,8 +607,7 @@ def _arrival_regions(scenario: Scenario) -> None:
         return
     unknown = [r for r in rates if r not in api.REGIONS]
     if unknown:
-        raise ConfigError(f"--arrival-rate names unknown region(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(api.REGIONS)}")
+        raise ConfigError(f"--arrival-rate names unknown region(s) {', '.join(unknown)}; known: {', '.join(api.REGIONS)}")
     if scenario.sources.get("regions") == "default":
         scenario.values["regions"] = {r: 1.0 for r in rates}
         scenario.notes.append(f"open model: regions {', '.join(rates)} (those --arrival-rate names)")
@@ -609,9 +617,11 @@ def _arrival_regions(scenario: Scenario) -> None:
         raise ConfigError(f"--arrival-rate names region(s) {', '.join(stray)} that are not in --regions")
     missing = [r for r in scenario.regions if r not in rates]
     if missing:
-        raise ConfigError(f"--arrival-rate gives no rate for region(s) {', '.join(missing)} of --regions; "
-                          "give each region a rate (e.g. us:2,uk:3), or one total rate split by the "
-                          "region weights (e.g. 5)")
+        raise ConfigError(
+            f"--arrival-rate gives no rate for region(s) {', '.join(missing)} of --regions; "
+            "give each region a rate (e.g. us:2,uk:3), or one total rate split by the "
+            "region weights (e.g. 5)"
+        )
 
 
 def base_urls(scenario: Scenario) -> dict[str, str]:

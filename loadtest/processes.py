@@ -58,11 +58,13 @@ def _lifeline() -> int:
 
 def _die_with_parent(parent_pid: int):
     """preexec_fn: SIGHUP when the parent's spawning thread ends (Linux); exit if it already has."""
+
     def set_death_signal() -> None:
         if _prctl is not None:
             _prctl(_PR_SET_PDEATHSIG, int(PARENT_LOST_SIGNAL))
         if os.getppid() != parent_pid:  # the parent died between fork and prctl
             os._exit(1)
+
     return set_death_signal
 
 
@@ -78,8 +80,7 @@ def spawn(cmd: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) 
         except (OSError, AttributeError):
             _prctl = None
     pass_fds = tuple(popen_kwargs.pop("pass_fds", ())) + (read_end,)
-    return subprocess.Popen(cmd, env=env, start_new_session=True, pass_fds=pass_fds,
-                            preexec_fn=_die_with_parent(os.getpid()), **popen_kwargs)
+    return subprocess.Popen(cmd, env=env, start_new_session=True, pass_fds=pass_fds, preexec_fn=_die_with_parent(os.getpid()), **popen_kwargs)
 
 
 def lifeline_fd() -> int | None:

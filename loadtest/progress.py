@@ -34,13 +34,13 @@ class ProgressDisplay:
         conv = snap["conversations"]
         elapsed = time.monotonic() - self.started
         total = snap.get("duration_s") or self.duration_s
-        head = (f"[{elapsed:4.0f}s{f'/{total:.0f}s' if total else ''}] users {snap.get('users', 0)}  "
-                f"req/s {rps:6.1f}  requests {count}  failures {failures} "
-                f"({100 * failures / count if count else 0:.1f}%)  "
-                f"conversations active {conv['active']} done {conv['completed']}")
-        per_region = "  ".join(
-            f"{name} p95 {r['p95']:.0f}ms" if r["p95"] is not None else f"{name} p95 –"
-            for name, r in regions.items())
+        head = (
+            f"[{elapsed:4.0f}s{f'/{total:.0f}s' if total else ''}] users {snap.get('users', 0)}  "
+            f"req/s {rps:6.1f}  requests {count}  failures {failures} "
+            f"({100 * failures / count if count else 0:.1f}%)  "
+            f"conversations active {conv['active']} done {conv['completed']}"
+        )
+        per_region = "  ".join(f"{name} p95 {r['p95']:.0f}ms" if r["p95"] is not None else f"{name} p95 –" for name, r in regions.items())
         return [head, "  respond " + per_region] if per_region else [head]
 
     def update(self, snap: dict) -> None:

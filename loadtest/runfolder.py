@@ -38,8 +38,7 @@ class WriteFailed(Exception):
 
     def to_json(self) -> str:
         """For Locust to tell `loadtest` (a line on its stdout, see progress.WRITE_FAILED_PREFIX)."""
-        return json.dumps({"path": str(self.path), "errno": self.error.errno,
-                           "strerror": self.error.strerror or str(self.error)})
+        return json.dumps({"path": str(self.path), "errno": self.error.errno, "strerror": self.error.strerror or str(self.error)})
 
     @classmethod
     def from_json(cls, text: str) -> "WriteFailed":
@@ -49,8 +48,7 @@ class WriteFailed(Exception):
     @property
     def advice(self) -> str:
         if self.error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return (f"free some space (or pick another --out), then build the report of what was "
-                    f"recorded with: loadtest report {self.path.parent}")
+            return f"free some space (or pick another --out), then build the report of what was recorded with: loadtest report {self.path.parent}"
         return f"check the folder is writable, then: loadtest report {self.path.parent}"
 
 
@@ -83,8 +81,7 @@ def point_latest(run_dir: Path) -> None:
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -92,9 +89,13 @@ def git_sha() -> str:
 
 def versions() -> dict[str, str]:
     # Not `import locust`: that would gevent-monkey-patch the loadtest parent process.
-    return {"tool_version": __version__, "locust_version": metadata.version("locust"),
-            "python_version": platform.python_version(), "git_sha": git_sha(),
-            "host": socket.gethostname()}
+    return {
+        "tool_version": __version__,
+        "locust_version": metadata.version("locust"),
+        "python_version": platform.python_version(),
+        "git_sha": git_sha(),
+        "host": socket.gethostname(),
+    }
 
 
 def scenario_config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -118,8 +119,7 @@ def config_hash(settings: dict[str, Any]) -> str:
 def scenario_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """'users 16 → 32' for each scenario setting that differs between two configurations."""
     a, b = scenario_config(a), scenario_config(b)
-    return [f"{k} {json.dumps(a.get(k), default=str)} → {json.dumps(b.get(k), default=str)}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [f"{k} {json.dumps(a.get(k), default=str)} → {json.dumps(b.get(k), default=str)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
 def scenario_mismatch(baseline_dir: str | Path, current: dict[str, Any]) -> str | None:
@@ -132,8 +132,7 @@ def scenario_mismatch(baseline_dir: str | Path, current: dict[str, Any]) -> str 
     if theirs == ours:
         return None
     diff = scenario_differences(meta.get("config") or {}, current.get("config") or {})
-    what = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "") if diff else \
-        "run.json does not record which settings differ"
+    what = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "") if diff else "run.json does not record which settings differ"
     return f"baseline {baseline_dir} ran a different scenario (config hash {theirs}, this run {ours}): {what}"
 
 

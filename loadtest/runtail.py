@@ -48,13 +48,20 @@ class CsvTail:
                     continue
                 self._headers[f] = next(csv.reader([data[:end].decode("utf-8").strip()]))
                 offset += end + 1
-                data = data[end + 1:]
+                data = data[end + 1 :]
             cut = records.complete_rows(data)
             if cut == 0:
                 continue
-            frame = pd.read_csv(io.BytesIO(data[:cut]), header=None, names=self._headers[f],
-                                usecols=lambda c: c in self.columns, keep_default_na=False,
-                                na_values=[""], dtype=str, engine="c")
+            frame = pd.read_csv(
+                io.BytesIO(data[:cut]),
+                header=None,
+                names=self._headers[f],
+                usecols=lambda c: c in self.columns,
+                keep_default_na=False,
+                na_values=[""],
+                dtype=str,
+                engine="c",
+            )
             self._offsets[f] = offset + cut
             frames.append(frame)
         if not frames:
@@ -62,8 +69,7 @@ class CsvTail:
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_time_ms",
-                        "status", "ok", "error_kind", "conversation_id")
+REQUEST_READ_COLUMNS = ("timestamp", "region", "variant", "endpoint", "response_time_ms", "status", "ok", "error_kind", "conversation_id")
 
 
 class RunTail:
@@ -72,8 +78,7 @@ class RunTail:
 
     def __init__(self, run_dir: Path):
         self.requests_tail = CsvTail(run_dir, records.REQUESTS_GLOB, REQUEST_READ_COLUMNS)
-        self.conversations_tail = CsvTail(run_dir, records.CONVERSATIONS_GLOB,
-                                          records.CONVERSATION_COLUMNS)
+        self.conversations_tail = CsvTail(run_dir, records.CONVERSATIONS_GLOB, records.CONVERSATION_COLUMNS)
         self.arrivals_tail = CsvTail(run_dir, records.ARRIVALS_GLOB, records.ARRIVAL_COLUMNS)
         self.requests = None
         self.conversations = None
@@ -83,18 +88,15 @@ class RunTail:
         new = self.requests_tail.read()
         if new is not None and len(new):
             new = typed_text(new, REQUEST_TYPES, REQUIRED_VALUES)
-            self.requests = new if self.requests is None else pd.concat([self.requests, new],
-                                                                         ignore_index=True)
+            self.requests = new if self.requests is None else pd.concat([self.requests, new], ignore_index=True)
         new = self.conversations_tail.read()
         if new is not None and len(new):
             new = typed_text(new, CONVERSATION_TYPES)
-            self.conversations = new if self.conversations is None else pd.concat(
-                [self.conversations, new], ignore_index=True)
+            self.conversations = new if self.conversations is None else pd.concat([self.conversations, new], ignore_index=True)
         new = self.arrivals_tail.read()
         if new is not None and len(new):
             new = typed_text(new, ARRIVAL_TYPES, ["planned"])
-            self.arrivals = new if self.arrivals is None else pd.concat([self.arrivals, new],
-                                                                         ignore_index=True)
+            self.arrivals = new if self.arrivals is None else pd.concat([self.arrivals, new], ignore_index=True)
         return self.requests, self.conversations
 
     def forget_before(self, t: float) -> None:
@@ -103,7 +105,6 @@ class RunTail:
             end = self.requests["timestamp"] + self.requests["response_time_ms"] / 1000.0
             self.requests = self.requests[end.to_numpy() >= t].reset_index(drop=True)
         if self.conversations is not None:
-            self.conversations = self.conversations[
-                self.conversations["ended"].to_numpy() >= t].reset_index(drop=True)
+            self.conversations = self.conversations[self.conversations["ended"].to_numpy() >= t].reset_index(drop=True)
         if self.arrivals is not None:
             self.arrivals = self.arrivals[self.arrivals["planned"].to_numpy() >= t].reset_index(drop=True)

@@ -32,8 +32,7 @@ def _from_file(path: str) -> dict[str, str]:
     except OSError as e:
         raise ConfigError(f"{CREDENTIALS_FILE_ENV}={path}: cannot read it ({e.strerror})") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{CREDENTIALS_FILE_ENV}={path} is readable by others; "
-                          f"run: chmod 600 {path}")
+        raise ConfigError(f"{CREDENTIALS_FILE_ENV}={path} is readable by others; run: chmod 600 {path}")
     values = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition("=")
@@ -52,8 +51,7 @@ def credentials(required: bool = False) -> tuple[str, str]:
     token = os.environ.get(api.TOKEN_ENV) or values.get(api.TOKEN_ENV)
     if required and not (key and token):
         missing = [n for n, v in ((api.API_KEY_ENV, key), (api.TOKEN_ENV, token)) if not v]
-        raise ConfigError(f"a real target needs credentials: set {' and '.join(missing)} in the "
-                          f"environment (or {CREDENTIALS_FILE_ENV}=FILE, mode 600)")
+        raise ConfigError(f"a real target needs credentials: set {' and '.join(missing)} in the environment (or {CREDENTIALS_FILE_ENV}=FILE, mode 600)")
     return key or api.DUMMY_API_KEY, token or api.DUMMY_TOKEN
 
 
@@ -65,6 +63,7 @@ def redactor(*secret_values: str):
         for v in values:
             text = text.replace(v, "***")
         return text
+
     return redact
 
 
@@ -85,9 +84,9 @@ def check_target(target: str, base_urls: dict[str, str], yes: bool) -> None:
         raise ConfigError(
             "the mock target only takes loopback base URLs, but "
             + ", ".join(f"{r}={u}" for r, u in remote.items())
-            + " is not; to load a real host pass --target real --yes")
+            + " is not; to load a real host pass --target real --yes"
+        )
     if target == "real":
         credentials(required=True)
         if not yes:
-            raise ConfigError("--target real sends load to " + ", ".join(sorted(set(base_urls.values())))
-                              + "; confirm with --yes (and consider --max-rps)")
+            raise ConfigError("--target real sends load to " + ", ".join(sorted(set(base_urls.values()))) + "; confirm with --yes (and consider --max-rps)")

@@ -35,6 +35,7 @@ the run's duration; ``count`` is all requests in scope. A scope with no data fai
 observed "no data" rather than passing vacuously. Every percentile comes from
 `analysis.percentiles.percentiles`, the project's one percentile function.
 """
+
 from __future__ import annotations
 
 import json
@@ -64,20 +65,28 @@ OPS = ("<", "<=", ">", ">=", "==")
 CONVERSATION = "conversation"
 
 # Normalised units of thresholds and observed values.
-UNIT_MS = "ms"          # request latency
-UNIT_S = "s"            # conversation duration
+UNIT_MS = "ms"  # request latency
+UNIT_S = "s"  # conversation duration
 UNIT_FRACTION = "fraction"  # rates, 0..1 (written as % or a plain fraction)
 UNIT_RPS = "req/s"
 UNIT_COUNT = "count"
 UNIT_TURNS = "turns"
 
 _STATS = ("mean", "min", "max")
-REQUEST_METRICS = ("p50", "p75", "p90", "p95", "p99", "p99.9", "mean", "min", "max",
-                   "error_rate", "rps", "count")
+REQUEST_METRICS = ("p50", "p75", "p90", "p95", "p99", "p99.9", "mean", "min", "max", "error_rate", "rps", "count")
 CONVERSATION_METRICS = (
-    "duration.p95", "duration.mean", "duration.min", "duration.max",
-    "turns.p50", "turns.mean", "turns.min", "turns.max",
-    "success_rate", "error_rate", "orphaned", "count",
+    "duration.p95",
+    "duration.mean",
+    "duration.min",
+    "duration.max",
+    "turns.p50",
+    "turns.mean",
+    "turns.min",
+    "turns.max",
+    "success_rate",
+    "error_rate",
+    "orphaned",
+    "count",
 )
 
 #: Totals over the whole run: meaningless on a trailing window, so never judged live.
@@ -86,13 +95,14 @@ ABORT_SUFFIX = "abort-on-fail"
 
 CONVERSATION_METRICS_TEXT = (
     "conversation.duration.<pNN|mean|min|max>, conversation.turns.<pNN|mean|min|max>, "
-    "conversation.success_rate, conversation.error_rate, conversation.orphaned, conversation.count")
+    "conversation.success_rate, conversation.error_rate, conversation.orphaned, conversation.count"
+)
 VALID_METRICS = ", ".join(REQUEST_METRICS) + " (any pNN[.N]); " + CONVERSATION_METRICS_TEXT
 
 GRAMMAR = f"""\
 SLO grammar: [SCOPE.]METRIC OP VALUE[UNIT]
-  SCOPE   zero or more dot-separated names: a region ({', '.join(REGIONS)}),
-          a variant (any other name), an endpoint ({', '.join(ENDPOINTS)});
+  SCOPE   zero or more dot-separated names: a region ({", ".join(REGIONS)}),
+          a variant (any other name), an endpoint ({", ".join(ENDPOINTS)});
           or [region.][variant.]conversation for conversation metrics
   METRIC  requests: p50 p75 p90 p95 p99 p99.9 (any pNN[.N]), mean, min, max,
                     error_rate, rps, count
@@ -123,14 +133,14 @@ class SLO:
     """One parsed SLO. `threshold` is normalised to `unit` (ms, s, fraction, ...)."""
 
     expr: str
-    metric: str                  # "p95", "error_rate", "conversation.duration.p95", ...
+    metric: str  # "p95", "error_rate", "conversation.duration.p95", ...
     op: str
     threshold: float
     unit: str
     region: str | None = None
     variant: str | None = None
     endpoint: str | None = None
-    abort_on_fail: bool = False        # judged live; a breach stops the run
+    abort_on_fail: bool = False  # judged live; a breach stops the run
     abort_grace_s: float | None = None  # its own grace (None: --abort-grace)
 
     @property
@@ -158,8 +168,7 @@ class SLO:
 # --------------------------------------------------------------------------- parsing
 
 _EXPR_RE = re.compile(r"^\s*(?P<lhs>[^<>=!]*?)\s*(?P<op>[<>=!]+)\s*(?P<value>.*?)\s*$")
-_NUMBER_RE = re.compile(
-    r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|%)?$")
+_NUMBER_RE = re.compile(r"^(?P<num>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|%)?$")
 _PERCENTILE_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
 _ABORT_RE = re.compile(r"\s+" + ABORT_SUFFIX + r"(?:=(?P<grace>\S*))?\s*$")
 _TIME_FACTOR_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0}
@@ -173,13 +182,12 @@ def _is_percentile(name: str) -> bool:
 def _metric_kind(metric: str) -> str:
     """The unit a metric is measured in (before a threshold is given)."""
     if metric.startswith(CONVERSATION + "."):
-        rest = metric[len(CONVERSATION) + 1:]
+        rest = metric[len(CONVERSATION) + 1 :]
         if rest.startswith("duration."):
             return UNIT_S
         if rest.startswith("turns."):
             return UNIT_TURNS
-        return {"success_rate": UNIT_FRACTION, "error_rate": UNIT_FRACTION,
-                "orphaned": UNIT_COUNT, "count": UNIT_COUNT}[rest]
+        return {"success_rate": UNIT_FRACTION, "error_rate": UNIT_FRACTION, "orphaned": UNIT_COUNT, "count": UNIT_COUNT}[rest]
     if metric == "error_rate":
         return UNIT_FRACTION
     if metric == "rps":
@@ -205,21 +213,18 @@ def _parse_value(expr: str, metric: str, raw: str) -> tuple[float, str]:
     kind = _metric_kind(metric)
     if kind in (UNIT_MS, UNIT_S):
         if unit == "%":
-            raise SLOError(expr, f"{metric} is a {'latency' if kind == UNIT_MS else 'duration'}"
-                                 f": give a time (ms, s, m), not a percentage")
+            raise SLOError(expr, f"{metric} is a {'latency' if kind == UNIT_MS else 'duration'}: give a time (ms, s, m), not a percentage")
         ms = num * _TIME_FACTOR_MS[unit] if unit else (num if kind == UNIT_MS else num * 1000.0)
         return (ms if kind == UNIT_MS else ms / 1000.0), kind
     if kind == UNIT_FRACTION:
         if unit in _TIME_FACTOR_MS:
-            raise SLOError(expr, f"{metric} is a rate: give a percentage (1%) or a fraction "
-                                 f"(0.01), not a time in {unit!r}")
+            raise SLOError(expr, f"{metric} is a rate: give a percentage (1%) or a fraction (0.01), not a time in {unit!r}")
         if unit == "%":
             value = num / 100.0
         elif 0.0 <= num <= 1.0:
             value = num
         else:
-            raise SLOError(expr, f"{metric} is a rate: {raw!r} is not a fraction 0..1; "
-                                 f"did you mean {raw}%?")
+            raise SLOError(expr, f"{metric} is a rate: {raw!r} is not a fraction 0..1; did you mean {raw}%?")
         return value, kind
     if unit:
         raise SLOError(expr, f"{metric} is a plain number ({kind}): drop the unit {unit!r}")
@@ -237,7 +242,7 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
     text = expr.strip()
     abort, grace = _ABORT_RE.search(text), None
     if abort:
-        text = text[:abort.start()].strip()
+        text = text[: abort.start()].strip()
         if abort.group("grace") is not None:
             try:
                 grace = parse_duration(abort.group("grace"))
@@ -261,11 +266,10 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
 
     if CONVERSATION in tokens:
         i = tokens.index(CONVERSATION)
-        scope_tokens, rest = tokens[:i], ".".join(tokens[i + 1:])
+        scope_tokens, rest = tokens[:i], ".".join(tokens[i + 1 :])
         if not _valid_conversation_metric(rest):
             shown = f"{CONVERSATION}.{rest}" if rest else CONVERSATION
-            raise SLOError(text, f"unknown conversation metric {shown!r}; valid: "
-                                 f"{CONVERSATION_METRICS_TEXT}")
+            raise SLOError(text, f"unknown conversation metric {shown!r}; valid: {CONVERSATION_METRICS_TEXT}")
         metric = f"{CONVERSATION}.{rest}"
     else:
         scope_tokens, metric = tokens[:-1], tokens[-1]
@@ -283,16 +287,23 @@ def parse_slo(expr: str, variants: Iterable[str] | None = None) -> SLO:
     except ValueError as e:
         raise SLOError(text, str(e)) from None
     if metric.startswith(CONVERSATION + ".") and "endpoint" in scope:
-        raise SLOError(text, f"endpoint {scope['endpoint']!r} cannot scope a conversation metric; "
-                             f"scope conversations by region and variant")
+        raise SLOError(text, f"endpoint {scope['endpoint']!r} cannot scope a conversation metric; scope conversations by region and variant")
 
     threshold, unit = _parse_value(text, metric, raw_value)
     if abort and metric in WHOLE_RUN_METRICS:
-        raise SLOError(expr.strip(), f"{metric} is a whole-run total, judged only at the end: "
-                                     f"drop {ABORT_SUFFIX}")
-    return SLO(expr=text, metric=metric, op=op, threshold=threshold, unit=unit,
-               region=scope.get("region"), variant=scope.get("variant"),
-               endpoint=scope.get("endpoint"), abort_on_fail=bool(abort), abort_grace_s=grace)
+        raise SLOError(expr.strip(), f"{metric} is a whole-run total, judged only at the end: drop {ABORT_SUFFIX}")
+    return SLO(
+        expr=text,
+        metric=metric,
+        op=op,
+        threshold=threshold,
+        unit=unit,
+        region=scope.get("region"),
+        variant=scope.get("variant"),
+        endpoint=scope.get("endpoint"),
+        abort_on_fail=bool(abort),
+        abort_grace_s=grace,
+    )
 
 
 def parse_slos(exprs: str | Iterable[str | SLO], variants: Iterable[str] | None = None) -> list[SLO]:
@@ -310,6 +321,7 @@ def parse_slos(exprs: str | Iterable[str | SLO], variants: Iterable[str] | None 
 
 
 # --------------------------------------------------------------------------- evaluation
+
 
 def _fmt(value: float | None, unit: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -334,8 +346,7 @@ def _ok_mask(df):
 
 def _equals(col, want: str) -> np.ndarray:
     """col == want without materialising strings for categorical/string columns (10M rows)."""
-    if isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col) \
-            or col.dtype == object:
+    if isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col) or col.dtype == object:
         return (col == want).fillna(False).to_numpy(dtype=bool)
     return (col.astype(str) == want).to_numpy(dtype=bool)
 
@@ -348,8 +359,7 @@ def _filter(df, slo: SLO, with_endpoint: bool = True):
     if df is None or len(df) == 0:
         return df
     mask = np.ones(len(df), dtype=bool)
-    for col, want in (("region", slo.region), ("variant", slo.variant),
-                      ("endpoint", slo.endpoint if with_endpoint else None)):
+    for col, want in (("region", slo.region), ("variant", slo.variant), ("endpoint", slo.endpoint if with_endpoint else None)):
         if want is not None:
             if col not in df.columns:
                 return df.iloc[0:0]
@@ -368,6 +378,7 @@ def _run_window(requests) -> float | None:
 
 def _stat(values: np.ndarray, stat: str) -> float:
     from analysis.percentiles import percentiles  # the project's one percentile function
+
     if stat == "mean":
         return float(np.mean(values))
     if stat == "min":
@@ -375,7 +386,6 @@ def _stat(values: np.ndarray, stat: str) -> float:
     if stat == "max":
         return float(np.max(values))
     return float(percentiles(values, [float(stat[1:])])[0])
-
 
 
 def _count_metric(slo, n: int, n_ok: int, where: str, duration_s: float | None):
@@ -389,6 +399,7 @@ def _count_metric(slo, n: int, n_ok: int, where: str, duration_s: float | None):
             return None, "no data: run duration unknown"
         return n / duration_s, f"{n} requests {where} over {duration_s:.4g} s"
     return None
+
 
 def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[float | None, str]:
     """(observed, detail) of a request metric; observed None means no data."""
@@ -410,7 +421,7 @@ def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[flo
 
 
 def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | None, str]:
-    rest = slo.metric[len(CONVERSATION) + 1:]
+    rest = slo.metric[len(CONVERSATION) + 1 :]
     where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
     if rest == "orphaned":
         df = _filter(requests, slo, with_endpoint=False)
@@ -423,8 +434,7 @@ def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | N
         created = _ids(df["conversation_id"][is_create & ok])
         closed = _ids(df["conversation_id"][_equals(df["endpoint"], "close") & ok])
         orphaned = len(created - closed)
-        return float(orphaned), (f"{orphaned} of {len(created)} created conversations never "
-                                 f"closed successfully {where}")
+        return float(orphaned), (f"{orphaned} of {len(created)} created conversations never closed successfully {where}")
     df = _filter(conversations, slo, with_endpoint=False)
     if df is None or len(df) == 0:
         return None, f"no data: no conversations {where}"
@@ -464,8 +474,7 @@ def _apply_warmup(requests, conversations, warmup_s: float, start: float | None)
         if not pd.api.types.is_numeric_dtype(started):
             parsed = pd.to_numeric(started, errors="coerce")
             if parsed.isna().all():
-                parsed = pd.to_datetime(started, errors="coerce", utc=True).map(
-                    lambda t: t.timestamp() if t is not None and not pd.isna(t) else np.nan)
+                parsed = pd.to_datetime(started, errors="coerce", utc=True).map(lambda t: t.timestamp() if t is not None and not pd.isna(t) else np.nan)
             started = parsed
         conversations = conversations[started.astype(float).to_numpy() >= cutoff]
     return requests, conversations
@@ -475,8 +484,7 @@ def _stats_scope(stats, slo: SLO, with_endpoint: bool = True):
     """Rows of the stats' detail table (region × variant × endpoint) in the SLO's scope."""
     detail = stats.level("region·variant·endpoint")
     mask = np.ones(len(detail), dtype=bool)
-    for col, want in (("region", slo.region), ("variant", slo.variant),
-                      ("endpoint", slo.endpoint if with_endpoint else None)):
+    for col, want in (("region", slo.region), ("variant", slo.variant), ("endpoint", slo.endpoint if with_endpoint else None)):
         if want is not None:
             mask &= (detail[col] == want).to_numpy()
     return detail, np.flatnonzero(mask)
@@ -505,11 +513,13 @@ def _observe_stats(slo: SLO, stats, duration_s: float | None) -> tuple[float | N
 
 def _orphans_from_stats(slo: SLO, stats) -> tuple[float | None, str]:
     where = f"in scope {slo.scope}" if slo.region or slo.variant else "overall"
-    level = {(True, True): "region·variant", (True, False): "region", (False, True): "variant",
-             (False, False): "overall"}[(slo.region is not None, slo.variant is not None)]
+    level = {(True, True): "region·variant", (True, False): "region", (False, True): "variant", (False, False): "overall"}[
+        (slo.region is not None, slo.variant is not None)
+    ]
     conv = stats.conversations
-    sel = conv[(conv["level"] == level) & ((conv["region"] == slo.region) if slo.region else True) &
-               ((conv["variant"] == slo.variant) if slo.variant else True)]
+    sel = conv[
+        (conv["level"] == level) & ((conv["region"] == slo.region) if slo.region else True) & ((conv["variant"] == slo.variant) if slo.variant else True)
+    ]
     created = int(sel["created"].sum()) if len(sel) else 0
     if not created:
         return None, f"no data: no create requests {where}"
@@ -517,10 +527,17 @@ def _orphans_from_stats(slo: SLO, stats) -> tuple[float | None, str]:
     return float(orphaned), f"{orphaned} of {created} created conversations never closed successfully {where}"
 
 
-def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
-             warmup_s: float = 0.0, duration_s: float | None = None,
-             start: float | None = None, variants: Iterable[str] | None = None,
-             stats=None) -> list[dict]:
+def evaluate(
+    slos: str | Iterable[str | SLO],
+    requests,
+    conversations=None,
+    *,
+    warmup_s: float = 0.0,
+    duration_s: float | None = None,
+    start: float | None = None,
+    variants: Iterable[str] | None = None,
+    stats=None,
+) -> list[dict]:
     """Evaluate SLOs against a run's DataFrames.
 
     requests: columns of `records.REQUEST_COLUMNS`; conversations: `records.CONVERSATION_COLUMNS`
@@ -552,24 +569,25 @@ def evaluate(slos: str | Iterable[str | SLO], requests, conversations=None, *,
         passed = observed is not None and not math.isnan(observed) and slo.compare(observed)
         if observed is not None and math.isnan(observed):
             observed = None
-        results.append({
-            "expr": slo.expr,
-            "scope": slo.scope,
-            "metric": slo.metric,
-            "op": slo.op,
-            "threshold": slo.threshold,
-            "unit": slo.unit,
-            "observed": observed,
-            "passed": bool(passed),
-            "detail": detail,
-            "observed_text": _fmt(observed, slo.unit),
-            "threshold_text": f"{slo.op} {_fmt(slo.threshold, slo.unit)}",
-        })
+        results.append(
+            {
+                "expr": slo.expr,
+                "scope": slo.scope,
+                "metric": slo.metric,
+                "op": slo.op,
+                "threshold": slo.threshold,
+                "unit": slo.unit,
+                "observed": observed,
+                "passed": bool(passed),
+                "detail": detail,
+                "observed_text": _fmt(observed, slo.unit),
+                "threshold_text": f"{slo.op} {_fmt(slo.threshold, slo.unit)}",
+            }
+        )
     return results
 
 
-def evaluate_run(run_dir: str | Path, slos: str | Iterable[str | SLO],
-                 warmup_s: float = 0.0, check_variants: bool = True) -> list[dict]:
+def evaluate_run(run_dir: str | Path, slos: str | Iterable[str | SLO], warmup_s: float = 0.0, check_variants: bool = True) -> list[dict]:
     """Load a run folder with `analysis.load.load_run` and evaluate `slos` against it.
 
     The warm-up is cut by the loader (from run.json's start); rps uses the run's measured
@@ -581,8 +599,7 @@ def evaluate_run(run_dir: str | Path, slos: str | Iterable[str | SLO],
     return evaluate_loaded(load_run(run_dir, warmup_s=warmup_s), slos, check_variants)
 
 
-def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True,
-                    stats=None) -> list[dict]:
+def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True, stats=None) -> list[dict]:
     """`evaluate_run` on a run already loaded by `analysis.load.load_run` (warm-up cut),
     judged on its statistics (`stats`, computed here when not given): the rows are never
     all in memory, whatever the run's size."""
@@ -590,11 +607,13 @@ def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool =
 
     variants = [v for v in run.variants() if v] if check_variants else None
     parse_slos(slos, variants)  # a bad SLO fails before any statistics are computed
-    return evaluate(slos, None, run.conversations, duration_s=run.duration_s or None, variants=variants,
-                    stats=stats if stats is not None else compute_stats(run))
+    return evaluate(
+        slos, None, run.conversations, duration_s=run.duration_s or None, variants=variants, stats=stats if stats is not None else compute_stats(run)
+    )
 
 
 # --------------------------------------------------------------------------- writers
+
 
 def exit_code(results: Sequence[dict], regressions: Sequence[dict] = ()) -> int:
     """0 when every SLO passed and no gated metric regressed, 1 otherwise."""
@@ -602,8 +621,10 @@ def exit_code(results: Sequence[dict], regressions: Sequence[dict] = ()) -> int:
 
 
 def _failure_message(r: dict) -> str:
-    return (f"{r['expr']}: observed {r.get('observed_text') or _fmt(r['observed'], r['unit'])}, "
-            f"threshold {r.get('threshold_text') or r['op'] + ' ' + _fmt(r['threshold'], r['unit'])}")
+    return (
+        f"{r['expr']}: observed {r.get('observed_text') or _fmt(r['observed'], r['unit'])}, "
+        f"threshold {r.get('threshold_text') or r['op'] + ' ' + _fmt(r['threshold'], r['unit'])}"
+    )
 
 
 def write_json(results: Sequence[dict], run_dir: str | os.PathLike) -> Path:
@@ -618,13 +639,11 @@ def _regression_suite(root: ET.Element, checks: Sequence[dict]) -> None:
     (classname regression.<scope>), failed when it regressed, skipped when not judged."""
     failed = sum(c["passed"] is False for c in checks)
     skipped = sum(c["passed"] is None for c in checks)
-    suite = ET.SubElement(root, "testsuite", name="regression", tests=str(len(checks)),
-                          failures=str(failed), errors="0", skipped=str(skipped), time="0")
+    suite = ET.SubElement(root, "testsuite", name="regression", tests=str(len(checks)), failures=str(failed), errors="0", skipped=str(skipped), time="0")
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname=f"regression.{c['scope']}", name=c["expr"], time="0")
         if c["passed"] is False:
-            fail = ET.SubElement(case, "failure", type="Regression",
-                                 message=f"{c['expr']}: {c['state']} against {c['baseline']}")
+            fail = ET.SubElement(case, "failure", type="Regression", message=f"{c['expr']}: {c['state']} against {c['baseline']}")
             fail.text = c["detail"]
         elif c["passed"] is None:
             ET.SubElement(case, "skipped", message=c["detail"])
@@ -636,12 +655,10 @@ def junit_xml(results: Sequence[dict], regressions: Sequence[dict] = ()) -> str:
     """A JUnit XML document: testsuite "slo", one testcase per SLO, and with a baseline the
     testsuite "regression", one testcase per gated metric (`analysis.regression.gate`)."""
     failures = sum(not r["passed"] for r in results) + sum(c["passed"] is False for c in regressions)
-    root = ET.Element("testsuites", name="slo", tests=str(len(results) + len(regressions)),
-                      failures=str(failures), errors="0")
+    root = ET.Element("testsuites", name="slo", tests=str(len(results) + len(regressions)), failures=str(failures), errors="0")
     if results or not regressions:
         slo_failures = sum(not r["passed"] for r in results)
-        suite = ET.SubElement(root, "testsuite", name="slo", tests=str(len(results)),
-                              failures=str(slo_failures), errors="0", skipped="0", time="0")
+        suite = ET.SubElement(root, "testsuite", name="slo", tests=str(len(results)), failures=str(slo_failures), errors="0", skipped="0", time="0")
         for r in results:
             case = ET.SubElement(suite, "testcase", classname="slo", name=r["expr"], time="0")
             if not r["passed"]:
@@ -683,11 +700,15 @@ def markdown(results: Sequence[dict], regressions: Sequence[dict] = ()) -> str:
     if results:
         lines += ["| | SLO | observed | threshold | detail |", "|---|---|---|---|---|"]
         for r in results:
-            lines.append("| {} | `{}` | {} | {} | {} |".format(
-                "✅" if r["passed"] else "❌", _md_cell(r["expr"]).replace("`", "'"),
-                _md_cell(r.get("observed_text") or _fmt(r["observed"], r["unit"])),
-                _md_cell(r.get("threshold_text") or f"{r['op']} {_fmt(r['threshold'], r['unit'])}"),
-                _md_cell(r.get("detail", ""))))
+            lines.append(
+                "| {} | `{}` | {} | {} | {} |".format(
+                    "✅" if r["passed"] else "❌",
+                    _md_cell(r["expr"]).replace("`", "'"),
+                    _md_cell(r.get("observed_text") or _fmt(r["observed"], r["unit"])),
+                    _md_cell(r.get("threshold_text") or f"{r['op']} {_fmt(r['threshold'], r['unit'])}"),
+                    _md_cell(r.get("detail", "")),
+                )
+            )
     text = "\n".join(lines) + "\n" if lines else ""
     if regressions:
         text += ("\n" if text else "") + regression.markdown(regressions)
@@ -711,23 +732,23 @@ def append_step_summary(text: str) -> None:
             f.write(text + "\n")
 
 
-def write_reports(results: Sequence[dict], run_dir: str | os.PathLike,
-                  regressions: Sequence[dict] = ()) -> dict[str, Path]:
+def write_reports(results: Sequence[dict], run_dir: str | os.PathLike, regressions: Sequence[dict] = ()) -> dict[str, Path]:
     """slo.json, junit.xml and slo.md into the run folder (+ $GITHUB_STEP_SUMMARY); with a
     baseline's regression checks also regression.json, and both verdicts in junit.xml/slo.md."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": write_json(results, run_dir),
-             "junit": write_junit(results, run_dir / JUNIT_XML, regressions),
-             "markdown": write_markdown(results, run_dir, regressions)}
+    paths = {
+        "json": write_json(results, run_dir),
+        "junit": write_junit(results, run_dir / JUNIT_XML, regressions),
+        "markdown": write_markdown(results, run_dir, regressions),
+    }
     if regressions:
         paths["regression"] = run_dir / REGRESSION_JSON
         paths["regression"].write_text(json.dumps(list(regressions), indent=2, default=str) + "\n", encoding="utf-8")
     return paths
 
 
-def verdict(run_dir: str | Path, slos: str | Iterable[str | SLO], warmup_s: float = 0.0,
-            check_variants: bool = True) -> int:
+def verdict(run_dir: str | Path, slos: str | Iterable[str | SLO], warmup_s: float = 0.0, check_variants: bool = True) -> int:
     """Evaluate a run folder, write the reports into it, and return the exit code."""
     results = evaluate_run(run_dir, slos, warmup_s=warmup_s, check_variants=check_variants)
     write_reports(results, run_dir)

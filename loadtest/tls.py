@@ -20,11 +20,14 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-CERT_HINT = ("the server's certificate could not be verified: if the host uses a private or "
-             "corporate CA, pass --ca-bundle FILE (PEM); --insecure skips verification "
-             "(never with production credentials)")
-INSECURE_WARNING = ("warning: --insecure: TLS certificates are NOT verified; credentials may be "
-                    "sent to an impostor. Use --ca-bundle FILE for a private CA instead.")
+CERT_HINT = (
+    "the server's certificate could not be verified: if the host uses a private or "
+    "corporate CA, pass --ca-bundle FILE (PEM); --insecure skips verification "
+    "(never with production credentials)"
+)
+INSECURE_WARNING = (
+    "warning: --insecure: TLS certificates are NOT verified; credentials may be sent to an impostor. Use --ca-bundle FILE for a private CA instead."
+)
 
 
 @dataclass(frozen=True)
@@ -67,14 +70,12 @@ def check_bundle(path: str) -> str:
     try:
         ssl.create_default_context(cafile=str(p))
     except (ssl.SSLError, OSError, ValueError) as e:
-        raise ValueError(f"CA bundle {path} holds no usable PEM certificate ({e}); "
-                         "pass a PEM file of CA certificates") from None
+        raise ValueError(f"CA bundle {path} holds no usable PEM certificate ({e}); pass a PEM file of CA certificates") from None
     return str(p)
 
 
 def is_cert_failure(error: BaseException | None) -> bool:
-    return isinstance(error, ssl.SSLCertVerificationError) or \
-        "CERTIFICATE_VERIFY_FAILED" in str(error or "")
+    return isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(error or "")
 
 
 def explain(error: BaseException) -> str:

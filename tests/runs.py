@@ -13,8 +13,7 @@ FAST = ["--think-time", "0.05-0.15", "--spawn-rate", "50"]
 
 def loadtest(*args, env=None, timeout=150, **kw):
     """`loadtest ARGS` in a child process; its CompletedProcess (text stdout/stderr)."""
-    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run([sys.executable, "-m", "loadtest", *args], capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
 
 
 def free_port_block(n: int) -> int:
@@ -72,8 +71,7 @@ def until(condition, timeout: float, interval: float = 0.1, what: str | None = N
         time.sleep(interval)
     if what is None:
         return condition()
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
-                         + (f" (last error: {last_error!r})" if last_error else ""))
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f" (last error: {last_error!r})" if last_error else ""))
 
 
 def wait_for_rows(path: Path, rows: int, timeout: float = 40) -> bool:

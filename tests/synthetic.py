@@ -11,6 +11,7 @@ latencies drawn from a known lognormal distribution per region, so tests can com
 computed statistics with the truth. tests/test_synthetic_contract.py holds it to a real
 run's folder. Vectorised (numpy + pyarrow), so 10M rows take seconds, not minutes.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from analysis.records import (ARRIVAL_COLUMNS, ARRIVALS_CSV, CONNECTION_COLUMNS, CONNECTIONS_CSV,
-                              CONVERSATION_COLUMNS, CONVERSATIONS_CSV, REGIONS, REQUEST_COLUMNS, REQUESTS_CSV,
-                              RUN_JSON, UNFINISHED)
+from analysis.records import (
+    ARRIVAL_COLUMNS,
+    ARRIVALS_CSV,
+    CONNECTION_COLUMNS,
+    CONNECTIONS_CSV,
+    CONVERSATION_COLUMNS,
+    CONVERSATIONS_CSV,
+    REGIONS,
+    REQUEST_COLUMNS,
+    REQUESTS_CSV,
+    RUN_JSON,
+    UNFINISHED,
+)
 from loadtest import config as scenario_config
 from loadtest import runfolder
 
@@ -49,6 +60,7 @@ def _write_csv(table: pa.Table, path: Path) -> None:
             f.seek(start)
             f.truncate()
             pacsv.write_csv(table, f, write_options=_QUOTED)
+
 
 _FAILURES = (
     # status, error_kind, message
@@ -152,8 +164,9 @@ def make_run(
     mu = np.array([regions[r][0] for r in region_names])[conv_region][conv_of_row]
     sigma = np.array([regions[r][1] for r in region_names])[conv_region][conv_of_row]
     shift = np.array([ENDPOINT_SHIFT[e] for e in ENDPOINTS])[endpoint]
-    factors = np.array([[variant_factor.get((r, v), variant_factor.get(v, 1.0)) for v in variants]
-                        for r in region_names])  # (region, variant) overrides variant
+    factors = np.array(
+        [[variant_factor.get((r, v), variant_factor.get(v, 1.0)) for v in variants] for r in region_names]
+    )  # (region, variant) overrides variant
     vf = factors[conv_region, conv_variant][conv_of_row]
     rt = np.exp(mu + shift + sigma * rng.standard_normal(n)) * vf
     for (reg, ep), factor in (endpoint_factor or {}).items():
@@ -181,8 +194,7 @@ def make_run(
     rt = np.round(rt, 3)
 
     # "<region>-" and 24 hex digits, as the mock's ids
-    conv_ids = np.array([f"{region_names[conv_region[i]]}-{seed:04x}{i:08x}{i * 7919 % 16**12:012x}" for i in range(n_conv)],
-                        dtype=object)
+    conv_ids = np.array([f"{region_names[conv_region[i]]}-{seed:04x}{i:08x}{i * 7919 % 16**12:012x}" for i in range(n_conv)], dtype=object)
     create_failed = failed & (endpoint == 0)
     conv_create_failed = np.zeros(n_conv, dtype=bool)
     conv_create_failed[conv_of_row[create_failed]] = True
@@ -302,11 +314,16 @@ def make_run(
     if run_json:
         declared = declared_regions or region_names
         if config is None:  # what `loadtest run` resolves for this scenario
-            flags = {"users": 50, "spawn_rate": 10.0, "duration": f"{duration_s:g}s", "turns": f"1-{turns}" if turns > 1 else "1",
-                     "think_time": "0.5-1.5",
-                     # a test's made-up regions (not the tool's four) are left to the default
-                     "regions": ",".join(r for r in declared if r in REGIONS) or None,
-                     "variants": ",".join(declared_variants if declared_variants is not None else [v for v in variants if v])}
+            flags = {
+                "users": 50,
+                "spawn_rate": 10.0,
+                "duration": f"{duration_s:g}s",
+                "turns": f"1-{turns}" if turns > 1 else "1",
+                "think_time": "0.5-1.5",
+                # a test's made-up regions (not the tool's four) are left to the default
+                "regions": ",".join(r for r in declared if r in REGIONS) or None,
+                "variants": ",".join(declared_variants if declared_variants is not None else [v for v in variants if v]),
+            }
             if open_model:
                 flags["arrival_rate"] = "5"
             config = scenario_config.resolve(flags={k: v for k, v in flags.items() if v is not None}, environ={}).raw()
@@ -343,27 +360,49 @@ def make_run(
             meta["workers"] = worker_names
             counts = np.bincount(worker[keep], minlength=workers)
             meta["worker_rows"] = {
-                name: {"node": f"loadgen-1_{w:032x}", "produced": {"requests": int(counts[w])},
-                       "received": {"requests": int(counts[w])}, "dropped": {}, "batches": 1,
-                       "repeated_batches": 0, "complete": True, "last_rows_at": end, "lost_at": None}
-                for w, name in enumerate(worker_names)}
+                name: {
+                    "node": f"loadgen-1_{w:032x}",
+                    "produced": {"requests": int(counts[w])},
+                    "received": {"requests": int(counts[w])},
+                    "dropped": {},
+                    "batches": 1,
+                    "repeated_batches": 0,
+                    "complete": True,
+                    "last_rows_at": end,
+                    "lost_at": None,
+                }
+                for w, name in enumerate(worker_names)
+            }
         (path / RUN_JSON).write_text(json.dumps(meta, indent=2))
     if slo is not None:
         (path / "slo.json").write_text(json.dumps(slo, indent=2))
     if stats_history:
         secs = np.arange(0, int(duration_s) + 1, 2)
-        lines = ["Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,"
-                 "100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
-                 "Total Min Response Time,Total Max Response Time,Total Average Content Size"]
+        lines = [
+            "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,"
+            "100%,Total Request Count,Total Failure Count,Total Median Response Time,Total Average Response Time,"
+            "Total Min Response Time,Total Max Response Time,Total Average Content Size"
+        ]
         for s in secs:
             users = min(50, int(s * 10 / 2) + 1)
-            lines.append(f"{int(START + s)},{users},,Aggregated,{users / 2:.6f},0.000000,150,170,190,200,250,300,400,450,"
-                         f"470,470,470,{int(s * 25)},0,150,160.0,20.0,470.0,120.0")
+            lines.append(
+                f"{int(START + s)},{users},,Aggregated,{users / 2:.6f},0.000000,150,170,190,200,250,300,400,450,"
+                f"470,470,470,{int(s * 25)},0,150,160.0,20.0,470.0,120.0"
+            )
         (path / "locust_stats_history.csv").write_text("\n".join(lines) + "\n")
 
     close_failed = np.zeros(n_conv, dtype=bool)
     close_failed[conv_of_row[failed & (endpoint == 2)]] = True
     n_orphans = int((~conv_create_failed & (is_orphan | close_failed)).sum())
-    return Truth(path=path, rows=int(keep.sum()), conversations=n_conv, regions=dict(regions),
-                 variants=variants, start=START, duration_s=duration_s,
-                 orphans=n_orphans, stopped=int(stopped.sum()), files=files)
+    return Truth(
+        path=path,
+        rows=int(keep.sum()),
+        conversations=n_conv,
+        regions=dict(regions),
+        variants=variants,
+        start=START,
+        duration_s=duration_s,
+        orphans=n_orphans,
+        stopped=int(stopped.sum()),
+        files=files,
+    )

@@ -1,5 +1,6 @@
 """analysis.charts: the panels drawn without matplotlib's axis sharing (for its layout cost)
 still show one range per chart and tick labels only on the outer panels, as sharing did."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,7 @@ from synthetic import make_run
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory):
     run = tmp_path_factory.mktemp("charts") / "run"
-    make_run(run, rows=30_000, variants=["a", "b"], duration_s=600,
-                   regions={"uk": (4.9, 0.3), "us": (5.2, 0.4), "eu": (5.0, 0.35)})
+    make_run(run, rows=30_000, variants=["a", "b"], duration_s=600, regions={"uk": (4.9, 0.3), "us": (5.2, 0.4), "eu": (5.0, 0.35)})
     return compute_stats(load_run(run))
 
 
@@ -28,10 +28,18 @@ def figures(monkeypatch):
 
     def capture(fig):
         fig.canvas.draw()  # the limits and labels as drawn
-        seen.append([(ax, ax.get_xlim(), ax.get_ylim(),
-                      [t.get_visible() and bool(t.get_text()) for t in ax.get_xticklabels()],
-                      [t.get_visible() and bool(t.get_text()) for t in ax.get_yticklabels()])
-                     for ax in fig.axes])
+        seen.append(
+            [
+                (
+                    ax,
+                    ax.get_xlim(),
+                    ax.get_ylim(),
+                    [t.get_visible() and bool(t.get_text()) for t in ax.get_xticklabels()],
+                    [t.get_visible() and bool(t.get_text()) for t in ax.get_yticklabels()],
+                )
+                for ax in fig.axes
+            ]
+        )
         return render(fig)
 
     monkeypatch.setattr(charts, "png_uri", capture)

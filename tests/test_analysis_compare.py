@@ -1,4 +1,5 @@
 """analysis.compare: bootstrap CIs, Mann-Whitney verdicts, region/variant tables, baseline."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,15 @@ def test_mann_whitney_says_noise_for_identical_distributions():
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory):
     path = tmp_path_factory.mktemp("cmp") / "run"
-    make_run(path, rows=80_000, regions={"uk": (4.9, 0.35), "us": (5.4, 0.35), "eu": (4.9, 0.35)},
-             variants=["a", "b", "c"], variant_factor={"b": 1.3}, seed=21, error_rate=0.0)
+    make_run(
+        path,
+        rows=80_000,
+        regions={"uk": (4.9, 0.35), "us": (5.4, 0.35), "eu": (4.9, 0.35)},
+        variants=["a", "b", "c"],
+        variant_factor={"b": 1.3},
+        seed=21,
+        error_rate=0.0,
+    )
     return compute_stats(load_run(path, use_cache=False))
 
 
@@ -91,8 +99,14 @@ def test_baseline_regression_flagged(tmp_path):
     regions = {"uk": (5.0, 0.4), "us": (5.0, 0.4)}
     make_run(tmp_path / "base", rows=40_000, regions=regions, seed=1, error_rate=0.005)
     # us 25% slower, uk 3 points more errors on respond
-    make_run(tmp_path / "cur", rows=40_000, regions={"uk": (5.0, 0.4), "us": (5.0 + math.log(1.25), 0.4)},
-             seed=2, error_rate=0.005, error_rates={("uk", "respond"): 0.035})
+    make_run(
+        tmp_path / "cur",
+        rows=40_000,
+        regions={"uk": (5.0, 0.4), "us": (5.0 + math.log(1.25), 0.4)},
+        seed=2,
+        error_rate=0.005,
+        error_rates={("uk", "respond"): 0.035},
+    )
     cur = compute_stats(load_run(tmp_path / "cur", use_cache=False))
     base = compute_stats(load_run(tmp_path / "base", use_cache=False))
     t = compare_baseline(cur, base).set_index(["region", "endpoint"])
@@ -145,13 +159,16 @@ def test_mann_whitney_ranks_equal_scipys_on_integer_microseconds_with_many_ties(
 def test_report_code_does_not_import_scipy():
     """Importing scipy.stats cost more CPU than every comparison of a report (0.7 s of a 1M-row
     report's ~8 s): the report path must not pull it in (the tests may, as a reference)."""
-    code = ("import sys, analysis.report, analysis.compare, analysis.family, analysis.regression; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
+    code = (
+        "import sys, analysis.report, analysis.compare, analysis.family, analysis.regression; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 # --------------------------------------------------------------------------- variants within regions, Holm
+
 
 def _holm_reference(p):
     """Holm's procedure written out as in the textbook: sort, multiply, make monotone."""
@@ -180,8 +197,7 @@ def test_holm_matches_the_textbook_procedure_and_skips_nan():
 def uk_only_slower(tmp_path_factory):
     """Variant b 25 % slower in uk only; us the same for both; us much slower than uk."""
     path = tmp_path_factory.mktemp("within") / "run"
-    make_run(path, rows=30_000, regions={"uk": (4.9, 0.35), "us": (5.6, 0.45)}, variants=("a", "b"),
-             variant_factor={("uk", "b"): 1.25}, error_rate=0.0, seed=4)
+    make_run(path, rows=30_000, regions={"uk": (4.9, 0.35), "us": (5.6, 0.45)}, variants=("a", "b"), variant_factor={("uk", "b"): 1.25}, error_rate=0.0, seed=4)
     run = load_run(path)
     return run, compute_stats(run)
 
@@ -202,8 +218,7 @@ def test_variants_within_regions_flag_uk_and_not_us(uk_only_slower):
     # from the uk rows only (numpy on the raw latencies).
     lat = stats.latencies(("region", "variant", "endpoint"))
     assert b.loc["uk", "p95_ms"] == pytest.approx(np.percentile(lat[("uk", "b", "respond")], 95))
-    assert b.loc["uk", "d_p95_ms"] == pytest.approx(np.percentile(lat[("uk", "b", "respond")], 95)
-                                                    - np.percentile(lat[("uk", "a", "respond")], 95))
+    assert b.loc["uk", "d_p95_ms"] == pytest.approx(np.percentile(lat[("uk", "b", "respond")], 95) - np.percentile(lat[("uk", "a", "respond")], 95))
     # Holm over the whole family: every p-value of every table, adjusted together.
     tables = [df for df in family.values() if df is not None]
     raw = np.concatenate([df.mw_p.to_numpy() for df in tables])
@@ -230,8 +245,7 @@ def test_comparisons_csv_lists_every_comparison_with_raw_and_adjusted_p(uk_only_
     pairs = sum(int((~df.is_reference).sum()) for df in family.values() if df is not None)
     assert len(rows) == pairs * 4  # p50, p95, p99 and error rate of each pair
     assert {r["comparison"] for r in rows} == {"regions", "variants", "variants within region"}
-    uk95 = next(r for r in rows if r["comparison"] == WITHIN and r["within"] == "uk"
-                and r["endpoint"] == "respond" and r["metric"] == "p95")
+    uk95 = next(r for r in rows if r["comparison"] == WITHIN and r["within"] == "uk" and r["endpoint"] == "respond" and r["metric"] == "p95")
     row = family[WITHIN].query("region == 'uk' and group == 'b' and endpoint == 'respond'").iloc[0]
     assert (uk95["reference"], uk95["subject"]) == ("a", "b")
     assert float(uk95["delta"]) == pytest.approx(row.d_p95_ms, rel=1e-5)

@@ -1,4 +1,5 @@
 """analysis.load: reading a run folder, validation errors that name file/line/column, cache."""
+
 from __future__ import annotations
 
 import json

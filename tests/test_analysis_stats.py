@@ -1,4 +1,5 @@
 """analysis.stats: the one percentile function, group tables, roll-ups, warm-up, orphans."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,14 +23,14 @@ REGIONS = {"uk": (4.9, 0.35), "us": (5.3, 0.5), "eu": (5.0, 0.4)}
 
 # --------------------------------------------------------------------------- percentiles()
 
+
 def test_percentiles_equal_numpy_on_lognormal():
     rng = np.random.default_rng(3)
     for n in (1, 2, 3, 10, 999, 100_000):
         v = rng.lognormal(5, 0.5, n)
         np.testing.assert_array_equal(percentiles(v, PERCENTILES), np.percentile(v, PERCENTILES))
         # the presorted fast path gives bit-identical numbers
-        np.testing.assert_array_equal(percentiles(np.sort(v), PERCENTILES, assume_sorted=True),
-                                      np.percentile(v, PERCENTILES))
+        np.testing.assert_array_equal(percentiles(np.sort(v), PERCENTILES, assume_sorted=True), np.percentile(v, PERCENTILES))
 
 
 def test_percentiles_edge_cases():
@@ -62,14 +63,25 @@ def test_grouped_percentiles_match_per_group_numpy():
 
 # --------------------------------------------------------------------------- run statistics
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """Lognormal per region; variant b 20% slower; eu·close all failed; a declared region
     (ap) and variant (c) with no requests at all."""
     path = tmp_path_factory.mktemp("stats") / "run"
-    truth = make_run(path, rows=60_000, regions=REGIONS, variants=["a", "b"], variant_factor={"b": 1.2},
-                     error_rate=0.02, error_rates={("eu", "close"): 1.0}, orphans=7, seed=11,
-                     declared_regions=["uk", "us", "eu", "ap"], declared_variants=["a", "b", "c"])
+    truth = make_run(
+        path,
+        rows=60_000,
+        regions=REGIONS,
+        variants=["a", "b"],
+        variant_factor={"b": 1.2},
+        error_rate=0.02,
+        error_rates={("eu", "close"): 1.0},
+        orphans=7,
+        seed=11,
+        declared_regions=["uk", "us", "eu", "ap"],
+        declared_variants=["a", "b", "c"],
+    )
     return path, truth
 
 
@@ -129,8 +141,7 @@ def test_latencies_close_to_the_true_lognormal(loaded):
     t = st.level("region·variant·endpoint").set_index(["region", "variant", "endpoint"])
     for r in REGIONS:
         assert t.loc[(r, "a", "respond"), "p50_ms"] == pytest.approx(truth.lognormal_quantile(r, "respond", 50), rel=0.05)
-        assert t.loc[(r, "b", "respond"), "p95_ms"] == pytest.approx(
-            truth.lognormal_quantile(r, "respond", 95, 1.2), rel=0.08)
+        assert t.loc[(r, "b", "respond"), "p95_ms"] == pytest.approx(truth.lognormal_quantile(r, "respond", 95, 1.2), rel=0.08)
 
 
 def test_empty_region_and_variant_are_listed_with_zero_requests(loaded):
@@ -286,8 +297,7 @@ def test_orphans_with_ids_of_varying_length(tmp_path):
     text = f.read_text()
     import re
 
-    f.write_text(re.sub(r"-([0-9a-f]{4})0000([0-9a-f]{4})([0-9a-f]{12})", lambda m: "-" + m.group(1) + m.group(2).lstrip("0") + m.group(3),
-                        text))
+    f.write_text(re.sub(r"-([0-9a-f]{4})0000([0-9a-f]{4})([0-9a-f]{12})", lambda m: "-" + m.group(1) + m.group(2).lstrip("0") + m.group(3), text))
     ids = pd.read_csv(f, keep_default_na=False).conversation_id
     assert ids[ids != ""].str.len().nunique() > 1
     st = compute_stats(load_run(tmp_path / "v", use_cache=False))

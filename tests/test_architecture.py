@@ -53,7 +53,7 @@ def imports(name: str) -> list[tuple[str, ast.stmt, bool]]:
                 mod = child.module or ""
                 if child.level:  # relative
                     anchor = base.split(".")
-                    anchor = anchor[:len(anchor) - (child.level - 1)]
+                    anchor = anchor[: len(anchor) - (child.level - 1)]
                     mod = ".".join(anchor + ([mod] if mod else []))
                 for a in child.names:
                     sub = f"{mod}.{a.name}"
@@ -88,7 +88,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (found := dfs(nxt)):
                 return found
         stack.pop()
@@ -117,8 +117,9 @@ def test_no_import_cycles():
 
 
 def test_analysis_imports_nothing_from_loadtest():
-    offenders = [f"{name} imports {mod}" for name in MODULES if name.split(".")[0] == "analysis"
-                 for mod, _, _ in imports(name) if mod.split(".")[0] == "loadtest"]
+    offenders = [
+        f"{name} imports {mod}" for name in MODULES if name.split(".")[0] == "analysis" for mod, _, _ in imports(name) if mod.split(".")[0] == "loadtest"
+    ]
     assert not offenders, "analysis is a library below loadtest:\n" + "\n".join(offenders)
 
 
@@ -138,10 +139,10 @@ def test_the_parent_side_imports_neither_locust_nor_gevent(name):
         seen.add(mod)
         for target, stmt, _ in imports(mod):
             top = target.split(".")[0]
-            assert top not in FORBIDDEN_IN_PARENT, \
-                f"{name} reaches {target} (through {mod}, line {stmt.lineno}); only loadtest.inlocust may"
-            assert parent_side(target) or target == LOCUST_SIDE, \
+            assert top not in FORBIDDEN_IN_PARENT, f"{name} reaches {target} (through {mod}, line {stmt.lineno}); only loadtest.inlocust may"
+            assert parent_side(target) or target == LOCUST_SIDE, (
                 f"{name} reaches {target} (through {mod}, line {stmt.lineno}): the Locust side is for Locust's processes"
+            )
         todo.extend(graph[mod])
 
 

@@ -28,18 +28,21 @@ from runs import loadtest
 # --------------------------------------------------------------------------- the knee
 
 
-@pytest.mark.parametrize("passed, confirm, reached_max, status, knee, first_fail, isolated", [
-    ([True, True, False, False], 2, False, "found", 1, 2, []),
-    ([True, True, False], 1, False, "found", 1, 2, []),
-    # an isolated failure is contradicted by the next step: not the knee
-    ([True, False, True, True, False, False], 2, False, "found", 3, 4, [1]),
-    # the run reached max and its last step failed: counts without confirmation
-    ([True, True, True, False], 2, True, "found", 2, 3, []),
-    ([True, True, True], 2, True, "above_max", 2, None, []),
-    ([True, True], 2, False, "incomplete", 1, None, []),
-    ([False, False], 2, False, "below_start", None, 0, []),
-    ([], 2, False, "failed", None, None, []),
-])
+@pytest.mark.parametrize(
+    "passed, confirm, reached_max, status, knee, first_fail, isolated",
+    [
+        ([True, True, False, False], 2, False, "found", 1, 2, []),
+        ([True, True, False], 1, False, "found", 1, 2, []),
+        # an isolated failure is contradicted by the next step: not the knee
+        ([True, False, True, True, False, False], 2, False, "found", 3, 4, [1]),
+        # the run reached max and its last step failed: counts without confirmation
+        ([True, True, True, False], 2, True, "found", 2, 3, []),
+        ([True, True, True], 2, True, "above_max", 2, None, []),
+        ([True, True], 2, False, "incomplete", 1, None, []),
+        ([False, False], 2, False, "below_start", None, 0, []),
+        ([], 2, False, "failed", None, None, []),
+    ],
+)
 def test_find_knee(passed, confirm, reached_max, status, knee, first_fail, isolated):
     k = find_knee(passed, confirm, reached_max)
     assert (k.status, k.knee, k.first_fail, k.isolated) == (status, knee, first_fail, isolated)
@@ -54,6 +57,7 @@ def test_should_stop_after_confirm_failures_in_a_row():
 
 # --------------------------------------------------------------------------- the plan
 
+
 def test_plan_levels_end_at_max_and_match_the_steps_shape():
     from loadtest.inlocust.shapes import shape_from_spec
 
@@ -65,10 +69,17 @@ def test_plan_levels_end_at_max_and_match_the_steps_shape():
     assert shape.users_at(plan.total_s) is None  # the shape stops by itself
 
 
-@pytest.mark.parametrize("kwargs", [
-    dict(start=0), dict(step=0), dict(start=10, max=5), dict(settle=1.0), dict(confirm=0),
-    dict(hold_s=1.0),  # leaves no time to measure after the ramp-up
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(start=0),
+        dict(step=0),
+        dict(start=10, max=5),
+        dict(settle=1.0),
+        dict(confirm=0),
+        dict(hold_s=1.0),  # leaves no time to measure after the ramp-up
+    ],
+)
 def test_plan_rejects_bad_values(kwargs):
     with pytest.raises(config.ConfigError):
         Plan(**kwargs)
@@ -87,6 +98,7 @@ def test_region_slos_keep_unscoped_and_own_region_only():
 
 # --------------------------------------------------------------------------- reading a growing CSV
 
+
 def test_complete_rows_stop_before_a_partial_line_and_inside_quotes():
     assert records.complete_rows(b"a,b\n1,2\n3,") == len(b"a,b\n1,2\n")
     data = b'1,"two\nlines"\n2,"open\n'
@@ -96,7 +108,7 @@ def test_complete_rows_stop_before_a_partial_line_and_inside_quotes():
 
 def test_csv_tail_reads_only_new_complete_rows(tmp_path):
     f = tmp_path / "requests.csv"
-    f.write_text("timestamp,ok,error\n1.0,1,\n2.0,0,\"x")
+    f.write_text('timestamp,ok,error\n1.0,1,\n2.0,0,"x')
     tail = CsvTail(tmp_path, "requests*.csv", ["timestamp", "ok", "error"])
     first = tail.read()
     assert first["timestamp"].tolist() == ["1.0"]
@@ -112,17 +124,18 @@ def test_run_tail_types_a_growing_run_as_load_run_types_the_whole(tmp_path):
     """One column table (analysis.load) for both: the tail's rows, read in two pieces around a
     multi-line error field, hold the same values with the same numeric types as load_run's."""
     header = ",".join(records.REQUEST_COLUMNS) + "\n"
-    rows = ['1.5,uk,a,create,uk · a · create,12.25,200,1,,,10,c1,0,u1,local\n',
-            '2.0,uk,a,respond,uk · a · respond,3.5,503,0,http,"line one\nline two",0,c1,1,u1,local\n',
-            '2.5,uk,,close,uk · close,1.0,,1,,,0,c1,2,u1,local\n']
+    rows = [
+        "1.5,uk,a,create,uk · a · create,12.25,200,1,,,10,c1,0,u1,local\n",
+        '2.0,uk,a,respond,uk · a · respond,3.5,503,0,http,"line one\nline two",0,c1,1,u1,local\n',
+        "2.5,uk,,close,uk · close,1.0,,1,,,0,c1,2,u1,local\n",
+    ]
     (tmp_path / "requests.csv").write_text(header + rows[0] + rows[1][:60])
     tail = RunTail(tmp_path)
     first, _ = tail.read()
     assert len(first) == 1  # the second row is cut inside its quoted error: not read yet
     with open(tmp_path / "requests.csv", "a") as f:
         f.write(rows[1][60:] + rows[2])
-    (tmp_path / "conversations.csv").write_text(",".join(records.CONVERSATION_COLUMNS) + "\n"
-                                                 "c1,uk,a,1.5,2.51,1.01,1,max_turns,1\n")
+    (tmp_path / "conversations.csv").write_text(",".join(records.CONVERSATION_COLUMNS) + "\nc1,uk,a,1.5,2.51,1.01,1,max_turns,1\n")
     requests, conversations = tail.read()
     whole = load_run(tmp_path)
     expected = whole.requests
@@ -140,10 +153,10 @@ def test_run_tail_types_a_growing_run_as_load_run_types_the_whole(tmp_path):
 
 # --------------------------------------------------------------------------- one step
 
+
 def _requests(rows):
     df = pd.DataFrame(rows, columns=["timestamp", "endpoint", "response_time_ms", "ok"])
-    for col, value in (("region", "uk"), ("variant", "a"), ("status", 200), ("error_kind", ""),
-                       ("conversation_id", "c")):
+    for col, value in (("region", "uk"), ("variant", "a"), ("status", 200), ("error_kind", ""), ("conversation_id", "c")):
         df[col] = value
     return df
 
@@ -153,8 +166,8 @@ def test_measure_step_uses_requests_completed_in_the_window():
     lat = rng.uniform(50, 150, 200)
     rows = [(100.0 + i * 0.04, "respond", float(x), 1) for i, x in enumerate(lat)]
     rows += [(101.0, "create", 10.0, 1), (101.5, "create", 10.0, 1), (102.0, "create", 10.0, 0)]
-    rows += [(99.0, "respond", 9000.0, 1)]       # started before, completes at 108: outside
-    rows += [(103.95, "respond", 100.0, 1)]      # completes at 104.05: outside
+    rows += [(99.0, "respond", 9000.0, 1)]  # started before, completes at 108: outside
+    rows += [(103.95, "respond", 100.0, 1)]  # completes at 104.05: outside
     req = _requests(rows)
     row = measure_step(req, None, 101.0, 104.0, capacity.region_slos(["error_rate < 50%"], "uk"))
     end = req["timestamp"] + req["response_time_ms"] / 1000
@@ -176,18 +189,22 @@ def test_measure_step_with_no_data_fails():
 
 # --------------------------------------------------------------------------- the command
 
-@pytest.mark.parametrize("args, message", [
-    (["--start", "10", "--max", "5"], "--max"),
-    (["--hold", "1s"], "--hold"),
-    (["--hold", "soon"], "--hold"),
-    (["--slo", "uk.respond.p95 < 1s", "--regions", "uk,eu"], "no --slo applies to region eu"),
-    (["--arrival-rate", "5"], "--arrival-rate"),
-    (["--arrival-rate-start", "2"], "--arrival-rate-max"),
-    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--start", "2"], "choose one"),
-    (["--arrival-rate-start", "4", "--arrival-rate-max", "3"], "--arrival-rate-max (3) is below"),
-    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-dropped", "lots"], "--max-dropped"),
-    (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-lag", "soon"], "--max-lag"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--start", "10", "--max", "5"], "--max"),
+        (["--hold", "1s"], "--hold"),
+        (["--hold", "soon"], "--hold"),
+        (["--slo", "uk.respond.p95 < 1s", "--regions", "uk,eu"], "no --slo applies to region eu"),
+        (["--arrival-rate", "5"], "--arrival-rate"),
+        (["--arrival-rate-start", "2"], "--arrival-rate-max"),
+        (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--start", "2"], "choose one"),
+        (["--arrival-rate-start", "4", "--arrival-rate-max", "3"], "--arrival-rate-max (3) is below"),
+        (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-dropped", "lots"], "--max-dropped"),
+        (["--arrival-rate-start", "1", "--arrival-rate-max", "3", "--max-lag", "soon"], "--max-lag"),
+    ],
+)
 def test_usage_errors_exit_2_before_any_traffic(tmp_path, capsys, args, message):
     from loadtest.cli import main
 
@@ -217,10 +234,32 @@ def search(tmp_path_factory):
     mock_config = tmp / "mock.toml"
     mock_config.write_text(MOCK_TOML)
     out = tmp / "reports"
-    proc = loadtest("capacity", "--regions", ",".join(REGIONS), "--mock-config", str(mock_config),
-                    "--think-time", "0", "--mock-latency-scale", "0.3", "--turns", "2-4",
-                    "--start", "2", "--step", "4", "--max", "14", "--hold", "2s", "--settle", "0.4",
-                    "--out", str(out), timeout=150)
+    proc = loadtest(
+        "capacity",
+        "--regions",
+        ",".join(REGIONS),
+        "--mock-config",
+        str(mock_config),
+        "--think-time",
+        "0",
+        "--mock-latency-scale",
+        "0.3",
+        "--turns",
+        "2-4",
+        "--start",
+        "2",
+        "--step",
+        "4",
+        "--max",
+        "14",
+        "--hold",
+        "2s",
+        "--settle",
+        "0.4",
+        "--out",
+        str(out),
+        timeout=150,
+    )
     return proc, (out / "latest").resolve()
 
 
@@ -267,8 +306,7 @@ def test_capacity_csv_has_one_row_per_measured_step(search):
 @pytest.mark.slow
 def test_outputs_and_region_run_folders(search):
     _, folder = search
-    for name in ("capacity.csv", "capacity.json", "capacity.md", "capacity.png", "capacity.html",
-                 "mock.log"):
+    for name in ("capacity.csv", "capacity.json", "capacity.md", "capacity.png", "capacity.html", "mock.log"):
         assert (folder / name).is_file(), name
     assert (folder / "capacity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "capacity.html").read_text()
@@ -301,6 +339,7 @@ def test_baseline_sets_the_latency_slo_and_warns_when_thin(capsys):
 
 # --------------------------------------------------------------------------- by arrival rate
 
+
 def test_rate_plan_levels_and_delivery_judgement():
     import pandas as pd
 
@@ -308,9 +347,13 @@ def test_rate_plan_levels_and_delivery_judgement():
     assert plan.levels == [1.0, 2.5, 4.0, 5.0] and plan.unit == "conv/s"
     assert plan.arrival_steps() == {"step": 1.5, "every": 6, "max": 5}
     # 10 planned in [100, 102): 1 dropped, lags 10..80 ms; one planned outside the window.
-    arrivals = pd.DataFrame({"planned": [100 + 0.2 * i for i in range(10)] + [103.0],
-                             "lag_ms": [10.0 * (i + 1) for i in range(9)] + [float("nan"), 5000.0],
-                             "dropped": [0] * 9 + [1, 0]})
+    arrivals = pd.DataFrame(
+        {
+            "planned": [100 + 0.2 * i for i in range(10)] + [103.0],
+            "lag_ms": [10.0 * (i + 1) for i in range(9)] + [float("nan"), 5000.0],
+            "dropped": [0] * 9 + [1, 0],
+        }
+    )
     out = capacity.judge_delivery(arrivals, 100.0, 102.0, max_dropped=0.2, max_lag_s=1.0)
     assert out["offered_per_s"] == 5.0 and out["dropped_share"] == 0.1
     assert out["lag_p95_ms"] == pytest.approx(float(np.percentile([10.0 * (i + 1) for i in range(9)], 95)))
@@ -318,9 +361,19 @@ def test_rate_plan_levels_and_delivery_judgement():
     strict = capacity.judge_delivery(arrivals, 100.0, 102.0, max_dropped=0.05, max_lag_s=0.05)
     assert [f.split(" ")[0] for f in strict["delivery_failures"]] == ["dropped", "schedule"]
     # A step judged on delivery fails even when every request was fine.
-    req = pd.DataFrame({"timestamp": [100.5], "region": ["uk"], "variant": [""], "endpoint": ["respond"],
-                        "response_time_ms": [10.0], "status": [200], "ok": [1], "error_kind": [""],
-                        "conversation_id": ["c"]})
+    req = pd.DataFrame(
+        {
+            "timestamp": [100.5],
+            "region": ["uk"],
+            "variant": [""],
+            "endpoint": ["respond"],
+            "response_time_ms": [10.0],
+            "status": [200],
+            "ok": [1],
+            "error_kind": [""],
+            "conversation_id": ["c"],
+        }
+    )
     slos = capacity.region_slos(["error_rate < 1%"], "uk")
     assert measure_step(req, None, 100.0, 102.0, slos)["passed"]
     row = measure_step(req, None, 100.0, 102.0, slos, None, arrivals, (0.05, 1.0))
@@ -340,10 +393,32 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
     mock_config = tmp_path / "mock.toml"
     mock_config.write_text(RATE_MOCK_TOML)
     out = tmp_path / "reports"
-    proc = loadtest("capacity", "--regions", "uk", "--mock-config", str(mock_config),
-                    "--mock-latency-scale", "0.5", "--think-time", "0", "--turns", "2", "--variants", "",
-                    "--arrival-rate-start", "1", "--arrival-rate-step", "1", "--arrival-rate-max", "8",
-                    "--hold", "6s", "--out", str(out), timeout=200)
+    proc = loadtest(
+        "capacity",
+        "--regions",
+        "uk",
+        "--mock-config",
+        str(mock_config),
+        "--mock-latency-scale",
+        "0.5",
+        "--think-time",
+        "0",
+        "--turns",
+        "2",
+        "--variants",
+        "",
+        "--arrival-rate-start",
+        "1",
+        "--arrival-rate-step",
+        "1",
+        "--arrival-rate-max",
+        "8",
+        "--hold",
+        "6s",
+        "--out",
+        str(out),
+        timeout=200,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     folder = (out / "latest").resolve()
     data = json.loads((folder / "capacity.json").read_text())

@@ -10,21 +10,24 @@ from loadtest.inlocust.chat import Rotation, classify_failure, load_corpus, requ
 
 
 def test_parse_reply_accepts_documented_shapes():
-    r = api.parse_reply("respond", {"conversation_id": "c1", "response": "hi",
-                                    "end_conversation": False,
-                                    "handoff": {"destination": "agent", "reason": "asked"}})
+    r = api.parse_reply(
+        "respond", {"conversation_id": "c1", "response": "hi", "end_conversation": False, "handoff": {"destination": "agent", "reason": "asked"}}
+    )
     assert r.handoff == api.Handoff("agent", "asked") and r.end_conversation is False
     assert api.parse_reply("create", {"conversation_id": "c1", "response": "hello"}).response == "hello"
     assert api.parse_reply("close", {"success": True}) is None
 
 
-@pytest.mark.parametrize("endpoint,body,fragment", [
-    ("create", {"response": "x"}, "missing field 'conversation_id'"),
-    ("respond", {"conversation_id": "c", "response": "x"}, "missing field 'end_conversation'"),
-    ("respond", {"conversation_id": "c", "response": 3, "end_conversation": False}, "'response' is int"),
-    ("close", {"success": False}, "'success' is false"),
-    ("close", [], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "endpoint,body,fragment",
+    [
+        ("create", {"response": "x"}, "missing field 'conversation_id'"),
+        ("respond", {"conversation_id": "c", "response": "x"}, "missing field 'end_conversation'"),
+        ("respond", {"conversation_id": "c", "response": 3, "end_conversation": False}, "'response' is int"),
+        ("close", {"success": False}, "'success' is false"),
+        ("close", [], "expected a JSON object"),
+    ],
+)
 def test_parse_reply_names_the_broken_field(endpoint, body, fragment):
     with pytest.raises(api.SchemaError, match=fragment):
         api.parse_reply(endpoint, body)
@@ -55,11 +58,19 @@ def test_corpus_skips_comments_and_rejects_empty(tmp_path):
         load_corpus(tmp_path / "missing.txt")
 
 
-@pytest.mark.parametrize("status,error,kind", [
-    (429, None, "rate_limited"), (503, None, "http"), (404, None, "http"), (200, None, "schema"),
-    (0, socket.timeout("timed out"), "timeout"), (0, ConnectionResetError(), "connection"),
-    (0, ConnectionRefusedError(), "connection"), (0, RuntimeError("x"), "other"),
-])
+@pytest.mark.parametrize(
+    "status,error,kind",
+    [
+        (429, None, "rate_limited"),
+        (503, None, "http"),
+        (404, None, "http"),
+        (200, None, "schema"),
+        (0, socket.timeout("timed out"), "timeout"),
+        (0, ConnectionResetError(), "connection"),
+        (0, ConnectionRefusedError(), "connection"),
+        (0, RuntimeError("x"), "other"),
+    ],
+)
 def test_failure_kinds(status, error, kind):
     assert classify_failure(status, error) == kind
 
@@ -87,8 +98,7 @@ def _run_context(tmp_path, **settings):
 
 
 def test_request_line_is_method_url_and_stats_name_of_every_combination(tmp_path):
-    run = _run_context(tmp_path, regions="uk,us", variants="a,b",
-                       base_urls="uk=http://127.0.0.1:1,us=http://127.0.0.1:2")
+    run = _run_context(tmp_path, regions="uk,us", variants="a,b", base_urls="uk=http://127.0.0.1:1,us=http://127.0.0.1:2")
     for region, port in (("uk", 1), ("us", 2)):
         for variant in ("a", "b"):
             for endpoint in api.ENDPOINTS:

@@ -17,12 +17,14 @@ psutil = pytest.importorskip("psutil")
 
 # A child that shrugs off SIGTERM and leaves a grandchild in its session (as Locust's
 # --processes workers are), printing the grandchild's pid once both are set.
-STUBBORN = ("import signal, subprocess, sys, time\n"
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-            "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)'])\n"
-            "print(g.pid, flush=True)\n"
-            "time.sleep(120)\n")
+STUBBORN = (
+    "import signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "g = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)'])\n"
+    "print(g.pid, flush=True)\n"
+    "time.sleep(120)\n"
+)
 
 
 def test_stop_kills_after_the_grace_and_ends_the_childs_session():
@@ -53,20 +55,30 @@ def _options(cmd: list[str]) -> dict[str, str]:
     return {a: b for a, b in zip(cmd, cmd[1:]) if a.startswith("--")}
 
 
-@pytest.mark.parametrize("flags", [
-    {},
-    {"regions": "us:3,uk:1", "variants": "control:9,new:1", "turns": "3", "think_time": "500ms-2s",
-     "request_timeout": "2.5s", "integration_attributes": '{"tier": "gold"}', "retry_429": "2",
-     "connections": "per-user", "insecure": "true"},
-    {"arrival_rate": "2.5", "arrival_steps": "step=1,every=10s,max=5", "variants": ""},
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        {},
+        {
+            "regions": "us:3,uk:1",
+            "variants": "control:9,new:1",
+            "turns": "3",
+            "think_time": "500ms-2s",
+            "request_timeout": "2.5s",
+            "integration_attributes": '{"tier": "gold"}',
+            "retry_429": "2",
+            "connections": "per-user",
+            "insecure": "true",
+        },
+        {"arrival_rate": "2.5", "arrival_steps": "step=1,every=10s,max=5", "variants": ""},
+    ],
+)
 def test_every_locust_option_parses_back_to_the_scenarios_value(flags):
     """Headless and web UI command lines carry every Locust setting in a form its parser reads
     back to the very value the scenario holds."""
     scenario = config.resolve(flags=flags, environ={})
     base_urls = {"us": "http://127.0.0.1:4001", "uk": "http://127.0.0.1:4002"}
-    for cmd in (children.locust_command(scenario, base_urls, run_dir="/tmp/run"),
-                children.locust_command(scenario, base_urls, web_port=8089)):
+    for cmd in (children.locust_command(scenario, base_urls, run_dir="/tmp/run"), children.locust_command(scenario, base_urls, web_port=8089)):
         options = _options(cmd)
         locust_settings = [s for s in config.SETTINGS if s.locust]
         assert locust_settings and all(s.flag in options for s in locust_settings)
@@ -104,14 +116,15 @@ class _FakeLocust:
 
 
 def test_locust_output_routes_each_line(tmp_path, capsys):
-    lines = [PROGRESS_PREFIX + json.dumps({"users": 3}) + "\n",
-             "[2024-05-01 10:00:00,000] INFO/locust.runners: Shape test updating to 4 users\n",
-             "loadtest: something to say\n",
-             PROGRESS_PREFIX + json.dumps({"users": 4}) + "\n",
-             "Traceback (most recent call last):\n"]
+    lines = [
+        PROGRESS_PREFIX + json.dumps({"users": 3}) + "\n",
+        "[2024-05-01 10:00:00,000] INFO/locust.runners: Shape test updating to 4 users\n",
+        "loadtest: something to say\n",
+        PROGRESS_PREFIX + json.dumps({"users": 4}) + "\n",
+        "Traceback (most recent call last):\n",
+    ]
     progress, seen = [], []
-    out = children.LocustOutput(_FakeLocust(lines), tmp_path / "locust.log", on_line=seen.append,
-                                on_progress=progress.append, echo_prefix="[uk] ")
+    out = children.LocustOutput(_FakeLocust(lines), tmp_path / "locust.log", on_line=seen.append, on_progress=progress.append, echo_prefix="[uk] ")
     out.drain()
     assert progress == [{"users": 3}, {"users": 4}]
     assert seen == [lines[1], lines[2], lines[4]]

@@ -16,10 +16,26 @@ pytestmark = pytest.mark.slow
 def test_impossible_slo_exits_1_with_a_junit_failure_and_lenient_ones_pass(tmp_path, monkeypatch):
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    proc = loadtest("run", "--duration", "5s", "--users", "6", "--regions", "uk,eu", *FAST,
-                    "--mock-latency-scale", "0.2", "--out", str(tmp_path / "r"),
-                    "--slo", "respond.p95 < 1ms", "--slo", "error_rate < 5%",
-                    "--slo", "uk.create.p99 < 10s")
+    proc = loadtest(
+        "run",
+        "--duration",
+        "5s",
+        "--users",
+        "6",
+        "--regions",
+        "uk,eu",
+        *FAST,
+        "--mock-latency-scale",
+        "0.2",
+        "--out",
+        str(tmp_path / "r"),
+        "--slo",
+        "respond.p95 < 1ms",
+        "--slo",
+        "error_rate < 5%",
+        "--slo",
+        "uk.create.p99 < 10s",
+    )
     assert proc.returncode == 1, proc.stderr
     run_dir = (tmp_path / "r" / "latest").resolve()
     suite = ET.parse(run_dir / "junit.xml").getroot().find("testsuite")
@@ -32,13 +48,27 @@ def test_impossible_slo_exits_1_with_a_junit_failure_and_lenient_ones_pass(tmp_p
     html = (run_dir / "report.html").read_text()
     assert "respond.p95 &lt; 1ms" in html or "respond.p95 < 1ms" in html
 
-    lenient = loadtest("run", "--duration", "4s", "--users", "4", "--regions", "uk", *FAST,
-                       "--mock-latency-scale", "0.2", "--out", str(tmp_path / "ok"),
-                       "--slo", "respond.p95 < 5s", "--slo", "error_rate < 1%")
+    lenient = loadtest(
+        "run",
+        "--duration",
+        "4s",
+        "--users",
+        "4",
+        "--regions",
+        "uk",
+        *FAST,
+        "--mock-latency-scale",
+        "0.2",
+        "--out",
+        str(tmp_path / "ok"),
+        "--slo",
+        "respond.p95 < 5s",
+        "--slo",
+        "error_rate < 1%",
+    )
     assert lenient.returncode == 0, lenient.stderr
     ok_dir = (tmp_path / "ok" / "latest").resolve()
-    assert all(c.find("failure") is None
-               for c in ET.parse(ok_dir / "junit.xml").getroot().iter("testcase"))
+    assert all(c.find("failure") is None for c in ET.parse(ok_dir / "junit.xml").getroot().iter("testcase"))
 
 
 def test_scenario_file_drives_a_run(tmp_path):
@@ -46,11 +76,11 @@ def test_scenario_file_drives_a_run(tmp_path):
     scenario.write_text(
         'regions = ["uk"]\nvariants = ["b"]\nusers = 3\nduration = "4s"\nthink_time = "0.1"\n'
         'slos = ["error_rate < 1%"]\n'
-        'integration_attributes = { tier = "gold", crm_id = 42 }\n')
+        'integration_attributes = { tier = "gold", crm_id = 42 }\n'
+    )
     # a mock outside the run: its counters tell what the service received
     with MockServer(MockConfig(latency_scale=0.2), regions=["uk"]) as mock:
-        proc = loadtest("run", "--config", str(scenario), "--base-urls", f"uk={mock.base_urls['uk']}",
-                        "--out", str(tmp_path / "r"))
+        proc = loadtest("run", "--config", str(scenario), "--base-urls", f"uk={mock.base_urls['uk']}", "--out", str(tmp_path / "r"))
         received = mock.stats("uk")["integration_attributes"]
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "r" / "latest").resolve()
@@ -65,10 +95,31 @@ def test_open_model_keeps_its_offered_rate_when_the_mock_slows_down(tmp_path):
     # The mock answers respond in seconds (latency x8): a closed model would slow down with
     # it; the open model still starts 6 conversations a second on schedule.
     rate, duration = 6.0, 8
-    proc = loadtest("run", "--duration", f"{duration}s", "--users", "80", "--regions", "uk,eu",
-                    "--arrival-rate", str(rate), "--arrival", "constant", "--think-time", "0.1",
-                    "--turns", "2", "--mock-latency-scale", "8", "--stop-timeout", "1s",
-                    "--spawn-rate", "100", "--out", str(tmp_path))
+    proc = loadtest(
+        "run",
+        "--duration",
+        f"{duration}s",
+        "--users",
+        "80",
+        "--regions",
+        "uk,eu",
+        "--arrival-rate",
+        str(rate),
+        "--arrival",
+        "constant",
+        "--think-time",
+        "0.1",
+        "--turns",
+        "2",
+        "--mock-latency-scale",
+        "8",
+        "--stop-timeout",
+        "1s",
+        "--spawn-rate",
+        "100",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
     arrivals = read_csv(run_dir / "arrivals.csv")
@@ -89,9 +140,9 @@ def test_open_model_keeps_its_offered_rate_when_the_mock_slows_down(tmp_path):
 
 
 def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
-    proc = loadtest("run", "--duration", "6s", "--users", "8", "--processes", "2",
-                    "--regions", "uk,eu", *FAST, "--mock-latency-scale", "0.2",
-                    "--out", str(tmp_path))
+    proc = loadtest(
+        "run", "--duration", "6s", "--users", "8", "--processes", "2", "--regions", "uk,eu", *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
     # The workers' rows travel to the master: one requests.csv, told apart by the worker column.
@@ -114,8 +165,7 @@ def test_two_local_workers_merge_without_lost_or_duplicated_rows(tmp_path):
 
 
 def test_a_shape_drives_the_users_and_ends_the_run_by_itself(tmp_path):
-    proc = loadtest("run", "--shape", "steps:start=2,step=2,every=2s,max=6", "--regions", "uk",
-                    *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path))
+    proc = loadtest("run", "--shape", "steps:start=2,step=2,every=2s,max=6", "--regions", "uk", *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
     history = read_csv(run_dir / "locust_stats_history.csv")
@@ -127,17 +177,35 @@ def test_a_shape_drives_the_users_and_ends_the_run_by_itself(tmp_path):
 
 
 def test_open_model_report_shows_offered_vs_achieved(tmp_path):
-    proc = loadtest("run", "--duration", "5s", "--users", "4", "--regions", "uk",
-                    "--arrival-rate", "20", "--arrival", "constant", "--think-time", "0.1",
-                    "--turns", "3", "--mock-latency-scale", "0.5", "--out", str(tmp_path))
+    proc = loadtest(
+        "run",
+        "--duration",
+        "5s",
+        "--users",
+        "4",
+        "--regions",
+        "uk",
+        "--arrival-rate",
+        "20",
+        "--arrival",
+        "constant",
+        "--think-time",
+        "0.1",
+        "--turns",
+        "3",
+        "--mock-latency-scale",
+        "0.5",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
     arrivals = read_csv(run_dir / "arrivals.csv")
     dropped = sum(a["dropped"] == "1" for a in arrivals)
     assert dropped > 0  # 4 users cannot hold 20 new conversations a second of ~1 s each
     html = (run_dir / "report.html").read_text()
-    table = html[html.index('<h3 id="arrivals">Open model: offered vs achieved'):]
-    table = table[:table.index("</table>")]
+    table = html[html.index('<h3 id="arrivals">Open model: offered vs achieved') :]
+    table = table[: table.index("</table>")]
     cells = {}
     for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)[1:]:  # after the header
         row = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
@@ -155,9 +223,27 @@ def test_abort_on_fail_stops_a_failing_run_early_and_says_why(tmp_path):
     import time
 
     t0 = time.monotonic()
-    proc = loadtest("run", "--abort-on-fail", "--abort-grace", "5s", "--slo", "error_rate < 1%",
-                    "--fault", "*:503:0.3", "--duration", "90s", "--users", "6", "--regions", "uk,eu",
-                    *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path / "r"))
+    proc = loadtest(
+        "run",
+        "--abort-on-fail",
+        "--abort-grace",
+        "5s",
+        "--slo",
+        "error_rate < 1%",
+        "--fault",
+        "*:503:0.3",
+        "--duration",
+        "90s",
+        "--users",
+        "6",
+        "--regions",
+        "uk,eu",
+        *FAST,
+        "--mock-latency-scale",
+        "0.2",
+        "--out",
+        str(tmp_path / "r"),
+    )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s: not stopped early\n{proc.stdout}\n{proc.stderr}"

@@ -6,9 +6,17 @@ from loadtest import config
 from loadtest.config import ConfigError
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("45", 45.0), ("30s", 30.0), ("2m", 120.0), ("1h30m", 5400.0), ("250ms", 0.25), (1.5, 1.5),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("45", 45.0),
+        ("30s", 30.0),
+        ("2m", 120.0),
+        ("1h30m", 5400.0),
+        ("250ms", 0.25),
+        (1.5, 1.5),
+    ],
+)
 def test_durations(text, seconds):
     assert config.parse_duration(text) == pytest.approx(seconds)
 
@@ -25,8 +33,7 @@ def test_ranges_and_weights():
     assert config.parse_duration_range("500ms-2s") == (0.5, 2.0)
     assert config.parse_weights("us:3,uk") == {"us": 3.0, "uk": 1.0}
     assert config.parse_weights(["a", "b"]) == {"a": 1.0, "b": 1.0}
-    assert config.parse_mapping("uk=http://127.0.0.1:1,us=http://x") == {
-        "uk": "http://127.0.0.1:1", "us": "http://x"}
+    assert config.parse_mapping("uk=http://127.0.0.1:1,us=http://x") == {"uk": "http://127.0.0.1:1", "us": "http://x"}
     assert config.parse_json_object('{"tier": "gold", "n": 1}') == {"tier": "gold", "n": 1}
     with pytest.raises(ValueError):
         config.parse_int_range("6-2")
@@ -81,8 +88,7 @@ def test_scenario_attributes_are_the_settings_table_typed():
     hints = typing.get_type_hints(config.Scenario)
     declared = [name for name in config.Scenario.__annotations__ if name not in ("values", "sources", "notes")]
     assert declared == [s.name for s in config.SETTINGS], "regenerate with `python -m loadtest.config`"
-    scenario = config.resolve(flags={"arrival_rate": "us:2", "regions": "us", "slos": ["p95 < 1s"],
-                                     "arrival_steps": "step=1,every=5s,max=4"}, environ={})
+    scenario = config.resolve(flags={"arrival_rate": "us:2", "regions": "us", "slos": ["p95 < 1s"], "arrival_steps": "step=1,every=5s,max=4"}, environ={})
     for s in config.SETTINGS:
         hint = hints[s.name]
         kind = typing.get_origin(hint) or hint

@@ -63,24 +63,31 @@ def _kill_everything(proc: subprocess.Popen) -> None:
 
 
 def _children_once_running(pid: int, count: int, timeout: float = 60) -> list:
-    kids = _until(lambda: len(psutil.Process(pid).children(recursive=True)) >= count and
-                  psutil.Process(pid).children(recursive=True), timeout)
+    kids = _until(lambda: len(psutil.Process(pid).children(recursive=True)) >= count and psutil.Process(pid).children(recursive=True), timeout)
     assert kids, "the children never started"
     return kids
 
 
 # ----------------------------------------------------------------------------- child lifetime
 
+
 def test_a_child_that_does_not_watch_its_lifeline_still_dies_with_its_parent(tmp_path):
     """PR_SET_PDEATHSIG (Linux): any spawned child gets SIGHUP when its parent is killed."""
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux only; elsewhere children watch their lifeline")
     pid_file = tmp_path / "child.pid"
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from loadtest import processes\n"
-        "child = processes.spawn(['sleep', '120'])\n"
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-        "time.sleep(120)\n")])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from loadtest import processes\n"
+                "child = processes.spawn(['sleep', '120'])\n"
+                f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+                "time.sleep(120)\n"
+            ),
+        ]
+    )
     try:
         assert _until(lambda: pid_file.exists() and pid_file.read_text(), 30), "no child started"
         child = psutil.Process(int(pid_file.read_text()))
@@ -96,21 +103,28 @@ def test_lifeline_is_readable_exactly_when_the_parent_is_gone(tmp_path):
     """The portable half: what a child forks (here the child itself has exited) sees end of
     file on its lifeline when the loadtest process is gone."""
     out = tmp_path / "seen"
-    parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time; from loadtest import processes\n"
-        "processes.spawn([sys.executable, '-c', '''\n"
-        "import os, select, signal, time\n"
-        "from loadtest.processes import lifeline_fd\n"
-        "signal.signal(signal.SIGHUP, signal.SIG_IGN)  # only the pipe, here\n"
-        "if os.fork():  # what the child forks (Locust's workers) inherits the lifeline\n"
-        "    os._exit(0)\n"
-        "fd = lifeline_fd()\n"
-        "assert select.select([fd], [], [], 0)[0] == []\n"
-        f"open({str(out)!r}, 'w').write('watching')\n"
-        "select.select([fd], [], [])\n"
-        f"open({str(out)!r}, 'w').write('gone %d' % os.read(fd, 1).__len__())\n"
-        "'''])\n"
-        "time.sleep(120)\n")])
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from loadtest import processes\n"
+                "processes.spawn([sys.executable, '-c', '''\n"
+                "import os, select, signal, time\n"
+                "from loadtest.processes import lifeline_fd\n"
+                "signal.signal(signal.SIGHUP, signal.SIG_IGN)  # only the pipe, here\n"
+                "if os.fork():  # what the child forks (Locust's workers) inherits the lifeline\n"
+                "    os._exit(0)\n"
+                "fd = lifeline_fd()\n"
+                "assert select.select([fd], [], [], 0)[0] == []\n"
+                f"open({str(out)!r}, 'w').write('watching')\n"
+                "select.select([fd], [], [])\n"
+                f"open({str(out)!r}, 'w').write('gone %d' % os.read(fd, 1).__len__())\n"
+                "'''])\n"
+                "time.sleep(120)\n"
+            ),
+        ]
+    )
     try:
         assert _until(lambda: out.exists() and out.read_text() == "watching", 30)
         parent.kill()
@@ -123,9 +137,12 @@ def test_lifeline_is_readable_exactly_when_the_parent_is_gone(tmp_path):
 
 @pytest.mark.slow
 def test_sighup_stops_a_run_gracefully_reports_and_leaves_no_child(tmp_path):
-    proc = subprocess.Popen([*LOADTEST, "run", "--duration", "30s", "--users", "4", "--regions", "uk,eu",
-                             *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*LOADTEST, "run", "--duration", "30s", "--users", "4", "--regions", "uk,eu", *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert wait_for_rows(tmp_path / "latest" / "requests.csv", 10), "the run never wrote rows"
         kids = psutil.Process(proc.pid).children(recursive=True)
@@ -162,12 +179,17 @@ def test_a_dropped_terminal_stops_the_run_gracefully_though_output_fails(tmp_pat
     def own_the_terminal():  # after setsid: this pty becomes the controlling terminal
         import fcntl
         import termios
+
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen([*LOADTEST, "run", "--duration", "40s", "--users", "4", "--regions", "uk",
-                             *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
-                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                            preexec_fn=own_the_terminal)
+    proc = subprocess.Popen(
+        [*LOADTEST, "run", "--duration", "40s", "--users", "4", "--regions", "uk", *FAST, "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=own_the_terminal,
+    )
     os.close(slave)
     try:
         seen = b""
@@ -196,9 +218,27 @@ def test_a_dropped_terminal_stops_the_run_gracefully_though_output_fails(tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [0, 2])
 def test_sigkill_of_a_run_leaves_no_child_and_frees_the_mock_port(tmp_path, processes):
-    proc = subprocess.Popen([*LOADTEST, "run", "--duration", "60s", "--users", "4", "--regions", "uk,eu",
-                             *FAST, "--mock-latency-scale", "0.2", "--processes", str(processes),
-                             "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *LOADTEST,
+            "run",
+            "--duration",
+            "60s",
+            "--users",
+            "4",
+            "--regions",
+            "uk,eu",
+            *FAST,
+            "--mock-latency-scale",
+            "0.2",
+            "--processes",
+            str(processes),
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert wait_for_rows(tmp_path / "latest" / "requests.csv", 10), "the run never wrote rows"
         kids = psutil.Process(proc.pid).children(recursive=True)
@@ -222,16 +262,17 @@ def test_sigkill_of_a_run_leaves_no_child_and_frees_the_mock_port(tmp_path, proc
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command,children", [
-    # a capacity search holding its first step
-    (["capacity", "--regions", "uk", "--start", "4", "--step", "4", "--max", "8", "--hold", "30s",
-      *FAST, "--mock-latency-scale", "0.2"], 2),
-    # a preflight check waiting on a create the mock never answers
-    (["check", "--regions", "uk", "--fault", "create:timeout:1", "--request-timeout", "60s"], 1),
-])
+@pytest.mark.parametrize(
+    "command,children",
+    [
+        # a capacity search holding its first step
+        (["capacity", "--regions", "uk", "--start", "4", "--step", "4", "--max", "8", "--hold", "30s", *FAST, "--mock-latency-scale", "0.2"], 2),
+        # a preflight check waiting on a create the mock never answers
+        (["check", "--regions", "uk", "--fault", "create:timeout:1", "--request-timeout", "60s"], 1),
+    ],
+)
 def test_sigkill_of_capacity_and_check_leaves_no_child(tmp_path, command, children):
-    proc = subprocess.Popen([*LOADTEST, *command, "--out", str(tmp_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    proc = subprocess.Popen([*LOADTEST, *command, "--out", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
     try:
         _children_once_running(proc.pid, children)
         time.sleep(3)  # under way
@@ -243,16 +284,18 @@ def test_sigkill_of_capacity_and_check_leaves_no_child(tmp_path, command, childr
 @pytest.mark.slow
 def test_sigkill_of_the_ui_during_a_test_leaves_no_child(tmp_path):
     ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([*LOADTEST, "ui", "--regions", "uk", "--ready-file", str(ready),
-                             "--out", str(tmp_path / "reports"), *FAST, "--mock-latency-scale", "0.2"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [*LOADTEST, "ui", "--regions", "uk", "--ready-file", str(ready), "--out", str(tmp_path / "reports"), *FAST, "--mock-latency-scale", "0.2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+    )
     try:
         assert _until(ready.exists, 60), "loadtest ui did not come up"
         info = json.loads(ready.read_text())
         started = httpx.post(info["url"] + "/swarm", data={"user_count": 4, "spawn_rate": 50}, timeout=10)
         assert started.status_code == 200, started.text
-        assert _until(lambda: any(p.stat().st_size > 2000 for p in
-                                  (tmp_path / "reports").glob("*/requests.csv")), 40), "the test wrote no rows"
+        assert _until(lambda: any(p.stat().st_size > 2000 for p in (tmp_path / "reports").glob("*/requests.csv")), 40), "the test wrote no rows"
         _kill_and_check_children(proc, 2)
     finally:
         _kill_everything(proc)
@@ -264,8 +307,9 @@ def test_sigkill_of_the_ui_during_a_test_leaves_no_child(tmp_path):
 @pytest.mark.slow
 def test_loadtest_mock_stops_cleanly_on_a_hangup(tmp_path):
     ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([*LOADTEST, "mock", "--port", "0", "--region", "uk", "--ready-file", str(ready)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*LOADTEST, "mock", "--port", "0", "--region", "uk", "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert _until(ready.exists, 30), "the mock did not start"
         url = json.loads(ready.read_text())["regions"]["uk"]
@@ -281,11 +325,11 @@ def test_loadtest_mock_stops_cleanly_on_a_hangup(tmp_path):
 
 # ----------------------------------------------------------------------------- a full disk
 
+
 def _can_mount_tmpfs() -> str:
     if not shutil.which("unshare"):
         return "unshare not found"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True, text=True)
     return "" if probe.returncode == 0 else f"cannot mount a tmpfs in a mount namespace: {probe.stderr.strip()}"
 
 
@@ -298,11 +342,12 @@ def test_a_full_disk_stops_the_load_at_once_exits_3_and_keeps_whole_rows(tmp_pat
     out, copy = tmp_path / "small", tmp_path / "copy"
     out.mkdir()
     with MockServer(MockConfig(latency_scale=0.2)) as mock:  # outside: its counters tell the traffic
-        script = (f"mount -t tmpfs -o size=64k tmpfs {out} && {sys.executable} -m loadtest run "
-                  f"--duration 60s --users 4 --regions uk --base-urls uk={mock.base_urls['uk']} "
-                  f"{' '.join(FAST)} --processes {processes} --out {out}; rc=$?; cp -a {out} {copy}; exit $rc")
-        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        script = (
+            f"mount -t tmpfs -o size=64k tmpfs {out} && {sys.executable} -m loadtest run "
+            f"--duration 60s --users 4 --regions uk --base-urls uk={mock.base_urls['uk']} "
+            f"{' '.join(FAST)} --processes {processes} --out {out}; rc=$?; cp -a {out} {copy}; exit $rc"
+        )
+        proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sent = []  # (time, requests the mock has counted)
         while proc.poll() is None:
             sent.append((time.time(), sum(mock.stats("uk")["requests"].values())))
@@ -334,6 +379,7 @@ def test_a_full_disk_stops_the_load_at_once_exits_3_and_keeps_whole_rows(tmp_pat
     rows = [row for path in run_dir.glob("requests*.csv") for row in read_csv(path)]
     assert len(rows) > 50
     from analysis.load import load_run
+
     assert len(load_run(run_dir, use_cache=False).requests) == len(rows)
     # The traffic stopped within a few seconds of the first failed write (when the file was
     # cut back to its whole rows), and little went unrecorded: at most the rows of the flush
@@ -384,8 +430,7 @@ def test_run_json_says_failed_on_a_full_disk_without_a_temporary_file(tmp_path, 
 
     monkeypatch.setattr(Path, "write_bytes", no_space)
     runfolder.update_run_json(tmp_path, status="failed", reason="disk full")
-    assert json.loads((tmp_path / "run.json").read_text()) == {
-        "status": "failed", "started": 1.0, "run_id": tmp_path.name, "reason": "disk full"}
+    assert json.loads((tmp_path / "run.json").read_text()) == {"status": "failed", "started": 1.0, "run_id": tmp_path.name, "reason": "disk full"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
     # Not even in place (the new text is larger than the blocks the file holds): WriteFailed.
     with pytest.raises(runfolder.WriteFailed):
@@ -396,6 +441,7 @@ def test_run_json_says_failed_on_a_full_disk_without_a_temporary_file(tmp_path, 
 
 # ----------------------------------------------------------------------------- a run that vanished
 
+
 @pytest.mark.slow
 def test_report_says_a_run_whose_process_vanished_did_not_finish(tmp_path):
     run_dir = tmp_path / "run"
@@ -403,8 +449,9 @@ def test_report_says_a_run_whose_process_vanished_did_not_finish(tmp_path):
     gone = subprocess.Popen(["true"])
     gone.wait()
     with MockServer(MockConfig(latency_scale=0)) as mock:
-        done = loadtest("run", "--duration", "3s", "--users", "2", "--regions", "uk", *FAST,
-                        "--base-urls", f"uk={mock.base_urls['uk']}", "--out", str(tmp_path / "out"))
+        done = loadtest(
+            "run", "--duration", "3s", "--users", "2", "--regions", "uk", *FAST, "--base-urls", f"uk={mock.base_urls['uk']}", "--out", str(tmp_path / "out")
+        )
     assert done.returncode == 0, done.stderr
     src = (tmp_path / "out" / "latest").resolve()
     for p in src.glob("*.csv"):
@@ -419,6 +466,7 @@ def test_report_says_a_run_whose_process_vanished_did_not_finish(tmp_path):
     assert "Run did not finish" in html and "Run still in progress" not in html
     # A live loadtest process, or one on another host, is left alone; a recycled pid is not.
     from analysis.load import did_not_finish
+
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "loadtest"])
     try:
         assert _until(lambda: "loadtest" in psutil.Process(live.pid).cmdline(), 10)  # exec'd

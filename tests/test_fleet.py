@@ -56,10 +56,14 @@ def streams(outbox):
 
 
 def request_row(recorder, i):
-    recorder.on_request(request_type="POST", name="uk · a · respond", response_time=12.5,
-                        response_length=40, context={"region": "uk", "variant": "a", "endpoint": "respond",
-                                                     "conversation_id": f"c{i}", "turn": 1, "user": "u1"},
-                        start_time=1000.0 + i)
+    recorder.on_request(
+        request_type="POST",
+        name="uk · a · respond",
+        response_time=12.5,
+        response_length=40,
+        context={"region": "uk", "variant": "a", "endpoint": "respond", "conversation_id": f"c{i}", "turn": 1, "user": "u1"},
+        start_time=1000.0 + i,
+    )
 
 
 def test_batches_reach_the_run_folder_once_even_when_resent(tmp_path, monkeypatch):
@@ -124,18 +128,14 @@ def test_the_master_ignores_batches_of_another_test_and_waits_for_pending_worker
     run_dir = tmp_path / "run-2"
     run_dir.mkdir()
     collector = fleet.Collector(run_dir, open_model=True)
-    assert not collector.on_rows("worker0", "n0", {"run": "run-1", "seq": 1, "counts": {"requests": 1},
-                                                    "requests": "x\n"})
+    assert not collector.on_rows("worker0", "n0", {"run": "run-1", "seq": 1, "counts": {"requests": 1}, "requests": "x\n"})
     assert collector.foreign_batches == 1
-    assert collector.on_rows("worker0", "n0", {"run": "run-2", "seq": 2, "counts": {"arrivals": 1},
-                                                "arrivals": "1.0,uk,a,1.1,100.000,0\n"})
-    collector.on_done("worker0", "n0", {"run": "run-2", "last_seq": 2, "produced": {"arrivals": 1},
-                                        "dropped": {}})
+    assert collector.on_rows("worker0", "n0", {"run": "run-2", "seq": 2, "counts": {"arrivals": 1}, "arrivals": "1.0,uk,a,1.1,100.000,0\n"})
+    collector.on_done("worker0", "n0", {"run": "run-2", "last_seq": 2, "produced": {"arrivals": 1}, "dropped": {}})
     started = time.monotonic()
     collector.wait_until_complete(lambda: set(), timeout=0.5)  # seq 1 of run-2 never came
     assert time.monotonic() - started >= 0.5
-    gevent.spawn_later(0.2, collector.on_rows, "worker0", "n0",
-                       {"run": "run-2", "seq": 1, "counts": {"arrivals": 1}, "arrivals": "2.0,uk,a,,,1\n"})
+    gevent.spawn_later(0.2, collector.on_rows, "worker0", "n0", {"run": "run-2", "seq": 1, "counts": {"arrivals": 1}, "arrivals": "2.0,uk,a,,,1\n"})
     started = time.monotonic()
     collector.wait_until_complete(lambda: set(), timeout=10)
     assert time.monotonic() - started < 5
@@ -148,9 +148,15 @@ def test_the_master_ignores_batches_of_another_test_and_waits_for_pending_worker
 def test_the_outbox_carries_lines_that_need_quoting(tmp_path):
     outbox = fleet.Outbox()
     recorder = Recorder(*streams(outbox), "worker1")
-    recorder.on_request(request_type="POST", name="uk · a · respond", response_time=5.0, response_length=0,
-                        context={"region": "uk", "endpoint": "respond", "error_kind": "http"},
-                        exception=RuntimeError('HTTP 503: "busy",\nretry'), start_time=1.0)
+    recorder.on_request(
+        request_type="POST",
+        name="uk · a · respond",
+        response_time=5.0,
+        response_length=0,
+        context={"region": "uk", "endpoint": "respond", "error_kind": "http"},
+        exception=RuntimeError('HTTP 503: "busy",\nretry'),
+        start_time=1.0,
+    )
     texts, counts = outbox.take()
     assert counts == {"requests": 1}
     (row,) = list(csv.reader(io.StringIO(texts["requests"])))
@@ -162,22 +168,20 @@ def test_workers_and_processes_exclude_each_other_and_workers_become_master_flag
     with pytest.raises(config.ConfigError, match="--workers and --processes exclude each other"):
         config.resolve(flags={"workers": "2", "processes": "2"}, environ={})
     scenario = config.resolve(flags={"workers": "3", "master_bind_port": "6000"}, environ={})
-    assert children.fleet_master_args(scenario) == ["--master", "--expect-workers", "3", "--master-bind-host", "*",
-                                                  "--master-bind-port", "6000"]
+    assert children.fleet_master_args(scenario) == ["--master", "--expect-workers", "3", "--master-bind-host", "*", "--master-bind-port", "6000"]
     assert children.fleet_master_args(config.resolve(environ={})) == []
     cmd = children.worker_command("10.0.0.5", 6000, 2)
     assert cmd[cmd.index("-f") + 1] == str(children.locustfile())
-    assert cmd[cmd.index("--worker"):] == ["--worker", "--master-host", "10.0.0.5", "--master-port", "6000",
-                                           "--processes", "2"]
+    assert cmd[cmd.index("--worker") :] == ["--worker", "--master-host", "10.0.0.5", "--master-port", "6000", "--processes", "2"]
 
 
 # ---- a fleet of separate processes, the workers blind to the master's disk ---------------------
 
+
 def _unshare_works() -> str | None:
     if not shutil.which("unshare"):
         return "unshare is not installed"
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-                           capture_output=True, text=True)
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"unshare -m with a tmpfs mount is not permitted here: {probe.stderr.strip()}"
     return None
@@ -186,9 +190,10 @@ def _unshare_works() -> str | None:
 def _mock(tmp_path, regions=4):
     port = free_port_block(regions)
     ready = tmp_path / "mock-ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "mock", "--port", str(port),
-                             "--latency-scale", "0.2", "--quiet", "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "mock", "--port", str(port), "--latency-scale", "0.2", "--quiet", "--ready-file", str(ready)],
+        stdout=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while not ready.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -219,17 +224,42 @@ def test_master_and_two_workers_that_cannot_see_its_disk(tmp_path):
     try:
         base_urls = ",".join(f"{r}={urls[r]}" for r in ("uk", "eu"))
         master = subprocess.Popen(
-            [sys.executable, "-m", "loadtest", "run", "--workers", "2", "--master-bind-host", "127.0.0.1",
-             "--master-bind-port", str(master_port), "--duration", "6s", "--users", "6", "--regions", "uk,eu",
-             "--base-urls", base_urls, *FAST, "--out", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "loadtest",
+                "run",
+                "--workers",
+                "2",
+                "--master-bind-host",
+                "127.0.0.1",
+                "--master-bind-port",
+                str(master_port),
+                "--duration",
+                "6s",
+                "--users",
+                "6",
+                "--regions",
+                "uk,eu",
+                "--base-urls",
+                base_urls,
+                *FAST,
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         for _ in range(2):
             # A private mount namespace with an empty tmpfs over the master's output folder:
             # a worker that wrote there (or read the master's run folder) would not reach it.
-            script = (f"mount -t tmpfs tmpfs {out} && test -z \"$(ls -A {out})\" && exec {sys.executable} "
-                      f"-m loadtest worker --master-host 127.0.0.1 --master-port {master_port}")
-            workers.append(subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.DEVNULL,
-                                            stderr=subprocess.PIPE, text=True))
+            script = (
+                f'mount -t tmpfs tmpfs {out} && test -z "$(ls -A {out})" && exec {sys.executable} '
+                f"-m loadtest worker --master-host 127.0.0.1 --master-port {master_port}"
+            )
+            workers.append(subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         stdout, stderr = master.communicate(timeout=180)
         assert master.returncode == 0, stderr[-3000:]
         assert "Waiting for 2 worker(s)" in stdout
@@ -250,8 +280,7 @@ def test_master_and_two_workers_that_cannot_see_its_disk(tmp_path):
         for cid, rs in by_conversation.items():  # create → respond 1..N → close, nothing missing
             turns = sorted(int(r["turn"]) for r in rs)
             assert turns == list(range(len(rs))), (cid, turns)
-            assert [r["endpoint"] for r in sorted(rs, key=lambda r: int(r["turn"]))] == \
-                ["create"] + ["respond"] * (len(rs) - 2) + ["close"]
+            assert [r["endpoint"] for r in sorted(rs, key=lambda r: int(r["turn"]))] == ["create"] + ["respond"] * (len(rs) - 2) + ["close"]
             assert int(conversations[cid]["turns"]) == len(rs) - 2
             assert len({r["worker"] for r in rs}) == 1
         accounts = run_json(run_dir)["worker_rows"]

@@ -33,34 +33,55 @@ def _build_flags() -> list[str]:
 
 def test_a_non_editable_install_runs_from_an_unrelated_directory(tmp_path):
     src = tmp_path / "src"  # a copy, so that building leaves nothing in the checkout
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".git", "reports", "tests", "benchmarks", "docs", "__pycache__", "*.egg-info", "build", "dist"))
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", "reports", "tests", "benchmarks", "docs", "__pycache__", "*.egg-info", "build", "dist"))
     venv = tmp_path / "venv"
     # --system-site-packages: the dependencies are already installed (fast, offline).
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py, loadtest = venv / "bin" / "python", venv / "bin" / "loadtest"
     env = _clean_env()
-    install = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", *_build_flags(), "-q", str(src)],
-                             capture_output=True, text=True, env=env, timeout=300)
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", *_build_flags(), "-q", str(src)], capture_output=True, text=True, env=env, timeout=300
+    )
     assert install.returncode == 0, install.stderr[-3000:]
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(py), "-c", "import loadtest; print(loadtest.__file__)"], cwd=elsewhere,
-                           capture_output=True, text=True, env=env, check=True).stdout.strip()
+    where = subprocess.run(
+        [str(py), "-c", "import loadtest; print(loadtest.__file__)"], cwd=elsewhere, capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     assert where.startswith(str(venv)), f"loadtest imported from {where}, not the venv"
     version = subprocess.run([str(loadtest), "--version"], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert version.returncode == 0 and version.stdout.startswith("polyai-loadtest 0.1.0 (Locust 2.")
     assert f"Python {sys.version.split()[0]}" in version.stdout
-    locustfile = subprocess.run([str(loadtest), "locustfile"], cwd=elsewhere, capture_output=True, text=True,
-                                env=env).stdout.strip()
+    locustfile = subprocess.run([str(loadtest), "locustfile"], cwd=elsewhere, capture_output=True, text=True, env=env).stdout.strip()
     assert locustfile.startswith(str(venv)) and Path(locustfile).is_file()
 
-    run = subprocess.run([str(loadtest), "run", "--duration", "4s", "--users", "3", "--regions", "uk",
-                          "--think-time", "0.05-0.1", "--spawn-rate", "20", "--mock-latency-scale", "0.2",
-                          "--out", "reports"],
-                         cwd=elsewhere, capture_output=True, text=True, env=env, timeout=180,
-                         stdin=subprocess.DEVNULL)
+    run = subprocess.run(
+        [
+            str(loadtest),
+            "run",
+            "--duration",
+            "4s",
+            "--users",
+            "3",
+            "--regions",
+            "uk",
+            "--think-time",
+            "0.05-0.1",
+            "--spawn-rate",
+            "20",
+            "--mock-latency-scale",
+            "0.2",
+            "--out",
+            "reports",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     run_dir = (elsewhere / "reports" / "latest").resolve()
     rows = read_csv(run_dir / "requests.csv")

@@ -1,4 +1,5 @@
 """loadtest.inlocust.live: 3-significant-digit mergeable histograms, a sliding window, cost per request."""
+
 from __future__ import annotations
 
 import time
@@ -31,12 +32,11 @@ def reference_bucket(ms: float) -> int:
 
 def test_buckets_keep_three_significant_digits():
     rng = np.random.default_rng(1)
-    ms = np.round(np.concatenate([rng.lognormal(5, 1.5, 20_000), rng.uniform(0, 3, 2_000),
-                                  [0.0, 0.001, 2.047, 2.048, MAX_US / 1000 - 0.001]]), 3)
+    ms = np.round(np.concatenate([rng.lognormal(5, 1.5, 20_000), rng.uniform(0, 3, 2_000), [0.0, 0.001, 2.047, 2.048, MAX_US / 1000 - 0.001]]), 3)
     mid = bucket_value(np.array([bucket(v) for v in ms]))
     rel = np.abs(mid - ms) / np.maximum(ms, 1e-9)
-    assert (rel[ms >= 2.048] <= 0.5 / 1024).all()        # ≤ 0.05 %: three significant digits
-    assert (mid[ms < 2.048] == ms[ms < 2.048]).all()      # exact microseconds below 2.048 ms
+    assert (rel[ms >= 2.048] <= 0.5 / 1024).all()  # ≤ 0.05 %: three significant digits
+    assert (mid[ms < 2.048] == ms[ms < 2.048]).all()  # exact microseconds below 2.048 ms
     # buckets are ordered like the values; beyond MAX_US, one last bucket
     assert (np.diff([bucket(v) for v in np.sort(ms)]) >= 0).all()
     assert bucket(MAX_US / 1000 - 0.001) == NBUCKETS - 1 == bucket(1e9)
@@ -44,9 +44,8 @@ def test_buckets_keep_three_significant_digits():
 
 def test_vectorised_buckets_equal_the_integer_layout_at_every_edge():
     rng = np.random.default_rng(4)
-    edges = [x / 1000 for k in range(11, 29) for x in (2 ** k - 1, 2 ** k, 2 ** k + 1)]
-    ms = np.concatenate([rng.lognormal(3, 2.5, 100_000), rng.uniform(0, 5, 10_000), edges,
-                         [0.0, 0.0004, 0.0005, 2.0475, 1e9, -1.0, -0.0004]])
+    edges = [x / 1000 for k in range(11, 29) for x in (2**k - 1, 2**k, 2**k + 1)]
+    ms = np.concatenate([rng.lognormal(3, 2.5, 100_000), rng.uniform(0, 5, 10_000), edges, [0.0, 0.0004, 0.0005, 2.0475, 1e9, -1.0, -0.0004]])
     assert buckets(ms).tolist() == [reference_bucket(float(v)) for v in ms]
     assert bucket(12.5) == reference_bucket(12.5)
 

@@ -49,6 +49,7 @@ def create(client, **body) -> str:
 
 # ------------------------------------------------------------------ happy paths
 
+
 def test_create_respond_close_lifecycle(client, mock):
     before = mock.stats("uk")
     r = client.post(CREATE, json={})
@@ -95,14 +96,12 @@ def test_any_account_project_accepted_but_only_the_documented_version(client, mo
         assert f"unknown API version {version!r}; this API serves v1" in error["message"]
     assert_error(client.post("/0/0/0/chat/create", json={}), 404)
     config = MockConfig(latency_scale=0, engine=mock.config.engine, versions=("v1", "v2"))
-    with MockServer(config, regions=["uk"]) as v2, \
-            httpx.Client(base_url=v2.base_urls["uk"], headers=HEADERS, timeout=5) as c:
+    with MockServer(config, regions=["uk"]) as v2, httpx.Client(base_url=v2.base_urls["uk"], headers=HEADERS, timeout=5) as c:
         assert c.post(api.path("create", version="v2"), json={}).status_code == 200
 
 
 def test_content_type_with_charset_and_query_string(client):
-    r = client.post(CREATE + "?x=1", content=b"{}",
-                    headers={"Content-Type": "application/json; charset=utf-8"})
+    r = client.post(CREATE + "?x=1", content=b"{}", headers={"Content-Type": "application/json; charset=utf-8"})
     assert r.status_code == 200
 
 
@@ -114,6 +113,7 @@ def test_header_names_are_case_insensitive(mock):
 
 # ------------------------------------------------------------------ variants
 
+
 def test_variant_greeting_names_its_brand(client, mock):
     variants = mock.config.variants
     for name in ("a", "b"):
@@ -124,8 +124,7 @@ def test_variant_greeting_names_its_brand(client, mock):
 
 def test_unknown_variant_is_422_naming_known_ones_when_strict(mock):
     config = MockConfig(latency_scale=0, engine=mock.config.engine, strict_variants=True)
-    with MockServer(config, regions=["uk"]) as strict, \
-            httpx.Client(base_url=strict.base_urls["uk"], headers=HEADERS, timeout=5) as client:
+    with MockServer(config, regions=["uk"]) as strict, httpx.Client(base_url=strict.base_urls["uk"], headers=HEADERS, timeout=5) as client:
         error = assert_error(client.post(CREATE, json={"variant_id": "zz"}), 422)
     assert "zz" in error["message"] and "a, b" in error["message"]
 
@@ -149,6 +148,7 @@ def test_variant_id_on_respond_or_close_is_422(client):
 
 # ------------------------------------------------------------------ errors
 
+
 def test_401_missing_or_wrong_credentials(mock):
     url = mock.base_urls["uk"] + CREATE
     assert_error(httpx.post(url, json={}), 401, "unauthorized")
@@ -169,8 +169,7 @@ def test_credentials_come_from_env_when_set(monkeypatch):
 
 
 def test_415_wrong_or_missing_content_type(client):
-    assert_error(client.post(CREATE, content=b"{}", headers={"Content-Type": "text/plain"}), 415,
-                 "unsupported_media_type")
+    assert_error(client.post(CREATE, content=b"{}", headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
     r = client.build_request("POST", CREATE, content=b"{}")
     del r.headers["Content-Type"]
     assert_error(client.send(r), 415)
@@ -241,6 +240,7 @@ def test_413_body_over_limit(client, mock):
     def chunks():  # no Content-Length: a chunked body, cut off while reading
         for _ in range(limit // 1000 + 2):
             yield b" " * 1000
+
     assert_error(client.post(CREATE, content=chunks()), 413)
 
 
@@ -248,19 +248,21 @@ def test_chunked_body_within_limit(client):
     def chunks():
         yield b'{"variant_id"'
         yield b': "a"}'
+
     r = client.post(CREATE, content=chunks())
     assert r.status_code == 200, r.text
 
 
 # ------------------------------------------------------------------ agent behaviour over HTTP
 
+
 def test_end_after_turns_and_conversation_stays_open():
-    with MockServer(MockConfig(latency_scale=0, end_after=3, end_probability=0, handoff_rate=0),
-                    regions=["uk"]) as mock, \
-            httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
+    with (
+        MockServer(MockConfig(latency_scale=0, end_after=3, end_probability=0, handoff_rate=0), regions=["uk"]) as mock,
+        httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c,
+    ):
         cid = create(c)
-        ends = [c.post(RESPOND, json={"conversation_id": cid, "message": "hi"}).json()["end_conversation"]
-                for _ in range(4)]
+        ends = [c.post(RESPOND, json={"conversation_id": cid, "message": "hi"}).json()["end_conversation"] for _ in range(4)]
         assert ends == [False, False, True, True]
         assert mock.stats("uk")["open_conversations"] == 1  # ended, but open until closed
         assert c.put(CLOSE, json={"conversation_id": cid}).status_code == 200
@@ -268,8 +270,7 @@ def test_end_after_turns_and_conversation_stays_open():
 
 
 def test_handoff_shape_and_topic():
-    with MockServer(MockConfig(latency_scale=0, handoff_rate=1.0), regions=["uk"]) as mock, \
-            httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
+    with MockServer(MockConfig(latency_scale=0, handoff_rate=1.0), regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
         cid = create(c)
         body = c.post(RESPOND, json={"conversation_id": cid, "message": "I need a refund on my bill"}).json()
         reply = api.parse_reply("respond", body)
@@ -281,39 +282,36 @@ def test_handoff_shape_and_topic():
 
 def test_replies_pick_up_the_topic(client):
     cid = create(client)
-    texts = [client.post(RESPOND, json={"conversation_id": cid, "message": "where is my delivery?"}).json()
-             for _ in range(3)]
+    texts = [client.post(RESPOND, json={"conversation_id": cid, "message": "where is my delivery?"}).json() for _ in range(3)]
     normal = [t["response"].lower() for t in texts if not t["end_conversation"] and "handoff" not in t]
     assert normal and all(("order" in t or "deliver" in t) for t in normal)
 
 
 def test_same_seed_same_conversation():
     def run():
-        with MockServer(MockConfig(latency_scale=0, seed=7), regions=["eu"]) as mock, \
-                httpx.Client(base_url=mock.base_urls["eu"], headers=HEADERS) as c:
+        with MockServer(MockConfig(latency_scale=0, seed=7), regions=["eu"]) as mock, httpx.Client(base_url=mock.base_urls["eu"], headers=HEADERS) as c:
             r = c.post(CREATE, json={"variant_id": "b"}).json()
-            turns = [c.post(RESPOND, json={"conversation_id": r["conversation_id"], "message": "book a room"}).json()
-                     for _ in range(5)]
+            turns = [c.post(RESPOND, json={"conversation_id": r["conversation_id"], "message": "book a room"}).json() for _ in range(5)]
             return r, turns
+
     assert run() == run()
 
 
 # ------------------------------------------------------------------ admin and configuration
 
+
 def test_stats_on_every_port(mock):
     for region, url in mock.base_urls.items():
         stats = httpx.get(url + "/_mock/stats").json()
         assert stats["region"] == region
-        for key in ("open_conversations", "created", "closed", "expired", "in_flight", "rejected",
-                    "requests", "faults"):
+        for key in ("open_conversations", "created", "closed", "expired", "in_flight", "rejected", "requests", "faults"):
             assert key in stats
         assert set(stats["requests"]) >= set(api.ENDPOINTS)
 
 
 def test_restricted_account_and_project():
     config = MockConfig(latency_scale=0, accounts=("acme-uk",), projects=("acme-team-4",))
-    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"],
-                                                                    headers=HEADERS) as c:
+    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
         assert c.post(api.path("create", account="acme-uk", project="acme-team-4"), json={}).status_code == 200
         assert_error(c.post(api.path("create", account="other", project="acme-team-4"), json={}), 404)
         assert_error(c.post(api.path("create", account="acme-uk", project="other"), json={}), 404)
@@ -332,4 +330,5 @@ def test_make_app_serves_with_aiohttp_test_client():
             assert r.status == 200
             stats = await (await c.get("/_mock/stats")).json()
             assert stats["region"] == "eu" and stats["closed"] == 1
+
     asyncio.run(main())

@@ -27,8 +27,7 @@ def start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(api.API_KEY_ENV, None)
     env.pop(api.TOKEN_ENV, None)
-    return subprocess.Popen([sys.executable, "-m", "loadtest.mock.cli", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "loadtest.mock.cli", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_ready(proc: subprocess.Popen, path: Path, timeout: float = 20) -> dict:
@@ -58,15 +57,13 @@ def test_all_regions_on_free_ports_ready_file_and_table(tmp_path):
         for region, url in data["regions"].items():
             assert url.startswith("http://127.0.0.1:")
             assert httpx.get(url + "/_mock/stats").json()["region"] == region
-        r = httpx.post(data["regions"]["uk"] + api.path("create"), json={},
-                       headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+        r = httpx.post(data["regions"]["uk"] + api.path("create"), json={}, headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
         assert r.status_code == 200
     finally:
         code, out, err = stop(proc)
     assert code == 0, err
     assert not ready.exists()  # removed on exit
-    table = {line.split()[0]: line.split()[1] for line in out.splitlines()
-             if line.split() and line.split()[0] in api.REGIONS and "://" in line}
+    table = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.split() and line.split()[0] in api.REGIONS and "://" in line}
     assert table == data["regions"]
     assert "uk: " in out and "1 created" in out  # the summary on exit
 
@@ -88,25 +85,41 @@ def test_one_region_with_config_file_and_flags(tmp_path):
     config = tmp_path / "mock.toml"
     config.write_text('[mock]\nseed = 3\nfaults = ["create:503:1"]\n[mock.regions.uk]\nslots = 5\n')
     ready = tmp_path / "r.json"
-    proc = start("--region", "uk", "--port", str(port), "--ready-file", str(ready), "--config", str(config),
-                 "--fault", "respond:502:1", "--latency-scale", "0", "--idle-timeout", "60")
+    proc = start(
+        "--region",
+        "uk",
+        "--port",
+        str(port),
+        "--ready-file",
+        str(ready),
+        "--config",
+        str(config),
+        "--fault",
+        "respond:502:1",
+        "--latency-scale",
+        "0",
+        "--idle-timeout",
+        "60",
+    )
     try:
         urls = wait_ready(proc, ready)["regions"]
         assert urls == {"uk": f"http://127.0.0.1:{port}"}
         stats = httpx.get(urls["uk"] + "/_mock/stats").json()
         assert stats["slots"] == 5 and stats["queue_limit"] == 10
-        r = httpx.post(urls["uk"] + api.path("create"), json={},
-                       headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+        r = httpx.post(urls["uk"] + api.path("create"), json={}, headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
         assert r.status_code == 503
     finally:
         code, _, err = stop(proc)
     assert code == 0, err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--fault", "respond:504:0.1"], "unknown kind '504'"),
-    (["--region", "mars"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--fault", "respond:504:0.1"], "unknown kind '504'"),
+        (["--region", "mars"], "invalid choice"),
+    ],
+)
 def test_bad_flags_exit_2_with_a_clear_message(args, message):
     proc = start("--port", "0", *args)
     _, err = proc.communicate(timeout=20)
@@ -134,6 +147,7 @@ def test_busy_port_exits_1():
 
 # ------------------------------------------------------------------ configuration
 
+
 def test_flags_override_config_file(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('latency_scale = 2.0\nend_after = 4\nfaults = ["close:reset:0.5"]\n')
@@ -146,10 +160,12 @@ def test_flags_override_config_file(tmp_path):
 
 
 def test_config_from_dict_merges_partial_tables():
-    config = config_from_dict({
-        "regions": {"eu": {"respond": {"median_ms": 10, "p99_ms": 20}, "queue_limit": 3}},
-        "variants": {"b": {"latency_factor": 2.0}, "c": {"brand": "Acme Cars", "handoff_factor": 0.5}},
-    })
+    config = config_from_dict(
+        {
+            "regions": {"eu": {"respond": {"median_ms": 10, "p99_ms": 20}, "queue_limit": 3}},
+            "variants": {"b": {"latency_factor": 2.0}, "c": {"brand": "Acme Cars", "handoff_factor": 0.5}},
+        }
+    )
     eu = config.regions["eu"]
     assert (eu.respond.median_ms, eu.respond.p99_ms, eu.queue_limit, eu.slots) == (10, 20, 3, 32)
     assert eu.create.median_ms == 100  # untouched
@@ -157,16 +173,19 @@ def test_config_from_dict_merges_partial_tables():
     assert config.variants["c"].brand == "Acme Cars"
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"regions": {"mars": {}}}, "unknown region 'mars'"),
-    ({"regions": {"uk": {"speed": 1}}}, "'speed'"),
-    ({"regions": {"uk": {"create": {"mean_ms": 1}}}}, "'mean_ms'"),
-    ({"variants": {"a": {"colour": "red"}}}, "'colour'"),
-    ({"variants": {"z": {"latency_factor": 1}}}, "needs a brand"),
-    ({"faults": ["respond:oops:1"]}, "unknown kind"),
-    ({"latency_scale": -1}, "latency_scale"),
-    ({"regions": {"uk": {"create": {"median_ms": 10, "p99_ms": 5}}}}, "p99_ms"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"regions": {"mars": {}}}, "unknown region 'mars'"),
+        ({"regions": {"uk": {"speed": 1}}}, "'speed'"),
+        ({"regions": {"uk": {"create": {"mean_ms": 1}}}}, "'mean_ms'"),
+        ({"variants": {"a": {"colour": "red"}}}, "'colour'"),
+        ({"variants": {"z": {"latency_factor": 1}}}, "needs a brand"),
+        ({"faults": ["respond:oops:1"]}, "unknown kind"),
+        ({"latency_scale": -1}, "latency_scale"),
+        ({"regions": {"uk": {"create": {"median_ms": 10, "p99_ms": 5}}}}, "p99_ms"),
+    ],
+)
 def test_config_errors_are_clear(data, message):
     with pytest.raises(ValueError, match=message):
         config_from_dict(data)

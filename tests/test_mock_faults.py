@@ -25,35 +25,42 @@ SLOW_S = 1.5  # spikes and holds last 3 s, normal answers milliseconds: this tel
 
 # ------------------------------------------------------------------ parsing
 
-@pytest.mark.parametrize("spec, expected", [
-    ("respond:503:0.05", Fault("respond", "503", 0.05)),
-    ("uk.create:429:0.1:retry_after=2", Fault("create", "429", 0.1, "uk", retry_after=2.0)),
-    ("*:spike:0.02:2000ms", Fault("*", "spike", 0.02, extra_ms=2000.0)),
-    ("*:spike:2%:2s", Fault("*", "spike", 0.02, extra_ms=2000.0)),
-    ("close:reset:0.01", Fault("close", "reset", 0.01)),
-    ("self-serve.respond:timeout:0.1:5s", Fault("respond", "timeout", 0.1, "self-serve", hold_s=5.0)),
-    ("eu.*:malformed:1", Fault("*", "malformed", 1.0, "eu")),
-    ("respond:shape:0", Fault("respond", "shape", 0.0)),
-])
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("respond:503:0.05", Fault("respond", "503", 0.05)),
+        ("uk.create:429:0.1:retry_after=2", Fault("create", "429", 0.1, "uk", retry_after=2.0)),
+        ("*:spike:0.02:2000ms", Fault("*", "spike", 0.02, extra_ms=2000.0)),
+        ("*:spike:2%:2s", Fault("*", "spike", 0.02, extra_ms=2000.0)),
+        ("close:reset:0.01", Fault("close", "reset", 0.01)),
+        ("self-serve.respond:timeout:0.1:5s", Fault("respond", "timeout", 0.1, "self-serve", hold_s=5.0)),
+        ("eu.*:malformed:1", Fault("*", "malformed", 1.0, "eu")),
+        ("respond:shape:0", Fault("respond", "shape", 0.0)),
+    ],
+)
 def test_parse_fault(spec, expected):
     fault = parse_fault(spec)
     assert fault == expected
     assert parse_fault(fault.spec) == fault
 
 
-@pytest.mark.parametrize("spec, names", [
-    ("respond:503", ["3 or 4"]),
-    ("talk:503:0.1", ["'talk'", "create", "respond", "close", "*"]),
-    ("respond:504:0.1", ["'504'", "500", "spike", "timeout", "reset", "malformed", "shape"]),
-    ("mars.respond:503:0.1", ["'mars'", "uk", "self-serve"]),
-    ("respond:503:lots", ["'lots'"]),
-    ("respond:503:1.5", ["between 0 and 1"]),
-    ("respond:503:0.1:retry_after=2", ["no parameter"]),
-    ("respond:429:0.1:wait=2", ["'wait'", "retry_after"]),
-    ("respond:spike:0.1:soon", ["'soon'", "2000ms"]),
-    ("respond:timeout:0.1:9999s", ["hold"]),
-    ("", ["empty"]),
-])
+@pytest.mark.parametrize(
+    "spec, names",
+    [
+        ("respond:503", ["3 or 4"]),
+        ("talk:503:0.1", ["'talk'", "create", "respond", "close", "*"]),
+        ("respond:504:0.1", ["'504'", "500", "spike", "timeout", "reset", "malformed", "shape"]),
+        ("mars.respond:503:0.1", ["'mars'", "uk", "self-serve"]),
+        ("respond:503:lots", ["'lots'"]),
+        ("respond:503:1.5", ["between 0 and 1"]),
+        ("respond:503:0.1:retry_after=2", ["no parameter"]),
+        ("respond:429:0.1:wait=2", ["'wait'", "retry_after"]),
+        ("respond:spike:0.1:soon", ["'soon'", "2000ms"]),
+        ("respond:timeout:0.1:9999s", ["hold"]),
+        ("", ["empty"]),
+    ],
+)
 def test_parse_errors_name_the_bad_part_and_the_choices(spec, names):
     with pytest.raises(ValueError) as info:
         parse_fault(spec)
@@ -84,6 +91,7 @@ def test_draw_rates_are_exact_and_exclusive():
 
 
 # ------------------------------------------------------------------ over HTTP
+
 
 @pytest.fixture(autouse=True)
 def quick_gil_handoff():
@@ -126,6 +134,7 @@ def drive(base_url: str, conversation_id: str, n: int, concurrency: int = 16) ->
     """n responds from a thread pool sharing one keep-alive client: (kind, elapsed, value)."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     with httpx.Client(base_url=base_url, headers=HEADERS, timeout=10, limits=limits) as c:
+
         def one(_):
             start = time.perf_counter()
             try:
@@ -143,18 +152,26 @@ def drive(base_url: str, conversation_id: str, n: int, concurrency: int = 16) ->
 _SLOW = pytest.mark.slow
 
 
-@pytest.mark.parametrize("kind, param", [
-    ("503", ""), ("malformed", ""),
-    pytest.param("500", "", marks=_SLOW), pytest.param("502", "", marks=_SLOW),
-    pytest.param("429", ":retry_after=2", marks=_SLOW),
-    pytest.param("spike", ":3000ms", marks=_SLOW), pytest.param("timeout", ":3s", marks=_SLOW),
-    pytest.param("reset", "", marks=_SLOW), pytest.param("shape", "", marks=_SLOW),
-])
+@pytest.mark.parametrize(
+    "kind, param",
+    [
+        ("503", ""),
+        ("malformed", ""),
+        pytest.param("500", "", marks=_SLOW),
+        pytest.param("502", "", marks=_SLOW),
+        pytest.param("429", ":retry_after=2", marks=_SLOW),
+        pytest.param("spike", ":3000ms", marks=_SLOW),
+        pytest.param("timeout", ":3s", marks=_SLOW),
+        pytest.param("reset", "", marks=_SLOW),
+        pytest.param("shape", "", marks=_SLOW),
+    ],
+)
 def test_each_fault_kind_fires_at_its_rate(kind, param):
     slow = kind in ("spike", "timeout")
     rate, tolerance = (SLOW_RATE, SLOW_TOLERANCE) if slow else (RATE, TOLERANCE)
-    config = MockConfig(latency_scale=0, end_after=0, end_probability=0, handoff_rate=0, seed=11,
-                        faults=[f"uk.respond:{kind}:{rate}{param}", "us.respond:500:1"])
+    config = MockConfig(
+        latency_scale=0, end_after=0, end_probability=0, handoff_rate=0, seed=11, faults=[f"uk.respond:{kind}:{rate}{param}", "us.respond:500:1"]
+    )
     with MockServer(config, regions=["uk"]) as mock:
         base = mock.base_urls["uk"]
         cid = httpx.post(base + api.path("create"), json={}, headers=HEADERS).json()["conversation_id"]
@@ -198,8 +215,7 @@ def test_held_request_ends_when_client_gives_up():
 @pytest.mark.parametrize("engine", ["fast", "aiohttp"])
 def test_reset_and_malformed_on_both_engines(engine):
     config = MockConfig(latency_scale=0, engine=engine, faults=["respond:reset:1", "close:malformed:1"])
-    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"],
-                                                                    headers=HEADERS) as c:
+    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
         created = c.post(api.path("create"), json={})
         assert created.status_code == 200  # no fault on create
         cid = created.json()["conversation_id"]

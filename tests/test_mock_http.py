@@ -85,8 +85,7 @@ def still_serving(mock) -> None:
 
 
 def request(method: str, path: str, body: bytes = b"", extra: str = "", version: str = "HTTP/1.1") -> bytes:
-    return (f"{method} {path} {version}\r\nHost: x\r\nContent-Type: application/json\r\n{AUTH}{extra}"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (f"{method} {path} {version}\r\nHost: x\r\nContent-Type: application/json\r\n{AUTH}{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 GARBAGE = [
@@ -127,6 +126,7 @@ def test_garbage_does_not_crash_it(mock, garbage):
 def test_fast_engine_refusal_statuses(fast):
     def status_of(data: bytes) -> int:
         return responses(exchange(fast, data))[0][0]
+
     assert status_of(b"GET / HTTP/9.9\r\n\r\n") == 505
     assert status_of(b"GET / HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n") == 431
     assert status_of(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n") == 431
@@ -154,7 +154,7 @@ def test_pipelined_requests_answered_in_order(fast):
 
 def test_expect_100_continue(fast):
     body = b'{"variant_id": "b"}'
-    head = request("POST", api.path("create"), body, extra="Expect: 100-continue\r\n")[:-len(body)]
+    head = request("POST", api.path("create"), body, extra="Expect: 100-continue\r\n")[: -len(body)]
     with socket.create_connection(address(fast), timeout=2) as s:
         s.sendall(head)
         assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -184,7 +184,7 @@ def test_split_request_bytes_one_at_a_time(fast):
     with socket.create_connection(address(fast), timeout=2) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for i in range(len(data)):
-            s.sendall(data[i:i + 1])
+            s.sendall(data[i : i + 1])
         status, _, body = responses(s.recv(65536))[0]
     assert status == 200 and json.loads(body)["conversation_id"]
 
@@ -197,6 +197,7 @@ def test_http10_keep_alive_is_acknowledged(fast):
 
 
 # ---------------------------------------------------------------------------- while a request is in service
+
 
 @pytest.fixture
 def slow():
@@ -240,7 +241,7 @@ def test_pipelined_requests_wait_for_the_one_in_service(slow):
 def test_100_continue_only_after_the_answer_before_it(slow):
     """A pipelined request's 100 Continue must not cut into the previous answer."""
     body = b'{"variant_id": "b"}'
-    second = request("POST", api.path("create"), body, extra="Expect: 100-continue\r\n")[:-len(body)]
+    second = request("POST", api.path("create"), body, extra="Expect: 100-continue\r\n")[: -len(body)]
     with socket.create_connection(address(slow), timeout=10) as s:
         s.sendall(request("POST", api.path("create"), b"{}") + second)
         raw = read_responses(s, 2)  # the first answer, then the 100 Continue
@@ -302,8 +303,7 @@ def test_unknown_method_and_upgrade(fast):
     status, headers, body = responses(exchange(fast, b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n"))[0]
     assert status == 400 and headers["connection"] == "close" and "error" in json.loads(body)
     # Upgrade: answered as plain HTTP/1.1, then closed (the mock speaks nothing else).
-    raw = exchange(fast, b"GET /_mock/stats HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
-                         b"GET /_mock/stats HTTP/1.1\r\n\r\n")
+    raw = exchange(fast, b"GET /_mock/stats HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nGET /_mock/stats HTTP/1.1\r\n\r\n")
     got = responses(raw)
     assert [s for s, _, _ in got] == [200] and got[0][1]["connection"] == "close"
 

@@ -30,6 +30,7 @@ def quick_gil_handoff():
 
 # ------------------------------------------------------------------ the distributions
 
+
 def quantile(values, q):
     values = sorted(values)
     return values[int(q * (len(values) - 1))]
@@ -76,8 +77,8 @@ def test_variant_factor_turn_growth_and_scale():
 
 # ------------------------------------------------------------------ over HTTP
 
-async def timed_posts(session: aiohttp.ClientSession, url: str, n: int, body: dict,
-                      concurrency: int = 8) -> list[tuple[int, float, dict, bytes]]:
+
+async def timed_posts(session: aiohttp.ClientSession, url: str, n: int, body: dict, concurrency: int = 8) -> list[tuple[int, float, dict, bytes]]:
     """n POSTs, ``concurrency`` at a time: (status, seconds, headers, body) each."""
     sem = asyncio.Semaphore(concurrency)
 
@@ -102,12 +103,10 @@ def test_regions_and_variants_change_latency_over_http():
 
     async def measure(base_urls: dict[str, str], body: dict) -> dict:
         async with aiohttp.ClientSession() as session:
-            results = await asyncio.gather(*(timed_posts(session, url + api.path("create"), n, body, 16)
-                                             for url in base_urls.values()))
+            results = await asyncio.gather(*(timed_posts(session, url + api.path("create"), n, body, 16) for url in base_urls.values()))
         for rows in results:
             assert {status for status, *_ in rows} == {200}
-        return {region: statistics.median(t for _, t, _, _ in rows) * 1000
-                for region, rows in zip(base_urls, results)}
+        return {region: statistics.median(t for _, t, _, _ in rows) * 1000 for region, rows in zip(base_urls, results)}
 
     config = MockConfig(latency_scale=scale, seed=1)
     with MockServer(config) as mock:
@@ -131,6 +130,7 @@ def test_respond_latency_grows_with_turn_over_http():
 
     async def conversations(base: str, n: int = 40) -> list[list[float]]:
         async with aiohttp.ClientSession(base_url=base, headers=HEADERS) as session:
+
             async def one() -> list[float]:
                 async with session.post(api.path("create"), json={}) as r:
                     cid = (await r.json())["conversation_id"]
@@ -144,6 +144,7 @@ def test_respond_latency_grows_with_turn_over_http():
                 async with session.put(api.path("close"), json={"conversation_id": cid}) as r:
                     assert r.status == 200
                 return times
+
             return await asyncio.gather(*(one() for _ in range(n)))
 
     with MockServer(config, regions=["uk"]) as mock:
@@ -159,10 +160,9 @@ def test_respond_latency_grows_with_turn_over_http():
 
 # ------------------------------------------------------------------ capacity
 
+
 def capacity_config(service_ms: float = 300, **extra) -> MockConfig:
-    return config_from_dict({"regions": {"uk": {"slots": 2, "queue_limit": 2,
-                                                "create": {"median_ms": service_ms, "p99_ms": service_ms}}},
-                             **extra})
+    return config_from_dict({"regions": {"uk": {"slots": 2, "queue_limit": 2, "create": {"median_ms": service_ms, "p99_ms": service_ms}}}, **extra})
 
 
 @pytest.mark.parametrize("overload_status", [503, pytest.param(429, marks=pytest.mark.slow)])  # 2 s each
@@ -173,8 +173,7 @@ def test_capacity_queues_then_rejects(overload_status):
 
     async def burst(mock) -> tuple[list, dict]:
         async with aiohttp.ClientSession() as session:
-            task = asyncio.ensure_future(timed_posts(session, mock.base_urls["uk"] + api.path("create"),
-                                                     10, {}, concurrency=10))
+            task = asyncio.ensure_future(timed_posts(session, mock.base_urls["uk"] + api.path("create"), 10, {}, concurrency=10))
             during: dict = {}
             for _ in range(400):  # until every request has arrived: 6 rejected, 4 held
                 during = await (await session.get(mock.base_urls["uk"] + "/_mock/stats")).json()
@@ -223,4 +222,5 @@ def test_capacity_semaphore_handles_cancellation():
         release.set()
         await asyncio.gather(holder, waiter2)
         assert (cap.active, cap.queued, cap.rejected) == (0, 0, 1)
+
     asyncio.run(main())

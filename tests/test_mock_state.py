@@ -22,7 +22,7 @@ def test_store_expires_idle_conversations_on_lookup_and_sweep():
     store.open("a", None, None, now=0)
     store.open("b", None, None, now=5)
     assert store.get("a", now=9) is not None  # touched at 9
-    assert store.sweep(now=16) == 1           # b idle since 5
+    assert store.sweep(now=16) == 1  # b idle since 5
     assert store.why_gone("b") == "expired"
     assert store.get("a", now=18.5) is not None
     assert store.peek("a", now=30) is None and store.why_gone("a") == "expired"
@@ -33,7 +33,7 @@ def test_store_cap_evicts_least_recently_used():
     store = ConversationStore(idle_timeout=100, max_open=3)
     for i, cid in enumerate("abc"):
         store.open(cid, None, None, now=i)
-    store.get("a", now=3)          # a is now the most recently used
+    store.get("a", now=3)  # a is now the most recently used
     store.open("d", None, None, now=4)
     assert "b" not in store and store.why_gone("b") == "evicted"
     assert {"a", "c", "d"} == {cid for cid in "abcd" if cid in store}
@@ -54,8 +54,7 @@ def test_idle_conversation_expires_over_http():
     # An idle timeout of 1.5 s and a touch every 0.1 s: a loaded machine would have to stall
     # this test for over a second to expire the kept conversation by mistake.
     config = MockConfig(latency_scale=0, idle_timeout=1.5)
-    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"],
-                                                                    headers=HEADERS) as c:
+    with MockServer(config, regions=["uk"]) as mock, httpx.Client(base_url=mock.base_urls["uk"], headers=HEADERS) as c:
         kept = c.post(api.path("create"), json={}).json()["conversation_id"]
         idle = c.post(api.path("create"), json={}).json()["conversation_id"]
         touched = time.monotonic()
@@ -75,8 +74,7 @@ def test_idle_conversation_expires_over_http():
 
 def test_cap_over_http_bounds_memory():
     config = MockConfig(latency_scale=0, max_conversations=5)
-    with MockServer(config, regions=["eu"]) as mock, httpx.Client(base_url=mock.base_urls["eu"],
-                                                                    headers=HEADERS) as c:
+    with MockServer(config, regions=["eu"]) as mock, httpx.Client(base_url=mock.base_urls["eu"], headers=HEADERS) as c:
         ids = [c.post(api.path("create"), json={}).json()["conversation_id"] for _ in range(8)]
         stats = mock.stats("eu")
         assert stats["open_conversations"] == 5 and stats["evicted"] == 3
@@ -86,6 +84,7 @@ def test_cap_over_http_bounds_memory():
 
 
 # ------------------------------------------------------------------ the agent
+
 
 def make_agent(**kw) -> Agent:
     return Agent(random.Random(3), default_variants(), **kw)

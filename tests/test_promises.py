@@ -50,15 +50,29 @@ def test_secrets_never_in_outputs_on_error_paths_nor_in_process_arguments(tmp_pa
     """Every failure kind with real-looking credentials: no output, file or process argument
     of the run holds them."""
     env = {**os.environ, "POLYAI_API_KEY": KEY, "POLYAI_TOKEN": TOKEN}
-    args = [sys.executable, "-m", "loadtest", "run", "--duration", "5s", "--users", "6", *FAST,
-            "--regions", "uk,eu", "--request-timeout", "0.5s", "--mock-latency-scale", "0.1",
-            "--out", str(tmp_path)]
-    for fault in ("uk.respond:503:0.3", "uk.create:429:0.2", "eu.respond:reset:0.3",
-                  "eu.close:malformed:0.3", "uk.close:timeout:0.2", "eu.create:shape:0.2"):
+    args = [
+        sys.executable,
+        "-m",
+        "loadtest",
+        "run",
+        "--duration",
+        "5s",
+        "--users",
+        "6",
+        *FAST,
+        "--regions",
+        "uk,eu",
+        "--request-timeout",
+        "0.5s",
+        "--mock-latency-scale",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    ]
+    for fault in ("uk.respond:503:0.3", "uk.create:429:0.2", "eu.respond:reset:0.3", "eu.close:malformed:0.3", "uk.close:timeout:0.2", "eu.create:shape:0.2"):
         args += ["--fault", fault]
     seen: list[str] = []
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     stop = threading.Event()
 
     def watch():  # every process on this machine, while the run is going
@@ -77,16 +91,14 @@ def test_secrets_never_in_outputs_on_error_paths_nor_in_process_arguments(tmp_pa
         assert KEY not in cmdline and TOKEN not in cmdline
     run_dir = (tmp_path / "latest").resolve()
     rows = read_csv(run_dir / "requests.csv")
-    assert {r["error_kind"] for r in rows if r["ok"] == "0"} >= {"http", "rate_limited", "connection",
-                                                                  "schema", "timeout"}
+    assert {r["error_kind"] for r in rows if r["ok"] == "0"} >= {"http", "rate_limited", "connection", "schema", "timeout"}
     for text in (stdout, stderr, *(p.read_text(errors="replace") for p in run_dir.iterdir() if p.is_file())):
         assert KEY not in text and TOKEN not in text
 
 
 @pytest.mark.slow
 def test_check_with_rejected_credentials_prints_no_secret():
-    with MockServer(MockConfig(latency_scale=0, api_key="other-key-1234", token="other-token-1234"),
-                    regions=["uk"]) as mock:
+    with MockServer(MockConfig(latency_scale=0, api_key="other-key-1234", token="other-token-1234"), regions=["uk"]) as mock:
         env = {**os.environ, "POLYAI_API_KEY": KEY, "POLYAI_TOKEN": TOKEN}
         proc = loadtest("check", "--regions", "uk", "--base-urls", f"uk={mock.base_urls['uk']}", env=env)
     assert proc.returncode == 3
@@ -95,9 +107,27 @@ def test_check_with_rejected_credentials_prints_no_secret():
 
 
 def _rate_run(tmp_path, mock, *extra, env=None, seconds=5):
-    proc = loadtest("run", "--regions", "uk", "--base-urls", f"uk={mock.base_urls['uk']}",
-                    "--variants", "", "--users", "8", "--spawn-rate", "50", "--think-time", "0",
-                    "--duration", f"{seconds}s", "--out", str(tmp_path), *extra, env=env)
+    proc = loadtest(
+        "run",
+        "--regions",
+        "uk",
+        "--base-urls",
+        f"uk={mock.base_urls['uk']}",
+        "--variants",
+        "",
+        "--users",
+        "8",
+        "--spawn-rate",
+        "50",
+        "--think-time",
+        "0",
+        "--duration",
+        f"{seconds}s",
+        "--out",
+        str(tmp_path),
+        *extra,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_csv((tmp_path / "latest").resolve() / "requests.csv")
     start = min(float(r["timestamp"]) for r in rows)
@@ -122,8 +152,7 @@ def test_real_target_defaults_to_20_requests_per_second(tmp_path):
     with MockServer(MockConfig(latency_scale=0), regions=["uk"]) as mock:
         rows, start = _rate_run(tmp_path, mock, "--target", "real", "--yes", env=env)
     for window in (1.0, 2.0, 3.0):
-        assert sum(start <= float(r["timestamp"]) < start + window for r in rows) <= \
-            safety.REAL_TARGET_DEFAULT_MAX_RPS * window + 1
+        assert sum(start <= float(r["timestamp"]) < start + window for r in rows) <= safety.REAL_TARGET_DEFAULT_MAX_RPS * window + 1
     assert len(rows) >= 40
 
 
@@ -133,8 +162,7 @@ def test_example_scenario_files_load():
     assert set(ci.regions) == {"us", "uk", "eu", "self-serve"} and list(ci.variants) == ["a", "b"]
     assert len(ci.slos) == 4 and ci.integration_attributes == {"tier": "gold", "channel": "ci"}
     mock = load_config(ROOT / "examples" / "capacity-mock.toml")
-    assert {r: mock.regions[r].slots for r in ("self-serve", "eu", "uk", "us")} == \
-        {"self-serve": 2, "eu": 4, "uk": 6, "us": 8}
+    assert {r: mock.regions[r].slots for r in ("self-serve", "eu", "uk", "us")} == {"self-serve": 2, "eu": 4, "uk": 6, "us": 8}
 
 
 def test_capacity_example_and_readme_agree_on_the_default_knees():
@@ -146,8 +174,7 @@ def test_capacity_example_and_readme_agree_on_the_default_knees():
 
 @pytest.mark.slow
 def test_run_json_provenance_and_a_stable_config_hash(tmp_path):
-    common = ["--regions", "uk", "--variants", "a", "--duration", "2s", "--users", "2", *FAST,
-              "--mock-latency-scale", "0"]
+    common = ["--regions", "uk", "--variants", "a", "--duration", "2s", "--users", "2", *FAST, "--mock-latency-scale", "0"]
     hashes = []
     for users in ("2", "2", "3"):
         proc = loadtest("run", *common, "--users", users, "--out", str(tmp_path / "out"))
@@ -167,8 +194,7 @@ def test_run_json_provenance_and_a_stable_config_hash(tmp_path):
 
 @pytest.mark.slow
 def test_run_that_cannot_start_locust_exits_3_and_says_why(tmp_path):
-    proc = loadtest("run", "--regions", "uk", "--duration", "2s", "--out", str(tmp_path),
-                    "--", "--locustfile", str(tmp_path / "missing.py"))
+    proc = loadtest("run", "--regions", "uk", "--duration", "2s", "--out", str(tmp_path), "--", "--locustfile", str(tmp_path / "missing.py"))
     assert proc.returncode == 3, (proc.returncode, proc.stderr)
     assert "locust.log" in proc.stderr or "Locust exited" in proc.stderr
     run_dir = (tmp_path / "latest").resolve()

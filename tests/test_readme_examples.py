@@ -31,8 +31,7 @@ SKIPS = (
     ("-- --master", "waits for workers on other machines"),
     ("loadtest worker", "connects to a master on another machine (tests/test_ci_runs.py runs workers)"),
     ("--workers ", "waits for `loadtest worker` processes on other machines (tests/test_fleet.py)"),
-    ("uk=https://127.0.0.1:9443", ("talks to the TLS mock the example before it serves on a fixed "
-                                   "port (tests/test_tls.py checks against a TLS mock)")),
+    ("uk=https://127.0.0.1:9443", ("talks to the TLS mock the example before it serves on a fixed port (tests/test_tls.py checks against a TLS mock)")),
 )
 
 
@@ -53,7 +52,7 @@ def readme_examples() -> list[str]:
             command = " ".join((pending + line).split())
             pending = ""
             if command.startswith("loadtest ") or " loadtest " in f" {command} ":
-                commands.append(command[command.index("loadtest "):] if "loadtest " in command else command)
+                commands.append(command[command.index("loadtest ") :] if "loadtest " in command else command)
     commands.extend(re.findall(r"`(loadtest [a-z]+ -[^`]*)`", text))
     return list(dict.fromkeys(c.rstrip(" &") for c in commands))
 
@@ -68,14 +67,13 @@ def shorten_shape(spec: str) -> str:
     pairs = [p.partition("=") for p in params.split(",")]
     seconds = {k: parse_duration(v) for k, _, v in pairs if re.fullmatch(r"[\d.]+(ms|s|m|h)", v)}
     factor = min(1 / 60, 3 / max(seconds.values())) if seconds else 1
-    return name + ":" + ",".join(f"{k}={seconds[k] * factor:.3g}s" if k in seconds else f"{k}={v}"
-                                 for k, _, v in pairs)
+    return name + ":" + ",".join(f"{k}={seconds[k] * factor:.3g}s" if k in seconds else f"{k}={v}" for k, _, v in pairs)
 
 
 def shortened_run(args: list[str]) -> list[str]:
     """`loadtest run` ARGS, seconds instead of minutes, against a faster mock."""
-    locust = args[args.index("--"):] if "--" in args else []
-    args = args[:len(args) - len(locust)]
+    locust = args[args.index("--") :] if "--" in args else []
+    args = args[: len(args) - len(locust)]
     out = []
     i = 0
     while i < len(args):
@@ -93,8 +91,7 @@ def shortened_run(args: list[str]) -> list[str]:
     present = set(out)
     if "--shape" not in present and "--duration" not in present:
         out += ["--duration", "2s"]
-    for flag, value in (("--think-time", "0.05-0.1"), ("--spawn-rate", "50"),
-                        ("--mock-latency-scale", "0.1")):
+    for flag, value in (("--think-time", "0.05-0.1"), ("--spawn-rate", "50"), ("--mock-latency-scale", "0.1")):
         if flag not in present:
             out += [flag, value]
     if "--config" in present:
@@ -117,19 +114,24 @@ def test_every_example_is_run_or_skipped_for_a_reason():
     assert len(examples) >= 20, examples
     for command in examples:
         sub = shlex.split(command)[1]
-        assert skip_reason(command) or sub in RUNNABLE, \
-            f"README example {command!r}: run it here or add a skip reason to SKIPS"
+        assert skip_reason(command) or sub in RUNNABLE, f"README example {command!r}: run it here or add a skip reason to SKIPS"
 
 
 def _runs(cwd: Path, at_least: int = 2) -> list[Path]:
     """Run folders the examples above wrote (made here when those examples were deselected)."""
+
     def folders():
         reports = cwd / "reports"
-        return sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink()) \
-            if reports.is_dir() else []
+        return sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink()) if reports.is_dir() else []
+
     while len(folders()) < at_least:
-        subprocess.run([sys.executable, "-m", "loadtest", "run", "--regions", "uk", "--users", "2",
-                        *shortened_run([])], cwd=cwd, capture_output=True, timeout=120, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "loadtest", "run", "--regions", "uk", "--users", "2", *shortened_run([])],
+            cwd=cwd,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
     return folders()
 
 
@@ -184,9 +186,15 @@ def _with_run_folders(command: str, runs: list[Path], tmp_path: Path) -> str:
 
 def _run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     """`loadtest ARGS` in its own session; on a timeout the whole group is killed (no orphans)."""
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -205,8 +213,9 @@ def _run_mock(args: list[str], tmp_path: Path, cwd: Path) -> None:
     else:
         args += ["--port", "0"]
     ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest", *args, "--ready-file", str(ready)],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", *args, "--ready-file", str(ready)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 30
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -38,9 +38,24 @@ def test_a_reset_is_one_connection_row_per_request_the_server_received(tmp_path,
     must be a row, so the rows equal the requests the mock counted, resets included."""
     config = MockConfig(latency_scale=0.1, faults=(f"{endpoint}:reset:0.5",))
     with MockServer(config, regions=["uk"]) as mock:
-        proc = loadtest("run", "--regions", "uk", "--base-urls", f"uk={mock.base_urls['uk']}",
-                        "--variants", "", "--duration", "5s", "--users", "6", *FAST,
-                        "--turns", "1-2", "--out", str(tmp_path))
+        proc = loadtest(
+            "run",
+            "--regions",
+            "uk",
+            "--base-urls",
+            f"uk={mock.base_urls['uk']}",
+            "--variants",
+            "",
+            "--duration",
+            "5s",
+            "--users",
+            "6",
+            *FAST,
+            "--turns",
+            "1-2",
+            "--out",
+            str(tmp_path),
+        )
         stats = mock.stats("uk")
     assert proc.returncode == 0, proc.stderr
     rows = [r for r in read_rows((tmp_path / "latest").resolve()) if r["endpoint"] == endpoint]
@@ -53,23 +68,20 @@ def test_a_reset_is_one_connection_row_per_request_the_server_received(tmp_path,
 @pytest.mark.slow
 def test_run_json_config_is_the_effective_scenario_from_flags_file_and_environment(tmp_path):
     scenario_file = tmp_path / "scenario.toml"
-    scenario_file.write_text('users = 3\nwarmup = "1s"\nregions = ["uk", "eu"]\nturns = "1-2"\n'
-                             'slos = ["error_rate < 50%", "respond.p95 < 5s", "rps > 0"]\n')
+    scenario_file.write_text('users = 3\nwarmup = "1s"\nregions = ["uk", "eu"]\nturns = "1-2"\nslos = ["error_rate < 50%", "respond.p95 < 5s", "rps > 0"]\n')
     env = {**os.environ, "LOADTEST_DURATION": "3s", "LOADTEST_MOCK_LATENCY_SCALE": "0.1"}
-    faults = ["respond:503:0.01", "create:503:0.01", "close:503:0.01", "uk.respond:spike:0.01:5ms",
-              "eu.create:429:0.01"]
-    flags = ["--spawn-rate", "20", "--think-time", "0.05-0.1", "--variants", "a:3,b:1",
-             "--out", str(tmp_path / "out")]
-    proc = loadtest("run", "--config", str(scenario_file), *flags,
-                    *[a for f in faults for a in ("--fault", f)], env=env)
+    faults = ["respond:503:0.01", "create:503:0.01", "close:503:0.01", "uk.respond:spike:0.01:5ms", "eu.create:429:0.01"]
+    flags = ["--spawn-rate", "20", "--think-time", "0.05-0.1", "--variants", "a:3,b:1", "--out", str(tmp_path / "out")]
+    proc = loadtest("run", "--config", str(scenario_file), *flags, *[a for f in faults for a in ("--fault", f)], env=env)
     assert proc.returncode == 0, proc.stderr
     recorded = run_json((tmp_path / "out" / "latest").resolve())
-    expected = config.resolve(config.load_file(scenario_file),
-                              {"spawn_rate": "20", "think_time": "0.05-0.1", "variants": "a:3,b:1",
-                               "out": str(tmp_path / "out"), "faults": faults}, env)
+    expected = config.resolve(
+        config.load_file(scenario_file),
+        {"spawn_rate": "20", "think_time": "0.05-0.1", "variants": "a:3,b:1", "out": str(tmp_path / "out"), "faults": faults},
+        env,
+    )
     assert recorded["config"] == json.loads(json.dumps(expected.raw()))
-    for name, value in {"users": 3, "duration": 3.0, "warmup": 1.0, "faults": faults,
-                        "out": str(tmp_path / "out"), "mock_latency_scale": 0.1}.items():
+    for name, value in {"users": 3, "duration": 3.0, "warmup": 1.0, "faults": faults, "out": str(tmp_path / "out"), "mock_latency_scale": 0.1}.items():
         assert recorded["config"][name] == value, name
     assert len(recorded["config"]["slos"]) == 3
     assert recorded["config_hash"] == runfolder.config_hash(expected.raw())
@@ -92,15 +104,13 @@ def test_conversations_cut_by_the_end_are_neither_success_nor_failure(tmp_path):
     overall = compute_stats(run).conversations.query("level == 'overall'").iloc[0]
     assert overall["stopped"] == stopped
     assert overall["success_rate"] == pytest.approx(expected)
-    results = {r["expr"]: r for r in slo.evaluate_loaded(
-        run, ["conversation.success_rate > 95%", "conversation.error_rate < 5%"])}
+    results = {r["expr"]: r for r in slo.evaluate_loaded(run, ["conversation.success_rate > 95%", "conversation.error_rate < 5%"])}
     assert results["conversation.success_rate > 95%"]["observed"] == pytest.approx(expected)
     assert results["conversation.error_rate < 5%"]["observed"] == pytest.approx(1 - expected)
     assert f"{stopped} cut by the end" in results["conversation.success_rate > 95%"]["detail"]
 
 
-def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_users_home(
-        tmp_path, monkeypatch):
+def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_users_home(tmp_path, monkeypatch):
     monkeypatch.setattr(arrivals, "POOL_READY_TIMEOUT_S", 0.05)
     end = time.time() + 0.5
     out = open_csv(tmp_path / "arrivals.csv", records.ARRIVAL_COLUMNS)
@@ -126,10 +136,29 @@ def test_arrivals_plan_nothing_after_the_end_say_why_they_drop_and_stop_sends_us
 @pytest.mark.slow
 def test_open_model_pool_is_ready_before_the_first_arrival_and_nothing_runs_past_the_end(tmp_path):
     duration = 5
-    proc = loadtest("run", "--arrival-rate", "20", "--arrival", "constant", "--users", "200",
-                    "--spawn-rate", "8", "--duration", f"{duration}s", "--regions", "uk,eu",
-                    "--think-time", "0.05-0.1", "--turns", "1-2", "--mock-latency-scale", "0.1",
-                    "--out", str(tmp_path))
+    proc = loadtest(
+        "run",
+        "--arrival-rate",
+        "20",
+        "--arrival",
+        "constant",
+        "--users",
+        "200",
+        "--spawn-rate",
+        "8",
+        "--duration",
+        f"{duration}s",
+        "--regions",
+        "uk,eu",
+        "--think-time",
+        "0.05-0.1",
+        "--turns",
+        "1-2",
+        "--mock-latency-scale",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()
     end = run_json(run_dir)["started"] + duration
@@ -155,20 +184,22 @@ def test_per_region_arrival_rates_choose_the_regions_or_are_refused():
         config.resolve(flags={"arrival_rate": "us:2,uk:3", "regions": "us,uk,eu"}, environ={})
     with pytest.raises(config.ConfigError, match="not in --regions"):
         config.resolve(flags={"arrival_rate": "us:2,eu:3", "regions": "us,uk"}, environ={})
-    assert list(config.resolve(flags={"arrival_rate": "5"}, environ={}).regions) == [
-        "us", "uk", "eu", "self-serve"]
+    assert list(config.resolve(flags={"arrival_rate": "5"}, environ={}).regions) == ["us", "uk", "eu", "self-serve"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args,message", [
-    (["--users", "0"], "--users 0: need at least 1 user"),
-    (["--duration", "0"], "--duration 0s: a test needs time"),
-    (["--spawn-rate", "0"], "--spawn-rate 0: users would never start"),
-    (["--think-time", "-1"], "flag --think-time: '-1' is negative"),
-    (["--request-timeout", "0"], "--request-timeout must be more than 0"),
-    (["--warmup", "5s", "--duration", "5s"], "--warmup 5s is not shorter than --duration 5s"),
-    (["--bogus"], "loadtest run: error: unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--users", "0"], "--users 0: need at least 1 user"),
+        (["--duration", "0"], "--duration 0s: a test needs time"),
+        (["--spawn-rate", "0"], "--spawn-rate 0: users would never start"),
+        (["--think-time", "-1"], "flag --think-time: '-1' is negative"),
+        (["--request-timeout", "0"], "--request-timeout must be more than 0"),
+        (["--warmup", "5s", "--duration", "5s"], "--warmup 5s is not shorter than --duration 5s"),
+        (["--bogus"], "loadtest run: error: unrecognized arguments: --bogus"),
+    ],
+)
 def test_values_that_cannot_make_a_test_exit_2_before_anything_starts(tmp_path, args, message):
     proc = loadtest("run", *args, "--out", str(tmp_path / "out"), timeout=60)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
@@ -180,8 +211,7 @@ def test_fault_flag_takes_comma_lists_and_the_faults_spelling():
     from loadtest.cli import build_parser
     from loadtest.commands.arguments import scenario_from_args
 
-    args = build_parser().parse_args(["run", "--faults", "respond:503:0.05,create:429:0.1",
-                                      "--fault", "close:503:0.1"])
+    args = build_parser().parse_args(["run", "--faults", "respond:503:0.05,create:429:0.1", "--fault", "close:503:0.1"])
     assert scenario_from_args(args).faults == ["respond:503:0.05", "create:429:0.1", "close:503:0.1"]
 
 
@@ -227,10 +257,18 @@ def test_an_incomplete_last_line_is_skipped_and_named_damage_in_the_middle_is_re
 
 
 def test_the_regions_sentence_never_calls_a_faster_tail_slowest():
-    reg = pd.DataFrame({"group": ["us", "uk", "eu"], "is_reference": [True, False, False],
-                        "p50_ms": [100.0, 110.0, 120.0], "p95_ms": [335.0, 125.0, 150.0],
-                        "d_p95_pct": [0.0, -0.63, -0.55], "d_p95_verdict": ["", "significant", "noise"],
-                        "d_p95_lo": [0.0, -230.0, -200.0], "d_p95_hi": [0.0, -190.0, 10.0]})
+    reg = pd.DataFrame(
+        {
+            "group": ["us", "uk", "eu"],
+            "is_reference": [True, False, False],
+            "p50_ms": [100.0, 110.0, 120.0],
+            "p95_ms": [335.0, 125.0, 150.0],
+            "d_p95_pct": [0.0, -0.63, -0.55],
+            "d_p95_verdict": ["", "significant", "noise"],
+            "d_p95_lo": [0.0, -230.0, -200.0],
+            "d_p95_hi": [0.0, -190.0, 10.0],
+        }
+    )
     text = regions_sentence(reg, "respond")
     assert text.startswith("us had the lowest respond p50 (100 ms) but the highest p95 (335 ms)")
     assert "uk had the lowest p95, 125 ms, −63% against us (a real difference: 95% CI" in text
@@ -243,8 +281,7 @@ def test_the_regions_sentence_never_calls_a_faster_tail_slowest():
 
 @pytest.mark.slow
 def test_a_group_whose_requests_all_failed_warns_nothing(tmp_path):
-    make_run(tmp_path, rows=2_000, variants=("a", "b"), seed=2,
-             error_rates={(r, "respond"): 1.0 for r in ("uk", "us", "eu")})
+    make_run(tmp_path, rows=2_000, variants=("a", "b"), seed=2, error_rates={(r, "respond"): 1.0 for r in ("uk", "us", "eu")})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # numpy's "All-NaN slice" RuntimeWarning went to stderr
         assert build_report(tmp_path).is_file()
@@ -260,8 +297,7 @@ def test_progress_shows_the_shapes_run_time_not_the_default_duration():
 
 @pytest.mark.slow
 def test_a_shape_run_prints_its_own_run_time(tmp_path):
-    proc = loadtest("run", "--shape", "ramp:users=3,ramp=1s,hold=4s,down=1s", "--regions", "uk",
-                    *FAST, "--mock-latency-scale", "0.1", "--out", str(tmp_path))
+    proc = loadtest("run", "--shape", "ramp:users=3,ramp=1s,hold=4s,down=1s", "--regions", "uk", *FAST, "--mock-latency-scale", "0.1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     heads = [line for line in proc.stdout.splitlines() if line.startswith("[")]
     assert heads and all("/6s]" in line for line in heads), heads
@@ -271,9 +307,11 @@ def test_a_shape_run_prints_its_own_run_time(tmp_path):
 def test_a_client_that_half_closes_after_a_whole_request_gets_its_answer(latency_scale):
     with MockServer(MockConfig(latency_scale=latency_scale), regions=["uk"]) as mock:
         body = b"{}"
-        request = (f"POST {api.path('create')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   f"{api.API_KEY_HEADER}: {api.DUMMY_API_KEY}\r\n{api.TOKEN_HEADER}: {api.DUMMY_TOKEN}\r\n"
-                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        request = (
+            f"POST {api.path('create')} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"{api.API_KEY_HEADER}: {api.DUMMY_API_KEY}\r\n{api.TOKEN_HEADER}: {api.DUMMY_TOKEN}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
         with socket.create_connection(("127.0.0.1", mock.ports["uk"]), timeout=5) as s:
             s.sendall(request)
             s.shutdown(socket.SHUT_WR)
@@ -289,11 +327,9 @@ def test_a_client_that_half_closes_after_a_whole_request_gets_its_answer(latency
 def test_a_test_started_from_locust_or_the_web_ui_records_what_it_was_given():
     scenario = config.resolve(flags={"regions": "uk", "variants": "x"}, environ={})
     options = argparse.Namespace(num_users=7, spawn_rate=2.5, run_time=30, out="elsewhere")
-    environ = {"LOADTEST_FAULTS": "respond:503:0.1,close:reset:0.2", "LOADTEST_WARMUP": "3",
-               "LOADTEST_SLOS": "error_rate < 1%", "LOADTEST_MOCK_SEED": "9"}
+    environ = {"LOADTEST_FAULTS": "respond:503:0.1,close:reset:0.2", "LOADTEST_WARMUP": "3", "LOADTEST_SLOS": "error_rate < 1%", "LOADTEST_MOCK_SEED": "9"}
     recorded = plugin.recorded_config(scenario, options, environ)
     assert recorded["faults"] == ["respond:503:0.1", "close:reset:0.2"]
     assert (recorded["warmup"], recorded["slos"], recorded["mock_seed"]) == (3.0, ["error_rate < 1%"], 9)
-    assert (recorded["users"], recorded["spawn_rate"], recorded["duration"], recorded["out"]) == (
-        7, 2.5, 30.0, "elsewhere")
+    assert (recorded["users"], recorded["spawn_rate"], recorded["duration"], recorded["out"]) == (7, 2.5, 30.0, "elsewhere")
     assert recorded["regions"] == {"uk": 1.0} and recorded["variants"] == {"x": 1.0}

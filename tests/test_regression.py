@@ -1,6 +1,7 @@
 """The regression gate (analysis.regression) and coherent verdicts (analysis.compare):
 threshold grammar, false-alarm rate, a real regression named in junit.xml and slo.md, every
 verdict agreeing with its own interval, baselines of another scenario refused."""
+
 from __future__ import annotations
 
 import json
@@ -44,6 +45,7 @@ def stats_of(path):
 
 # --------------------------------------------------------------------------- grammar
 
+
 def test_threshold_grammar_and_most_specific_wins():
     t = parse_threshold("uk.respond.p99:+20%")
     assert (t.region, t.variant, t.endpoint, t.metric, t.limit, t.unit) == ("uk", None, "respond", "p99", 0.2, "%")
@@ -59,21 +61,25 @@ def test_threshold_grammar_and_most_specific_wins():
     assert resolve(ts, "us", "a", "close") == []
 
 
-@pytest.mark.parametrize("spec,problem", [
-    ("error_rate:+1%", "percentage points"),
-    ("p95:10", "relative (+10%) or a time"),
-    ("p95:-5%", "non-negative"),
-    ("latency:+10%", "unknown metric 'latency'"),
-    ("p95+10%", "one ':'"),
-    ("uk.uk.p95:+10%", "two regions"),
-    ("c.p95:+10%", "unknown scope 'c'"),
-])
+@pytest.mark.parametrize(
+    "spec,problem",
+    [
+        ("error_rate:+1%", "percentage points"),
+        ("p95:10", "relative (+10%) or a time"),
+        ("p95:-5%", "non-negative"),
+        ("latency:+10%", "unknown metric 'latency'"),
+        ("p95+10%", "one ':'"),
+        ("uk.uk.p95:+10%", "two regions"),
+        ("c.p95:+10%", "unknown scope 'c'"),
+    ],
+)
 def test_bad_thresholds_say_what_is_wrong(spec, problem):
     with pytest.raises(ThresholdError, match=re.escape(problem)):
         parse_threshold(spec, variants=["a", "b"])
 
 
 # --------------------------------------------------------------------------- the gate's statistics
+
 
 @pytest.mark.slow
 def test_false_alarm_rate_over_100_seed_pairs_is_at_most_5_percent(tmp_path):
@@ -82,10 +88,8 @@ def test_false_alarm_rate_over_100_seed_pairs_is_at_most_5_percent(tmp_path):
     per run), so one pair of synthetic runs holds 100 seed pairs; the gate (default
     thresholds) must pass at least 95 of them."""
     variants = [f"v{i}" for i in range(100)]
-    make_run(tmp_path / "base", rows=400_000, regions=REGIONS, variants=variants, seed=101, error_rate=0.01,
-             stats_history=False)
-    make_run(tmp_path / "cur", rows=400_000, regions=REGIONS, variants=variants, seed=202, error_rate=0.01,
-             stats_history=False)
+    make_run(tmp_path / "base", rows=400_000, regions=REGIONS, variants=variants, seed=101, error_rate=0.01, stats_history=False)
+    make_run(tmp_path / "cur", rows=400_000, regions=REGIONS, variants=variants, seed=202, error_rate=0.01, stats_history=False)
     checks = against_baseline(stats_of(tmp_path / "cur"), stats_of(tmp_path / "base")).checks
     by_pair = defaultdict(list)
     for c in checks:
@@ -103,15 +107,13 @@ def regressed(tmp_path_factory):
     """A baseline and a run where only uk respond is 25% slower (every percentile)."""
     base = tmp_path_factory.mktemp("gate")
     make_run(base / "main", rows=60_000, regions=REGIONS, variants=["a", "b"], seed=11)
-    make_run(base / "pr", rows=60_000, regions=REGIONS, variants=["a", "b"], seed=12,
-             endpoint_factor={("uk", "respond"): 1.25})
+    make_run(base / "pr", rows=60_000, regions=REGIONS, variants=["a", "b"], seed=12, endpoint_factor={("uk", "respond"): 1.25})
     return base
 
 
 @pytest.mark.slow
 def test_uk_respond_plus_25_percent_fails_uk_respond_only(regressed):
-    g = against_baseline(stats_of(regressed / "pr"), stats_of(regressed / "main"), ["p95:+10%", "error_rate:+1pt"],
-                         "main")
+    g = against_baseline(stats_of(regressed / "pr"), stats_of(regressed / "main"), ["p95:+10%", "error_rate:+1pt"], "main")
     failed = {(c["region"], c["variant"], c["endpoint"], c["metric"]) for c in g.checks if c["passed"] is False}
     assert failed == {("uk", "a", "respond", "p95"), ("uk", "b", "respond", "p95")}
     for c in g.checks:
@@ -130,9 +132,27 @@ def test_compare_command_gates_exit_1_and_junit_names_uk_respond(regressed, tmp_
     summary = tmp_path / "step-summary.md"
     env = {**__import__("os").environ, "GITHUB_STEP_SUMMARY": str(summary)}
     out = tmp_path / "cmp.html"
-    proc = subprocess.run([sys.executable, "-m", "loadtest", "compare", str(regressed / "main"), str(regressed / "pr"),
-                           "--fail-on-regression", "--regression", "p95:+10%", "--regression", "error_rate:+1pt",
-                           "-o", str(out)], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "compare",
+            str(regressed / "main"),
+            str(regressed / "pr"),
+            "--fail-on-regression",
+            "--regression",
+            "p95:+10%",
+            "--regression",
+            "error_rate:+1pt",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     suites = {s.get("name"): s for s in ET.parse(tmp_path / "cmp-junit.xml").getroot().iter("testsuite")}
     cases = suites["regression"].findall("testcase")
@@ -146,16 +166,20 @@ def test_compare_command_gates_exit_1_and_junit_names_uk_respond(regressed, tmp_
     html = out.read_text()
     assert "Regression against main" in html and "uk · a · respond p95 +" in html
     # the same runs gated with a limit the regression stays under: exit 0
-    assert cli.main(["compare", str(regressed / "main"), str(regressed / "pr"), "--fail-on-regression",
-                     "--regression", "p95:+40%", "-o", str(tmp_path / "ok.html")]) == 0
+    assert (
+        cli.main(
+            ["compare", str(regressed / "main"), str(regressed / "pr"), "--fail-on-regression", "--regression", "p95:+40%", "-o", str(tmp_path / "ok.html")]
+        )
+        == 0
+    )
 
 
 @pytest.mark.slow
 def test_report_banner_says_regression_against_the_baseline(regressed, tmp_path):
     path = build_report(regressed / "pr", baseline=regressed / "main", output=tmp_path / "r.html")
     html = path.read_text()
-    banner = html[html.index('id="regression-verdict"'):]
-    banner = banner[:banner.index("</section>")]
+    banner = html[html.index('id="regression-verdict"') :]
+    banner = banner[: banner.index("</section>")]
     assert "Regression against main" in banner and "REGRESSED" in banner
     assert "uk · a · respond p95 +" in banner and "us · " not in banner
     md = (tmp_path / "summary.md").read_text()
@@ -163,6 +187,7 @@ def test_report_banner_says_regression_against_the_baseline(regressed, tmp_path)
 
 
 # --------------------------------------------------------------------------- coherent verdicts
+
 
 def _assert_coherent(table, qs=(50, 95, 99)):
     """Every verdict of the table agrees with its own interval (ms and % alike)."""
@@ -191,11 +216,25 @@ def mixed(tmp_path_factory):
     """Variants from clearly different to identical, and few rows: both verdicts occur."""
     base = tmp_path_factory.mktemp("mixed")
     factors = {"b": 1.02, "c": 1.05, "d": 1.1, "e": 1.3, "f": 0.9}
-    make_run(base / "one", rows=12_000, regions={"uk": (5.0, 0.4), "eu": (5.03, 0.4), "us": (5.3, 0.4)},
-             variants=list("abcdef"), variant_factor=factors, seed=5, error_rate=0.02,
-             error_rates={("us", "respond"): 0.06})
-    make_run(base / "two", rows=12_000, regions={"uk": (5.0, 0.4), "eu": (5.03, 0.4), "us": (5.3, 0.4)},
-             variants=list("abcdef"), variant_factor={**factors, "a": 1.08}, seed=6, error_rate=0.02)
+    make_run(
+        base / "one",
+        rows=12_000,
+        regions={"uk": (5.0, 0.4), "eu": (5.03, 0.4), "us": (5.3, 0.4)},
+        variants=list("abcdef"),
+        variant_factor=factors,
+        seed=5,
+        error_rate=0.02,
+        error_rates={("us", "respond"): 0.06},
+    )
+    make_run(
+        base / "two",
+        rows=12_000,
+        regions={"uk": (5.0, 0.4), "eu": (5.03, 0.4), "us": (5.3, 0.4)},
+        variants=list("abcdef"),
+        variant_factor={**factors, "a": 1.08},
+        seed=6,
+        error_rate=0.02,
+    )
     return base
 
 
@@ -276,6 +315,7 @@ def test_report_cells_show_the_verdict_of_the_interval_beside_them(mixed, tmp_pa
 
 # --------------------------------------------------------------------------- comparable baselines
 
+
 def test_a_baseline_of_another_scenario_is_refused_with_the_settings_that_differ(tmp_path):
     make_run(tmp_path / "base", rows=2_000, seed=1, config={"users": 16, "duration": 45.0, "out": "reports"})
     meta = json.loads((tmp_path / "base" / "run.json").read_text())
@@ -313,8 +353,9 @@ def test_compare_refuses_a_gate_across_scenarios_with_exit_2(tmp_path, capsys):
 
 
 def test_scenario_file_keys_and_their_validation(tmp_path):
-    s = config.resolve({"baseline": "reports/main", "fail_on_regression": True,
-                        "regressions": ["p95:+10%", "uk.respond.p99:+20%"], "baseline_any_config": False}, environ={})
+    s = config.resolve(
+        {"baseline": "reports/main", "fail_on_regression": True, "regressions": ["p95:+10%", "uk.respond.p99:+20%"], "baseline_any_config": False}, environ={}
+    )
     assert s.baseline == "reports/main" and s.fail_on_regression is True
     assert s.regressions == ["p95:+10%", "uk.respond.p99:+20%"]
     with pytest.raises(config.ConfigError, match="--fail-on-regression needs --baseline"):
@@ -328,12 +369,25 @@ def test_scenario_file_keys_and_their_validation(tmp_path):
 def test_gate_checks_have_the_slo_result_shape(regressed):
     g = against_baseline(stats_of(regressed / "pr"), stats_of(regressed / "main"), None, "main")
     for c in gate(g.table, g.thresholds, "main"):
-        assert set(c) >= {"expr", "scope", "metric", "threshold", "unit", "observed", "passed", "detail",
-                          "observed_text", "threshold_text", "state", "baseline"}
+        assert set(c) >= {
+            "expr",
+            "scope",
+            "metric",
+            "threshold",
+            "unit",
+            "observed",
+            "passed",
+            "detail",
+            "observed_text",
+            "threshold_text",
+            "state",
+            "baseline",
+        }
     assert np.isfinite([c["lo"] for c in g.checks if c["passed"] is not None]).all()
 
 
 # --------------------------------------------------------------------------- end to end
+
 
 @pytest.mark.slow
 def test_loadtest_run_gates_against_a_baseline_run(tmp_path):
@@ -353,8 +407,7 @@ def test_loadtest_run_gates_against_a_baseline_run(tmp_path):
     assert "different scenario" in refused.stderr and "mock_latency_scale 0.2 → 0.6" in refused.stderr
     assert not out.exists()  # refused before any traffic: no run folder
 
-    gated = loadtest("run", "--config", str(scenario), *common, "--mock-latency-scale", "0.6",
-                     "--baseline-any-config", "--out", str(out))
+    gated = loadtest("run", "--config", str(scenario), *common, "--mock-latency-scale", "0.6", "--baseline-any-config", "--out", str(out))
     assert gated.returncode == 1, gated.stderr
     run_dir = (out / "latest").resolve()
     suite = [s for s in ET.parse(run_dir / "junit.xml").getroot().iter("testsuite") if s.get("name") == "regression"][0]
@@ -403,8 +456,7 @@ def test_runner_finish_gates_only_with_fail_on_regression(regressed, tmp_path, c
     for gate_on, expect in ((False, 0), (True, 1)):
         run_dir = tmp_path / f"pr-{gate_on}"
         shutil.copytree(regressed / "pr", run_dir)
-        scenario = config.resolve({"baseline": str(regressed / "main"), "fail_on_regression": gate_on,
-                                   "regressions": ["p95:+10%"]}, environ={})
+        scenario = config.resolve({"baseline": str(regressed / "main"), "fail_on_regression": gate_on, "regressions": ["p95:+10%"]}, environ={})
         assert runner.finish(run_dir, scenario, runner.EXIT_OK) == expect
         out = capsys.readouterr().out
         assert "Regression against `main`" in out and "uk.a.respond.p95" in out

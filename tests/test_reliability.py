@@ -20,11 +20,15 @@ SECRET = "sk-prod-4b1d-never-print-me"
 def fault_run(tmp_path_factory):
     """One run, a different fault per region, so every kind shows up in one go."""
     out = tmp_path_factory.mktemp("faults")
-    faults = ["us.respond:503:0.3", "us.create:429:0.2:retry_after=0",
-              "uk.respond:timeout:0.2", "eu.respond:reset:0.3",
-              "self-serve.respond:malformed:0.2", "self-serve.close:shape:0.3"]
-    args = ["run", "--duration", "10s", "--users", "12", *FAST, "--turns", "3",
-            "--request-timeout", "1s", "--mock-latency-scale", "0.1", "--out", str(out)]
+    faults = [
+        "us.respond:503:0.3",
+        "us.create:429:0.2:retry_after=0",
+        "uk.respond:timeout:0.2",
+        "eu.respond:reset:0.3",
+        "self-serve.respond:malformed:0.2",
+        "self-serve.close:shape:0.3",
+    ]
+    args = ["run", "--duration", "10s", "--users", "12", *FAST, "--turns", "3", "--request-timeout", "1s", "--mock-latency-scale", "0.1", "--out", str(out)]
     for f in faults:
         args += ["--fault", f]
     proc = loadtest(*args)
@@ -32,8 +36,7 @@ def fault_run(tmp_path_factory):
 
 
 def kinds(rows, region, endpoint):
-    return Counter((r["status"], r["error_kind"]) for r in rows
-                   if r["region"] == region and r["endpoint"] == endpoint and r["ok"] == "0")
+    return Counter((r["status"], r["error_kind"]) for r in rows if r["region"] == region and r["endpoint"] == endpoint and r["ok"] == "0")
 
 
 def test_each_fault_kind_becomes_failure_rows_of_its_kind(fault_run):
@@ -48,8 +51,7 @@ def test_each_fault_kind_becomes_failure_rows_of_its_kind(fault_run):
     assert set(kinds(rows, "self-serve", "close")) == {("200", "schema")}
     timeouts = [float(r["response_time_ms"]) for r in rows if r["error_kind"] == "timeout"]
     assert min(timeouts) >= 1000 * 0.95  # the client timeout, recorded as a failure
-    ok_uk = [float(r["response_time_ms"]) for r in rows
-             if r["region"] == "uk" and r["endpoint"] == "respond" and r["ok"] == "1"]
+    ok_uk = [float(r["response_time_ms"]) for r in rows if r["region"] == "uk" and r["endpoint"] == "respond" and r["ok"] == "1"]
     assert max(ok_uk) < 1000  # timeouts never hide among the successes
 
 
@@ -92,8 +94,7 @@ def test_failed_steps_end_conversations_correctly(fault_run):
             assert conversations[cid]["ok"] == "0"
     assert failed_respond > 5
     failed_creates = sum(1 for c in conversations.values() if not c["conversation_id"])
-    assert failed_creates > 0 and all(
-        c["ended_by"] == "error" for c in conversations.values() if not c["conversation_id"])
+    assert failed_creates > 0 and all(c["ended_by"] == "error" for c in conversations.values() if not c["conversation_id"])
 
 
 def test_faults_never_crash_users_or_print_tracebacks(fault_run):
@@ -109,9 +110,24 @@ def test_429_retry_policy_records_every_try(tmp_path):
     the conversation ends and the user's next one starts after a think time (≤ 0.15 s). On a
     loaded machine both gaps stretch, but only a retry waits the 2 s: the two are told apart
     by a wide margin (≥ 1.9 s against < 1.4 s), not by a tight absolute bound."""
-    proc = loadtest("run", "--duration", "12s", "--users", "8", "--regions", "uk", *FAST,
-                    "--mock-latency-scale", "0.1", "--fault", "uk.create:429:0.8:retry_after=2",
-                    "--retry-429", "2", "--out", str(tmp_path))
+    proc = loadtest(
+        "run",
+        "--duration",
+        "12s",
+        "--users",
+        "8",
+        "--regions",
+        "uk",
+        *FAST,
+        "--mock-latency-scale",
+        "0.1",
+        "--fault",
+        "uk.create:429:0.8:retry_after=2",
+        "--retry-429",
+        "2",
+        "--out",
+        str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_rows((tmp_path / "latest").resolve())
     by_user = defaultdict(list)
@@ -141,11 +157,33 @@ def test_429_retry_policy_records_every_try(tmp_path):
 def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
     # Long think times keep the graceful stop busy (users finish their pause before closing),
     # so the second Ctrl-C surely lands during it.
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "run", "--duration", "60s",
-                             "--users", "24", "--spawn-rate", "50", "--think-time", "3-4",
-                             "--regions", "uk", "--mock-latency-scale", "0.2",
-                             "--stop-timeout", "30s", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "run",
+            "--duration",
+            "60s",
+            "--users",
+            "24",
+            "--spawn-rate",
+            "50",
+            "--think-time",
+            "3-4",
+            "--regions",
+            "uk",
+            "--mock-latency-scale",
+            "0.2",
+            "--stop-timeout",
+            "30s",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_for_rows(tmp_path / "latest" / "requests.csv", 20), "the run never wrote rows"
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -166,22 +204,22 @@ def test_ctrl_c_twice_stops_at_once_and_keeps_the_rows(tmp_path):
     assert (run_dir / "report.html").is_file()
 
 
-@pytest.mark.parametrize("args,env,message", [
-    (["--users", "many"], {}, "flag --users: 'many' is not a whole number"),
-    (["--regions", "uk,mars"], {}, "unknown region(s) mars"),
-    (["--variants", "a,zz"], {}, "variant(s) zz unknown to the mock"),
-    (["--corpus", "/nonexistent/corpus.txt"], {}, "cannot read corpus"),
-    (["--target", "real", "--yes", "true"], {"POLYAI_API_KEY": "", "POLYAI_TOKEN": ""},
-     "a real target needs credentials"),
-    (["--base-urls", "uk=http://10.0.0.7:8080", "--regions", "uk"], {},
-     "the mock target only takes loopback base URLs"),
-    (["--target", "real", "--regions", "uk"], {"POLYAI_API_KEY": SECRET, "POLYAI_TOKEN": SECRET},
-     "confirm with --yes"),
-    (["--slo", "respond.p95 < fast"], {}, "fast"),
-    (["--fault", "respond:teapot:0.1"], {}, "teapot"),
-    (["--turns", "6-2"], {}, "need 0 <= low <= high"),
-    (["--duration", "soon"], {}, "is not a duration"),
-])
+@pytest.mark.parametrize(
+    "args,env,message",
+    [
+        (["--users", "many"], {}, "flag --users: 'many' is not a whole number"),
+        (["--regions", "uk,mars"], {}, "unknown region(s) mars"),
+        (["--variants", "a,zz"], {}, "variant(s) zz unknown to the mock"),
+        (["--corpus", "/nonexistent/corpus.txt"], {}, "cannot read corpus"),
+        (["--target", "real", "--yes", "true"], {"POLYAI_API_KEY": "", "POLYAI_TOKEN": ""}, "a real target needs credentials"),
+        (["--base-urls", "uk=http://10.0.0.7:8080", "--regions", "uk"], {}, "the mock target only takes loopback base URLs"),
+        (["--target", "real", "--regions", "uk"], {"POLYAI_API_KEY": SECRET, "POLYAI_TOKEN": SECRET}, "confirm with --yes"),
+        (["--slo", "respond.p95 < fast"], {}, "fast"),
+        (["--fault", "respond:teapot:0.1"], {}, "teapot"),
+        (["--turns", "6-2"], {}, "need 0 <= low <= high"),
+        (["--duration", "soon"], {}, "is not a duration"),
+    ],
+)
 def test_bad_input_exits_2_before_any_traffic(tmp_path, args, env, message):
     if "--variants" in args:  # the mock serves any variant unless its config is strict
         strict = tmp_path.parent / f"{tmp_path.name}-strict.toml"
@@ -229,10 +267,30 @@ def test_check_prints_latencies_and_hints(tmp_path):
 
 def test_a_lost_worker_does_not_stop_the_run_and_the_report_names_it(tmp_path):
     psutil = pytest.importorskip("psutil")
-    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "run", "--duration", "14s",
-                             "--users", "6", "--processes", "2", "--regions", "uk", *FAST,
-                             "--mock-latency-scale", "0.2", "--out", str(tmp_path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "run",
+            "--duration",
+            "14s",
+            "--users",
+            "6",
+            "--processes",
+            "2",
+            "--regions",
+            "uk",
+            *FAST,
+            "--mock-latency-scale",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_for_rows(tmp_path / "latest" / "requests.csv", 40), "no rows from the workers"
     master = [c for c in psutil.Process(proc.pid).children() if "locust" in " ".join(c.cmdline())]
     workers = master[0].children()

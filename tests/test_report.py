@@ -1,4 +1,5 @@
 """analysis.report / loadtest.commands.report: report.html, summary.csv, summary.md, exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,17 @@ def report(tmp_path_factory):
     base = tmp_path_factory.mktemp("report")
     regions = {"uk": (4.9, 0.35), "us": (5.3, 0.45), "eu": (5.0, 0.4), "self-serve": (5.5, 0.5)}
     make_run(base / "baseline", rows=30_000, regions=regions, variants=["control", "new-prompt"], seed=3)
-    make_run(base / "run", rows=30_000, regions={**regions, "us": (5.6, 0.45)}, variants=["control", "new-prompt"],
-             variant_factor={"new-prompt": 1.25}, seed=4, slo=SLOS, status="interrupted",
-             config={"users": 50, "api_key": "sk-live-SECRET1", "nested": {"X-TOKEN": "tok-SECRET2", "password": "pw-SECRET3",
-                                                                         "account": "acme-uk"}})
+    make_run(
+        base / "run",
+        rows=30_000,
+        regions={**regions, "us": (5.6, 0.45)},
+        variants=["control", "new-prompt"],
+        variant_factor={"new-prompt": 1.25},
+        seed=4,
+        slo=SLOS,
+        status="interrupted",
+        config={"users": 50, "api_key": "sk-live-SECRET1", "nested": {"X-TOKEN": "tok-SECRET2", "password": "pw-SECRET3", "account": "acme-uk"}},
+    )
     path = build_report(base / "run", baseline=base / "baseline")
     return base, path
 
@@ -59,9 +67,17 @@ def test_names_every_region_and_variant_and_sections(report):
     text = path.read_text(encoding="utf-8")
     for name in ("uk", "us", "eu", "self-serve", "control", "new-prompt"):
         assert re.search(rf">\s*(<span[^>]*></span>)?{re.escape(name)}\s*<", text), name
-    for heading in ("What this shows", "Service-level objectives", "Regions compared", "Variants compared",
-                    "Against the baseline", "Conversations", "Most frequent errors", "Configuration used",
-                    "How these numbers were computed"):
+    for heading in (
+        "What this shows",
+        "Service-level objectives",
+        "Regions compared",
+        "Variants compared",
+        "Against the baseline",
+        "Conversations",
+        "Most frequent errors",
+        "Configuration used",
+        "How these numbers were computed",
+    ):
         assert heading in text
     assert "FAIL" in text and "1 of 2 service-level objectives not met" in text
     assert "Interrupted run" in text
@@ -72,7 +88,7 @@ def test_names_every_region_and_variant_and_sections(report):
 def _baseline_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
     """The 'Against the baseline' table: (region, variant, endpoint) → its cells' text."""
     start = text.index('<h2 id="baseline">')
-    section = text[start:text.index("<h2", start + 1)]
+    section = text[start : text.index("<h2", start + 1)]
     rows = {}
     for tr in re.findall(r"<tr>(.*?)</tr>", section, re.S):
         cells = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
@@ -103,15 +119,21 @@ def test_secrets_are_redacted(report):
     for secret in ("SECRET1", "SECRET2", "SECRET3", "should-never-appear", "nor-this"):
         assert secret not in text
     assert "acme-uk" in text and "redacted" in text
-    assert redact({"Authorization": "Bearer x", "a": [{"client_secret": "y"}], "n": 1}) == \
-        {"Authorization": "••• (redacted)", "a": [{"client_secret": "••• (redacted)"}], "n": 1}
+    assert redact({"Authorization": "Bearer x", "a": [{"client_secret": "y"}], "n": 1}) == {
+        "Authorization": "••• (redacted)",
+        "a": [{"client_secret": "••• (redacted)"}],
+        "n": 1,
+    }
 
 
 def test_headline_sentence(report):
     _, path = report
     text = path.read_text(encoding="utf-8")
-    m = re.search(r"<li>(\w[\w-]*) was fastest by median: respond p50 [\d,.]+ ms.*?; ([\w-]+) had the highest "
-                  r"p95, [\d,.]+ ms, \+\d+% against uk \(a real difference: 95% CI \+[\d,.]+ ms to \+[\d,.]+ ms\)", text)
+    m = re.search(
+        r"<li>(\w[\w-]*) was fastest by median: respond p50 [\d,.]+ ms.*?; ([\w-]+) had the highest "
+        r"p95, [\d,.]+ ms, \+\d+% against uk \(a real difference: 95% CI \+[\d,.]+ ms to \+[\d,.]+ ms\)",
+        text,
+    )
     assert m and m.group(1) == "uk" and m.group(2) in ("us", "self-serve")
     assert "Variant new-prompt vs control: respond p95 +" in text
 
@@ -164,8 +186,16 @@ def test_format_summary_table(report):
 def test_report_size_bounded_with_200k_errors(tmp_path):
     """200k failures, each with a unique message: still a small report."""
     regions = {"uk": (4.9, 0.35), "us": (5.2, 0.45), "eu": (5.0, 0.4)}
-    make_run(tmp_path / "errs", rows=275_000, regions=regions, error_rate=0.97, unique_error_messages=True, seed=8,
-             error_rates={(r, "create"): 0.05 for r in regions}, stats_history=False)
+    make_run(
+        tmp_path / "errs",
+        rows=275_000,
+        regions=regions,
+        error_rate=0.97,
+        unique_error_messages=True,
+        seed=8,
+        error_rates={(r, "create"): 0.05 for r in regions},
+        stats_history=False,
+    )
     path = build_report(tmp_path / "errs")
     size = path.stat().st_size
     assert size <= 10 * 1024 * 1024

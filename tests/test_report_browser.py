@@ -3,6 +3,7 @@
 Saves full-page screenshots under tests/artifacts/ (git-ignored) for a human to look at.
 Skipped only when chromium or chromedriver is absent.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,8 +18,6 @@ from synthetic import make_run
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a browser per test: seconds each
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
 
 
 @pytest.fixture()

@@ -16,11 +16,28 @@ SCALE = 0.5  # 2x faster than the defaults: more samples in a short run
 def test_report_p50s_follow_what_the_mock_sampled(tmp_path):
     with MockServer(MockConfig(latency_scale=SCALE)) as mock:
         urls = ",".join(f"{r}={u}" for r, u in mock.base_urls.items())
-        proc = loadtest("run", "--duration", "12s", "--users", "24", "--spawn-rate", "50",
-                        "--think-time", "0.02-0.05", "--turns", "1", "--variants", "a", "--base-urls", urls,
-                        # connections kept: create then measures the service, not connecting
-                        "--connections", "per-user",
-                        "--out", str(tmp_path))
+        proc = loadtest(
+            "run",
+            "--duration",
+            "12s",
+            "--users",
+            "24",
+            "--spawn-rate",
+            "50",
+            "--think-time",
+            "0.02-0.05",
+            "--turns",
+            "1",
+            "--variants",
+            "a",
+            "--base-urls",
+            urls,
+            # connections kept: create then measures the service, not connecting
+            "--connections",
+            "per-user",
+            "--out",
+            str(tmp_path),
+        )
         sampled = {r: mock.stats(r)["service_ms"] for r in mock.base_urls}
     assert proc.returncode == 0, proc.stderr
     run_dir = (tmp_path / "latest").resolve()

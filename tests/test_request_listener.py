@@ -38,19 +38,44 @@ def recorder():
 
 def events():
     """Request events as Locust fires them: a success, a failure, a field that needs quoting."""
-    ok = {"region": "uk", "variant": "a", "endpoint": "respond", "conversation_id": "c1", "turn": 2,
-          "error_kind": "", "user": 7}
+    ok = {"region": "uk", "variant": "a", "endpoint": "respond", "conversation_id": "c1", "turn": 2, "error_kind": "", "user": 7}
     bad = dict(ok, error_kind="http", turn=3)
     quoted = dict(ok, endpoint="close", turn=4, conversation_id='odd,"id"')
     response = types.SimpleNamespace(status_code=200)
     return [
-        dict(request_type="POST", name="uk · a · respond", response_time=12.3456, response_length=80,
-             response=response, context=ok, exception=None, start_time=1000.5, url="http://x/respond"),
-        dict(request_type="POST", name="uk · a · respond", response_time=3.0, response_length=10,
-             response=types.SimpleNamespace(status_code=503), context=bad,
-             exception=RuntimeError("HTTP 503: busy"), start_time=1001.25, url="http://x/respond"),
-        dict(request_type="PUT", name="uk · a · close", response_time=1.5, response_length=16,
-             response=response, context=quoted, exception=None, start_time=1002.0, url="http://x/close"),
+        dict(
+            request_type="POST",
+            name="uk · a · respond",
+            response_time=12.3456,
+            response_length=80,
+            response=response,
+            context=ok,
+            exception=None,
+            start_time=1000.5,
+            url="http://x/respond",
+        ),
+        dict(
+            request_type="POST",
+            name="uk · a · respond",
+            response_time=3.0,
+            response_length=10,
+            response=types.SimpleNamespace(status_code=503),
+            context=bad,
+            exception=RuntimeError("HTTP 503: busy"),
+            start_time=1001.25,
+            url="http://x/respond",
+        ),
+        dict(
+            request_type="PUT",
+            name="uk · a · close",
+            response_time=1.5,
+            response_length=16,
+            response=response,
+            context=quoted,
+            exception=None,
+            start_time=1002.0,
+            url="http://x/close",
+        ),
     ]
 
 

@@ -33,10 +33,28 @@ def secret_env():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
-    proc = loadtest("run", "--duration", "8s", "--users", "8", "--spawn-rate", "8",
-                    "--think-time", "0.05-0.2", "--turns", "2-4", "--regions", ",".join(REGIONS),
-                    "--variants", ",".join(VARIANTS), "--mock-latency-scale", "0.3",
-                    "--out", str(out), env=secret_env())
+    proc = loadtest(
+        "run",
+        "--duration",
+        "8s",
+        "--users",
+        "8",
+        "--spawn-rate",
+        "8",
+        "--think-time",
+        "0.05-0.2",
+        "--turns",
+        "2-4",
+        "--regions",
+        ",".join(REGIONS),
+        "--variants",
+        ",".join(VARIANTS),
+        "--mock-latency-scale",
+        "0.3",
+        "--out",
+        str(out),
+        env=secret_env(),
+    )
     run_dir = (out / "latest").resolve()
     return proc, run_dir
 
@@ -44,9 +62,17 @@ def run(tmp_path_factory):
 def test_run_succeeds_and_writes_every_file(run):
     proc, run_dir = run
     assert proc.returncode == 0, proc.stderr
-    for name in ("requests.csv", "conversations.csv", "run.json", "locust_stats.csv",
-                 "locust_stats_history.csv", "locust_failures.csv", "report.html",
-                 "summary.csv", "summary.md"):
+    for name in (
+        "requests.csv",
+        "conversations.csv",
+        "run.json",
+        "locust_stats.csv",
+        "locust_stats_history.csv",
+        "locust_failures.csv",
+        "report.html",
+        "summary.csv",
+        "summary.md",
+    ):
         assert (run_dir / name).is_file(), name
     assert f"Report: {run_dir / 'report.html'}" in proc.stdout
 
@@ -65,7 +91,7 @@ def test_printed_table_matches_requests_csv(run):
     lines = proc.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["region", "endpoint", "requests"])
     printed = {}
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         cells = [c for c in line.split("  ") if c.strip()]
         if len(cells) != 7:
             break
@@ -170,9 +196,28 @@ def test_secrets_appear_nowhere(run):
 
 def test_sigterm_mid_run_keeps_rows_and_still_reports(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadtest", "run", "--duration", "60s", "--users", "6",
-         "--think-time", "0.05-0.1", "--regions", "uk,eu", "--mock-latency-scale", "0.2",
-         "--out", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "loadtest",
+            "run",
+            "--duration",
+            "60s",
+            "--users",
+            "6",
+            "--think-time",
+            "0.05-0.1",
+            "--regions",
+            "uk,eu",
+            "--mock-latency-scale",
+            "0.2",
+            "--out",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert wait_for_rows(tmp_path / "latest" / "requests.csv", 20), "the run never wrote rows"
     run_dir = (tmp_path / "latest").resolve()
     proc.send_signal(signal.SIGTERM)

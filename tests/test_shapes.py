@@ -1,10 +1,10 @@
 """Load shapes: users over a faked run time, None at the end, spec parsing and its errors."""
+
 import numpy as np
 import pytest
 from locust import LoadTestShape
 
-from loadtest.inlocust.shapes import (RampShape, SoakShape, SpikeShape, StepsShape, parse_duration,
-                             shape_class_from_spec, shape_from_spec, use_shape)
+from loadtest.inlocust.shapes import RampShape, SoakShape, SpikeShape, StepsShape, parse_duration, shape_class_from_spec, shape_from_spec, use_shape
 
 
 def ticks(shape, times, monkeypatch):
@@ -16,10 +16,20 @@ def ticks(shape, times, monkeypatch):
     return out
 
 
-@pytest.mark.parametrize("text,seconds", [
-    ("30s", 30), ("2m", 120), ("1h", 3600), ("90", 90), ("1.5", 1.5), ("1h30m", 5400),
-    ("250ms", 0.25), ("1.5m", 90), (45, 45),
-])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("30s", 30),
+        ("2m", 120),
+        ("1h", 3600),
+        ("90", 90),
+        ("1.5", 1.5),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+        ("1.5m", 90),
+        (45, 45),
+    ],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
 
@@ -35,16 +45,14 @@ def test_ramp_users_over_time(monkeypatch):
     assert isinstance(shape, RampShape) and isinstance(shape, LoadTestShape)
     assert shape.total_s == 150
     rate = 50 / 30
-    assert ticks(shape, [0, 10, 29.9, 30, 149.9, 150, 500], monkeypatch) == [
-        (50, rate), (50, rate), (50, rate), (50, rate), (50, rate), None, None]
+    assert ticks(shape, [0, 10, 29.9, 30, 149.9, 150, 500], monkeypatch) == [(50, rate), (50, rate), (50, rate), (50, rate), (50, rate), None, None]
     assert [shape.users_at(t) for t in (0, 15, 30, 100, 150)] == [0, 25, 50, 50, None]
 
 
 def test_ramp_down(monkeypatch):
     shape = shape_from_spec("ramp:users=40,ramp=20s,hold=1m,down=10s")
     assert shape.total_s == 90
-    assert ticks(shape, [5, 79.9, 80, 85, 90], monkeypatch) == [
-        (40, 2.0), (40, 2.0), (0, 4.0), (0, 4.0), None]
+    assert ticks(shape, [5, 79.9, 80, 85, 90], monkeypatch) == [(40, 2.0), (40, 2.0), (0, 4.0), (0, 4.0), None]
     assert shape.users_at(85) == 20
 
 
@@ -59,8 +67,7 @@ def test_steps_users_over_time(monkeypatch):
     assert isinstance(shape, StepsShape)
     # 9 steps from 10 to 100, then max is held for one more step.
     assert shape.total_s == 300
-    users = [None if r is None else r[0] for r in
-             ticks(shape, [0, 29.9, 30, 60, 119, 240, 270, 299.9, 300], monkeypatch)]
+    users = [None if r is None else r[0] for r in ticks(shape, [0, 29.9, 30, 60, 119, 240, 270, 299.9, 300], monkeypatch)]
     assert users == [10, 10, 20, 30, 40, 90, 100, 100, None]
 
 
@@ -74,8 +81,7 @@ def test_steps_caps_at_max_and_duration(monkeypatch):
 def test_spike_users_over_time(monkeypatch):
     shape = shape_from_spec("spike:base=10,peak=100,at=60s,for=30s,duration=3m")
     assert isinstance(shape, SpikeShape)
-    users = [None if r is None else r[0] for r in
-             ticks(shape, [0, 59.9, 60, 89.9, 90, 179.9, 180], monkeypatch)]
+    users = [None if r is None else r[0] for r in ticks(shape, [0, 59.9, 60, 89.9, 90, 179.9, 180], monkeypatch)]
     assert users == [10, 10, 100, 100, 10, 10, None]
     # The spike is sharp by default: the jump takes about a second.
     assert shape.tick() is None
@@ -87,8 +93,7 @@ def test_soak(monkeypatch):
     shape = shape_from_spec("soak:users=50,ramp=1m,duration=1h")
     assert isinstance(shape, SoakShape)
     assert shape.total_s == 3600
-    assert ticks(shape, [0, 30, 60, 3599, 3600], monkeypatch) == [
-        (50, 50 / 60), (50, 50 / 60), (50, 50 / 60), (50, 50 / 60), None]
+    assert ticks(shape, [0, 30, 60, 3599, 3600], monkeypatch) == [(50, 50 / 60), (50, 50 / 60), (50, 50 / 60), (50, 50 / 60), None]
     assert shape.users_at(30) == 25
 
 
@@ -98,20 +103,23 @@ def test_real_clock_starts_at_zero():
     assert shape.tick() == (5, 0.5)
 
 
-@pytest.mark.parametrize("spec,fragments", [
-    ("wave:users=10", ["unknown shape 'wave'", "ramp, steps, spike, soak"]),
-    ("ramp:users=10,hold=1m,speed=3", ["unknown parameter 'speed'", "users, ramp, hold, down, rate"]),
-    ("ramp:hold=1m", ["needs users="]),
-    ("ramp:users=ten,hold=1m", ["users='ten'", "whole number"]),
-    ("ramp:users=10,hold=soon", ["hold='soon'", "duration"]),
-    ("ramp:users=10", ["lasts 0 seconds"]),
-    ("ramp:users=10,hold", ["'hold' is not key=value"]),
-    ("steps:start=10,step=10,every=30s", ["needs max="]),
-    ("steps:start=200,step=10,every=30s,max=100", ["above max"]),
-    ("spike:base=10,peak=100,at=2m,for=2m,duration=3m", ["past duration"]),
-    ("soak:users=5,ramp=2m,duration=1m", ["longer than ramp"]),
-    ("ramp:users=5,hold=1m,rate=0", ["rate='0'"]),
-])
+@pytest.mark.parametrize(
+    "spec,fragments",
+    [
+        ("wave:users=10", ["unknown shape 'wave'", "ramp, steps, spike, soak"]),
+        ("ramp:users=10,hold=1m,speed=3", ["unknown parameter 'speed'", "users, ramp, hold, down, rate"]),
+        ("ramp:hold=1m", ["needs users="]),
+        ("ramp:users=ten,hold=1m", ["users='ten'", "whole number"]),
+        ("ramp:users=10,hold=soon", ["hold='soon'", "duration"]),
+        ("ramp:users=10", ["lasts 0 seconds"]),
+        ("ramp:users=10,hold", ["'hold' is not key=value"]),
+        ("steps:start=10,step=10,every=30s", ["needs max="]),
+        ("steps:start=200,step=10,every=30s,max=100", ["above max"]),
+        ("spike:base=10,peak=100,at=2m,for=2m,duration=3m", ["past duration"]),
+        ("soak:users=5,ramp=2m,duration=1m", ["longer than ramp"]),
+        ("ramp:users=5,hold=1m,rate=0", ["rate='0'"]),
+    ],
+)
 def test_bad_specs(spec, fragments):
     with pytest.raises(ValueError) as e:
         shape_from_spec(spec)
@@ -120,8 +128,12 @@ def test_bad_specs(spec, fragments):
 
 
 def test_spec_round_trip():
-    for spec in ("ramp:users=50,ramp=30s,hold=2m", "steps:start=10,step=10,every=30s,max=100",
-                 "spike:base=10,peak=100,at=1m,for=30s,duration=3m", "soak:users=50,ramp=1m,duration=1h"):
+    for spec in (
+        "ramp:users=50,ramp=30s,hold=2m",
+        "steps:start=10,step=10,every=30s,max=100",
+        "spike:base=10,peak=100,at=1m,for=30s,duration=3m",
+        "soak:users=50,ramp=1m,duration=1h",
+    ):
         assert shape_from_spec(spec).spec == spec
         assert shape_from_spec(shape_from_spec(spec).spec).spec == spec
 
@@ -170,8 +182,7 @@ def test_arrival_staircase_offers_each_level_for_its_time_and_logs_the_boundarie
     gevent.sleep(1.4)
     arrivals.close()
     logged = [r.getMessage() for r in caplog.records]
-    levels = [(float(a), float(b)) for m in logged
-              for a, b in re.findall(r"arrival rate ([\d.]+) conversations/s from ([\d.]+)", m)]
+    levels = [(float(a), float(b)) for m in logged for a, b in re.findall(r"arrival rate ([\d.]+) conversations/s from ([\d.]+)", m)]
     assert [rate for rate, _ in levels] == [20.0, 40.0]
     start = levels[0][1]
     assert levels[1][1] == pytest.approx(start + 0.5)
@@ -213,6 +224,5 @@ def test_open_model_staircase_settings_are_checked():
         config.resolve(flags={"arrival_rate": "6", "arrival_steps": "step=1,every=10s,max=5"}, environ={})
     with pytest.raises(ValueError, match="step=RATE,every=DURATION,max=RATE"):
         config.resolve(flags={"arrival_rate": "1", "arrival_steps": "step=1,max=5"}, environ={})
-    scenario = config.resolve(flags={"arrival_rate": "1", "arrival_steps": "step=0.5,every=1m,max=3"},
-                              environ={})
+    scenario = config.resolve(flags={"arrival_rate": "1", "arrival_steps": "step=0.5,every=1m,max=3"}, environ={})
     assert scenario.arrival_steps == {"step": 0.5, "every": 60.0, "max": 3.0}

@@ -1,4 +1,5 @@
 """SLOs: grammar, evaluation on DataFrames with known values, and the verdict writers."""
+
 import json
 import xml.etree.ElementTree as ET
 
@@ -7,36 +8,39 @@ import pandas as pd
 import pytest
 
 from analysis.records import CONVERSATION_COLUMNS, REQUEST_COLUMNS
-from loadtest.slo import (GRAMMAR, SLO, SLOError, evaluate, exit_code, junit_xml, markdown,
-                          parse_slo, parse_slos, write_reports)
+from loadtest.slo import GRAMMAR, SLO, SLOError, evaluate, exit_code, junit_xml, markdown, parse_slo, parse_slos, write_reports
 
 T0 = 1_700_000_000.0
 
 
 # --------------------------------------------------------------------------- parsing
 
-@pytest.mark.parametrize("expr,scope,metric,op,threshold,unit", [
-    ("respond.p95 < 800ms", (None, None, "respond"), "p95", "<", 800, "ms"),
-    ("uk.create.p99 < 1.5s", ("uk", None, "create"), "p99", "<", 1500, "ms"),
-    ("error_rate < 1%", (None, None, None), "error_rate", "<", 0.01, "fraction"),
-    ("conversation.duration.p95 < 20s", (None, None, None), "conversation.duration.p95", "<", 20, "s"),
-    ("uk.a.respond.p99<=2s", ("uk", "a", "respond"), "p99", "<=", 2000, "ms"),
-    ("b.error_rate < 0.5%", (None, "b", None), "error_rate", "<", 0.005, "fraction"),
-    ("rps > 10", (None, None, None), "rps", ">", 10, "req/s"),
-    ("self-serve.p99.9 < 3s", ("self-serve", None, None), "p99.9", "<", 3000, "ms"),
-    ("respond.uk.p50 >= 1m", ("uk", None, "respond"), "p50", ">=", 60_000, "ms"),
-    ("mean < 250", (None, None, None), "mean", "<", 250, "ms"),
-    ("close.max == 1e3ms", (None, None, "close"), "max", "==", 1000, "ms"),
-    ("error_rate <= 0.02", (None, None, None), "error_rate", "<=", 0.02, "fraction"),
-    ("count >= 100", (None, None, None), "count", ">=", 100, "count"),
-    ("p97.5 < 900ms", (None, None, None), "p97.5", "<", 900, "ms"),
-    ("conversation.duration.mean < 1500ms", (None, None, None), "conversation.duration.mean", "<", 1.5, "s"),
-    ("conversation.duration.p99 < 2m", (None, None, None), "conversation.duration.p99", "<", 120, "s"),
-    ("conversation.turns.mean > 3", (None, None, None), "conversation.turns.mean", ">", 3, "turns"),
-    ("uk.conversation.success_rate >= 99%", ("uk", None, None), "conversation.success_rate", ">=", 0.99, "fraction"),
-    ("conversation.error_rate < 2%", (None, None, None), "conversation.error_rate", "<", 0.02, "fraction"),
-    ("conversation.orphaned == 0", (None, None, None), "conversation.orphaned", "==", 0, "count"),
-])
+
+@pytest.mark.parametrize(
+    "expr,scope,metric,op,threshold,unit",
+    [
+        ("respond.p95 < 800ms", (None, None, "respond"), "p95", "<", 800, "ms"),
+        ("uk.create.p99 < 1.5s", ("uk", None, "create"), "p99", "<", 1500, "ms"),
+        ("error_rate < 1%", (None, None, None), "error_rate", "<", 0.01, "fraction"),
+        ("conversation.duration.p95 < 20s", (None, None, None), "conversation.duration.p95", "<", 20, "s"),
+        ("uk.a.respond.p99<=2s", ("uk", "a", "respond"), "p99", "<=", 2000, "ms"),
+        ("b.error_rate < 0.5%", (None, "b", None), "error_rate", "<", 0.005, "fraction"),
+        ("rps > 10", (None, None, None), "rps", ">", 10, "req/s"),
+        ("self-serve.p99.9 < 3s", ("self-serve", None, None), "p99.9", "<", 3000, "ms"),
+        ("respond.uk.p50 >= 1m", ("uk", None, "respond"), "p50", ">=", 60_000, "ms"),
+        ("mean < 250", (None, None, None), "mean", "<", 250, "ms"),
+        ("close.max == 1e3ms", (None, None, "close"), "max", "==", 1000, "ms"),
+        ("error_rate <= 0.02", (None, None, None), "error_rate", "<=", 0.02, "fraction"),
+        ("count >= 100", (None, None, None), "count", ">=", 100, "count"),
+        ("p97.5 < 900ms", (None, None, None), "p97.5", "<", 900, "ms"),
+        ("conversation.duration.mean < 1500ms", (None, None, None), "conversation.duration.mean", "<", 1.5, "s"),
+        ("conversation.duration.p99 < 2m", (None, None, None), "conversation.duration.p99", "<", 120, "s"),
+        ("conversation.turns.mean > 3", (None, None, None), "conversation.turns.mean", ">", 3, "turns"),
+        ("uk.conversation.success_rate >= 99%", ("uk", None, None), "conversation.success_rate", ">=", 0.99, "fraction"),
+        ("conversation.error_rate < 2%", (None, None, None), "conversation.error_rate", "<", 0.02, "fraction"),
+        ("conversation.orphaned == 0", (None, None, None), "conversation.orphaned", "==", 0, "count"),
+    ],
+)
 def test_parse_valid(expr, scope, metric, op, threshold, unit):
     slo = parse_slo(expr)
     assert (slo.region, slo.variant, slo.endpoint) == scope
@@ -50,29 +54,31 @@ def test_scope_text_is_normalised():
     assert parse_slo("error_rate < 1%").scope == "all"
 
 
-@pytest.mark.parametrize("expr,fragments", [
-    ("respond.p95 < fast", ["value 'fast' is not a number with a unit (ms, s, %)"]),
-    ("respond.p95 <", ["is not a number with a unit"]),
-    ("respond.latency < 800ms", ["unknown metric 'latency'", "p95", "error_rate", "rps"]),
-    ("respond.p95 < 5%", ["p95 is a latency", "not a percentage"]),
-    ("conversation.duration.p95 < 5%", ["duration", "not a percentage"]),
-    ("error_rate < 200ms", ["error_rate is a rate", "'ms'"]),
-    ("error_rate < 5", ["not a fraction 0..1", "5%"]),
-    ("rps > 10s", ["rps", "drop the unit 's'"]),
-    ("respond.p95 800ms", ["no comparison operator"]),
-    ("respond.p95 = 800ms", ["operator '='", "=="]),
-    ("respond.p95 != 800ms", ["operator '!='"]),
-    ("uk.us.p95 < 1s", ["two regions", "'uk'", "'us'"]),
-    ("create.respond.p95 < 1s", ["two endpoints"]),
-    ("uk.respond < 1s", ["'respond' is a scope, not a metric"]),
-    ("conversation.length.p95 < 1s", ["unknown conversation metric 'conversation.length.p95'",
-                                      "conversation.duration"]),
-    ("respond.conversation.duration.p95 < 1s", ["endpoint 'respond' cannot scope a conversation"]),
-    ("p101 < 1s", ["unknown metric 'p101'"]),
-    ("uk..p95 < 1s", ["empty name"]),
-    ("bad!name.p95 < 1s", ["operator"]),
-    ("", ["empty expression"]),
-])
+@pytest.mark.parametrize(
+    "expr,fragments",
+    [
+        ("respond.p95 < fast", ["value 'fast' is not a number with a unit (ms, s, %)"]),
+        ("respond.p95 <", ["is not a number with a unit"]),
+        ("respond.latency < 800ms", ["unknown metric 'latency'", "p95", "error_rate", "rps"]),
+        ("respond.p95 < 5%", ["p95 is a latency", "not a percentage"]),
+        ("conversation.duration.p95 < 5%", ["duration", "not a percentage"]),
+        ("error_rate < 200ms", ["error_rate is a rate", "'ms'"]),
+        ("error_rate < 5", ["not a fraction 0..1", "5%"]),
+        ("rps > 10s", ["rps", "drop the unit 's'"]),
+        ("respond.p95 800ms", ["no comparison operator"]),
+        ("respond.p95 = 800ms", ["operator '='", "=="]),
+        ("respond.p95 != 800ms", ["operator '!='"]),
+        ("uk.us.p95 < 1s", ["two regions", "'uk'", "'us'"]),
+        ("create.respond.p95 < 1s", ["two endpoints"]),
+        ("uk.respond < 1s", ["'respond' is a scope, not a metric"]),
+        ("conversation.length.p95 < 1s", ["unknown conversation metric 'conversation.length.p95'", "conversation.duration"]),
+        ("respond.conversation.duration.p95 < 1s", ["endpoint 'respond' cannot scope a conversation"]),
+        ("p101 < 1s", ["unknown metric 'p101'"]),
+        ("uk..p95 < 1s", ["empty name"]),
+        ("bad!name.p95 < 1s", ["operator"]),
+        ("", ["empty expression"]),
+    ],
+)
 def test_parse_invalid(expr, fragments):
     with pytest.raises(SLOError) as e:
         parse_slo(expr)
@@ -100,6 +106,7 @@ def test_parse_slos_string_and_list():
 
 # --------------------------------------------------------------------------- evaluation
 
+
 def _requests(rows):
     df = pd.DataFrame(rows)
     for col in REQUEST_COLUMNS:
@@ -122,26 +129,35 @@ def run():
                 t = T0 + i * 2.0 + (0.5 if region == "us" else 0)
                 for turn, endpoint in enumerate(("create", "respond", "respond", "close")):
                     failed = region == "uk" and endpoint == "respond" and i % 5 == 0 and turn == 1
-                    rows.append({
-                        "timestamp": t + turn * 0.2, "region": region, "variant": variant,
-                        "endpoint": endpoint, "name": f"{region} · {variant} · {endpoint}",
-                        "response_time_ms": float(rng.gamma(4.0, scale / 4.0)),
-                        "status": 500 if failed else 200, "ok": 0 if failed else 1,
-                        "error_kind": "http" if failed else "", "conversation_id": cid,
-                        "turn": turn,
-                    })
+                    rows.append(
+                        {
+                            "timestamp": t + turn * 0.2,
+                            "region": region,
+                            "variant": variant,
+                            "endpoint": endpoint,
+                            "name": f"{region} · {variant} · {endpoint}",
+                            "response_time_ms": float(rng.gamma(4.0, scale / 4.0)),
+                            "status": 500 if failed else 200,
+                            "ok": 0 if failed else 1,
+                            "error_kind": "http" if failed else "",
+                            "conversation_id": cid,
+                            "turn": turn,
+                        }
+                    )
     requests = _requests(rows)
-    conversations = pd.DataFrame({
-        "conversation_id": [f"c{i}" for i in range(1, conv + 1)],
-        "region": ["uk"] * 100 + ["us"] * 100,
-        "variant": (["a"] * 50 + ["b"] * 50) * 2,
-        "started": [T0 + (i % 50) * 2.0 for i in range(conv)],
-        "ended": [T0 + (i % 50) * 2.0 + 5 for i in range(conv)],
-        "duration_s": np.linspace(1.0, 20.0, conv),
-        "turns": [2] * conv,
-        "ended_by": ["end_conversation"] * conv,
-        "ok": [0 if i < 10 else 1 for i in range(conv)],
-    })[list(CONVERSATION_COLUMNS)]
+    conversations = pd.DataFrame(
+        {
+            "conversation_id": [f"c{i}" for i in range(1, conv + 1)],
+            "region": ["uk"] * 100 + ["us"] * 100,
+            "variant": (["a"] * 50 + ["b"] * 50) * 2,
+            "started": [T0 + (i % 50) * 2.0 for i in range(conv)],
+            "ended": [T0 + (i % 50) * 2.0 + 5 for i in range(conv)],
+            "duration_s": np.linspace(1.0, 20.0, conv),
+            "turns": [2] * conv,
+            "ended_by": ["end_conversation"] * conv,
+            "ok": [0 if i < 10 else 1 for i in range(conv)],
+        }
+    )[list(CONVERSATION_COLUMNS)]
     return requests, conversations
 
 
@@ -219,8 +235,7 @@ def test_orphaned_conversations(run):
 
 
 def test_no_data_fails_and_says_so(run):
-    results = evaluate(["eu.respond.p95 < 1s", "zz.error_rate < 1%", "eu.conversation.duration.p95 < 1s",
-                        "eu.rps > 0"], *run)
+    results = evaluate(["eu.respond.p95 < 1s", "zz.error_rate < 1%", "eu.conversation.duration.p95 < 1s", "eu.rps > 0"], *run)
     for r in results:
         assert r["passed"] is False and r["observed"] is None
         assert r["detail"].startswith("no data")
@@ -250,8 +265,7 @@ def test_warmup_drops_early_requests(run):
     assert r["observed"] == len(after)
     ok = after[(after.endpoint == "respond") & (after.ok == 1)].response_time_ms
     assert _one("respond.p95 < 1m", run, warmup_s=50)["observed"] == pytest.approx(np.percentile(ok, 95))
-    assert _one("conversation.count > 0", run, warmup_s=50)["observed"] == int(
-        (conversations.started >= T0 + 50).sum())
+    assert _one("conversation.count > 0", run, warmup_s=50)["observed"] == int((conversations.started >= T0 + 50).sum())
 
 
 def test_string_columns_as_read_from_csv(run, tmp_path):
@@ -344,18 +358,17 @@ def test_step_summary_appended(results, tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- run folders
 
+
 def test_evaluate_run_and_verdict(tmp_path, monkeypatch):
     from synthetic import make_run
 
     from loadtest.slo import evaluate_run, verdict
 
     monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    truth = make_run(tmp_path / "run", rows=3000, variants=("a", "b"), orphans=3, workers=2,
-                     stats_history=False)
+    truth = make_run(tmp_path / "run", rows=3000, variants=("a", "b"), orphans=3, workers=2, stats_history=False)
     raw = pd.concat([pd.read_csv(f, keep_default_na=False) for f in sorted(truth.path.glob("requests*.csv"))])
     sel = raw[(raw.region == "uk") & (raw.variant == "a") & (raw.endpoint == "respond") & (raw.ok == 1)]
-    results = evaluate_run(truth.path, ["uk.a.respond.p95 < 1m", "conversation.orphaned == 0",
-                                        "rps > 0", "count > 0"])
+    results = evaluate_run(truth.path, ["uk.a.respond.p95 < 1m", "conversation.orphaned == 0", "rps > 0", "count > 0"])
     p95, orphaned, rps, count = results
     assert p95["observed"] == pytest.approx(float(np.percentile(sel.response_time_ms, 95)))
     assert orphaned["observed"] == truth.orphans and orphaned["passed"] is False
@@ -378,15 +391,22 @@ def test_evaluate_run_and_verdict(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- live abort
 
+
 def _abort_rows(start: float, n: int, fail_every: int, latency_ms: float = 50.0):
     """n requests, one every 0.1 s from `start`, every `fail_every`-th failing (0: none)."""
-    return pd.DataFrame({
-        "timestamp": [start + 0.1 * i for i in range(n)],
-        "region": ["uk"] * n, "variant": ["a"] * n, "endpoint": ["respond"] * n,
-        "response_time_ms": [latency_ms] * n, "status": [200] * n,
-        "ok": [0 if fail_every and i % fail_every == 0 else 1 for i in range(n)],
-        "error_kind": [""] * n, "conversation_id": [f"c{i}" for i in range(n)],
-    })
+    return pd.DataFrame(
+        {
+            "timestamp": [start + 0.1 * i for i in range(n)],
+            "region": ["uk"] * n,
+            "variant": ["a"] * n,
+            "endpoint": ["respond"] * n,
+            "response_time_ms": [latency_ms] * n,
+            "status": [200] * n,
+            "ok": [0 if fail_every and i % fail_every == 0 else 1 for i in range(n)],
+            "error_kind": [""] * n,
+            "conversation_id": [f"c{i}" for i in range(n)],
+        }
+    )
 
 
 def test_abort_markers_parse_from_expressions_and_scenario_tables():
@@ -399,8 +419,7 @@ def test_abort_markers_parse_from_expressions_and_scenario_tables():
         parse_slo("count > 10 abort-on-fail")
     with pytest.raises(SLOError, match="not a duration"):
         parse_slo("error_rate < 1% abort-on-fail=soon")
-    scenario = config.resolve({"slos": [{"expr": "error_rate < 1%", "abort_on_fail": True, "abort_grace": "10s"},
-                                        "respond.p95 < 2s", "count > 1"]}, environ={})
+    scenario = config.resolve({"slos": [{"expr": "error_rate < 1%", "abort_on_fail": True, "abort_grace": "10s"}, "respond.p95 < 2s", "count > 1"]}, environ={})
     assert [(s.expr, s.abort_grace_s) for s in abort.abortable(scenario)] == [("error_rate < 1%", 10.0)]
     everything = config.resolve({"slos": ["respond.p95 < 2s", "count > 1"]}, {"abort_on_fail": "true"}, environ={})
     assert [s.expr for s in abort.abortable(everything)] == ["respond.p95 < 2s"]  # never a total
@@ -433,8 +452,7 @@ def test_watcher_waits_for_the_grace_then_stops_the_run(tmp_path):
     rows = _abort_rows(start, 20, 2, latency_ms=1.0)  # half fail, already written
     rows.reindex(columns=list(records.REQUEST_COLUMNS)).to_csv(tmp_path / records.REQUESTS_CSV, index=False)
     stopped = []
-    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=3.0, window_s=30.0,
-                            stop=lambda: stopped.append(time.time()), interval_s=0.2)
+    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=3.0, window_s=30.0, stop=lambda: stopped.append(time.time()), interval_s=0.2)
     watcher.start()
     deadline = time.monotonic() + 30
     while not stopped and time.monotonic() < deadline:
@@ -469,8 +487,7 @@ def test_watcher_survives_a_verdict_that_fails_once(tmp_path, monkeypatch, capsy
 
     monkeypatch.setattr(runtail.RunTail, "read", flaky_read)
     stopped = []
-    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=1.0, window_s=30.0,
-                            stop=lambda: stopped.append(time.time()), interval_s=0.2)
+    watcher = abort.Watcher(tmp_path, parse_slos(["error_rate < 1%"]), grace_s=1.0, window_s=30.0, stop=lambda: stopped.append(time.time()), interval_s=0.2)
     watcher.start()
     deadline = time.monotonic() + 30
     while not stopped and time.monotonic() < deadline:

@@ -18,21 +18,43 @@ from runs import FAST, loadtest
 from synthetic import make_run
 
 # Everything in a run folder that the analysis reads.
-CONTRACT_FILES = {records.REQUESTS_CSV, records.CONVERSATIONS_CSV, records.ARRIVALS_CSV, records.CONNECTIONS_CSV,
-                  records.RUN_JSON, f"{records.LOCUST_CSV_PREFIX}_stats_history.csv"}
+CONTRACT_FILES = {
+    records.REQUESTS_CSV,
+    records.CONVERSATIONS_CSV,
+    records.ARRIVALS_CSV,
+    records.CONNECTIONS_CSV,
+    records.RUN_JSON,
+    f"{records.LOCUST_CSV_PREFIX}_stats_history.csv",
+}
 CONVERSATION_ID = re.compile(r"(uk|eu)-[0-9a-f]{24}")
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     base = tmp_path_factory.mktemp("contract")
-    r = loadtest("run", "--users", "6", "--duration", "3s", "--regions", "uk,eu", "--variants", "a,b", *FAST,
-                 "--processes", "2", "--arrival-rate", "4", "--mock-tls", "--out", str(base / "real"))
+    r = loadtest(
+        "run",
+        "--users",
+        "6",
+        "--duration",
+        "3s",
+        "--regions",
+        "uk,eu",
+        "--variants",
+        "a,b",
+        *FAST,
+        "--processes",
+        "2",
+        "--arrival-rate",
+        "4",
+        "--mock-tls",
+        "--out",
+        str(base / "real"),
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     real = (base / "real" / "latest").resolve()
     synthetic = base / "synthetic"
-    make_run(synthetic, rows=3000, regions={"uk": (4.9, 0.3), "eu": (5.0, 0.3)}, variants=["a", "b"], workers=2,
-             open_model=True, tls=True, duration_s=30.0)
+    make_run(synthetic, rows=3000, regions={"uk": (4.9, 0.3), "eu": (5.0, 0.3)}, variants=["a", "b"], workers=2, open_model=True, tls=True, duration_s=30.0)
     return real, synthetic
 
 

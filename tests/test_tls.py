@@ -36,9 +36,25 @@ def requests_by_endpoint(mock) -> dict:
 
 
 def short_run(out, url, *extra, users=3, duration="5s"):
-    return loadtest("run", "--regions", "uk", "--base-urls", f"uk={url}", "--variants", "a",
-                    "--users", str(users), "--duration", duration, "--turns", "1-2",
-                    "--out", str(out), *FAST, *extra)
+    return loadtest(
+        "run",
+        "--regions",
+        "uk",
+        "--base-urls",
+        f"uk={url}",
+        "--variants",
+        "a",
+        "--users",
+        str(users),
+        "--duration",
+        duration,
+        "--turns",
+        "1-2",
+        "--out",
+        str(out),
+        *FAST,
+        *extra,
+    )
 
 
 def only_run_dir(out):
@@ -51,8 +67,7 @@ def test_mock_serves_https_with_its_throwaway_ca(tls_mock):
     mock, url, ca = tls_mock
     assert url.startswith("https://127.0.0.1:")
     verified = ssl.create_default_context(cafile=ca)
-    reply = httpx.post(url + api.path("create"), json={}, verify=verified,
-                       headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
+    reply = httpx.post(url + api.path("create"), json={}, verify=verified, headers=api.headers(api.DUMMY_API_KEY, api.DUMMY_TOKEN))
     assert reply.status_code == 200 and reply.json()["conversation_id"].startswith("uk-")
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
         httpx.post(url + api.path("create"), json={})  # the system store does not know this CA
@@ -68,8 +83,7 @@ def test_run_without_the_bundle_fails_every_request_and_sends_no_credentials(tls
     assert rows, "no rows recorded"
     assert {r["error_kind"] for r in rows} == {"connection"}
     assert {r["ok"] for r in rows} == {"0"}
-    assert all(r["error"].startswith("certificate verify failed") and "--ca-bundle" in r["error"]
-               for r in rows)
+    assert all(r["error"].startswith("certificate verify failed") and "--ca-bundle" in r["error"] for r in rows)
     # The handshake failed before any request: the mock never saw one, so no credentials left.
     assert requests_by_endpoint(mock) == before
 
@@ -109,7 +123,7 @@ def test_per_user_keeps_one_connection_per_user(tls_mock, tmp_path):
     conversations = read_csv(run_dir / "conversations.csv")
     new_connections = mock.stats("uk")["connections"] - opened
     assert len(conversations) >= 2 * 3  # several conversations per user…
-    assert new_connections == 3          # …on one connection each
+    assert new_connections == 3  # …on one connection each
     assert len(read_csv(run_dir / "connections.csv")) == 3
 
 
@@ -139,8 +153,7 @@ def test_check_over_tls_passes_with_the_bundle_and_explains_without(tls_mock):
 
 @pytest.mark.slow
 def test_run_with_mock_tls_hands_the_ca_to_the_users(tmp_path):
-    proc = loadtest("run", "--mock-tls", "--regions", "uk,eu", "--users", "4", "--duration", "4s",
-                    "--turns", "1-2", "--out", str(tmp_path), *FAST)
+    proc = loadtest("run", "--mock-tls", "--regions", "uk,eu", "--users", "4", "--duration", "4s", "--turns", "1-2", "--out", str(tmp_path), *FAST)
     assert proc.returncode == 0, proc.stderr
     run_dir = only_run_dir(tmp_path)
     meta = run_json(run_dir)
@@ -154,8 +167,7 @@ def test_run_with_mock_tls_hands_the_ca_to_the_users(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bundle, problem", [("missing.pem", "does not exist"),
-                                              ("empty.pem", "no usable PEM certificate")])
+@pytest.mark.parametrize("bundle, problem", [("missing.pem", "does not exist"), ("empty.pem", "no usable PEM certificate")])
 def test_a_bad_ca_bundle_is_a_usage_error(tmp_path, bundle, problem):
     (tmp_path / "empty.pem").write_text("not a certificate\n")
     proc = loadtest("run", "--ca-bundle", str(tmp_path / bundle), "--out", str(tmp_path / "out"))
@@ -166,11 +178,12 @@ def test_a_bad_ca_bundle_is_a_usage_error(tmp_path, bundle, problem):
 
 def test_user_class_verifies_by_default():
     """Locust's FastHttpUser does not verify certificates; ours must, even before the plugin."""
-    code = ("import runpy; from locust.contrib.fasthttp import FastHttpUser; "
-            "user = runpy.run_path('locustfiles/chat.py')['ChatUser']; "
-            "print(FastHttpUser.insecure, user.insecure)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60)
+    code = (
+        "import runpy; from locust.contrib.fasthttp import FastHttpUser; "
+        "user = runpy.run_path('locustfiles/chat.py')['ChatUser']; "
+        "print(FastHttpUser.insecure, user.insecure)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.split() == ["True", "False"], out.stderr
 
 

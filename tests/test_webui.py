@@ -45,8 +45,6 @@ REGIONS, VARIANTS = ("us", "uk"), ("a", "b")
 WAIT_S = 25.0
 
 
-
-
 def _until(condition, timeout: float = WAIT_S, what: str = "condition"):
     # stale elements while React re-renders count as not yet
     return until(condition, timeout, 0.25, what=what, ignore=(Exception,))
@@ -60,8 +58,7 @@ def ui(tmp_path):
     log_path = tmp_path / "ui.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYAI_", "LOADTEST_"))}
     env.update(POLYAI_API_KEY=SECRET_KEY, POLYAI_TOKEN=SECRET_TOKEN)
-    cmd = UI_CMD + ["--out", str(tmp_path / "reports"), "--ready-file", str(ready),
-                    "--mock-latency-scale", "0.3"]
+    cmd = UI_CMD + ["--out", str(tmp_path / "reports"), "--ready-file", str(ready), "--mock-latency-scale", "0.3"]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
     info = {"proc": proc, "log": log_path, "out": tmp_path / "reports"}
@@ -98,8 +95,10 @@ def browser(tmp_path):
 
 # ---- page helpers ----------------------------------------------------------------------------
 
+
 def _by_text(driver, text: str, tag: str = "*"):
     from selenium.webdriver.common.by import By
+
     return driver.find_element(By.XPATH, f"//{tag}[normalize-space()={json.dumps(text)}]")
 
 
@@ -123,8 +122,7 @@ def _table(driver) -> list[dict[str, str]]:
 
     table = driver.find_element(By.CSS_SELECTOR, "table")
     heads = [th.text.strip() for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
-    return [dict(zip(heads, (td.text.strip() for td in tr.find_elements(By.CSS_SELECTOR, "td"))))
-            for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    return [dict(zip(heads, (td.text.strip() for td in tr.find_elements(By.CSS_SELECTOR, "td")))) for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
 
 def _number(text: str) -> float | None:
@@ -136,9 +134,16 @@ def _number(text: str) -> float | None:
 
 def _regions_filled(driver) -> list[dict] | None:
     rows = _table(driver)
-    live = {r["Region"] for r in rows if r.get("Variant") == "all" and r.get("Endpoint") == "respond"
-            and _number(r.get("p50 ms")) and _number(r.get("p95 ms")) and _number(r.get("p99 ms"))
-            and _number(r.get("Req/s (last 10 s)"))}
+    live = {
+        r["Region"]
+        for r in rows
+        if r.get("Variant") == "all"
+        and r.get("Endpoint") == "respond"
+        and _number(r.get("p50 ms"))
+        and _number(r.get("p95 ms"))
+        and _number(r.get("p99 ms"))
+        and _number(r.get("Req/s (last 10 s)"))
+    }
     variants = {r["Variant"] for r in rows if r.get("Region") == "all" and _number(r.get("p95 ms"))}
     return rows if live >= set(REGIONS) and variants >= set(VARIANTS) else None
 
@@ -150,8 +155,10 @@ def _chart_lines(driver, view: str) -> dict[tuple[str, str], int] | None:
     svg = driver.find_element(By.CSS_SELECTOR, "#loadtest-region-chart svg")
     if svg.get_attribute("data-view") != view:
         return None
-    return {(p.get_attribute("data-series"), p.get_attribute("data-q")): int(p.get_attribute("data-drawn"))
-            for p in svg.find_elements(By.CSS_SELECTOR, "path[data-series]")}
+    return {
+        (p.get_attribute("data-series"), p.get_attribute("data-q")): int(p.get_attribute("data-drawn"))
+        for p in svg.find_elements(By.CSS_SELECTOR, "path[data-series]")
+    }
 
 
 def _colour_pixels(png: bytes, hex_colour: str, tolerance: int = 40) -> int:
@@ -159,7 +166,7 @@ def _colour_pixels(png: bytes, hex_colour: str, tolerance: int = 40) -> int:
     import matplotlib.image
 
     rgb = (matplotlib.image.imread(io.BytesIO(png), format="png")[..., :3] * 255).astype(int)
-    target = [int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)]
+    target = [int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)]
     return int((abs(rgb - target).max(axis=-1) <= tolerance).sum())
 
 
@@ -169,9 +176,10 @@ def _check_live_chart(driver, info) -> None:
 
     from analysis.colours import region_colours, variant_colours
 
-    lines = _until(lambda: (got := _chart_lines(driver, "region"))
-                   and all(got.get((r, q), 0) >= 2 for r in REGIONS for q in ("p50", "p95")) and got,
-                   what="the live chart to draw two points per region")
+    lines = _until(
+        lambda: (got := _chart_lines(driver, "region")) and all(got.get((r, q), 0) >= 2 for r in REGIONS for q in ("p50", "p95")) and got,
+        what="the live chart to draw two points per region",
+    )
     assert {name for name, _ in lines} == set(REGIONS)  # regions only, no variant mixed in
     box = driver.find_element(By.ID, "loadtest-region-chart")
     table = driver.find_element(By.CSS_SELECTOR, "table")
@@ -203,8 +211,7 @@ def _state(driver) -> str:
 
 
 def _open_conversations(info) -> dict[str, int]:
-    return {r: httpx.get(u + "/_mock/stats", timeout=5).json()["open_conversations"]
-            for r, u in info["mock"].items()}
+    return {r: httpx.get(u + "/_mock/stats", timeout=5).json()["open_conversations"] for r, u in info["mock"].items()}
 
 
 def _shot(driver, name: str) -> Path:
@@ -230,11 +237,11 @@ def _start_test(driver) -> None:
 def _stop_test(driver, info) -> None:
     _by_text(driver, "Stop", "button").click()
     _until(lambda: _state(driver) == "stopped", what="the test to stop")
-    assert _until(lambda: sum(_open_conversations(info).values()) == 0 or None, 10,
-                  what="the mock to hold no open conversation") is True
+    assert _until(lambda: sum(_open_conversations(info).values()) == 0 or None, 10, what="the mock to hold no open conversation") is True
 
 
 # ---- the test --------------------------------------------------------------------------------
+
 
 @pytest.mark.slow  # real load through the UI: deselect with -m "not slow"
 @pytest.mark.browser
@@ -264,8 +271,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(DOCS_SCREENSHOT))
     _open_tab(driver, "Conversations")
-    conv = _until(lambda: [r for r in _table(driver) if int(r.get("Completed") or 0) > 0],
-                  what="completed conversations")[0]
+    conv = _until(lambda: [r for r in _table(driver) if int(r.get("Completed") or 0) > 0], what="completed conversations")[0]
     # 5 users, each in at most one conversation, hardly ever between two (0.1-0.3 s think time
     # inside one); every completed conversation ended one of the known ways.
     assert 1 <= int(conv["Active"]) <= 5, conv
@@ -286,8 +292,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
     # requests.csv, downloaded by the browser from the Download Data tab.
     _open_tab(driver, "Download Data")
     _by_text(driver, "requests.csv of the current or last run (one row per request)", "a").click()
-    downloaded = _until(lambda: [p for p in driver.downloads.glob("*requests.csv")], 15,
-                        what="the requests.csv download")[0]
+    downloaded = _until(lambda: [p for p in driver.downloads.glob("*requests.csv")], 15, what="the requests.csv download")[0]
     text = downloaded.read_text()
     assert SECRET_KEY not in text and SECRET_TOKEN not in text
     reader = csv.DictReader(io.StringIO(text))
@@ -306,8 +311,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
     driver.get(ui["url"])
     _until(lambda: _by_text(driver, "New", "button").click() or True, what="the New button")
     _start_test(driver)
-    _until(lambda: len([p for p in ui["out"].iterdir() if p.is_dir() and not p.is_symlink()]) == 2,
-           what="a second run folder")
+    _until(lambda: len([p for p in ui["out"].iterdir() if p.is_dir() and not p.is_symlink()]) == 2, what="a second run folder")
     second = sorted(p for p in ui["out"].iterdir() if p.is_dir() and not p.is_symlink())[-1]
     assert wait_for_rows(second / records.REQUESTS_CSV, 3), "the second test recorded no requests"
     _stop_test(driver, ui)
@@ -318,12 +322,9 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
     # The report link builds and shows the HTML report of the last run.
     _open_tab(driver, "Download Data")
     _by_text(driver, "Load test report (HTML) of the current or last run", "a").click()
-    _until(lambda: "/loadtest/" in driver.current_url
-           and driver.execute_script("return document.readyState") == "complete",
-           90, what="the report page")
+    _until(lambda: "/loadtest/" in driver.current_url and driver.execute_script("return document.readyState") == "complete", 90, what="the report page")
     _shot(driver, "webui-report.png")
-    assert driver.current_url.endswith(f"/loadtest/runs/{second.name}/report.html"), \
-        driver.find_element("tag name", "body").text[:2000]
+    assert driver.current_url.endswith(f"/loadtest/runs/{second.name}/report.html"), driver.find_element("tag name", "body").text[:2000]
     assert (second / records.REPORT_HTML).exists()
     body = driver.find_element("tag name", "body").text
     assert "Load test report" in body and all(region in body for region in REGIONS)
@@ -332,6 +333,7 @@ def test_web_ui_runs_a_test_end_to_end(ui, browser):
 
 
 # ---- without a browser: the pieces -----------------------------------------------------------
+
 
 def test_regions_tab_pools_samples_per_region_and_variant():
     from loadtest.inlocust.live import LiveStats
@@ -347,8 +349,15 @@ def test_regions_tab_pools_samples_per_region_and_variant():
     snap = live.snapshot(now)
     rows = region_rows(live, snap)
     assert [(r["region"], r["variant"], r["endpoint"]) for r in rows] == [
-        ("us", "all", "respond"), ("us", "all", "all"), ("uk", "all", "respond"), ("uk", "all", "all"),
-        ("all", "a", "respond"), ("all", "a", "all"), ("all", "b", "respond"), ("all", "b", "all")]
+        ("us", "all", "respond"),
+        ("us", "all", "all"),
+        ("uk", "all", "respond"),
+        ("uk", "all", "all"),
+        ("all", "a", "respond"),
+        ("all", "a", "all"),
+        ("all", "b", "respond"),
+        ("all", "b", "all"),
+    ]
     assert [r["name"] for r in rows] == sorted(r["name"] for r in rows)  # the UI sorts by name
     us = rows[0]
     assert (us["count"], us["failures"]) == (5, 0)
@@ -378,8 +387,7 @@ def test_csv_download_never_ends_inside_a_multi_line_error_field(tmp_path, monke
 
     from loadtest.inlocust import webui
 
-    rows = [["timestamp", "ok", "error"], ["1.0", "1", ""],
-            ["2.0", "0", "upstream said:\nline two,\n\"quoted\"\nline four"], ["3.0", "1", ""]]
+    rows = [["timestamp", "ok", "error"], ["1.0", "1", ""], ["2.0", "0", 'upstream said:\nline two,\n"quoted"\nline four'], ["3.0", "1", ""]]
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     done = buf.getvalue().encode()
@@ -427,8 +435,7 @@ def test_a_mock_session_refuses_a_start_that_leaves_the_machine():
 
     from loadtest.inlocust.webui import WebUIExtension
 
-    run = SimpleNamespace(base_urls={"us": "https://api.us-1.platform.polyai.app"},
-                          run_dir=Path("/nonexistent/run"))
+    run = SimpleNamespace(base_urls={"us": "https://api.us-1.platform.polyai.app"}, run_dir=Path("/nonexistent/run"))
     ext = WebUIExtension(SimpleNamespace(run=run))
     ext.allow_remote = False  # the UI was started for the mock
     env = SimpleNamespace(loadtest_run=run, runner=SimpleNamespace(stop=lambda: None))
@@ -443,8 +450,8 @@ def test_a_mock_session_refuses_a_start_that_leaves_the_machine():
 def _same(got: list, want: list) -> bool:
     """Series equal up to the live histograms' 3 significant digits (None is a gap)."""
     return len(got) == len(want) and all(
-        (g is None and w is None) or (g is not None and w is not None and g == pytest.approx(w, rel=1e-3))
-        for g, w in zip(got, want))
+        (g is None and w is None) or (g is not None and w is not None and g == pytest.approx(w, rel=1e-3)) for g, w in zip(got, want)
+    )
 
 
 def test_live_history_pools_the_window_per_region_and_variant_over_time():

@@ -24,16 +24,14 @@ from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED
 
 HINTS = {
     401: "credentials rejected: check POLYAI_API_KEY (X-API-KEY) and POLYAI_TOKEN (X-TOKEN); "
-         "the connector token is provisioned per client environment (live, pre-release, sandbox)",
-    403: "credentials valid but not allowed here: the connector may belong to another project "
-         "or environment; ask your PolyAI representative",
+    "the connector token is provisioned per client environment (live, pre-release, sandbox)",
+    403: "credentials valid but not allowed here: the connector may belong to another project or environment; ask your PolyAI representative",
     404: "not found: a workspace lives in one region, so check that --regions matches your Studio "
-         "host (studio.uk.poly.ai → uk), that --account is the workspace id (ws-… or the slug) "
-         "and --project the project id (PROJECT-… or the slug), and --api-version",
+    "host (studio.uk.poly.ai → uk), that --account is the workspace id (ws-… or the slug) "
+    "and --project the project id (PROJECT-… or the slug), and --api-version",
     405: "method not allowed: the path is probably wrong (check --api-version)",
     415: "the server wants Content-Type: application/json",
-    422: "a field was rejected: check --variants (a variant_id unknown to the project?) and "
-         "--integration-attributes",
+    422: "a field was rejected: check --variants (a variant_id unknown to the project?) and --integration-attributes",
     429: "rate limited: lower the load or add --max-rps",
 }
 
@@ -44,22 +42,21 @@ def connection_hint(error: httpx.HTTPError, base_url: str, timeout_s: float) -> 
         return tls.CERT_HINT
     host = urlsplit(base_url).hostname or base_url
     text = str(error).lower()
-    if isinstance(error, httpx.ConnectError) and any(s in text for s in (
-            "name or service not known", "nodename nor servname", "name resolution",
-            "no address associated", "getaddrinfo")):
-        return (f"the host name {host} did not resolve: check its spelling (--base-urls), that the "
-                "region exists (--regions), and this machine's DNS and network (VPN, proxy)")
+    if isinstance(error, httpx.ConnectError) and any(
+        s in text for s in ("name or service not known", "nodename nor servname", "name resolution", "no address associated", "getaddrinfo")
+    ):
+        return (
+            f"the host name {host} did not resolve: check its spelling (--base-urls), that the "
+            "region exists (--regions), and this machine's DNS and network (VPN, proxy)"
+        )
     if isinstance(error, httpx.ConnectError) and "refused" in text:
-        return (f"nothing accepts connections at {base_url}: check the host and port in "
-                "--base-urls and that the server is running")
+        return f"nothing accepts connections at {base_url}: check the host and port in --base-urls and that the server is running"
     if isinstance(error, httpx.TimeoutException):
-        return (f"no answer within --request-timeout {timeout_s:g}s: check that {host} is reachable "
-                "from here (firewall, proxy) or raise --request-timeout")
+        return f"no answer within --request-timeout {timeout_s:g}s: check that {host} is reachable from here (firewall, proxy) or raise --request-timeout"
     return f"could not talk to {base_url}: check the URL (--base-urls), the network and any proxy"
 
 
-def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str,
-                 message: str, redact) -> bool:
+def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str, message: str, redact) -> bool:
     variant = next(iter(scenario.variants), None)
     steps = [
         ("create", lambda cid: api.create_body(variant, scenario.integration_attributes or None)),
@@ -107,8 +104,7 @@ def run_check(scenario: config.Scenario, base_urls: dict[str, str]) -> int:
     policy = config.tls_policy(scenario)
     if policy.insecure:
         print(tls.INSECURE_WARNING, file=sys.stderr)
-    with httpx.Client(headers=api.headers(key, token), timeout=scenario.request_timeout,
-                      verify=policy.context()) as client:
+    with httpx.Client(headers=api.headers(key, token), timeout=scenario.request_timeout, verify=policy.context()) as client:
         for region, base_url in base_urls.items():
             ok &= check_region(client, scenario, region, base_url, message, redact)
     print("All regions answered correctly." if ok else "Some regions failed; see the hints above.")
@@ -127,8 +123,7 @@ def check_command(args: argparse.Namespace) -> int:
 def check(scenario: config.Scenario) -> int:
     runner.preflight(scenario)
     if runner.needs_mock(scenario):
-        with tempfile.TemporaryDirectory() as tmp, \
-                children.mock_server(scenario, Path(tmp) / "mock.log") as mock_urls:
+        with tempfile.TemporaryDirectory() as tmp, children.mock_server(scenario, Path(tmp) / "mock.log") as mock_urls:
             return run_check(scenario, runner.resolve_base_urls(scenario, mock_urls))
     return run_check(scenario, config.base_urls(scenario))
 

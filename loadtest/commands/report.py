@@ -11,6 +11,7 @@ Both return a process exit code: 0 done, 1 a regression (`compare --fail-on-regr
 bad input (message on stderr saying what is wrong and what to do). The library entry points
 are `analysis.report.build_report` and `analysis.report.format_summary_table`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,7 @@ from analysis.load import RunDataError, load_meta
 from analysis.report import build_comparison, build_report, format_summary_table  # noqa: F401
 from loadtest import config, runfolder, slo
 from loadtest.exitcodes import EXIT_OK, EXIT_USAGE
+
 
 def parse_duration(text: str) -> float:
     """'10s' → 10.0, '2m' → 120.0, '500ms' → 0.5, '15' → 15.0 (seconds): the project's one
@@ -49,26 +51,33 @@ def parse_fraction(text: str) -> float:
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `loadtest report RUN_DIR [--baseline RUN_DIR] [--warmup 10s] [-o FILE]`."""
     parser.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="the run folder to analyse")
-    parser.add_argument("--baseline", metavar="RUN_DIR", type=Path, default=None,
-                        help="an earlier run to compare with; regressions are flagged")
-    parser.add_argument("--warmup", metavar="DURATION", type=parse_duration, default=0.0,
-                        help="ignore requests in the first DURATION of the run (e.g. 10s, 1m)")
-    parser.add_argument("-o", "--output", metavar="FILE", type=Path, default=None,
-                        help="where to write the report (default RUN_DIR/report.html); "
-                             "summary.csv and summary.md go beside it")
-    parser.add_argument("--control", metavar="VARIANT", default=None,
-                        help="the variant others are compared with (default: the first)")
+    parser.add_argument("--baseline", metavar="RUN_DIR", type=Path, default=None, help="an earlier run to compare with; regressions are flagged")
+    parser.add_argument(
+        "--warmup", metavar="DURATION", type=parse_duration, default=0.0, help="ignore requests in the first DURATION of the run (e.g. 10s, 1m)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="where to write the report (default RUN_DIR/report.html); summary.csv and summary.md go beside it",
+    )
+    parser.add_argument("--control", metavar="VARIANT", default=None, help="the variant others are compared with (default: the first)")
     add_threshold_arguments(parser)
-    parser.add_argument("--regression-p95", metavar="PCT", type=parse_fraction, default=None,
-                        help="shorthand for --regression p95:+PCT")
-    parser.add_argument("--regression-errors", metavar="PT", type=parse_fraction, default=None,
-                        help="shorthand for --regression error_rate:+PT")
+    parser.add_argument("--regression-p95", metavar="PCT", type=parse_fraction, default=None, help="shorthand for --regression p95:+PCT")
+    parser.add_argument("--regression-errors", metavar="PT", type=parse_fraction, default=None, help="shorthand for --regression error_rate:+PT")
 
 
 def add_threshold_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--regression", metavar="SPEC", action="append", default=None,
-                        help="regression threshold [SCOPE.]METRIC:+LIMIT, e.g. p95:+10%% or uk.respond.p99:+20%% "
-                             f"(repeatable; default {', '.join(regression.DEFAULT_THRESHOLDS).replace('%', '%%')})")
+    parser.add_argument(
+        "--regression",
+        metavar="SPEC",
+        action="append",
+        default=None,
+        help="regression threshold [SCOPE.]METRIC:+LIMIT, e.g. p95:+10%% or uk.respond.p99:+20%% "
+        f"(repeatable; default {', '.join(regression.DEFAULT_THRESHOLDS).replace('%', '%%')})",
+    )
 
 
 def thresholds_from_args(args: argparse.Namespace) -> list[regression.Threshold]:
@@ -84,19 +93,18 @@ def thresholds_from_args(args: argparse.Namespace) -> list[regression.Threshold]
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `loadtest compare RUN_DIR RUN_DIR… [-o FILE] [--warmup 10s] [--fail-on-regression]`."""
-    parser.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="+",
-                        help="two or more run folders; differences are against the first")
-    parser.add_argument("-o", "--output", metavar="FILE", type=Path, default=Path("compare.html"),
-                        help="where to write the HTML page (default ./compare.html)")
-    parser.add_argument("--warmup", metavar="DURATION", type=parse_duration, default=0.0,
-                        help="ignore requests in the first DURATION of each run")
-    parser.add_argument("--fail-on-regression", action="store_true",
-                        help="gate every later run against the first (the baseline): exit 1 when a region × "
-                             "variant × endpoint regressed beyond a threshold; writes FILE's -junit.xml and .md "
-                             "beside the page")
+    parser.add_argument("run_dirs", metavar="RUN_DIR", type=Path, nargs="+", help="two or more run folders; differences are against the first")
+    parser.add_argument("-o", "--output", metavar="FILE", type=Path, default=Path("compare.html"), help="where to write the HTML page (default ./compare.html)")
+    parser.add_argument("--warmup", metavar="DURATION", type=parse_duration, default=0.0, help="ignore requests in the first DURATION of each run")
+    parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="gate every later run against the first (the baseline): exit 1 when a region × "
+        "variant × endpoint regressed beyond a threshold; writes FILE's -junit.xml and .md "
+        "beside the page",
+    )
     add_threshold_arguments(parser)
-    parser.add_argument("--baseline-any-config", action="store_true",
-                        help="gate even when the runs' scenarios differ (config hash)")
+    parser.add_argument("--baseline-any-config", action="store_true", help="gate even when the runs' scenarios differ (config hash)")
 
 
 def _fail(message: str) -> int:
@@ -122,13 +130,18 @@ def report_command(args: argparse.Namespace) -> int:
         note = load_meta(Path(args.run_dir)).get("status_note")
         if note:
             print(f"loadtest: note: {args.run_dir}: {note}", file=sys.stderr)
-        path = build_report(args.run_dir, baseline=args.baseline, warmup_s=args.warmup, output=args.output,
-                            control=getattr(args, "control", None), thresholds=thresholds_from_args(args))
+        path = build_report(
+            args.run_dir,
+            baseline=args.baseline,
+            warmup_s=args.warmup,
+            output=args.output,
+            control=getattr(args, "control", None),
+            thresholds=thresholds_from_args(args),
+        )
     except regression.ThresholdError as e:
         return _fail(str(e))
     except RunDataError as e:
-        which = "baseline" if args.baseline is not None and e.file is not None and \
-            Path(args.baseline) in (e.file, *e.file.parents) else "run"
+        which = "baseline" if args.baseline is not None and e.file is not None and Path(args.baseline) in (e.file, *e.file.parents) else "run"
         what = "" if e.hint else "\n  Fix or remove the file named above, or point at a complete run folder."
         return _fail(f"cannot analyse the {which}: {e}{what}")
     except PermissionError as e:

@@ -53,9 +53,12 @@ from loadtest.progress import ProgressDisplay
 
 def announce_fleet(scenario: config.Scenario) -> None:
     if scenario.workers:
-        print(f"Waiting for {scenario.workers} worker(s) on port {scenario.master_bind_port}; start each "
-              f"with: loadtest worker --master-host {socket.gethostname()} "
-              f"--master-port {scenario.master_bind_port}", flush=True)
+        print(
+            f"Waiting for {scenario.workers} worker(s) on port {scenario.master_bind_port}; start each "
+            f"with: loadtest worker --master-host {socket.gethostname()} "
+            f"--master-port {scenario.master_bind_port}",
+            flush=True,
+        )
 
 
 def run_locust(cmd: list[str], run_dir: Path, signals: children.Signals, display: ProgressDisplay) -> int:
@@ -68,8 +71,7 @@ def run_locust(cmd: list[str], run_dir: Path, signals: children.Signals, display
     signals.proc = proc
     # After a second Ctrl-C (stop at once) a dying Locust may print a traceback of the
     # interrupt: expected, kept in locust.log, not news for the terminal.
-    output = children.LocustOutput(proc, run_dir / "locust.log", on_progress=display.update,
-                                   quiet=lambda: signals.count > 1)
+    output = children.LocustOutput(proc, run_dir / "locust.log", on_progress=display.update, quiet=lambda: signals.count > 1)
     output.drain()
     display.close()
     code = proc.wait()
@@ -138,15 +140,16 @@ def check_mock_scenario(scenario: config.Scenario) -> None:
         raise config.ConfigError(f"mock: {e}") from None
     unknown = [v for v in scenario.variants if v not in mock.variants]
     if unknown and mock.strict_variants:
-        raise config.ConfigError(f"variant(s) {', '.join(unknown)} unknown to the mock; it serves "
-                                 f"{', '.join(mock.variants)} and is strict (strict_variants = true in "
-                                 f"{scenario.mock_config}); declare them there or drop strict_variants")
+        raise config.ConfigError(
+            f"variant(s) {', '.join(unknown)} unknown to the mock; it serves "
+            f"{', '.join(mock.variants)} and is strict (strict_variants = true in "
+            f"{scenario.mock_config}); declare them there or drop strict_variants"
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scenario_arguments(parser)
-    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
-                        help="extra arguments passed to Locust after --")
+    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS", help="extra arguments passed to Locust after --")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -163,17 +166,25 @@ def run_scenario(scenario: config.Scenario, extra_locust_args: Sequence[str] = (
         run_dir = runfolder.new_run_dir(scenario.out)
         print(f"Run folder: {run_dir}")
         started = time.time()
-        runfolder.update_run_json(run_dir, status="starting", started=started, target=scenario.target,
-                                  pid=os.getpid(), config=scenario.raw(),
-                                  config_hash=runfolder.config_hash(scenario.raw()),
-                                  users=scenario.users, spawn_rate=scenario.spawn_rate,
-                                  duration_s=scenario.duration, turns=scenario.raw()["turns"],
-                                  think_time=scenario.raw()["think_time"],
-                                  regions=list(scenario.regions), variants=list(scenario.variants),
-                                  **runfolder.versions())
+        runfolder.update_run_json(
+            run_dir,
+            status="starting",
+            started=started,
+            target=scenario.target,
+            pid=os.getpid(),
+            config=scenario.raw(),
+            config_hash=runfolder.config_hash(scenario.raw()),
+            users=scenario.users,
+            spawn_rate=scenario.spawn_rate,
+            duration_s=scenario.duration,
+            turns=scenario.raw()["turns"],
+            think_time=scenario.raw()["think_time"],
+            regions=list(scenario.regions),
+            variants=list(scenario.variants),
+            **runfolder.versions(),
+        )
     except runfolder.WriteFailed as e:
-        print(f"loadtest: {e}; nothing was sent (free some space, or pick another --out)",
-              file=sys.stderr)
+        print(f"loadtest: {e}; nothing was sent (free some space, or pick another --out)", file=sys.stderr)
         return EXIT_RUN_FAILED
     status, code, reason = "failed", EXIT_RUN_FAILED, ""
     write_failure: runfolder.WriteFailed | None = None
@@ -181,7 +192,7 @@ def run_scenario(scenario: config.Scenario, extra_locust_args: Sequence[str] = (
     watcher = None
     with children.Signals() as signals:
         try:
-            with (children.mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else nullcontext()) as mock_urls:
+            with children.mock_server(scenario, run_dir / "mock.log") if needs_mock(scenario) else nullcontext() as mock_urls:
                 base_urls = resolve_base_urls(scenario, mock_urls)
                 runfolder.update_run_json(run_dir, base_urls=base_urls)
                 cmd = children.locust_command(scenario, base_urls, run_dir=run_dir, extra=list(extra_locust_args))
@@ -205,8 +216,7 @@ def run_scenario(scenario: config.Scenario, extra_locust_args: Sequence[str] = (
                 print(f"Locust exited with code {rc}; see {run_dir / 'locust.log'}", file=sys.stderr)
         except runfolder.WriteFailed as e:
             write_failure = e
-            print(f"loadtest: {e}; the load was stopped and the rows already written are kept; "
-                  f"{e.advice}", file=sys.stderr)
+            print(f"loadtest: {e}; the load was stopped and the rows already written are kept; {e.advice}", file=sys.stderr)
         except children.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
         finally:
@@ -224,8 +234,7 @@ def run_scenario(scenario: config.Scenario, extra_locust_args: Sequence[str] = (
     if write_failure is not None:
         return code  # no report: there is no room for one (loadtest report builds it later)
     if signals.count > 1:
-        print(f"Stopped at once; data kept in {run_dir}. Build the report with: "
-              f"loadtest report {run_dir}", file=sys.stderr)
+        print(f"Stopped at once; data kept in {run_dir}. Build the report with: loadtest report {run_dir}", file=sys.stderr)
         return code
     return finish(run_dir, scenario, code)
 
@@ -240,11 +249,12 @@ def start_abort_watcher(scenario: config.Scenario, run_dir: Path, signals: child
         if signals.proc is not None:
             processes.stop_locust(signals.proc)  # the graceful path of a first Ctrl-C
 
-    watcher = abort.Watcher(run_dir, slos, scenario.abort_grace, scenario.abort_window, stop,
-                            warmup_s=scenario.warmup)
+    watcher = abort.Watcher(run_dir, slos, scenario.abort_grace, scenario.abort_window, stop, warmup_s=scenario.warmup)
     watcher.start()
-    print(f"Live SLO verdict every {abort.CHECK_INTERVAL_S:g} s over the last {scenario.abort_window:g} s, "
-          f"from {scenario.abort_grace:g} s into the run: {'; '.join(s.expr for s in slos)}")
+    print(
+        f"Live SLO verdict every {abort.CHECK_INTERVAL_S:g} s over the last {scenario.abort_window:g} s, "
+        f"from {scenario.abort_grace:g} s into the run: {'; '.join(s.expr for s in slos)}"
+    )
     return watcher
 
 
@@ -271,8 +281,7 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
             try:
                 base_run = load_run(scenario.baseline, warmup_s=scenario.warmup)
             except RunDataError as e:  # checked before the run; changed since
-                print(f"loadtest: cannot analyse the baseline: {e}; the report is built without it",
-                      file=sys.stderr)
+                print(f"loadtest: cannot analyse the baseline: {e}; the report is built without it", file=sys.stderr)
                 code = EXIT_USAGE if code == EXIT_OK else code
             else:
                 base = against_baseline(stats, compute_stats(base_run), scenario.regressions, base_run.run_id)
@@ -291,7 +300,6 @@ def finish(run_dir: Path, scenario: config.Scenario, code: int) -> int:
         report = write_report(run, stats, base=base)
         print(f"Report: {report}")
     except Exception as e:  # the data is safe on disk; say so and how to retry
-        print(f"loadtest: the report could not be built ({e}); the data is in {run_dir}; "
-              f"retry with: loadtest report {run_dir}", file=sys.stderr)
+        print(f"loadtest: the report could not be built ({e}); the data is in {run_dir}; retry with: loadtest report {run_dir}", file=sys.stderr)
         return code if code != EXIT_OK else EXIT_RUN_FAILED
     return code

@@ -37,13 +37,10 @@ from loadtest.exitcodes import EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_scenario_arguments(parser)
-    parser.add_argument("--web-port", type=int, default=0, metavar="PORT",
-                        help="port of the web UI on 127.0.0.1 (default: a free port)")
+    parser.add_argument("--web-port", type=int, default=0, metavar="PORT", help="port of the web UI on 127.0.0.1 (default: a free port)")
     parser.add_argument("--open", action="store_true", help="open the UI in a web browser")
-    parser.add_argument("--ready-file", metavar="PATH",
-                        help='write {"url", "base_urls", "mock", "out"} as JSON here once the UI answers')
-    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS",
-                        help="extra arguments passed to Locust after --")
+    parser.add_argument("--ready-file", metavar="PATH", help='write {"url", "base_urls", "mock", "out"} as JSON here once the UI answers')
+    parser.add_argument("locust_args", nargs="*", metavar="-- LOCUST_ARGS", help="extra arguments passed to Locust after --")
 
 
 def stop_timeout(scenario: config.Scenario) -> float:
@@ -59,12 +56,10 @@ def form_base_urls(scenario: config.Scenario, mock_urls: dict[str, str] | None) 
     return {**(mock_urls or {}), **scenario.base_urls}
 
 
-def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int,
-                   extra: Sequence[str] = ()) -> list[str]:
+def locust_command(scenario: config.Scenario, base_urls: dict[str, str], web_port: int, extra: Sequence[str] = ()) -> list[str]:
     """Locust's web UI on 127.0.0.1:`web_port` (`children.locust_command`), its stop timeout
     long enough for an in-flight respond unless set."""
-    return children.locust_command(scenario, base_urls, web_port=web_port,
-                                   stop_timeout_s=stop_timeout(scenario), extra=extra)
+    return children.locust_command(scenario, base_urls, web_port=web_port, stop_timeout_s=stop_timeout(scenario), extra=extra)
 
 
 def ui_command(args: argparse.Namespace) -> int:
@@ -78,7 +73,7 @@ def ui_command(args: argparse.Namespace) -> int:
     url = f"http://127.0.0.1:{port}"
     with children.Signals() as signals:
         try:
-            with (children.mock_server(scenario, out / "ui-mock.log") if needs_mock else nullcontext()) as mock_urls:
+            with children.mock_server(scenario, out / "ui-mock.log") if needs_mock else nullcontext() as mock_urls:
                 if signals.count:
                     return EXIT_OK
                 base_urls = form_base_urls(scenario, mock_urls)
@@ -95,19 +90,17 @@ def ui_command(args: argparse.Namespace) -> int:
                     rc = processes.stop(proc)
                     if signals.count:
                         return EXIT_OK
-                    print(f"loadtest: the Locust web UI did not come up (exit code {rc}"
-                          f"{'; is port %d in use?' % port if args.web_port else ''})", file=sys.stderr)
+                    print(
+                        f"loadtest: the Locust web UI did not come up (exit code {rc}{'; is port %d in use?' % port if args.web_port else ''})", file=sys.stderr
+                    )
                     return EXIT_USAGE if rc == 2 else EXIT_RUN_FAILED
-                print(f"Locust web UI: {url}   (fill in the form and press Start; "
-                      f"Ctrl-C here stops everything)")
+                print(f"Locust web UI: {url}   (fill in the form and press Start; Ctrl-C here stops everything)")
                 print(f"Run folders: {out}/<run-id>/ (report and CSVs: the UI's Download Data tab)")
                 sys.stdout.flush()
                 if args.ready_file:
                     ready = Path(args.ready_file)
                     tmp = ready.with_name(ready.name + ".tmp")
-                    tmp.write_text(json.dumps({"url": url, "base_urls": base_urls,
-                                               "mock": mock_urls or {}, "out": str(out),
-                                               "locust_pid": proc.pid}))
+                    tmp.write_text(json.dumps({"url": url, "base_urls": base_urls, "mock": mock_urls or {}, "out": str(out), "locust_pid": proc.pid}))
                     os.replace(tmp, ready)
                 if args.open:
                     webbrowser.open(url)
@@ -116,8 +109,7 @@ def ui_command(args: argparse.Namespace) -> int:
                 if mock_urls:
                     still_open = children.open_conversations(mock_urls, scenario)
                     if any(still_open.values()):
-                        print(f"loadtest: the mock still holds open conversations: {still_open}",
-                              file=sys.stderr)
+                        print(f"loadtest: the mock still holds open conversations: {still_open}", file=sys.stderr)
         except children.RunFailed as e:
             print(f"loadtest: {e}", file=sys.stderr)
             return EXIT_RUN_FAILED
@@ -127,8 +119,7 @@ def ui_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="loadtest ui", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="loadtest ui", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:

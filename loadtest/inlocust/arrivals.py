@@ -75,10 +75,18 @@ _STOP = object()  # wakes a user waiting in take() when the test stops
 
 
 class Arrivals:
-    def __init__(self, rates: dict[str, float], variants: dict[str, float], poisson: bool,
-                 out: LineSink | None, seed: int | None = None, end: float | None = None,
-                 on_failure: Callable[[WriteFailed], None] = lambda e: None,
-                 levels: list[float] | None = None, every_s: float = math.inf):
+    def __init__(
+        self,
+        rates: dict[str, float],
+        variants: dict[str, float],
+        poisson: bool,
+        out: LineSink | None,
+        seed: int | None = None,
+        end: float | None = None,
+        on_failure: Callable[[WriteFailed], None] = lambda e: None,
+        levels: list[float] | None = None,
+        every_s: float = math.inf,
+    ):
         """`out`: arrivals.csv with its header (`recorder.open_csv`), a worker's outbox
         stream, or None. A failed write stops the file and goes to `on_failure`. `end`
         (epoch s): nothing is planned at or after it (None: until stopped). `levels`:
@@ -104,17 +112,28 @@ class Arrivals:
         self._greenlet: gevent.Greenlet | None = None
 
     @classmethod
-    def for_scenario(cls, scenario: config.Scenario, out: LineSink | None, share: float = 1.0,
-                     end: float | None = None,
-                     on_failure: Callable[[WriteFailed], None] = lambda e: None) -> Arrivals:
+    def for_scenario(
+        cls,
+        scenario: config.Scenario,
+        out: LineSink | None,
+        share: float = 1.0,
+        end: float | None = None,
+        on_failure: Callable[[WriteFailed], None] = lambda e: None,
+    ) -> Arrivals:
         """The open model of a scenario (--arrival-rate, --arrival, --arrival-steps) in this
         process, which offers `share` of the rate (a worker of a distributed run)."""
         steps = scenario.arrival_steps
         levels = config.arrival_levels(scenario.arrival_rate, steps)
-        return cls(region_rates(scenario.arrival_rate, scenario.regions, share), scenario.variants,
-                   scenario.arrival == "poisson", out, end=end, on_failure=on_failure,
-                   levels=[x / levels[0] for x in levels] if steps else None,
-                   every_s=steps.get("every", math.inf))
+        return cls(
+            region_rates(scenario.arrival_rate, scenario.regions, share),
+            scenario.variants,
+            scenario.arrival == "poisson",
+            out,
+            end=end,
+            on_failure=on_failure,
+            levels=[x / levels[0] for x in levels] if steps else None,
+            every_s=steps.get("every", math.inf),
+        )
 
     def start(self, pool: int) -> None:
         """The pool of `pool` users is spawned: plan conversations once they wait for work."""
@@ -183,8 +202,11 @@ class Arrivals:
                 self.queue.put(ticket)
             else:
                 self.dropped += 1
-                self._row(ticket, None, f"all {self.joined} users busy" if self.joined >= self.pool
-                          else f"pool not ready: {self.joined} of {self.pool} users spawned, all busy")
+                self._row(
+                    ticket,
+                    None,
+                    f"all {self.joined} users busy" if self.joined >= self.pool else f"pool not ready: {self.joined} of {self.pool} users spawned, all busy",
+                )
         return True
 
     def take(self) -> Ticket:
@@ -204,9 +226,9 @@ class Arrivals:
         if self._file is None or self._file.closed:
             return
         lag = "" if started is None else f"{(started - ticket.planned) * 1000:.3f}"
-        self._csv.writerow((f"{ticket.planned:.6f}", ticket.region, ticket.variant,
-                            "" if started is None else f"{started:.6f}", lag,
-                            int(started is None), reason))
+        self._csv.writerow(
+            (f"{ticket.planned:.6f}", ticket.region, ticket.variant, "" if started is None else f"{started:.6f}", lag, int(started is None), reason)
+        )
         if time.monotonic() - self._flushed > 1.0:  # lose at most about a second on a kill
             self.flush()
 

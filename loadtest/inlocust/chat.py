@@ -53,8 +53,7 @@ def record_every_try() -> None:
     The knob is the module's one policy function (RFC 9110 idempotent-retry check).
     """
     if not hasattr(_geventhttpclient, "_may_retry_after_send_error"):
-        raise RuntimeError("geventhttpclient changed: cannot turn off its hidden retries of PUT; "
-                           "pin geventhttpclient to a version loadtest supports")
+        raise RuntimeError("geventhttpclient changed: cannot turn off its hidden retries of PUT; pin geventhttpclient to a version loadtest supports")
     _geventhttpclient._may_retry_after_send_error = lambda method: False
 
 
@@ -207,10 +206,12 @@ class RunContext:
         # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
         self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
         # (region, variant, endpoint) → (method, absolute URL, name in Locust's stats), made once
-        self._requests = {(r, v, e): (api.METHODS[e], base + api.path(e, s.api_version, s.account, s.project),
-                                      request_name(r, v, e))
-                          for r, base in self.base_urls.items() for v in (s.variants or {"": 1.0})
-                          for e in api.ENDPOINTS}
+        self._requests = {
+            (r, v, e): (api.METHODS[e], base + api.path(e, s.api_version, s.account, s.project), request_name(r, v, e))
+            for r, base in self.base_urls.items()
+            for v in (s.variants or {"": 1.0})
+            for e in api.ENDPOINTS
+        }
 
     def request_line(self, region: str, variant: str, endpoint: str) -> tuple[str, str, str]:
         """Method, absolute URL and Locust stats name of one call (one dict lookup per request)."""
@@ -269,8 +270,7 @@ class ChatClient:
         if self.user._state == "stopping":  # locust.user.task.LOCUST_STATE_STOPPING
             raise StopUser()
 
-    def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
-             turn: int) -> Outcome:
+    def call(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str, turn: int) -> Outcome:
         """Send one call; a 429 is retried after its Retry-After when --retry-429 allows.
         Every attempt is its own row: retries are never hidden."""
         retries = self.run.retry_429
@@ -281,8 +281,7 @@ class ChatClient:
             retries -= 1
             gevent.sleep(min(retry_after, MAX_RETRY_AFTER_S))
 
-    def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str,
-              turn: int) -> tuple[Outcome, float]:
+    def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str, turn: int) -> tuple[Outcome, float]:
         run = self.run
         if run.halted:  # a write of the run folder failed: nothing more could be recorded
             from locust.exception import StopUser  # imported late: importing locust monkey-patches
@@ -290,11 +289,9 @@ class ChatClient:
             raise StopUser()
         if run.rate_limiter:
             run.rate_limiter.wait()
-        context = {"region": region, "variant": variant, "endpoint": endpoint,
-                   "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
+        context = {"region": region, "variant": variant, "endpoint": endpoint, "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
         method, url, name = run.request_line(region, variant, endpoint)
-        with self.user.client.request(method, url, data=dumps(body), headers=self.headers, name=name,
-                                      context=context, catch_response=True) as resp:
+        with self.user.client.request(method, url, data=dumps(body), headers=self.headers, name=name, context=context, catch_response=True) as resp:
             result = self._judge(resp, endpoint, conversation_id)
         if run.time_handshakes:
             handshake_ms = _handshakes.pop(gevent.getcurrent(), None)
@@ -391,8 +388,15 @@ class Conversation:
         ok = closed and self.ended_by in ("end_conversation", "handoff", "max_turns")
         ended = time.time()
         self.client.run.conversation_ended(
-            conversation_id=self.id, region=self.region, variant=self.variant,
-            started=self.started, ended=ended, turns=self.turn, ended_by=self.ended_by or "error", ok=ok)
+            conversation_id=self.id,
+            region=self.region,
+            variant=self.variant,
+            started=self.started,
+            ended=ended,
+            turns=self.turn,
+            ended_by=self.ended_by or "error",
+            ok=ok,
+        )
 
     def _call(self, endpoint: str, body: dict) -> Outcome:
         turn = 0 if endpoint == "create" else self.turn if endpoint == "respond" else self.turn + 1

@@ -45,10 +45,12 @@ from loadtest.runfolder import WriteFailed
 logger = logging.getLogger("loadtest")
 
 ROWS, ACK, DONE = "loadtest_rows", "loadtest_rows_ack", "loadtest_rows_done"
-FILES = {"requests": (records.REQUESTS_CSV, records.REQUEST_COLUMNS),
-         "conversations": (records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
-         "arrivals": (records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),        # open model only
-         "connections": (records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS)}  # HTTPS targets only
+FILES = {
+    "requests": (records.REQUESTS_CSV, records.REQUEST_COLUMNS),
+    "conversations": (records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
+    "arrivals": (records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),  # open model only
+    "connections": (records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS),
+}  # HTTPS targets only
 
 BATCH_INTERVAL_S = 1.0
 BATCH_ROWS = 5_000
@@ -63,6 +65,7 @@ def worker_name(index: int) -> str:
 
 
 # ---- worker side ---------------------------------------------------------------------------
+
 
 class OutboxStream:
     """File-like: one `write` is one CSV line (as the recorder and arrivals write them)."""
@@ -91,8 +94,8 @@ class Outbox:
         self.max_held = max_held
         self.batch_rows = batch_rows
         self.lines: dict[str, list[str]] = {name: [] for name in FILES}
-        self.waiting = 0     # rows not yet in a batch
-        self.unacked = 0     # rows in batches sent and not yet acknowledged
+        self.waiting = 0  # rows not yet in a batch
+        self.unacked = 0  # rows in batches sent and not yet acknowledged
         self.produced: Counter = Counter()
         self.dropped: Counter = Counter()
         self.full = Event()  # set when a batch is worth sending before the next tick
@@ -104,8 +107,7 @@ class Outbox:
         self.produced[name] += 1
         if self.waiting + self.unacked >= self.max_held:
             if not self.dropped:
-                logger.warning("loadtest: %d rows wait for the master; dropping new rows (counted "
-                               "in run.json) until it catches up", self.max_held)
+                logger.warning("loadtest: %d rows wait for the master; dropping new rows (counted in run.json) until it catches up", self.max_held)
             self.dropped[name] += 1
             return
         self.lines[name].append(line)
@@ -154,8 +156,7 @@ class Shipper:
         texts, counts = self.outbox.take()
         self.seq += 1
         rows = sum(counts.values())
-        batch = _Sent({"run": self.run_id, "seq": self.seq, "counts": counts, **texts}, rows,
-                      time.monotonic())
+        batch = _Sent({"run": self.run_id, "seq": self.seq, "counts": counts, **texts}, rows, time.monotonic())
         self.sent[self.seq] = batch
         self.outbox.unacked += rows
         self._send(ROWS, batch.payload)
@@ -184,9 +185,7 @@ class Shipper:
         """At test stop (after the recorder closed): ship the rest, then the accounting.
         Unacknowledged batches are still resent until the next test or the worker quits."""
         self.ship()
-        self._send(DONE, {"run": self.run_id, "last_seq": self.seq,
-                          "produced": dict(self.outbox.produced),
-                          "dropped": dict(self.outbox.dropped)})
+        self._send(DONE, {"run": self.run_id, "last_seq": self.seq, "produced": dict(self.outbox.produced), "dropped": dict(self.outbox.dropped)})
 
     def stop(self) -> None:
         self._greenlet.kill(block=False)
@@ -194,11 +193,12 @@ class Shipper:
 
 # ---- master side ---------------------------------------------------------------------------
 
+
 @dataclass
 class WorkerAccount:
     node: str = ""
     received: Counter = field(default_factory=Counter)
-    produced: dict | None = None     # from the worker's DONE message
+    produced: dict | None = None  # from the worker's DONE message
     dropped: dict | None = None
     last_seq: int | None = None
     seqs: set = field(default_factory=set)
@@ -211,17 +211,23 @@ class WorkerAccount:
         return self.last_seq is not None and len(self.seqs) == self.last_seq
 
     def summary(self) -> dict[str, Any]:
-        return {"node": self.node, "produced": self.produced, "received": dict(self.received),
-                "dropped": self.dropped, "batches": len(self.seqs),
-                "repeated_batches": self.repeated_batches, "complete": self.complete,
-                "last_rows_at": self.last_rows_at, "lost_at": self.lost_at}
+        return {
+            "node": self.node,
+            "produced": self.produced,
+            "received": dict(self.received),
+            "dropped": self.dropped,
+            "batches": len(self.seqs),
+            "repeated_batches": self.repeated_batches,
+            "complete": self.complete,
+            "last_rows_at": self.last_rows_at,
+            "lost_at": self.lost_at,
+        }
 
 
 class Collector:
     """The master's side of one test: writes the workers' rows into the run folder."""
 
-    def __init__(self, run_dir: Path, open_model: bool,
-                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
+    def __init__(self, run_dir: Path, open_model: bool, on_failure: Callable[[WriteFailed], None] = lambda e: None):
         """Raises WriteFailed when the files cannot be made; a failed write later stops the
         files (whole rows kept, see `loadtest.rowfile`) and goes to `on_failure` once."""
         self.on_failure = on_failure
@@ -285,15 +291,13 @@ class Collector:
         that did has all its batches up to its last seq; at most `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            waiting = pending() | {w for w, acc in self.workers.items()
-                                   if acc.last_seq is not None and not acc.complete and acc.lost_at is None}
+            waiting = pending() | {w for w, acc in self.workers.items() if acc.last_seq is not None and not acc.complete and acc.lost_at is None}
             if not waiting:
                 return
             if time.monotonic() > deadline:
                 break
             gevent.sleep(0.1)
-        logger.warning("loadtest: rows of %s still incomplete after %.0f s; their last rows may be missing",
-                       ", ".join(sorted(waiting)), timeout)
+        logger.warning("loadtest: rows of %s still incomplete after %.0f s; their last rows may be missing", ", ".join(sorted(waiting)), timeout)
 
     def _flush_forever(self) -> None:
         while True:

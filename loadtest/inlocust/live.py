@@ -34,7 +34,7 @@ HISTORY_INTERVAL_S = 2.0  # one chart point per 2 s, like Locust's own charts
 HISTORY_MAX_POINTS = 1_800  # an hour at 2 s; then every other point goes (bounded memory)
 SUB_BUCKETS = 1024  # per power of two: 3 significant digits
 _EXACT = 2 * SUB_BUCKETS  # microseconds below this are their own bucket
-MAX_US = 2 ** 28  # ~4.5 min: longer latencies share the last bucket (a live view, not the report)
+MAX_US = 2**28  # ~4.5 min: longer latencies share the last bucket (a live view, not the report)
 NBUCKETS = _EXACT + (MAX_US.bit_length() - 12) * SUB_BUCKETS
 FOLD_EVERY = 4096  # samples held by add_request before they are folded in (bounded memory)
 
@@ -83,8 +83,7 @@ def merge(hists: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, n
 
 
 def _arrays(counter: Counter) -> tuple[np.ndarray, np.ndarray]:
-    return (np.fromiter(counter.keys(), dtype=np.int64, count=len(counter)),
-            np.fromiter(counter.values(), dtype=np.int64, count=len(counter)))
+    return (np.fromiter(counter.keys(), dtype=np.int64, count=len(counter)), np.fromiter(counter.values(), dtype=np.int64, count=len(counter)))
 
 
 class LiveStats:
@@ -126,8 +125,7 @@ class LiveStats:
         return self._failures
 
     # ---- feeding ----
-    def add_request(self, region: str, variant: str, endpoint: str, response_time_ms: float,
-                    ok: bool, at: float | None = None, forward: bool = False) -> None:
+    def add_request(self, region: str, variant: str, endpoint: str, response_time_ms: float, ok: bool, at: float | None = None, forward: bool = False) -> None:
         pending = self._pending_forward if forward else self._pending
         pending.append((region, variant, endpoint, response_time_ms, ok, time.time() if at is None else at))
         if len(pending) >= FOLD_EVERY:
@@ -201,8 +199,7 @@ class LiveStats:
     def drain(self) -> list:
         """What was measured since the last drain, for the master: histograms, not samples."""
         self.fold()
-        out: list = [("h", *key, sec, list(h.keys()), list(h.values()), fails)
-                     for (key, sec), (h, fails) in self._outbox.items()]
+        out: list = [("h", *key, sec, list(h.keys()), list(h.values()), fails) for (key, sec), (h, fails) in self._outbox.items()]
         out += [("c", e) for e in self._outbox_conv]
         self._outbox, self._outbox_conv = {}, []
         return out
@@ -226,8 +223,7 @@ class LiveStats:
                 self.add_conversation(item[1])
 
     # ---- reading ----
-    def window(self, keys: Iterable[tuple], now: float | None = None
-               ) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    def window(self, keys: Iterable[tuple], now: float | None = None) -> tuple[tuple[np.ndarray, np.ndarray], int]:
         """The merged latency histogram (sparse) and the failures of `keys` over the window."""
         self.fold()
         now = time.time() if now is None else now
@@ -262,18 +258,25 @@ class LiveStats:
             hist, errs = self.window([key], now)
             p50, p95, p99 = histogram_percentiles(hist, (50, 95, 99))
             region, variant, endpoint = key
-            rows.append({
-                "region": region, "variant": variant, "endpoint": endpoint,
-                "count": self._count[key], "failures": self._failures[key],
-                "error_rate": self._failures[key] / self._count[key],
-                "rps": (int(hist[1].sum()) + errs) / span,
-                "p50": _num(p50), "p95": _num(p95), "p99": _num(p99),
-            })
+            rows.append(
+                {
+                    "region": region,
+                    "variant": variant,
+                    "endpoint": endpoint,
+                    "count": self._count[key],
+                    "failures": self._failures[key],
+                    "error_rate": self._failures[key] / self._count[key],
+                    "rps": (int(hist[1].sum()) + errs) / span,
+                    "p50": _num(p50),
+                    "p95": _num(p95),
+                    "p99": _num(p99),
+                }
+            )
         completed = sum(self.ended_by.values())
         return {
-            "time": now, "rows": rows,
-            "conversations": {"active": max(self.conversations_started - completed, 0),
-                              "completed": completed, "ended_by": dict(self.ended_by)},
+            "time": now,
+            "rows": rows,
+            "conversations": {"active": max(self.conversations_started - completed, 0), "completed": completed, "ended_by": dict(self.ended_by)},
         }
 
 

@@ -46,18 +46,15 @@ class LocustCsv(StatsCSVFileWriter):
         self._greenlet = gevent.spawn(self._write_forever)
 
     def _files(self):
-        return (self.requests_csv_filehandle, self.stats_history_csv_filehandle,
-                self.failures_csv_filehandle, self.exceptions_csv_filehandle)
+        return (self.requests_csv_filehandle, self.stats_history_csv_filehandle, self.failures_csv_filehandle, self.exceptions_csv_filehandle)
 
     def _write_once(self) -> None:
         """Locust's stats now: the snapshots rewritten, a history row appended; flushed."""
         for handle, start, rows, writer in (
-                (self.requests_csv_filehandle, self._requests_start, self._requests_data_rows,
-                 self.requests_csv_writer),
-                (self.failures_csv_filehandle, self.failures_csv_data_start, self._failures_data_rows,
-                 self.failures_csv_writer),
-                (self.exceptions_csv_filehandle, self.exceptions_csv_data_start,
-                 self._exceptions_data_rows, self.exceptions_csv_writer)):
+            (self.requests_csv_filehandle, self._requests_start, self._requests_data_rows, self.requests_csv_writer),
+            (self.failures_csv_filehandle, self.failures_csv_data_start, self._failures_data_rows, self.failures_csv_writer),
+            (self.exceptions_csv_filehandle, self.exceptions_csv_data_start, self._exceptions_data_rows, self.exceptions_csv_writer),
+        ):
             handle.seek(start)
             rows(writer)
             handle.truncate()

@@ -76,8 +76,7 @@ def recorded_config(scenario: config.Scenario, options, environ=None) -> dict:
         values.update({s.name: handed[s.name] for s in config.SETTINGS if not s.locust})
     except config.ConfigError as e:  # checked by whoever set them; record what is known
         logger.warning("loadtest: run.json keeps defaults for LOADTEST_* settings: %s", e)
-    values.update(users=options.num_users, spawn_rate=options.spawn_rate,
-                  duration=float(options.run_time or 0), out=options.out)
+    values.update(users=options.num_users, spawn_rate=options.spawn_rate, duration=float(options.run_time or 0), out=options.out)
     return values
 
 
@@ -92,7 +91,7 @@ class Plugin:
         self._watcher = None
         self.lost_workers: set[str] = set()
         self.collector: fleet.Collector | None = None  # master: the workers' rows → run folder
-        self.shipper: fleet.Shipper | None = None      # worker: its rows → the master
+        self.shipper: fleet.Shipper | None = None  # worker: its rows → the master
         self._run_dir_option = ""  # --run-dir as given (the master fills it in for its workers)
         self.write_failure: WriteFailed | None = None
         self.parent_lost = False
@@ -104,14 +103,12 @@ class Plugin:
         group = parser
         for s in config.SETTINGS:
             if s.locust:
-                group.add_argument(s.flag, default=s.default, help=s.help, env_var=s.env,
-                                   include_in_web_ui=True)
-        group.add_argument("--run-dir", default="", include_in_web_ui=False,
-                           help="write this run's files here (default: a new folder under --out)")
-        group.add_argument("--out", default="reports", include_in_web_ui=False,
-                           help="folder for run folders when --run-dir is not given")
-        group.add_argument("--progress-lines", action="store_true", include_in_web_ui=False,
-                           help="print machine-readable live progress lines (used by loadtest run)")
+                group.add_argument(s.flag, default=s.default, help=s.help, env_var=s.env, include_in_web_ui=True)
+        group.add_argument("--run-dir", default="", include_in_web_ui=False, help="write this run's files here (default: a new folder under --out)")
+        group.add_argument("--out", default="reports", include_in_web_ui=False, help="folder for run folders when --run-dir is not given")
+        group.add_argument(
+            "--progress-lines", action="store_true", include_in_web_ui=False, help="print machine-readable live progress lines (used by loadtest run)"
+        )
 
     # ---- lifecycle ----
     def on_init(self, environment, **_kw) -> None:
@@ -151,8 +148,7 @@ class Plugin:
                 run_dir = Path(explicit) if explicit else runfolder.new_run_dir(options.out)
                 run_dir.mkdir(parents=True, exist_ok=True)
             except (WriteFailed, OSError) as e:
-                logger.error("loadtest: cannot make the run folder %s: %s — fix it and start again",
-                             run_dir or options.out, e)
+                logger.error("loadtest: cannot make the run folder %s: %s — fix it and start again", run_dir or options.out, e)
                 environment.loadtest_run = None
                 gevent.spawn_later(0, runner.stop)
                 return
@@ -170,8 +166,7 @@ class Plugin:
                 self._start_worker_run(run, runner, options)
             elif is_master:
                 assert run_dir is not None  # every process but a worker has a run folder
-                self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate),
-                                                 on_failure=self.on_write_failure)
+                self.collector = fleet.Collector(run_dir, open_model=bool(run.scenario.arrival_rate), on_failure=self.on_write_failure)
             else:
                 assert run_dir is not None
                 run.recorder = Recorder.in_folder(run_dir, "local", run.redact, self.on_write_failure)
@@ -179,8 +174,8 @@ class Plugin:
                     # Nothing is planned after --duration.
                     end = started + options.run_time if getattr(options, "run_time", None) else None
                     run.arrivals = Arrivals.for_scenario(
-                        run.scenario, open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS),
-                        end=end, on_failure=self.on_write_failure)
+                        run.scenario, open_csv(run_dir / records.ARRIVALS_CSV, records.ARRIVAL_COLUMNS), end=end, on_failure=self.on_write_failure
+                    )
         except WriteFailed as e:
             failure = e
         run.forward_live = is_worker
@@ -207,13 +202,21 @@ class Plugin:
                 if self.locust_csv is not None:  # the last test's, kept for Locust's final numbers
                     self.locust_csv.close()
                 self.locust_csv = LocustCsv(environment, run_dir, on_failure=self.on_write_failure)
-                runfolder.update_run_json(run_dir, **runfolder.versions(), status="running",
-                                          started=started, target=run.scenario.target,
-                                          base_urls=run.base_urls, regions=list(run.scenario.regions),
-                                          variants=list(run.scenario.variants),
-                                          tls=run.tls.record(), connections=run.scenario.connections,
-                                          # the process whose end ends the run: loadtest's, else ours
-                                          pid=data.get("pid", os.getpid()), **known)
+                runfolder.update_run_json(
+                    run_dir,
+                    **runfolder.versions(),
+                    status="running",
+                    started=started,
+                    target=run.scenario.target,
+                    base_urls=run.base_urls,
+                    regions=list(run.scenario.regions),
+                    variants=list(run.scenario.variants),
+                    tls=run.tls.record(),
+                    connections=run.scenario.connections,
+                    # the process whose end ends the run: loadtest's, else ours
+                    pid=data.get("pid", os.getpid()),
+                    **known,
+                )
             except WriteFailed as e:
                 failure = e
         if failure is not None:
@@ -240,8 +243,7 @@ class Plugin:
         if self.run is not None and self.run.arrivals:
             self.run.arrivals.stop()
 
-    def on_request(self, request_type, name, response_time, response_length, response=None,
-                   context=None, exception=None, start_time=None, **_kw) -> None:
+    def on_request(self, request_type, name, response_time, response_length, response=None, context=None, exception=None, start_time=None, **_kw) -> None:
         """Locust `request` event: a row of requests.csv and a live sample (the hot path:
         arguments passed on as they came, no keyword dicts rebuilt)."""
         run = self.run
@@ -251,9 +253,9 @@ class Plugin:
             context = {}
         if run.recorder:
             run.recorder.row(name, response_time, response_length, response, context, exception, start_time)
-        self.live.add_request(context.get("region", ""), context.get("variant", ""),
-                              context.get("endpoint", ""), response_time, exception is None,
-                              start_time, run.forward_live)
+        self.live.add_request(
+            context.get("region", ""), context.get("variant", ""), context.get("endpoint", ""), response_time, exception is None, start_time, run.forward_live
+        )
 
     def on_test_stop(self, environment, **_kw) -> None:
         run, self.run = self.run, None
@@ -279,9 +281,13 @@ class Plugin:
                 logger.warning("loadtest: lost worker(s) during the run: %s", ", ".join(sorted(self.lost_workers)))
             extra = {"workers": sorted(worker_rows), "worker_rows": worker_rows} if worker_rows is not None else {}
             try:
-                runfolder.update_run_json(run.run_dir, ended=time.time(), lost_workers=sorted(self.lost_workers),
-                                          status="completed" if data.get("status") == "running"
-                                          else data.get("status", "completed"), **extra)
+                runfolder.update_run_json(
+                    run.run_dir,
+                    ended=time.time(),
+                    lost_workers=sorted(self.lost_workers),
+                    status="completed" if data.get("status") == "running" else data.get("status", "completed"),
+                    **extra,
+                )
             except WriteFailed as e:
                 if self.write_failure is None:
                     self.on_write_failure(e)
@@ -314,8 +320,7 @@ class Plugin:
                     writer.close()
             if run.run_dir is not None:
                 try:
-                    runfolder.update_run_json(run.run_dir, status="failed", ended=time.time(),
-                                              reason=f"{failure}; the load was stopped")
+                    runfolder.update_run_json(run.run_dir, status="failed", ended=time.time(), reason=f"{failure}; the load was stopped")
                 except WriteFailed:
                     pass
         stop_timeout, environment.stop_timeout = environment.stop_timeout, 0  # whatever users would send is lost
@@ -347,13 +352,12 @@ class Plugin:
         run = self.run
         _detach_output(run.run_dir / "locust.log" if run and run.run_dir else None)
         parent = os.environ.get(processes.LIFELINE_ENV, "").partition(":")[0]
-        logger.warning("loadtest: the loadtest process (pid %s) that started this Locust is gone; "
-                       "stopping the test", parent)
+        logger.warning("loadtest: the loadtest process (pid %s) that started this Locust is gone; stopping the test", parent)
         if run is not None and run.run_dir is not None:
             try:
-                runfolder.update_run_json(run.run_dir, status="interrupted",
-                                          reason=f"the loadtest process (pid {parent}) ended during "
-                                                 f"the run; Locust stopped the load by itself")
+                runfolder.update_run_json(
+                    run.run_dir, status="interrupted", reason=f"the loadtest process (pid {parent}) ended during the run; Locust stopped the load by itself"
+                )
             except WriteFailed:
                 pass
         environment = self.environment
@@ -375,8 +379,9 @@ class Plugin:
         run_id = Path(options.run_dir).name if options.run_dir else ""
         self.shipper = shipper = fleet.Shipper(runner.send_message, run_id)
         outbox = shipper.outbox
-        run.recorder = Recorder(outbox.stream("requests"), outbox.stream("conversations"),
-                                outbox.stream("connections"), fleet.worker_name(runner.worker_index), run.redact)
+        run.recorder = Recorder(
+            outbox.stream("requests"), outbox.stream("conversations"), outbox.stream("connections"), fleet.worker_name(runner.worker_index), run.redact
+        )
         if run.scenario.arrival_rate:
             # Each of N workers offers 1/N of the rate.
             share = 1.0 / max(getattr(options, "expect_workers", 1) or 1, 1)
@@ -401,10 +406,8 @@ class Plugin:
     def _on_rows_message(self, environment, msg, **_kw) -> None:
         collector = self.collector
         if collector is None or not collector.on_rows(self._worker_of(msg), msg.node_id, msg.data):
-            logger.warning("loadtest: rows from %s arrived for another test than the current one; "
-                           "not written", self._worker_of(msg))
-        environment.runner.send_message(fleet.ACK, {"run": msg.data.get("run"), "seq": msg.data.get("seq")},
-                                        client_id=msg.node_id)
+            logger.warning("loadtest: rows from %s arrived for another test than the current one; not written", self._worker_of(msg))
+        environment.runner.send_message(fleet.ACK, {"run": msg.data.get("run"), "seq": msg.data.get("seq")}, client_id=msg.node_id)
 
     def _on_done_message(self, environment, msg, **_kw) -> None:
         if self.collector:
@@ -431,14 +434,12 @@ class Plugin:
         assert collector is not None
 
         def pending() -> dict[str, str]:
-            names = {node.id: fleet.worker_name(runner.get_worker_index(node.id)) for node in runner.clients.all
-                     if node.state != STATE_MISSING}
+            names = {node.id: fleet.worker_name(runner.get_worker_index(node.id)) for node in runner.clients.all if node.state != STATE_MISSING}
             return {name: node for node, name in names.items() if not collector.said_done(name)}
 
         for node in pending().values():
             runner.send_message("quit", client_id=node)
-        collector.wait_until_complete(lambda: set(pending()),
-                                      timeout=self.environment.stop_timeout + fleet.DONE_TIMEOUT_S)
+        collector.wait_until_complete(lambda: set(pending()), timeout=self.environment.stop_timeout + fleet.DONE_TIMEOUT_S)
         self.collector = None
         return collector.close()
 
@@ -516,6 +517,7 @@ def install(events) -> Plugin:
         events.report_to_master.add_listener(plugin.on_report_to_master)
         events.worker_report.add_listener(plugin.on_worker_report)
         from loadtest.inlocust import webui  # the web UI's Regions tab, report and CSV routes
+
         webui.install(events, plugin)
         events._loadtest_installed = True
     return plugin

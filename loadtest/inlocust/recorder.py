@@ -77,9 +77,15 @@ class Recorder:
     one `write` call of one whole CSV line to `requests_out` / `conversations_out` /
     `connections_out` (files, or a worker's outbox)."""
 
-    def __init__(self, requests_out: LineSink, conversations_out: LineSink, connections_out: LineSink,
-                 worker: str, redact: Callable[[str], str] = lambda s: s,
-                 on_failure: Callable[[WriteFailed], None] = lambda e: None):
+    def __init__(
+        self,
+        requests_out: LineSink,
+        conversations_out: LineSink,
+        connections_out: LineSink,
+        worker: str,
+        redact: Callable[[str], str] = lambda s: s,
+        on_failure: Callable[[WriteFailed], None] = lambda e: None,
+    ):
         self.worker = worker
         self.redact = redact
         self.on_failure = on_failure
@@ -94,16 +100,20 @@ class Recorder:
         self._flusher = gevent.spawn(self._flush_forever)
 
     @classmethod
-    def in_folder(cls, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s,
-                  on_failure: Callable[[WriteFailed], None] = lambda e: None) -> "Recorder":
+    def in_folder(
+        cls, run_dir: Path, worker: str, redact: Callable[[str], str] = lambda s: s, on_failure: Callable[[WriteFailed], None] = lambda e: None
+    ) -> "Recorder":
         """Raises WriteFailed when the files cannot be made."""
-        return cls(open_csv(run_dir / records.REQUESTS_CSV, records.REQUEST_COLUMNS),
-                   open_csv(run_dir / records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
-                   LazyCsv(run_dir / records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS),
-                   worker, redact, on_failure)
+        return cls(
+            open_csv(run_dir / records.REQUESTS_CSV, records.REQUEST_COLUMNS),
+            open_csv(run_dir / records.CONVERSATIONS_CSV, records.CONVERSATION_COLUMNS),
+            LazyCsv(run_dir / records.CONNECTIONS_CSV, records.CONNECTION_COLUMNS),
+            worker,
+            redact,
+            on_failure,
+        )
 
-    def on_request(self, request_type, name, response_time, response_length, response=None,
-                   context=None, exception=None, start_time=None, **_kwargs) -> None:
+    def on_request(self, request_type, name, response_time, response_length, response=None, context=None, exception=None, start_time=None, **_kwargs) -> None:
         """Locust `request` event listener: one row per request."""
         self.row(name, response_time, response_length, response, context or {}, exception, start_time)
 
@@ -115,10 +125,20 @@ class Recorder:
         if exception is None:
             # Hot path: one formatted line; the csv module only when a field needs quoting.
             get = ctx.get
-            line = _OK_ROW % (start_time or 0.0, get("region", ""), get("variant", ""),
-                              get("endpoint", ""), name, response_time, status,
-                              response_length or 0, get("conversation_id", ""),
-                              get("turn", ""), get("user", ""), self.worker)
+            line = _OK_ROW % (
+                start_time or 0.0,
+                get("region", ""),
+                get("variant", ""),
+                get("endpoint", ""),
+                name,
+                response_time,
+                status,
+                response_length or 0,
+                get("conversation_id", ""),
+                get("turn", ""),
+                get("user", ""),
+                self.worker,
+            )
             if line.count(",") == _COMMAS and '"' not in line and line.count("\n") == 1:
                 self._write_request(line)
                 self.rows += 1
@@ -128,32 +148,50 @@ class Recorder:
         if exception is not None:
             error_kind = ctx.get("error_kind") or "other"
             error = self.redact(str(exception))[:300]
-        self._requests.writerow((
-            f"{start_time:.6f}" if start_time else "",
-            ctx.get("region", ""), ctx.get("variant", ""), ctx.get("endpoint", ""), name,
-            f"{response_time:.3f}", status, 0 if exception is not None else 1, error_kind, error,
-            response_length or 0, ctx.get("conversation_id", ""), ctx.get("turn", ""),
-            ctx.get("user", ""), self.worker,
-        ))
+        self._requests.writerow(
+            (
+                f"{start_time:.6f}" if start_time else "",
+                ctx.get("region", ""),
+                ctx.get("variant", ""),
+                ctx.get("endpoint", ""),
+                name,
+                f"{response_time:.3f}",
+                status,
+                0 if exception is not None else 1,
+                error_kind,
+                error,
+                response_length or 0,
+                ctx.get("conversation_id", ""),
+                ctx.get("turn", ""),
+                ctx.get("user", ""),
+                self.worker,
+            )
+        )
         self.rows += 1
 
-    def conversation(self, *, conversation_id: str, region: str, variant: str, started: float,
-                     ended: float, turns: int, ended_by: str, ok: bool) -> None:
+    def conversation(self, *, conversation_id: str, region: str, variant: str, started: float, ended: float, turns: int, ended_by: str, ok: bool) -> None:
         if self._conversations_file.closed:
             return
-        self._conversations.writerow((conversation_id, region, variant, f"{started:.6f}",
-                                      f"{ended:.6f}", f"{ended - started:.3f}", turns, ended_by,
-                                      int(ok)))
+        self._conversations.writerow((conversation_id, region, variant, f"{started:.6f}", f"{ended:.6f}", f"{ended - started:.3f}", turns, ended_by, int(ok)))
 
     def connection(self, context: dict, handshake_ms: float) -> None:
         """A request opened a new TLS connection (records.CONNECTION_COLUMNS)."""
         if self._connections_file.closed:
             return
         try:  # LazyCsv: the first line makes the file
-            self._connections_file.write("%.6f,%s,%s,%s,%s,%s,%s,%.3f\n" % (
-            time.time(), context.get("region", ""), context.get("endpoint", ""),
-            context.get("conversation_id", ""), context.get("turn", ""), context.get("user", ""),
-            self.worker, handshake_ms))
+            self._connections_file.write(
+                "%.6f,%s,%s,%s,%s,%s,%s,%.3f\n"
+                % (
+                    time.time(),
+                    context.get("region", ""),
+                    context.get("endpoint", ""),
+                    context.get("conversation_id", ""),
+                    context.get("turn", ""),
+                    context.get("user", ""),
+                    self.worker,
+                    handshake_ms,
+                )
+            )
         except WriteFailed as e:
             self._failed(e)
 

@@ -23,6 +23,7 @@ The classes are marked ``abstract = True`` so that importing them into a locustf
 make Locust pick one up and instantiate it without parameters; `shape_class_from_spec` gives
 a concrete, parameter-bound subclass when a class (not an instance) is needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,7 @@ from locust import LoadTestShape
 
 from loadtest.config import parse_duration
 
-__all__ = ["RampShape", "StepsShape", "SpikeShape", "SoakShape", "SHAPES", "parse_duration",
-           "shape_from_spec", "shape_class_from_spec", "use_shape"]
+__all__ = ["RampShape", "StepsShape", "SpikeShape", "SoakShape", "SHAPES", "parse_duration", "shape_from_spec", "shape_class_from_spec", "use_shape"]
 
 
 # Parameter kinds.
@@ -68,8 +68,7 @@ class SpecShape(LoadTestShape):
         super().__init__()
         unknown = [k for k in params if k not in self.PARAMS]
         if unknown:
-            raise ValueError(f"unknown parameter {unknown[0]!r} for shape {self.name!r}; valid: "
-                             f"{', '.join(self.PARAMS)} (usage: {self.USAGE})")
+            raise ValueError(f"unknown parameter {unknown[0]!r} for shape {self.name!r}; valid: {', '.join(self.PARAMS)} (usage: {self.USAGE})")
         values: dict[str, Any] = {}
         for key, (kind, default) in self.PARAMS.items():
             raw = params.get(key, default)
@@ -93,8 +92,7 @@ class SpecShape(LoadTestShape):
                 raise ValueError
             return value
         except (TypeError, ValueError) as e:
-            what = {INT: "a whole number >= 0", RATE: "a number > 0 (users per second)",
-                    DURATION: "a duration like 30s, 2m, 1h or plain seconds"}[kind]
+            what = {INT: "a whole number >= 0", RATE: "a number > 0 (users per second)", DURATION: "a duration like 30s, 2m, 1h or plain seconds"}[kind]
             raise ValueError(f"shape {self.name!r}: {key}={raw!r} is not {what}") from e
 
     def _validate(self) -> None:
@@ -127,8 +125,7 @@ class SpecShape(LoadTestShape):
         parts = []
         for key, (kind, default) in self.PARAMS.items():
             v = self.params[key]
-            if v is None or (default is not REQUIRED and default is not None
-                             and self._convert(key, kind, default) == v):
+            if v is None or (default is not REQUIRED and default is not None and self._convert(key, kind, default) == v):
                 continue
             parts.append(f"{key}={_fmt_duration(v) if kind == DURATION else f'{v:g}'}")
         return f"{self.name}:{','.join(parts)}"
@@ -142,8 +139,7 @@ class RampShape(SpecShape):
 
     abstract = True
     name = "ramp"
-    PARAMS = {"users": (INT, REQUIRED), "ramp": (DURATION, 0), "hold": (DURATION, 0),
-              "down": (DURATION, 0), "rate": (RATE, None)}
+    PARAMS = {"users": (INT, REQUIRED), "ramp": (DURATION, 0), "hold": (DURATION, 0), "down": (DURATION, 0), "rate": (RATE, None)}
     USAGE = "ramp:users=N,ramp=30s,hold=2m[,down=30s][,rate=N]"
 
     @property
@@ -189,15 +185,13 @@ class SoakShape(RampShape):
 
     abstract = True
     name = "soak"
-    PARAMS = {"users": (INT, REQUIRED), "ramp": (DURATION, 0), "duration": (DURATION, REQUIRED),
-              "rate": (RATE, None)}
+    PARAMS = {"users": (INT, REQUIRED), "ramp": (DURATION, 0), "duration": (DURATION, REQUIRED), "rate": (RATE, None)}
     USAGE = "soak:users=N,ramp=1m,duration=1h[,rate=N]"
     down = 0.0
 
     def _validate(self) -> None:
         if self.duration <= self.ramp:
-            raise ValueError(f"shape 'soak': duration ({_fmt_duration(self.duration)}) must be "
-                             f"longer than ramp ({_fmt_duration(self.ramp)})")
+            raise ValueError(f"shape 'soak': duration ({_fmt_duration(self.duration)}) must be longer than ramp ({_fmt_duration(self.ramp)})")
 
     @property
     def _hold_s(self) -> float:
@@ -210,8 +204,14 @@ class StepsShape(SpecShape):
 
     abstract = True
     name = "steps"
-    PARAMS = {"start": (INT, None), "step": (INT, REQUIRED), "every": (DURATION, REQUIRED),
-              "max": (INT, REQUIRED), "duration": (DURATION, None), "rate": (RATE, None)}
+    PARAMS = {
+        "start": (INT, None),
+        "step": (INT, REQUIRED),
+        "every": (DURATION, REQUIRED),
+        "max": (INT, REQUIRED),
+        "duration": (DURATION, None),
+        "rate": (RATE, None),
+    }
     USAGE = "steps:start=10,step=10,every=30s,max=100[,duration=10m][,rate=N]"
 
     def _validate(self) -> None:
@@ -260,15 +260,20 @@ class SpikeShape(SpecShape):
 
     abstract = True
     name = "spike"
-    PARAMS = {"base": (INT, 0), "peak": (INT, REQUIRED), "at": (DURATION, REQUIRED),
-              "for": (DURATION, REQUIRED), "duration": (DURATION, REQUIRED), "rate": (RATE, None)}
+    PARAMS = {
+        "base": (INT, 0),
+        "peak": (INT, REQUIRED),
+        "at": (DURATION, REQUIRED),
+        "for": (DURATION, REQUIRED),
+        "duration": (DURATION, REQUIRED),
+        "rate": (RATE, None),
+    }
     USAGE = "spike:base=10,peak=100,at=60s,for=30s,duration=3m[,rate=N]"
 
     def _validate(self) -> None:
         p = self.params
         if p["at"] + p["for"] > p["duration"]:
-            raise ValueError(f"shape 'spike': at + for ({_fmt_duration(p['at'] + p['for'])}) "
-                             f"is past duration ({_fmt_duration(p['duration'])})")
+            raise ValueError(f"shape 'spike': at + for ({_fmt_duration(p['at'] + p['for'])}) is past duration ({_fmt_duration(p['duration'])})")
         if p["for"] <= 0:
             raise ValueError("shape 'spike': for must be > 0")
         super()._validate()
@@ -301,8 +306,7 @@ def _split_spec(spec: str) -> tuple[type[SpecShape], dict[str, str]]:
     name = name.strip().lower()
     cls = SHAPES.get(name)
     if cls is None:
-        raise ValueError(f"unknown shape {name!r}; valid shapes: {', '.join(SHAPES)} "
-                         f"(e.g. {valid})")
+        raise ValueError(f"unknown shape {name!r}; valid shapes: {', '.join(SHAPES)} (e.g. {valid})")
     params: dict[str, str] = {}
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -331,8 +335,7 @@ def shape_class_from_spec(spec: str) -> type[SpecShape]:
     def __init__(self: SpecShape) -> None:
         cls.__init__(self, **params)
 
-    return type(cls.__name__, (cls,), {"abstract": False, "__init__": __init__,
-                                       "__module__": __name__, "__doc__": f"{cls.__doc__} ({spec})"})
+    return type(cls.__name__, (cls,), {"abstract": False, "__init__": __init__, "__module__": __name__, "__doc__": f"{cls.__doc__} ({spec})"})
 
 
 def use_shape(environment: Any, spec: str | None) -> SpecShape | None:

@@ -84,10 +84,9 @@ REGION_COLUMNS = [
     {"key": "count", "title": "Requests"},
 ]
 
-CONVERSATION_COLUMNS = (
-    [{"key": "active", "title": "Active"}, {"key": "completed", "title": "Completed"}]
-    + [{"key": f"ended_by_{e}", "title": f"Ended by {e}"} for e in records.ENDED_BY]
-)
+CONVERSATION_COLUMNS = [{"key": "active", "title": "Active"}, {"key": "completed", "title": "Completed"}] + [
+    {"key": f"ended_by_{e}", "title": f"Ended by {e}"} for e in records.ENDED_BY
+]
 
 ALL = "all"
 
@@ -118,11 +117,18 @@ def region_rows(live, snapshot: dict) -> list[dict]:
         count = sum(by_key[k]["count"] for k in chosen)
         failures = sum(by_key[k]["failures"] for k in chosen)
         p50, p95, p99 = histogram_percentiles(merge(windows[k] for k in chosen), (50, 95, 99))
-        return {"region": region, "variant": variant,
-                "endpoint": endpoint, "count": count, "failures": failures,
-                "error_pct": _round(100.0 * failures / count if count else 0.0, 2),
-                "rps": _round(sum(by_key[k]["rps"] for k in chosen), 2),
-                "p50": _round(p50), "p95": _round(p95), "p99": _round(p99)}
+        return {
+            "region": region,
+            "variant": variant,
+            "endpoint": endpoint,
+            "count": count,
+            "failures": failures,
+            "error_pct": _round(100.0 * failures / count if count else 0.0, 2),
+            "rps": _round(sum(by_key[k]["rps"] for k in chosen), 2),
+            "p50": _round(p50),
+            "p95": _round(p95),
+            "p99": _round(p99),
+        }
 
     out: list[dict | None] = []
     for region in regions:
@@ -156,19 +162,20 @@ def _region_order(region: str) -> tuple:
 
 # ---- the extension --------------------------------------------------------------------------
 
+
 class WebUIExtension:
     """State of the UI extension in one Locust process (the master or a local runner)."""
 
     def __init__(self, plugin):
         self.plugin = plugin
         self.environment = None
-        self.runs: list[Path] = []        # run folders opened in this session, oldest first
-        self.allow_remote = False          # started with --target real
-        self._rows: dict | None = None     # extended_stats, cached for ROWS_CACHE_S
+        self.runs: list[Path] = []  # run folders opened in this session, oldest first
+        self.allow_remote = False  # started with --target real
+        self._rows: dict | None = None  # extended_stats, cached for ROWS_CACHE_S
         self._rows_at = 0.0
-        self._frozen: dict | None = None   # the last rows of a stopped test
+        self._frozen: dict | None = None  # the last rows of a stopped test
         self._build_lock = None
-        self.history = LiveHistory()       # the Regions tab's chart
+        self.history = LiveHistory()  # the Regions tab's chart
         self._sampler = None
 
     # ---- Locust events ----
@@ -198,10 +205,12 @@ class WebUIExtension:
         if remote and not self.allow_remote:
             # safety.check_target has passed (target real, --yes, credentials), but the form
             # is editable: a session started against the mock stays on this machine.
-            logger.error("loadtest: not starting — %s is off this machine, and this web UI was "
-                         "started for the mock; to load real hosts start it with "
-                         "`loadtest ui --target real --yes`.",
-                         ", ".join(f"{r}={u}" for r, u in remote.items()))
+            logger.error(
+                "loadtest: not starting — %s is off this machine, and this web UI was "
+                "started for the mock; to load real hosts start it with "
+                "`loadtest ui --target real --yes`.",
+                ", ".join(f"{r}={u}" for r, u in remote.items()),
+            )
             environment.loadtest_run = None  # users stop in on_start
             gevent.spawn_later(0, environment.runner.stop)
             return
@@ -226,18 +235,21 @@ class WebUIExtension:
     def history_json(self) -> dict:
         data = self.history.to_json()
         order = {"region": sorted(data["region"], key=_region_order), "variant": list(data["variant"])}
-        return {**data, "interval_s": HISTORY_INTERVAL_S, "window_s": self.plugin.live.window_s,
-                "running": self._running(), "order": order,  # JSON objects lose their order
-                "colours": {"region": region_colours(order["region"]),
-                            "variant": variant_colours(order["variant"])}}
+        return {
+            **data,
+            "interval_s": HISTORY_INTERVAL_S,
+            "window_s": self.plugin.live.window_s,
+            "running": self._running(),
+            "order": order,  # JSON objects lose their order
+            "colours": {"region": region_colours(order["region"]), "variant": variant_colours(order["variant"])},
+        }
 
     # ---- tabs ----
     @staticmethod
     def template_args() -> dict[str, Any]:
         return {
             "extended_tabs": [REGIONS_TAB, CONVERSATIONS_TAB],
-            "extended_tables": [{"key": REGIONS_TAB["key"], "structure": REGION_COLUMNS},
-                                {"key": CONVERSATIONS_TAB["key"], "structure": CONVERSATION_COLUMNS}],
+            "extended_tables": [{"key": REGIONS_TAB["key"], "structure": REGION_COLUMNS}, {"key": CONVERSATIONS_TAB["key"], "structure": CONVERSATION_COLUMNS}],
             "extended_csv_files": [
                 {"href": f".{PREFIX}/report", "title": "Load test report (HTML) of the current or last run"},
                 {"href": f".{PREFIX}/requests.csv", "title": "requests.csv of the current or last run (one row per request)"},
@@ -257,10 +269,13 @@ class WebUIExtension:
     def _compute_rows(self) -> dict:
         live = self.plugin.live
         snap = live.snapshot()
-        return {"snapshot": snap, "stats": [
-            {"key": REGIONS_TAB["key"], "data": region_rows(live, snap)[:500]},
-            {"key": CONVERSATIONS_TAB["key"], "data": conversation_rows(snap)},
-        ]}
+        return {
+            "snapshot": snap,
+            "stats": [
+                {"key": REGIONS_TAB["key"], "data": region_rows(live, snap)[:500]},
+                {"key": CONVERSATIONS_TAB["key"], "data": conversation_rows(snap)},
+            ],
+        }
 
     def _extend_stats_response(self, response):
         if request.endpoint != "locust.request_stats" or response.status_code != 200:
@@ -328,11 +343,9 @@ class WebUIExtension:
         def report():
             run_dir = pick_run()
             if run_dir is None:
-                return _page("No run yet", "<p>No test has been started in this session yet: "
-                             "start one from the form, then come back.</p>", 404)
+                return _page("No run yet", "<p>No test has been started in this session yet: start one from the form, then come back.</p>", 404)
             try:
-                warmup_s = config.parse_duration(request.args.get("warmup") or
-                                                 os.environ.get(WARMUP_ENV) or 0)
+                warmup_s = config.parse_duration(request.args.get("warmup") or os.environ.get(WARMUP_ENV) or 0)
             except ValueError as e:
                 return _page("Bad warmup", f"<p>warmup: {html.escape(str(e))}</p>", 400)
             path, why = self.report_path(run_dir, bool(request.args.get("rebuild")), warmup_s)
@@ -360,9 +373,12 @@ class WebUIExtension:
                 if run_dir is None or not any(run_dir.glob(pattern)):
                     return _page("No data", f"<p>No {label} yet: start a test first.</p>", 404)
                 files = sorted(run_dir.glob(pattern))
-                return Response(complete_csv_rows(files), mimetype="text/csv", headers={
-                    "Content-Disposition": f"attachment; filename={run_dir.name}-{label}",
-                    "Cache-Control": "no-store"})
+                return Response(
+                    complete_csv_rows(files),
+                    mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename={run_dir.name}-{label}", "Cache-Control": "no-store"},
+                )
+
             view.__name__ = label.replace(".", "_")
             bp.route(f"/{label}")(auth(view))
 
@@ -374,8 +390,7 @@ class WebUIExtension:
         def live_json():
             rows = self._frozen if self._frozen is not None and not self._running() else self._compute_rows()
             current = self.run_dir()
-            return {"running": self._running(), "run_dir": str(current) if current else None,
-                    "snapshot": rows["snapshot"], "extended_stats": rows["stats"]}
+            return {"running": self._running(), "run_dir": str(current) if current else None, "snapshot": rows["snapshot"], "extended_stats": rows["stats"]}
 
         @bp.route("/history.json")
         @auth
@@ -387,16 +402,17 @@ class WebUIExtension:
         @bp.route("/regions-chart.js")
         @auth
         def chart_script():
-            return Response(CHART_SCRIPT.read_text(), mimetype="text/javascript",
-                            headers={"Cache-Control": "no-store"})
+            return Response(CHART_SCRIPT.read_text(), mimetype="text/javascript", headers={"Cache-Control": "no-store"})
 
         return bp
 
     def _links_html(self, run_dir: Path) -> str:
         q = f"?run={run_dir.name}"
-        return (f'<p><a href="report{q}">report</a> · <a href="requests.csv{q}">requests.csv</a> · '
-                f'<a href="conversations.csv{q}">conversations.csv</a> · <a href="./">all runs</a> · '
-                f'<a href="../">back to the test</a></p>')
+        return (
+            f'<p><a href="report{q}">report</a> · <a href="requests.csv{q}">requests.csv</a> · '
+            f'<a href="conversations.csv{q}">conversations.csv</a> · <a href="./">all runs</a> · '
+            f'<a href="../">back to the test</a></p>'
+        )
 
     def _index_html(self) -> str:
         if not self.runs:
@@ -407,13 +423,18 @@ class WebUIExtension:
             status = "running" if self.is_current(d) else meta.get("status", "?")
             started = time.strftime("%H:%M:%S", time.localtime(meta["started"])) if meta.get("started") else ""
             q = f"?run={html.escape(d.name)}"
-            rows.append(f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(str(status))}</td>"
-                        f"<td>{started}</td><td><code>{html.escape(str(d.resolve()))}</code></td>"
-                        f"<td><a href='report{q}'>report</a> · <a href='requests.csv{q}'>requests.csv</a>"
-                        f" · <a href='conversations.csv{q}'>conversations.csv</a>"
-                        f" · <a href='runs/{html.escape(d.name)}/{records.RUN_JSON}'>run.json</a></td></tr>")
-        return ("<table><tr><th>Run</th><th>Status</th><th>Started</th><th>Folder</th><th></th></tr>"
-                + "".join(rows) + "</table><p><a href='../'>back to the test</a></p>")
+            rows.append(
+                f"<tr><td>{html.escape(d.name)}</td><td>{html.escape(str(status))}</td>"
+                f"<td>{started}</td><td><code>{html.escape(str(d.resolve()))}</code></td>"
+                f"<td><a href='report{q}'>report</a> · <a href='requests.csv{q}'>requests.csv</a>"
+                f" · <a href='conversations.csv{q}'>conversations.csv</a>"
+                f" · <a href='runs/{html.escape(d.name)}/{records.RUN_JSON}'>run.json</a></td></tr>"
+            )
+        return (
+            "<table><tr><th>Run</th><th>Status</th><th>Started</th><th>Folder</th><th></th></tr>"
+            + "".join(rows)
+            + "</table><p><a href='../'>back to the test</a></p>"
+        )
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -426,8 +447,7 @@ print(build_report(Path(sys.argv[1]), warmup_s=float(sys.argv[2])))
 """
 
 
-def build_report_in_child(run_dir: Path, warmup_s: float = 0.0,
-                          timeout: float = REPORT_BUILD_TIMEOUT_S) -> tuple[Path | None, str]:
+def build_report_in_child(run_dir: Path, warmup_s: float = 0.0, timeout: float = REPORT_BUILD_TIMEOUT_S) -> tuple[Path | None, str]:
     """Run `analysis.report.build_report` in a child process: (path, "") or (None, why)."""
     try:
         import analysis.report  # noqa: F401  (cheap check before spawning)
@@ -435,9 +455,14 @@ def build_report_in_child(run_dir: Path, warmup_s: float = 0.0,
         return None, f"The report builder (analysis.report) is not available: {e}."
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYAI_")}
     # Spawned like every child: it ends with this Locust, however Locust ends.
-    proc = processes.spawn([sys.executable, "-c", _BUILD_SCRIPT, str(run_dir), f"{warmup_s:g}"],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, env=env)
+    proc = processes.spawn(
+        [sys.executable, "-c", _BUILD_SCRIPT, str(run_dir), f"{warmup_s:g}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -490,12 +515,14 @@ def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
 
 
 def _page(title: str, body: str, status: int = 200):
-    text = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
-            "td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}"
-            "pre,code{white-space:pre-wrap}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>{body}"
-            "</body></html>")
+    text = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
+        "td,th{padding:.3em .8em;text-align:left;border-bottom:1px solid #ddd}"
+        "pre,code{white-space:pre-wrap}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{body}"
+        "</body></html>"
+    )
     return make_response(text, status, {"Content-Type": "text/html; charset=utf-8"})
 
 

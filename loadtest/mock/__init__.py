@@ -28,7 +28,19 @@ from loadtest.mock.server import AsyncMockServer, MockServer, make_app
 from loadtest.mock.service import RegionService
 
 __all__ = [
-    "AsyncMockServer", "Fault", "LogNormal", "MockConfig", "MockServer", "RegionProfile",
-    "RegionService", "Variant", "config_from_dict", "default_regions", "default_variants",
-    "load_config", "make_app", "parse_fault", "parse_faults",
+    "AsyncMockServer",
+    "Fault",
+    "LogNormal",
+    "MockConfig",
+    "MockServer",
+    "RegionProfile",
+    "RegionService",
+    "Variant",
+    "config_from_dict",
+    "default_regions",
+    "default_variants",
+    "load_config",
+    "make_app",
+    "parse_fault",
+    "parse_faults",
 ]

@@ -22,56 +22,92 @@ from loadtest.mock.profiles import BASE_BRAND, Variant
 
 # (topic, keywords, replies, handoff destination). "{brand}" is filled in.
 _TOPICS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
-    ("cancellation", ("cancel", "cancellation", "call off"),
-     ("I can help you cancel. Could you give me your booking reference?",
-      "Sorry to hear you want to cancel. Which reservation is it?",
-      "Let me look at that cancellation for you. What name is it under?"),
-     "cancellations_team"),
-    ("booking", ("book", "booking", "reservation", "reserve", "table", "room"),
-     ("Happy to help with your booking. For which date?",
-      "Sure, let's sort out that reservation. How many people is it for?",
-      "I can check availability for you. What time suits you best?"),
-     "reservations_desk"),
-    ("billing", ("bill", "billing", "refund", "charge", "payment", "invoice", "price", "pay"),
-     ("I understand this is about a payment. Can you tell me the amount and date?",
-      "Let me check your billing details. What's the last four digits of the card?",
-      "Refunds usually take 3 to 5 working days. Do you have the order number?"),
-     "billing_team"),
-    ("delivery", ("deliver", "delivery", "order", "parcel", "package", "tracking", "shipping"),
-     ("Let me track that order for you. What's the order number?",
-      "Deliveries can run a day late at the moment. Shall I check yours?",
-      "I can see your order in our system. Would you like the tracking link by text?"),
-     "logistics_team"),
-    ("account", ("account", "password", "login", "log in", "sign in", "email", "address"),
-     ("I can help with your account. What email address is it registered to?",
-      "For security I'll send a verification code. Is your number ending in 42 still current?",
-      "I've found your account. What would you like to change?"),
-     "account_security"),
-    ("opening hours", ("open", "opening", "hours", "close", "closing", "when"),
-     ("We're open from 9am to 6pm, Monday to Saturday.",
-      "Our opening hours are 9 to 6 on weekdays and 10 to 4 at weekends.",
-      "We're open today until 6pm. Anything else I can help with?"),
-     "front_desk"),
-    ("complaint", ("complain", "complaint", "unhappy", "terrible", "manager", "angry", "broken"),
-     ("I'm really sorry about that. Could you tell me a bit more about what happened?",
-      "I apologise for the trouble. Let me see what I can do to put this right.",
-      "Thank you for letting us know. I'll make sure this gets looked at."),
-     "customer_relations"),
+    (
+        "cancellation",
+        ("cancel", "cancellation", "call off"),
+        (
+            "I can help you cancel. Could you give me your booking reference?",
+            "Sorry to hear you want to cancel. Which reservation is it?",
+            "Let me look at that cancellation for you. What name is it under?",
+        ),
+        "cancellations_team",
+    ),
+    (
+        "booking",
+        ("book", "booking", "reservation", "reserve", "table", "room"),
+        (
+            "Happy to help with your booking. For which date?",
+            "Sure, let's sort out that reservation. How many people is it for?",
+            "I can check availability for you. What time suits you best?",
+        ),
+        "reservations_desk",
+    ),
+    (
+        "billing",
+        ("bill", "billing", "refund", "charge", "payment", "invoice", "price", "pay"),
+        (
+            "I understand this is about a payment. Can you tell me the amount and date?",
+            "Let me check your billing details. What's the last four digits of the card?",
+            "Refunds usually take 3 to 5 working days. Do you have the order number?",
+        ),
+        "billing_team",
+    ),
+    (
+        "delivery",
+        ("deliver", "delivery", "order", "parcel", "package", "tracking", "shipping"),
+        (
+            "Let me track that order for you. What's the order number?",
+            "Deliveries can run a day late at the moment. Shall I check yours?",
+            "I can see your order in our system. Would you like the tracking link by text?",
+        ),
+        "logistics_team",
+    ),
+    (
+        "account",
+        ("account", "password", "login", "log in", "sign in", "email", "address"),
+        (
+            "I can help with your account. What email address is it registered to?",
+            "For security I'll send a verification code. Is your number ending in 42 still current?",
+            "I've found your account. What would you like to change?",
+        ),
+        "account_security",
+    ),
+    (
+        "opening hours",
+        ("open", "opening", "hours", "close", "closing", "when"),
+        (
+            "We're open from 9am to 6pm, Monday to Saturday.",
+            "Our opening hours are 9 to 6 on weekdays and 10 to 4 at weekends.",
+            "We're open today until 6pm. Anything else I can help with?",
+        ),
+        "front_desk",
+    ),
+    (
+        "complaint",
+        ("complain", "complaint", "unhappy", "terrible", "manager", "angry", "broken"),
+        (
+            "I'm really sorry about that. Could you tell me a bit more about what happened?",
+            "I apologise for the trouble. Let me see what I can do to put this right.",
+            "Thank you for letting us know. I'll make sure this gets looked at.",
+        ),
+        "customer_relations",
+    ),
 )
-_GENERIC = ("Sure, I can help with that. Could you tell me a little more?",
-            "Got it. Is there anything else you'd like me to check?",
-            "Thanks. Let me look into that for you.",
-            "Okay. Could you give me a few more details?")
-_SILENCE = ("Sorry, I didn't catch that. Could you say it again?",
-            "Are you still there?")
-_ENDINGS = ("Thanks for contacting {brand}. Have a great day, goodbye!",
-            "Glad I could help. Thank you for choosing {brand}. Goodbye!")
+_GENERIC = (
+    "Sure, I can help with that. Could you tell me a little more?",
+    "Got it. Is there anything else you'd like me to check?",
+    "Thanks. Let me look into that for you.",
+    "Okay. Could you give me a few more details?",
+)
+_SILENCE = ("Sorry, I didn't catch that. Could you say it again?", "Are you still there?")
+_ENDINGS = ("Thanks for contacting {brand}. Have a great day, goodbye!", "Glad I could help. Thank you for choosing {brand}. Goodbye!")
 _ALREADY_ENDED = "This conversation has ended. Thank you for contacting {brand}."
-_HANDOFFS = ("Let me transfer you to a colleague who can help with your {topic}.",
-             "I'll put you through to our {team} now, one moment please.")
-_GREETINGS = ("Hello, thanks for contacting {brand}! How can I help you today?",
-              "Hi, you're through to {brand}. What can I do for you?",
-              "Welcome to {brand}. How can I help?")
+_HANDOFFS = ("Let me transfer you to a colleague who can help with your {topic}.", "I'll put you through to our {team} now, one moment please.")
+_GREETINGS = (
+    "Hello, thanks for contacting {brand}! How can I help you today?",
+    "Hi, you're through to {brand}. What can I do for you?",
+    "Welcome to {brand}. How can I help?",
+)
 
 
 def topic_of(message: str | None) -> tuple[str, tuple[str, ...], str] | None:
@@ -89,15 +125,13 @@ def topic_of(message: str | None) -> tuple[str, tuple[str, ...], str] | None:
 class Agent:
     """Replies for one region's conversations, drawn from a seeded RNG."""
 
-    def __init__(self, rng: random.Random, variants: dict[str, Variant], end_after: int = 8,
-                 end_probability: float = 0.05, handoff_rate: float = 0.03) -> None:
+    def __init__(self, rng: random.Random, variants: dict[str, Variant], end_after: int = 8, end_probability: float = 0.05, handoff_rate: float = 0.03) -> None:
         self._random = rng.random
         self._choice = rng.choice
         self.end_after = end_after
         self.end_probability = end_probability
         self._brands: dict[str | None, str] = {None: BASE_BRAND, **{k: v.brand for k, v in variants.items()}}
-        self._handoff: dict[str | None, float] = {None: handoff_rate,
-                         **{k: min(1.0, handoff_rate * v.handoff_factor) for k, v in variants.items()}}
+        self._handoff: dict[str | None, float] = {None: handoff_rate, **{k: min(1.0, handoff_rate * v.handoff_factor) for k, v in variants.items()}}
 
     def brand(self, variant: str | None) -> str:
         return self._brands[variant]
@@ -105,8 +139,7 @@ class Agent:
     def greeting(self, variant: str | None) -> str:
         return self._choice(_GREETINGS).format(brand=self._brands[variant])
 
-    def reply(self, turn: int, variant: str | None, message: str | None,
-              ended: bool) -> tuple[str, bool, dict | None]:
+    def reply(self, turn: int, variant: str | None, message: str | None, ended: bool) -> tuple[str, bool, dict | None]:
         """(response, end_conversation, handoff or None) for respond number ``turn`` (1-based)."""
         brand = self._brands[variant]
         if ended:

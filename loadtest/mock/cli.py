@@ -48,56 +48,69 @@ def _faults(text: str):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``loadtest mock`` flags."""
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help=f"first port; regions get PORT, PORT+1, ... (0: each a free port; default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"first port; regions get PORT, PORT+1, ... (0: each a free port; default {DEFAULT_PORT})"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
-    parser.add_argument("--region", action="append", choices=list(api.REGIONS), metavar="REGION",
-                        help=f"serve only this region (repeatable; default all: {', '.join(api.REGIONS)})")
-    parser.add_argument("--ready-file", metavar="PATH",
-                        help="write {\"regions\": {region: base URL}} here (atomically) once listening")
+    parser.add_argument(
+        "--region",
+        action="append",
+        choices=list(api.REGIONS),
+        metavar="REGION",
+        help=f"serve only this region (repeatable; default all: {', '.join(api.REGIONS)})",
+    )
+    parser.add_argument("--ready-file", metavar="PATH", help='write {"regions": {region: base URL}} here (atomically) once listening')
     parser.add_argument("--config", metavar="FILE", help="TOML file with profiles, variants, capacity, faults")
-    parser.add_argument("--fault", "--faults", action="append", type=_faults, default=[], metavar="SPEC",
-                        help=f"inject a fault, {SYNTAX}, e.g. respond:503:0.05 "
-                             "(repeatable, or several separated by commas)")
+    parser.add_argument(
+        "--fault",
+        "--faults",
+        action="append",
+        type=_faults,
+        default=[],
+        metavar="SPEC",
+        help=f"inject a fault, {SYNTAX}, e.g. respond:503:0.05 (repeatable, or several separated by commas)",
+    )
     parser.add_argument("--seed", type=int, help="seed of latencies, faults and replies (default 1)")
-    parser.add_argument("--latency-scale", type=float, metavar="X",
-                        help="multiply every latency profile (0 = no injected delay; default 1)")
-    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS",
-                        help="expire conversations idle this long (default 300)")
-    parser.add_argument("--max-conversations", type=int, metavar="N",
-                        help="open conversations per region before the oldest is evicted (default 200000)")
-    parser.add_argument("--end-after", type=int, metavar="TURNS",
-                        help="the agent ends the conversation on this turn (0 = never; default 8)")
-    parser.add_argument("--end-probability", type=float, metavar="P",
-                        help="per-turn probability that the agent ends the conversation (default 0.05)")
-    parser.add_argument("--handoff-rate", type=float, metavar="P",
-                        help="per-turn handoff probability, times the variant's factor (default 0.03)")
-    parser.add_argument("--overload-status", type=int, choices=(503, 429),
-                        help="status when a region's queue is full (default 503; 429 adds Retry-After)")
-    parser.add_argument("--api-version", action="append", metavar="VERSION",
-                        help=f"serve this API version path segment (repeatable; default {api.DEFAULT_VERSION}; "
-                             "others are 404)")
-    parser.add_argument("--engine", choices=("fast", "aiohttp"),
-                        help="HTTP front end (default fast)")
-    parser.add_argument("--tls", action="store_true",
-                        help="serve HTTPS with a certificate from a throwaway CA made at start")
-    parser.add_argument("--tls-ca-file", metavar="PATH",
-                        help="with --tls: write the CA certificate (PEM) here for clients' --ca-bundle "
-                             "(default: mock-ca-PID.pem in the temp folder, removed on exit)")
+    parser.add_argument("--latency-scale", type=float, metavar="X", help="multiply every latency profile (0 = no injected delay; default 1)")
+    parser.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="expire conversations idle this long (default 300)")
+    parser.add_argument("--max-conversations", type=int, metavar="N", help="open conversations per region before the oldest is evicted (default 200000)")
+    parser.add_argument("--end-after", type=int, metavar="TURNS", help="the agent ends the conversation on this turn (0 = never; default 8)")
+    parser.add_argument("--end-probability", type=float, metavar="P", help="per-turn probability that the agent ends the conversation (default 0.05)")
+    parser.add_argument("--handoff-rate", type=float, metavar="P", help="per-turn handoff probability, times the variant's factor (default 0.03)")
+    parser.add_argument("--overload-status", type=int, choices=(503, 429), help="status when a region's queue is full (default 503; 429 adds Retry-After)")
+    parser.add_argument(
+        "--api-version",
+        action="append",
+        metavar="VERSION",
+        help=f"serve this API version path segment (repeatable; default {api.DEFAULT_VERSION}; others are 404)",
+    )
+    parser.add_argument("--engine", choices=("fast", "aiohttp"), help="HTTP front end (default fast)")
+    parser.add_argument("--tls", action="store_true", help="serve HTTPS with a certificate from a throwaway CA made at start")
+    parser.add_argument(
+        "--tls-ca-file",
+        metavar="PATH",
+        help="with --tls: write the CA certificate (PEM) here for clients' --ca-bundle (default: mock-ca-PID.pem in the temp folder, removed on exit)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
-_FLAG_FIELDS = {"seed": "seed", "latency_scale": "latency_scale", "idle_timeout": "idle_timeout",
-                "max_conversations": "max_conversations", "end_after": "end_after",
-                "end_probability": "end_probability", "handoff_rate": "handoff_rate",
-                "overload_status": "overload_status", "engine": "engine"}
+_FLAG_FIELDS = {
+    "seed": "seed",
+    "latency_scale": "latency_scale",
+    "idle_timeout": "idle_timeout",
+    "max_conversations": "max_conversations",
+    "end_after": "end_after",
+    "end_probability": "end_probability",
+    "handoff_rate": "handoff_rate",
+    "overload_status": "overload_status",
+    "engine": "engine",
+}
 
 
 def config_from_args(args: argparse.Namespace) -> MockConfig:
     """Defaults < --config FILE < flags. Raises ValueError with a clear message."""
     config = load_config(args.config) if getattr(args, "config", None) else MockConfig()
-    changes = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items()
-               if getattr(args, flag, None) is not None}
+    changes = {field: getattr(args, flag) for flag, field in _FLAG_FIELDS.items() if getattr(args, flag, None) is not None}
     if getattr(args, "api_version", None):
         changes["versions"] = tuple(args.api_version)
     if getattr(args, "fault", None):
@@ -133,8 +146,9 @@ def tls_setup(ca_file: str | None) -> tuple[ssl.SSLContext, str, bool]:
     return context, path, not ca_file
 
 
-async def serve(config: MockConfig, regions, host: str, port: int, ready_file: str | None,
-                quiet: bool = False, tls: bool = False, tls_ca_file: str | None = None) -> int:
+async def serve(
+    config: MockConfig, regions, host: str, port: int, ready_file: str | None, quiet: bool = False, tls: bool = False, tls_ca_file: str | None = None
+) -> int:
     context, ca_bundle, remove_ca = tls_setup(tls_ca_file) if tls else (None, None, False)
     server = AsyncMockServer(config, regions, host, port, ssl=context)
     try:
@@ -163,8 +177,7 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
         loop.add_reader(lifeline, on_parent_lost)
     try:
         if not quiet:
-            print(f"mock Chat API ({config.engine}, latency scale {config.latency_scale:g}, "
-                  f"{len(config.faults)} fault(s)); stop with Ctrl-C", flush=True)
+            print(f"mock Chat API ({config.engine}, latency scale {config.latency_scale:g}, {len(config.faults)} fault(s)); stop with Ctrl-C", flush=True)
             print(format_table(server.base_urls), flush=True)
             if ca_bundle:
                 print(f"HTTPS with a throwaway CA; clients trust it with: --ca-bundle {ca_bundle}", flush=True)
@@ -187,8 +200,10 @@ async def serve(config: MockConfig, regions, host: str, port: int, ready_file: s
     if not quiet:
         try:  # stdout may be a log on a full disk, or a terminal that is gone
             for region, s in stats.items():
-                print(f"{region}: {sum(s['requests'].values())} requests, {s['created']} created, "
-                      f"{s['closed']} closed, {s['open_conversations']} left open", flush=True)
+                print(
+                    f"{region}: {sum(s['requests'].values())} requests, {s['created']} created, {s['closed']} closed, {s['open_conversations']} left open",
+                    flush=True,
+                )
         except OSError:
             pass
     return 0
@@ -211,8 +226,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     loop = new_event_loop()
     try:
-        return loop.run_until_complete(serve(config, args.region, args.host, args.port,
-                                             args.ready_file, args.quiet, args.tls, args.tls_ca_file))
+        return loop.run_until_complete(serve(config, args.region, args.host, args.port, args.ready_file, args.quiet, args.tls, args.tls_ca_file))
     finally:
         loop.close()
 

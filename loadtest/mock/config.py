@@ -96,8 +96,7 @@ class MockConfig:
             raise ValueError("engine must be 'fast' or 'aiohttp'")
         unknown = [r for r in self.regions if r not in api.REGIONS]
         if unknown:
-            raise ValueError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(api.REGIONS)} "
-                             "(add a region to loadtest/api.py REGIONS)")
+            raise ValueError(f"unknown region(s) {', '.join(unknown)}; known: {', '.join(api.REGIONS)} (add a region to loadtest/api.py REGIONS)")
         # Regions added to api.REGIONS after this config was built still get a profile.
         defaults = default_regions()
         for name in api.REGIONS:
@@ -122,8 +121,7 @@ _VARIANT_KEYS = {f.name for f in dataclasses.fields(Variant)}
 def _unknown(where: str, keys, valid) -> None:
     bad = sorted(set(keys) - set(valid))
     if bad:
-        raise ValueError(f"unknown key(s) {', '.join(map(repr, bad))} in {where}; "
-                         f"valid: {', '.join(sorted(valid))}")
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, bad))} in {where}; valid: {', '.join(sorted(valid))}")
 
 
 def config_from_dict(data: Mapping[str, Any], base: MockConfig | None = None) -> MockConfig:
@@ -148,8 +146,7 @@ def config_from_dict(data: Mapping[str, Any], base: MockConfig | None = None) ->
             if endpoint in table:
                 _unknown(f"[regions.{name}].{endpoint}", table[endpoint], _LATENCY_KEYS)
                 old = profile.latency(endpoint)
-                updates[endpoint] = LogNormal(float(table[endpoint].get("median_ms", old.median_ms)),
-                                              float(table[endpoint].get("p99_ms", old.p99_ms)))
+                updates[endpoint] = LogNormal(float(table[endpoint].get("median_ms", old.median_ms)), float(table[endpoint].get("p99_ms", old.p99_ms)))
         if "slots" in table:
             updates["slots"] = int(table["slots"])
             updates.setdefault("queue_limit", 2 * updates["slots"])

@@ -59,16 +59,15 @@ class Fault:
     kind: str
     rate: float
     region: str | None = None
-    retry_after: float = 1.0   # 429: seconds in Retry-After
-    extra_ms: float = 1000.0   # spike: added latency
-    hold_s: float = 60.0       # timeout: longest hold before the connection is dropped
+    retry_after: float = 1.0  # 429: seconds in Retry-After
+    extra_ms: float = 1000.0  # spike: added latency
+    hold_s: float = 60.0  # timeout: longest hold before the connection is dropped
 
     @property
     def spec(self) -> str:
         """The canonical spec string (parses back to an equal Fault)."""
         where = f"{self.region}.{self.endpoint}" if self.region else self.endpoint
-        param = {"429": f":retry_after={self.retry_after:g}", "spike": f":{self.extra_ms:g}ms",
-                 "timeout": f":{self.hold_s:g}s"}.get(self.kind, "")
+        param = {"429": f":retry_after={self.retry_after:g}", "spike": f":{self.extra_ms:g}ms", "timeout": f":{self.hold_s:g}s"}.get(self.kind, "")
         return f"{where}:{self.kind}:{self.rate:g}{param}"
 
     def applies(self, region: str, endpoint: str) -> bool:
@@ -171,8 +170,7 @@ class FaultTable:
                     cumulative += fault.rate
                     rows.append((cumulative, fault))
             if cumulative > 1.0 + 1e-9:
-                raise ValueError(f"faults on {region}.{endpoint} add up to rate {cumulative:g} > 1: "
-                                 + ", ".join(f.spec for _, f in rows))
+                raise ValueError(f"faults on {region}.{endpoint} add up to rate {cumulative:g} > 1: " + ", ".join(f.spec for _, f in rows))
             if rows:
                 self._tables[endpoint] = tuple(rows)
 

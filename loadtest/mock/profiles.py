@@ -48,8 +48,7 @@ class LogNormal:
 
     def __post_init__(self) -> None:
         if not (self.median_ms > 0 and self.p99_ms >= self.median_ms):
-            raise ValueError(f"latency needs 0 < median_ms <= p99_ms, got median_ms={self.median_ms} "
-                             f"p99_ms={self.p99_ms}")
+            raise ValueError(f"latency needs 0 < median_ms <= p99_ms, got median_ms={self.median_ms} p99_ms={self.p99_ms}")
 
     @property
     def sigma(self) -> float:
@@ -87,8 +86,7 @@ class Variant:
 
 
 def _region(create, respond, close, slots: int, queue_limit: int | None = None) -> RegionProfile:
-    return RegionProfile(LogNormal(*create), LogNormal(*respond), LogNormal(*close), slots,
-                         2 * slots if queue_limit is None else queue_limit)
+    return RegionProfile(LogNormal(*create), LogNormal(*respond), LogNormal(*close), slots, 2 * slots if queue_limit is None else queue_limit)
 
 
 _DEFAULT_REGIONS: dict[str, RegionProfile] = {
@@ -122,8 +120,7 @@ class Sampler:
     latency scale, so the hot path is one dict lookup and one ``gauss``.
     """
 
-    def __init__(self, profile: RegionProfile, variants: dict[str, Variant], scale: float,
-                 turn_growth: float, rng) -> None:
+    def __init__(self, profile: RegionProfile, variants: dict[str, Variant], scale: float, turn_growth: float, rng) -> None:
         self.enabled = scale > 0
         self.turn_growth = turn_growth
         self._gauss = rng.gauss

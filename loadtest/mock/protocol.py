@@ -54,19 +54,37 @@ KEEPALIVE_S = 75.0
 LINGER_S = 2.0
 _CHUNK_SLACK = 16 * 1024  # chunk-size lines and trailers on top of max_body
 
-_REASONS = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            405: "Method Not Allowed", 413: "Payload Too Large", 415: "Unsupported Media Type",
-            422: "Unprocessable Entity", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
 _STATUS = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS")}
 # The request headers the service reads, by lower-case name.
 _CONTENT_TYPE, _KEY, _TOKEN, _LENGTH, _CONNECTION, _TRANSFER, _EXPECT = range(7)
-_FIELDS = {b"content-type": _CONTENT_TYPE, api.API_KEY_HEADER.lower().encode(): _KEY,
-           api.TOKEN_HEADER.lower().encode(): _TOKEN, b"content-length": _LENGTH,
-           b"connection": _CONNECTION, b"transfer-encoding": _TRANSFER, b"expect": _EXPECT}
+_FIELDS = {
+    b"content-type": _CONTENT_TYPE,
+    api.API_KEY_HEADER.lower().encode(): _KEY,
+    api.TOKEN_HEADER.lower().encode(): _TOKEN,
+    b"content-length": _LENGTH,
+    b"connection": _CONNECTION,
+    b"transfer-encoding": _TRANSFER,
+    b"expect": _EXPECT,
+}
 
 
 class Clock:
@@ -116,14 +134,43 @@ class HttpProtocol(asyncio.Protocol):
     ``pending``, unparsed, so a pipelining client cannot make the mock buffer without bound.
     """
 
-    __slots__ = ("service", "max_body", "clock", "connections", "transport", "parser", "queue",
-                 "pending", "pending_size", "task", "last_active", "closing", "failed", "discard_left",
-                 # the request being parsed
-                 "in_head", "in_body", "url", "target", "head_size", "head_bytes", "headers",
-                 "content_type", "key", "token", "length", "connection", "expect", "continue_sent",
-                 "body", "body_size", "keep_alive",
-                 # the request in service is an injected timeout; the client half-closed
-                 "holding", "peer_done")
+    __slots__ = (
+        "service",
+        "max_body",
+        "clock",
+        "connections",
+        "transport",
+        "parser",
+        "queue",
+        "pending",
+        "pending_size",
+        "task",
+        "last_active",
+        "closing",
+        "failed",
+        "discard_left",
+        # the request being parsed
+        "in_head",
+        "in_body",
+        "url",
+        "target",
+        "head_size",
+        "head_bytes",
+        "headers",
+        "content_type",
+        "key",
+        "token",
+        "length",
+        "connection",
+        "expect",
+        "continue_sent",
+        "body",
+        "body_size",
+        "keep_alive",
+        # the request in service is an injected timeout; the client half-closed
+        "holding",
+        "peer_done",
+    )
 
     def __init__(self, service: RegionService, clock: Clock, connections: set) -> None:
         self.service = service
@@ -289,9 +336,17 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body = self.body
         method = self.parser.get_method()
-        self.queue.append((_METHODS.get(method) or method.decode("ascii"), self.target, self.content_type,
-                           self.key, self.token, body[0] if len(body) == 1 else b"".join(body),
-                           self.keep_alive))
+        self.queue.append(
+            (
+                _METHODS.get(method) or method.decode("ascii"),
+                self.target,
+                self.content_type,
+                self.key,
+                self.token,
+                body[0] if len(body) == 1 else b"".join(body),
+                self.keep_alive,
+            )
+        )
         self._next_request()
 
     # ------------------------------------------------------------ serving, in order
@@ -352,8 +407,12 @@ class HttpProtocol(asyncio.Protocol):
         elif keep_alive == 2:
             extra += b"Connection: keep-alive\r\n"
         return b"%bContent-Type: application/json\r\nContent-Length: %d\r\n%b%b\r\n%b" % (
-            _STATUS.get(status) or f"HTTP/1.1 {status} Status\r\n".encode(), len(body), self.clock.date,
-            extra, b"" if head_only else body)
+            _STATUS.get(status) or f"HTTP/1.1 {status} Status\r\n".encode(),
+            len(body),
+            self.clock.date,
+            extra,
+            b"" if head_only else body,
+        )
 
     def _flush(self, out: list[bytes]) -> None:
         if out:
@@ -420,6 +479,8 @@ class HttpProtocol(asyncio.Protocol):
 
 def protocol_factory(service: RegionService, clock: Clock, connections: set):
     """A factory for ``loop.create_server``; ``connections`` collects the live ones."""
+
     def factory() -> HttpProtocol:
         return HttpProtocol(service, clock, connections)
+
     return factory

@@ -55,6 +55,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 # ---------------------------------------------------------------------------- aiohttp front end
 
+
 async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
     """The body, or None once it exceeds ``limit`` bytes (never reads more than limit + 64 KiB)."""
     chunks: list[bytes] = []
@@ -72,14 +73,14 @@ async def _read_bounded(request: web.Request, limit: int) -> bytes | None:
 async def _aiohttp_handler(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE_KEY]
     length = request.content_length
-    body = None if length is not None and length > service.max_body else \
-        await _read_bounded(request, service.max_body)
+    body = None if length is not None and length > service.max_body else await _read_bounded(request, service.max_body)
     if body is None:
         result = service.too_large()
     else:
         headers = request.headers
-        outcome = service.handle(request.method, request.raw_path, headers.get("Content-Type"),
-                                 headers.get(api.API_KEY_HEADER), headers.get(api.TOKEN_HEADER), body)
+        outcome = service.handle(
+            request.method, request.raw_path, headers.get("Content-Type"), headers.get(api.API_KEY_HEADER), headers.get(api.TOKEN_HEADER), body
+        )
         result = outcome if isinstance(outcome, tuple) else await outcome
     status, payload, extra, action = result
     if action == RESET:
@@ -94,8 +95,7 @@ async def _aiohttp_handler(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_app(config: MockConfig | None = None, region: str = "us",
-             service: RegionService | None = None) -> web.Application:
+def make_app(config: MockConfig | None = None, region: str = "us", service: RegionService | None = None) -> web.Application:
     """An aiohttp Application serving one region of the mock (catch-all route)."""
     service = service or RegionService(region, config or MockConfig())
     app = web.Application(client_max_size=service.max_body + 1)
@@ -107,6 +107,7 @@ def make_app(config: MockConfig | None = None, region: str = "us",
             while True:
                 await asyncio.sleep(HOUSEKEEPING_S)
                 service.housekeeping()
+
         task = asyncio.ensure_future(loop())
         yield
         task.cancel()
@@ -117,26 +118,29 @@ def make_app(config: MockConfig | None = None, region: str = "us",
 
 def _counting(service: RegionService, factory):
     """A protocol factory that counts accepted connections (over TLS: before the handshake)."""
+
     def counted():
         service.connections += 1
         return factory()
+
     return counted
 
 
 # ---------------------------------------------------------------------------- async server
 
+
 class AsyncMockServer:
     """Serve regions of the mock on loopback ports, in the running event loop."""
 
-    def __init__(self, config: MockConfig | None = None, regions: Iterable[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> None:
+    def __init__(
+        self, config: MockConfig | None = None, regions: Iterable[str] | None = None, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> None:
         self.config = config or MockConfig()
         self.ssl = ssl  # HTTPS when given (see loadtest.mock.tls)
         self.regions = list(regions) if regions is not None else list(api.REGIONS)
         unknown = [r for r in self.regions if r not in self.config.regions]
         if unknown or not self.regions:
-            raise ValueError(f"unknown region(s) {', '.join(unknown) or '(none given)'}; "
-                             f"known: {', '.join(api.REGIONS)}")
+            raise ValueError(f"unknown region(s) {', '.join(unknown) or '(none given)'}; known: {', '.join(api.REGIONS)}")
         self.host = host
         self.port = port
         self.services: dict[str, RegionService] = {r: RegionService(r, self.config) for r in self.regions}
@@ -155,15 +159,13 @@ class AsyncMockServer:
                 port = self.port + i if self.port else 0
                 service = self.services[region]
                 if self.config.engine == "aiohttp":
-                    runner = web.AppRunner(make_app(service=service), access_log=None,
-                                           handle_signals=False, handler_cancellation=True)
+                    runner = web.AppRunner(make_app(service=service), access_log=None, handle_signals=False, handler_cancellation=True)
                     await runner.setup()
                     self._runners.append(runner)
                     factory = _counting(service, runner.server)
                 else:
                     factory = _counting(service, protocol_factory(service, self._clock, self._connections))
-                server = await loop.create_server(factory, self.host, port, backlog=2048,
-                                                  reuse_address=True, ssl=self.ssl)
+                server = await loop.create_server(factory, self.host, port, backlog=2048, reuse_address=True, ssl=self.ssl)
                 self._servers.append(server)
                 bound = server.sockets[0].getsockname()[1]
                 self.ports[region] = bound
@@ -221,6 +223,7 @@ class AsyncMockServer:
 
 # ---------------------------------------------------------------------------- in-thread server
 
+
 class MockServer:
     """The async server with its own event loop (uvloop when available) in a daemon thread.
 
@@ -233,8 +236,9 @@ class MockServer:
     process instead, as the runner does.
     """
 
-    def __init__(self, config: MockConfig | None = None, regions: Iterable[str] | None = None,
-                 host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None) -> None:
+    def __init__(
+        self, config: MockConfig | None = None, regions: Iterable[str] | None = None, host: str = "127.0.0.1", port: int = 0, ssl: SSLContext | None = None
+    ) -> None:
         self._server = AsyncMockServer(config, regions, host, port, ssl)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -296,8 +300,10 @@ class MockServer:
 
     def call(self, fn, *args, timeout: float = 10.0):
         """Run ``fn(*args)`` in the server's loop thread and return its result."""
+
         async def wrapped():
             return fn(*args)
+
         if self._loop is None:
             raise RuntimeError("the mock server is not running")
         return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result(timeout)

@@ -73,12 +73,14 @@ def _summary(seconds: deque) -> dict:
     (p50,) = percentiles(np.fromiter(seconds, dtype=float, count=len(seconds)) * 1000.0, (50,))
     return {"count": len(seconds), "p50": round(float(p50), 3)}
 
+
 try:  # orjson is ~3x faster; the stdlib is the fallback
     import orjson
 
     _dumps = orjson.dumps
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment
+
     def _dumps(obj: Any) -> bytes:  # type: ignore[misc]  # orjson's signature, simplified
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -89,6 +91,8 @@ RESET = 1
 
 Headers = tuple  # of (name, value) pairs
 Result = tuple  # (status: int, body: bytes, headers: Headers, action: int)
+
+
 class Hold:
     """An injected timeout: awaited until the client gives up (a front end cancels it when the
     client closes its side) or its time runs out. Marked so that front ends can tell it from
@@ -108,10 +112,21 @@ Outcome = Union[Result, Coroutine[Any, Any, Result], Hold]
 STATS_PATH = "/_mock/stats"
 _JSON_TYPES = {"application/json"}
 _EXPECTED_PATH = "/{version}/{account}/{project}/chat/{create|respond|close}"
-_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_field",
-                429: "rate_limited", 431: "headers_too_large", 500: "internal_error",
-                502: "bad_gateway", 503: "service_unavailable", 505: "http_version_not_supported"}
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_field",
+    429: "rate_limited",
+    431: "headers_too_large",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    505: "http_version_not_supported",
+}
 _CLOSE_OK = b'{"success":true}'
 _RESET_RESULT: Result = (0, b"", (), RESET)
 
@@ -126,8 +141,9 @@ def retry_after(seconds: float) -> str:
 
 
 def _type_name(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
-            float: "number", type(None): "null"}.get(type(value), type(value).__name__)
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
 
 class RegionService:
@@ -150,8 +166,7 @@ class RegionService:
         self.sampler = Sampler(profile, self.variants, config.latency_scale, config.turn_growth, rng("latency"))
         self.capacity = Capacity(profile.slots, profile.queue_limit)
         self.faults = FaultTable(config.faults, region, rng("faults"))
-        self.agent = Agent(rng("agent"), self.variants, config.end_after, config.end_probability,
-                           config.handoff_rate)
+        self.agent = Agent(rng("agent"), self.variants, config.end_after, config.end_probability, config.handoff_rate)
         self.store = ConversationStore(config.idle_timeout, config.max_conversations)
         self._ids = rng("ids").getrandbits
         key, token = config.credentials()
@@ -172,13 +187,15 @@ class RegionService:
         self.sampled: dict[str, deque[float]] = {e: deque(maxlen=SAMPLED_KEEP) for e in api.ENDPOINTS}
 
         self._overload: Result = self._make_error(
-            config.overload_status, "region is over capacity; retry later", "overloaded",
-            (("Retry-After", retry_after(config.overload_retry_after)),) if config.overload_status == 429 else ())
+            config.overload_status,
+            "region is over capacity; retry later",
+            "overloaded",
+            (("Retry-After", retry_after(config.overload_retry_after)),) if config.overload_status == 429 else (),
+        )
         self._e401_missing = self._make_error(401, f"missing {api.API_KEY_HEADER} or {api.TOKEN_HEADER} header")
         self._e401_wrong = self._make_error(401, f"invalid {api.API_KEY_HEADER} or {api.TOKEN_HEADER}")
         self._e415 = self._make_error(415, f"Content-Type must be {api.CONTENT_TYPE}")
-        self._e405 = {op: self._make_error(405, f"{op} takes {m}", headers=(("Allow", m),))
-                      for op, m in api.METHODS.items()}
+        self._e405 = {op: self._make_error(405, f"{op} takes {m}", headers=(("Allow", m),)) for op, m in api.METHODS.items()}
 
     # ---------------------------------------------------------------- results
 
@@ -200,13 +217,11 @@ class RegionService:
 
     # ---------------------------------------------------------------- routing
 
-    def handle(self, method: str, target: str, content_type: str | None, api_key: str | None,
-               token: str | None, body: bytes) -> Outcome:
+    def handle(self, method: str, target: str, content_type: str | None, api_key: str | None, token: str | None, body: bytes) -> Outcome:
         """Answer one request: a Result now, or a coroutine that returns one."""
         path = target.partition("?")[0] if "?" in target else target
         parts = path.split("/")
-        if len(parts) != 6 or parts[4] != "chat" or parts[0] or parts[5] not in api.METHODS \
-                or not (parts[1] and parts[2] and parts[3]):
+        if len(parts) != 6 or parts[4] != "chat" or parts[0] or parts[5] not in api.METHODS or not (parts[1] and parts[2] and parts[3]):
             return self._other(method, path)
         op = parts[5]
         if self._restricted:
@@ -214,18 +229,18 @@ class RegionService:
                 if allowed is not None and segment not in allowed:
                     self.requests["other"] += 1
                     what = "API version" if name == "version" else name
-                    return self.error(404, f"unknown {what} {segment[:100]!r}; this API serves "
-                                           f"{', '.join(allowed)}")
+                    return self.error(404, f"unknown {what} {segment[:100]!r}; this API serves {', '.join(allowed)}")
         self.requests[op] += 1
         if method != api.METHODS[op]:
             return self._count(self._e405[op])
         if api_key is None or token is None:
             return self._count(self._e401_missing)
-        if not (hmac.compare_digest(api_key.encode("utf-8", "surrogatepass"), self._key)
-                and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token)):
+        if not (
+            hmac.compare_digest(api_key.encode("utf-8", "surrogatepass"), self._key)
+            and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), self._token)
+        ):
             return self._count(self._e401_wrong)
-        if content_type != api.CONTENT_TYPE and (
-                content_type is None or content_type.partition(";")[0].strip().lower() not in _JSON_TYPES):
+        if content_type != api.CONTENT_TYPE and (content_type is None or content_type.partition(";")[0].strip().lower() not in _JSON_TYPES):
             return self._count(self._e415)
         if len(body) > self.max_body:
             return self.too_large()
@@ -272,8 +287,7 @@ class RegionService:
     def _do_create(self, variant: str | None, attrs: dict | None) -> Result:
         conversation_id = f"{self.region}-{self._ids(96):024x}"
         self.store.open(conversation_id, variant, attrs, time.monotonic())
-        return self._count((200, _dumps({"conversation_id": conversation_id,
-                                         "response": self.agent.greeting(variant)}), (), SEND))
+        return self._count((200, _dumps({"conversation_id": conversation_id, "response": self.agent.greeting(variant)}), (), SEND))
 
     def _conversation_id(self, payload: dict, op: str) -> str | Result:
         if "variant_id" in payload:
@@ -365,8 +379,7 @@ class RegionService:
         if kind == "503" or kind == "500" or kind == "502":
             return self.error(int(kind), f"injected fault: {kind} on {op}", None)
         if kind == "429":
-            return self.error(429, "rate limited; retry later", None,
-                              (("Retry-After", retry_after(fault.retry_after)),))
+            return self.error(429, "rate limited; retry later", None, (("Retry-After", retry_after(fault.retry_after)),))
         if kind == "reset":
             self.resets += 1
             return _RESET_RESULT
@@ -391,9 +404,11 @@ class RegionService:
 
     def _wrong_shape(self, op: str) -> Result:
         fake = f"{self.region}-{self._ids(96):024x}"
-        body = {"create": {"conversation_id": fake},
-                "respond": {"conversation_id": fake, "response": "Sorry, could you repeat that?"},
-                "close": {"closed": True}}[op]
+        body = {
+            "create": {"conversation_id": fake},
+            "respond": {"conversation_id": fake, "response": "Sorry, could you repeat that?"},
+            "close": {"closed": True},
+        }[op]
         return self._count((200, _dumps(body), (), SEND))
 
     # ---------------------------------------------------------------- admin

@@ -29,8 +29,7 @@ class Conversation:
 
     __slots__ = ("id", "variant", "turn", "last_seen", "started", "ended", "integration_attributes")
 
-    def __init__(self, conversation_id: str, variant: str | None, integration_attributes: dict | None,
-                 now: float) -> None:
+    def __init__(self, conversation_id: str, variant: str | None, integration_attributes: dict | None, now: float) -> None:
         self.id = conversation_id
         self.variant = variant
         self.integration_attributes = integration_attributes
@@ -43,8 +42,7 @@ class Conversation:
 class ConversationStore:
     """The open conversations of one region, with idle expiry and a size cap."""
 
-    def __init__(self, idle_timeout: float = 300.0, max_open: int = 200_000,
-                 remember_gone: int = 10_000) -> None:
+    def __init__(self, idle_timeout: float = 300.0, max_open: int = 200_000, remember_gone: int = 10_000) -> None:
         if max_open < 1:
             raise ValueError("max_open must be at least 1")
         self.idle_timeout = idle_timeout
@@ -67,8 +65,7 @@ class ConversationStore:
     def __contains__(self, conversation_id: str) -> bool:
         return conversation_id in self._open
 
-    def open(self, conversation_id: str, variant: str | None, integration_attributes: dict | None,
-             now: float) -> Conversation:
+    def open(self, conversation_id: str, variant: str | None, integration_attributes: dict | None, now: float) -> Conversation:
         while len(self._open) >= self.max_open:
             old_id, _ = self._open.popitem(last=False)
             self.evicted += 1
@@ -118,7 +115,7 @@ class ConversationStore:
         return True
 
     def why_gone(self, conversation_id: str) -> str | None:
-        """"closed", "expired" or "evicted" for a recently forgotten id, else None."""
+        """ "closed", "expired" or "evicted" for a recently forgotten id, else None."""
         return self._gone.get(conversation_id)
 
     def sweep(self, now: float) -> int:

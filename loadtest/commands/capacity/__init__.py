@@ -71,6 +71,22 @@ from loadtest.commands.capacity.plan import Knee, Plan, default_latency_slo, fin
 from loadtest.commands.capacity.search import search, search_region, set_baseline
 from loadtest.commands.capacity.steps import RegionResult, judge_delivery, measure_step
 
-__all__ = ["CSV_COLUMNS", "Knee", "Plan", "RegionResult", "add_arguments", "capacity_command",
-           "default_latency_slo", "find_knee", "judge_delivery", "measure_step", "plan_from_args",
-           "region_slos", "search", "search_region", "set_baseline", "should_stop", "write_outputs"]
+__all__ = [
+    "CSV_COLUMNS",
+    "Knee",
+    "Plan",
+    "RegionResult",
+    "add_arguments",
+    "capacity_command",
+    "default_latency_slo",
+    "find_knee",
+    "judge_delivery",
+    "measure_step",
+    "plan_from_args",
+    "region_slos",
+    "search",
+    "search_region",
+    "set_baseline",
+    "should_stop",
+    "write_outputs",
+]

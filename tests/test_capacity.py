@@ -415,6 +415,8 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
         "1",
         "--arrival-rate-max",
         "8",
+        "--arrival",
+        "constant",  # evenly spaced: each step's planned count is its rate × window, ±1
         "--hold",
         "6s",
         "--out",
@@ -451,7 +453,9 @@ def test_rate_search_finds_the_knee_where_the_mock_starts_to_queue(tmp_path):
     assert float(failing["p50_ms"]) > 1.1 * float(rows[0]["p50_ms"]), proc.stdout  # the queue shows
     for r in rows:  # each step offered its rate: nothing dropped (the pool is ample), no lag
         assert float(r["dropped_share"]) == 0.0 and float(r["lag_p95_ms"]) < 1000
-        assert float(r["offered_per_s"]) > 0.4 * float(r["level_rate"])
+        # (constant spacing: 4 or 5 planned in a 4.2 s window at 1/s; Poisson arrivals gave 1
+        # in 1 of ~11 runs, P(N <= 1 | mean 4.2) = 8 %)
+        assert float(r["offered_per_s"]) > 0.75 * float(r["level_rate"]), r
     md = (folder / "capacity.md").read_text()
     assert "knee conv/s offered" in md and f"| uk | {knee['level_rate']:g} |" in md
     page = (folder / "capacity.html").read_text()

@@ -94,11 +94,13 @@ async def timed_posts(session: aiohttp.ClientSession, url: str, n: int, body: di
 
 @pytest.mark.slow
 def test_regions_and_variants_change_latency_over_http():
-    """aiohttp's client in one thread: cheap enough not to blur 45 vs 50 ms medians.
+    """aiohttp's client in one thread, all regions at once, so a busy machine slows them alike.
 
     Each region draws from its own seeded RNG, so the 300 service times behind each median
-    are the same every run; variant b is measured on a fresh server, so it gets uk's very
-    draws times 1.3. What varies is only the client's timing noise."""
+    are the same every run, and the mock reports the median of what it drew: that is checked
+    against the profile. The client's medians are only checked as what a shared CPU cannot
+    blur: never below the service time, and in the profile's order. Variant b is measured on a
+    fresh server, so it gets uk's very draws times 1.3."""
     scale, n = 0.5, 300
 
     async def measure(base_urls: dict[str, str], body: dict) -> dict:
@@ -111,14 +113,18 @@ def test_regions_and_variants_change_latency_over_http():
     config = MockConfig(latency_scale=scale, seed=1)
     with MockServer(config) as mock:
         medians = asyncio.run(measure(mock.base_urls, {}))
+        drawn = {region: mock.stats(region)["service_ms"]["create"] for region in api.REGIONS}
     with MockServer(config, regions=["uk"]) as mock:
         variant_b = asyncio.run(measure(mock.base_urls, {"variant_id": "b"}))["uk"]
+        drawn_b = mock.stats("uk")["service_ms"]["create"]
     profile = default_regions()
     for region in api.REGIONS:
         expected = profile[region].create.median_ms * scale
-        assert 0.85 * expected <= medians[region] <= 1.2 * expected + 5, (region, medians)
+        assert drawn[region]["count"] == n and 0.85 * expected <= drawn[region]["p50"] <= 1.15 * expected, (region, drawn)
+        assert medians[region] >= drawn[region]["p50"] - 1, (region, medians, drawn)  # the trip adds, never takes
     assert medians["uk"] < medians["eu"] < medians["us"] < medians["self-serve"], medians
-    assert 1.15 < variant_b / medians["uk"] < 1.45, (variant_b, medians)
+    assert drawn_b["p50"] / drawn["uk"]["p50"] == pytest.approx(1.3, rel=1e-3)  # uk's draws × 1.3
+    assert medians["uk"] < variant_b < 1.6 * medians["uk"], (variant_b, medians)
 
 
 @pytest.mark.slow

@@ -6,9 +6,10 @@
             conversation.respond(message)
                                                       # close, always, also when the test stops
 
-Every request carries a Locust `context` {region, variant, endpoint, conversation_id, turn,
+Every request carries a Locust `context` {user, region, variant, endpoint, conversation_id, turn,
 error_kind} that the recorder turns into a row of requests.csv; every conversation ends as a
-row of conversations.csv.
+row of conversations.csv. Requests go out through `transport` (the user's connection pool,
+one `request` event each, as Locust's FastHttpSession reports them).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import TYPE_CHECKING, Iterator
 import gevent
 from gevent import GreenletExit
 from geventhttpclient import client as _geventhttpclient
-from locust.exception import StopUser
+from locust.exception import CatchResponseError, StopUser
 
 from loadtest import api, config, safety, tls
 from loadtest.config import load_corpus
+from loadtest.inlocust import transport
 from loadtest.inlocust.arrivals import Stopped
 
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
@@ -134,7 +136,7 @@ def classify_failure(status: int, error: BaseException | None) -> str:
     error = root_cause(error)
     if status == 429:
         return "rate_limited"
-    if status >= 400:
+    if status >= 300:  # redirects are not followed (transport)
         return "http"
     if error is None:
         return "schema"
@@ -174,6 +176,7 @@ class Outcome:
     ok: bool
     reply: api.Reply | None = None
     kind: str = ""
+    failure: CatchResponseError | None = None  # what Locust's request event gets as `exception`
 
 
 class RunContext:
@@ -205,16 +208,20 @@ class RunContext:
         self.new_connection_per_conversation = s.connections == "per-conversation"
         # TLS handshakes are timed and recorded apart (connections.csv) when any host is HTTPS.
         self.time_handshakes = any(url.startswith("https:") for url in self.base_urls.values())
-        # (region, variant, endpoint) → (method, absolute URL, name in Locust's stats), made once
-        self._requests = {
-            (r, v, e): (api.METHODS[e], base + api.path(e, s.api_version, s.account, s.project), request_name(r, v, e))
-            for r, base in self.base_urls.items()
-            for v in (s.variants or {"": 1.0})
-            for e in api.ENDPOINTS
-        }
+        # (region, variant, endpoint) → (method, absolute URL, name in Locust's stats, parsed URL), made once
+        self._requests: dict[tuple[str, str, str], tuple[str, str, str, transport.Target]] = {}
+        for r, base in self.base_urls.items():
+            for v in s.variants or {"": 1.0}:
+                for e in api.ENDPOINTS:
+                    url = base + api.path(e, s.api_version, s.account, s.project)
+                    self._requests[(r, v, e)] = (api.METHODS[e], url, request_name(r, v, e), transport.target(url))
 
     def request_line(self, region: str, variant: str, endpoint: str) -> tuple[str, str, str]:
-        """Method, absolute URL and Locust stats name of one call (one dict lookup per request)."""
+        """Method, absolute URL and Locust stats name of one call."""
+        return self.call_line(region, variant, endpoint)[:3]
+
+    def call_line(self, region: str, variant: str, endpoint: str) -> tuple[str, str, str, transport.Target]:
+        """request_line and the parsed URL (one dict lookup per request)."""
         return self._requests[(region, variant, endpoint)]
 
     def connection_opened(self, context: dict, handshake_ms: float) -> None:
@@ -234,7 +241,8 @@ class ChatClient:
     def __init__(self, user, run: "RunContext"):
         self.user = user
         self.run = run
-        self.headers = api.headers(run.api_key, run.token)
+        self.session = user.client  # the user's FastHttpSession: its connection pool and request event
+        self.headers = transport.with_accept_encoding(api.headers(run.api_key, run.token))
         self.in_conversation = False
         if run.arrivals:
             run.arrivals.join()
@@ -289,44 +297,46 @@ class ChatClient:
             raise StopUser()
         if run.rate_limiter:
             run.rate_limiter.wait()
-        context = {"region": region, "variant": variant, "endpoint": endpoint, "conversation_id": conversation_id, "turn": turn, "error_kind": ""}
-        method, url, name = run.request_line(region, variant, endpoint)
-        with self.user.client.request(method, url, data=dumps(body), headers=self.headers, name=name, context=context, catch_response=True) as resp:
-            result = self._judge(resp, endpoint, conversation_id)
+        # Locust's merge: a new dict, the user's context() first
+        context = dict(self.user.context(), region=region, variant=variant, endpoint=endpoint, conversation_id=conversation_id, turn=turn, error_kind="")
+        method, url, name, where = run.call_line(region, variant, endpoint)
+        sent = transport.exchange(self.session, method, url, where, dumps(body), self.headers)
+        outcome, retry_after = self._judge(sent, endpoint, conversation_id, context)
+        transport.report(self.session, sent, method, name, url, context, outcome.failure)
         if run.time_handshakes:
             handshake_ms = _handshakes.pop(gevent.getcurrent(), None)
             if handshake_ms is not None:  # the row's context, with the user and a new id
-                run.connection_opened(resp.request_meta["context"], handshake_ms)
-        return result
+                run.connection_opened(context, handshake_ms)
+        return outcome, retry_after
 
-    def _judge(self, resp, endpoint: str, conversation_id: str) -> tuple[Outcome, float]:
-        """The outcome of one response: a validated reply, or a failure of its kind."""
-        status = resp.status_code or 0
-        error = getattr(resp, "error", None)
+    def _judge(self, sent: transport.Sent, endpoint: str, conversation_id: str, context: dict) -> tuple[Outcome, float]:
+        """The outcome of one exchange: a validated reply, or a failure of its kind (its
+        error_kind written into the row's context)."""
+        status, error = sent.status, sent.error
         if status == 200 and error is None:
             try:
-                reply = api.parse_reply(endpoint, loads(resp.content))
+                reply = api.parse_reply(endpoint, loads(sent.content))
             except ValueError as e:  # SchemaError, or JSON that does not parse
                 message = str(e) if isinstance(e, api.SchemaError) else f"{endpoint}: body is not JSON"
-                return self._fail(resp, "schema", message), 0.0
+                return self._fail(context, "schema", message), 0.0
             if reply is not None and endpoint != "create" and reply.conversation_id != conversation_id:
-                return self._fail(resp, "schema", f"{endpoint}: conversation_id changed"), 0.0
+                return self._fail(context, "schema", f"{endpoint}: conversation_id changed"), 0.0
             if endpoint == "create":  # the row of the create carries the new id
-                resp.request_meta["context"]["conversation_id"] = reply.conversation_id
-            resp.success()
+                context["conversation_id"] = reply.conversation_id
             return Outcome(True, reply), 0.0
         kind = classify_failure(status, error)
-        if status:
-            message = f"HTTP {status}: {_error_message(resp.content)}"
+        if error is None:
+            message = f"HTTP {status}: {_error_message(sent.content)}"
+            if 300 <= status < 400:
+                message += f" (redirect to {sent.response.headers.get('location', '?')}, not followed: use that URL in --base-urls)"
         else:
             cause = root_cause(error)
             message = tls.explain(cause) if cause else "no response"
-        return self._fail(resp, kind, message), _retry_after(resp)
+        return self._fail(context, kind, message), _retry_after(sent.response)
 
-    def _fail(self, resp, kind: str, message: str) -> Outcome:
-        resp.request_meta["context"]["error_kind"] = kind
-        resp.failure(self.run.redact(message))
-        return Outcome(False, kind=kind)
+    def _fail(self, context: dict, kind: str, message: str) -> Outcome:
+        context["error_kind"] = kind
+        return Outcome(False, kind=kind, failure=CatchResponseError(self.run.redact(message)))
 
 
 class Conversation:

@@ -230,7 +230,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
     import locust  # noqa: F401  - the monkey-patching, as in a real run
 
     from loadtest import api, config
-    from loadtest.inlocust import chat, plugin, recorder
+    from loadtest.inlocust import chat, plugin, recorder, transport
     from loadtest.inlocust.live import LiveStats
 
     values = {s.name: s.default for s in config.SETTINGS if s.locust}
@@ -260,53 +260,36 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
         status_code = 200
         error = None
 
-        def __init__(self, content, meta):
+        def __init__(self, content):
             self.content = content
-            self.request_meta = meta
 
-        def success(self):
-            pass
+    def exchange(session, method, url, where, body, headers):  # transport.exchange, no socket
+        content = replies[url.rsplit("/", 1)[1]]
+        return transport.Sent(Response(content), 200, content, None, time.time(), 0.8, len(content))
 
-        def failure(self, message):
-            self.request_meta["exception"] = message
+    def report(session, sent, method, name, url, context, exception):  # transport.report: the listeners
+        for fire in listeners:
+            fire(
+                request_type=method,
+                name=name,
+                context=context,
+                response=sent.response,
+                exception=exception,
+                start_time=sent.start_time,
+                url=url,
+                response_length=sent.response_length,
+                response_time=sent.response_time,
+            )
 
-    class Managed:  # what Locust's ResponseContextManager does around a request
-        def __init__(self, response):
-            self.response = response
-
-        def __enter__(self):
-            return self.response
-
-        def __exit__(self, *exc):
-            for fire in listeners:
-                fire(**self.response.request_meta)
-            return False
-
-    class Client:
-        def request(self, method, url, data=None, headers=None, name=None, context=None, catch_response=False):
-            endpoint = url.rsplit("/", 1)[1]
-            meta = {
-                "request_type": method,
-                "name": name,
-                "context": {"user": 1, **context},
-                "response": None,
-                "exception": None,
-                "start_time": time.time(),
-                "url": url,
-                "response_time": 0.8,
-                "response_length": len(replies[endpoint]),
-            }
-            response = Response(replies[endpoint], meta)
-            meta["response"] = response
-            return Managed(response)
+    transport.exchange, transport.report = exchange, report
 
     class BareClient:
         def post(self, path, data=None, headers=None, name=None):
-            return Response(replies[path.rsplit("/", 1)[1]], {})
+            return Response(replies[path.rsplit("/", 1)[1]])
 
         put = post
 
-    user = types.SimpleNamespace(client=Client(), _state="running")
+    user = types.SimpleNamespace(client=None, _state="running", context=lambda: {"user": 1})
     client = chat.ChatClient(user, run)
     bare = types.SimpleNamespace(client=BareClient())
     paths = {e: api.path(e) for e in api.ENDPOINTS}
@@ -352,7 +335,7 @@ def breakdown_child(turns: int, conversations: int = 4000) -> None:
         return go
 
     def sample_meta():
-        response = Response(replies["respond"], {})
+        response = Response(replies["respond"])
         return {
             "request_type": "POST",
             "name": "uk · respond",
@@ -475,7 +458,8 @@ STAGES: list[tuple[str, object]] = [
     ("request event hook (plugin dispatch)", lambda f: "inlocust/plugin.py" in f and "on_request" in f),
     ("reply parsing/validation (orjson + parse_reply)", lambda f: "loadtest/api.py" in f and "parse_reply" in f or "_require" in f or "_judge" in f),
     ("rate limiter", lambda f: "RateLimiter" in f),
-    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("RunContext.name ", "RunContext.url ", "RunContext.request_line "))),
+    ("name/URL lookups", lambda f: "inlocust/chat.py" in f and f.startswith(("RunContext.request_line ", "RunContext.call_line "))),
+    ("our transport: send, read, fire the request event (transport.py)", lambda f: "inlocust/transport.py" in f),
     (
         "our user: context, bodies, conversation logic",
         lambda f: "inlocust/chat.py" in f or "inlocust/locustfile.py" in f or "loadtest/api.py" in f or "bare_locustfile.py" in f,

@@ -69,6 +69,8 @@ def test_corpus_skips_comments_and_rejects_empty(tmp_path):
         (0, ConnectionResetError(), "connection"),
         (0, ConnectionRefusedError(), "connection"),
         (0, RuntimeError("x"), "other"),
+        (301, None, "http"),  # redirects are not followed
+        (200, RuntimeError("Incomplete response."), "connection"),  # the body broke off
     ],
 )
 def test_failure_kinds(status, error, kind):

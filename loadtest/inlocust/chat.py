@@ -142,8 +142,8 @@ def classify_failure(status: int, error: BaseException | None) -> str:
         return "schema"
     if isinstance(error, (TimeoutError, socket.timeout, gevent.Timeout)):
         return "timeout"
-    if isinstance(error, (ConnectionError, OSError)) or "connection" in type(error).__name__.lower():
-        return "connection"
+    if status or isinstance(error, (ConnectionError, OSError)) or "connection" in type(error).__name__.lower():
+        return "connection"  # (with a status: the reply broke off after its headers)
     return "other"
 
 
@@ -325,10 +325,10 @@ class ChatClient:
                 context["conversation_id"] = reply.conversation_id
             return Outcome(True, reply), 0.0
         kind = classify_failure(status, error)
-        if error is None:
+        if error is None and 300 <= status < 400:
+            message = f"HTTP {status}: redirect to {sent.response.headers.get('location', '?')} (not followed: use that URL in --base-urls)"
+        elif error is None:
             message = f"HTTP {status}: {_error_message(sent.content)}"
-            if 300 <= status < 400:
-                message += f" (redirect to {sent.response.headers.get('location', '?')}, not followed: use that URL in --base-urls)"
         else:
             cause = root_cause(error)
             message = tls.explain(cause) if cause else "no response"

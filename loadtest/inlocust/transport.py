@@ -29,10 +29,11 @@ Cookies work as in Locust (the session's cookie jar), at no cost while the jar i
 from __future__ import annotations
 
 import time
-from typing import NamedTuple
+from typing import Mapping, NamedTuple
 
+from geventhttpclient.header import Headers
 from geventhttpclient.url import URL
-from geventhttpclient.useragent import _make_request
+from geventhttpclient.useragent import CompatRequest, UserAgent, _make_request
 from locust.contrib.fasthttp import FAILURE_EXCEPTIONS, ErrorResponse, FastHttpSession, FastResponse
 
 # Sent by FastHttpSession.request unless the caller set it: the same bytes on the wire.
@@ -71,41 +72,39 @@ class Sent(NamedTuple):
     response_length: int
 
 
-def exchange(session: FastHttpSession, method: str, url: str, where: Target, body: bytes, headers: dict[str, str]) -> Sent:
+def exchange(session: FastHttpSession, method: str, url: str, where: Target, body: bytes, headers: Mapping[str, str]) -> Sent:
     """Send one request on `session`'s connection pool and read the whole reply."""
     agent = session.client
     jar = agent.cookiejar
     request = None
+    on_wire: Mapping[str, str] | Headers = headers
     if jar is not None and len(jar):  # a cookie to send: the jar needs a urllib-style request
         request = _urllib_request(agent, method, url, body, headers)
         jar.add_cookie_header(request)
-        headers = request.headers
+        on_wire = request.headers
     start_time = time.time()
     started = time.perf_counter()
     response: FastResponse | None = None
-    content, error = b"", None
+    content = b""
+    error: Exception | None = None
     try:
-        raw = agent.clientpool.get_client(where.url).request(method, where.uri, body=body, headers=headers)
+        raw = agent.clientpool.get_client(where.url).request(method, where.uri, body=body, headers=on_wire)
         response = FastResponse(raw, sent_request=raw._sent_request)
         content = response.content or b""  # read (and decompressed) within the measured time
     except FAILURE_EXCEPTIONS as e:
         error = e
     response_time = (time.perf_counter() - started) * 1000.0
-    if response is None:  # no response at all
-        response = ErrorResponse(request, error)
-        status = 0
-    else:
-        status = response.status_code
-        if error is not None:  # the body broke off
-            response.error = error
-        elif jar is not None and "set-cookie" in response.headers:
-            if request is None:
-                request = _urllib_request(agent, method, url, body, headers)
-            jar.extract_cookies(response, request)
-    return Sent(response, status, content, error, start_time, response_time, len(content))
+    if response is None:  # no response at all: Locust's stand-in, as its session makes it
+        assert error is not None
+        response = ErrorResponse(request or _urllib_request(agent, method, url, body, headers), error)
+        return Sent(response, 0, b"", error, start_time, response_time, 0)
+    if error is None and jar is not None and response.headers is not None and "set-cookie" in response.headers:
+        # duck-typed for the jar (info() gives the headers), as geventhttpclient's urlopen does
+        jar.extract_cookies(response, request or _urllib_request(agent, method, url, body, headers))  # type: ignore[arg-type]
+    return Sent(response, response.status_code, content, error, start_time, response_time, len(content))
 
 
-def _urllib_request(agent, method: str, url: str, body: bytes, headers):
+def _urllib_request(agent: UserAgent, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> CompatRequest:
     """The request as the cookie jar wants it (what the user agent's urlopen builds)."""
     merged = agent.default_headers.copy()
     merged.update(headers)

@@ -7,9 +7,9 @@ reported to Locust's `request` event once, with the arguments `FastHttpSession.r
 
 Why not `FastHttpSession.request(..., catch_response=True)`: per request it builds a
 `CompatRequest` (a URL parse), asks the cookie jar twice, copies the headers twice, builds a
-`ResponseContextManager` (a copy of the response's attributes) and a `request_meta` dict — about
-40 µs of CPU per request on the generator's core, 10 % of what a request costs
-(benchmarks/RESULTS.md, "Generator efficiency"). Here the URL is parsed once per
+`ResponseContextManager` (a copy of the response's attributes) and a `request_meta` dict —
+with geventhttpclient's `UserAgent.urlopen` about 75 µs of CPU per request on the generator's
+core, a quarter of what a request cost (benchmarks/RESULTS.md, "Generator efficiency"). Here the URL is parsed once per
 (region, variant, endpoint) and the call goes straight to geventhttpclient's `HTTPClient` of
 that host, in the same `HTTPClientPool` (same connections, timeouts, TLS context, and the
 handshake timing of `chat.ssl_context_factory`).

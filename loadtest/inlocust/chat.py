@@ -253,7 +253,6 @@ class ChatClient:
             try:
                 ticket = self.run.arrivals.take()
             except Stopped:  # the test is stopping: no conversation will come
-                from locust.exception import StopUser  # late: importing locust monkey-patches
 
                 raise StopUser() from None
             return Conversation(self, ticket.region, ticket.variant)
@@ -292,7 +291,6 @@ class ChatClient:
     def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str, turn: int) -> tuple[Outcome, float]:
         run = self.run
         if run.halted:  # a write of the run folder failed: nothing more could be recorded
-            from locust.exception import StopUser  # imported late: importing locust monkey-patches
 
             raise StopUser()
         if run.rate_limiter:
@@ -386,7 +384,6 @@ class Conversation:
         self.client.in_conversation = False
         if exc_type is not None and not self.ended_by:
             # The test is stopping (StopUser / GreenletExit) or the user code broke.
-            from locust.exception import StopUser  # imported late: importing locust monkey-patches
 
             self.ended_by = "stopped" if issubclass(exc_type, (StopUser, GreenletExit)) else "error"
         closed = False

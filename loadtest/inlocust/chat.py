@@ -253,7 +253,6 @@ class ChatClient:
             try:
                 ticket = self.run.arrivals.take()
             except Stopped:  # the test is stopping: no conversation will come
-
                 raise StopUser() from None
             return Conversation(self, ticket.region, ticket.variant)
         region, variant = self.run.rotation.next()
@@ -291,7 +290,6 @@ class ChatClient:
     def _send(self, endpoint: str, region: str, variant: str, body: dict, conversation_id: str, turn: int) -> tuple[Outcome, float]:
         run = self.run
         if run.halted:  # a write of the run folder failed: nothing more could be recorded
-
             raise StopUser()
         if run.rate_limiter:
             run.rate_limiter.wait()

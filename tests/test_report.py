@@ -85,6 +85,13 @@ def test_names_every_region_and_variant_and_sections(report):
     assert re.fullmatch(r"[0-9a-f]{12}", config_hash) and config_hash in text
 
 
+def test_every_chart_still_builds_with_variants(report):
+    """All six charts, in reading order, rendered into the page (a run with variants and errors)."""
+    _, path = report
+    ids = re.findall(r'<figure id="chart-([\w-]+)">\s*<h3>[^<]+</h3>\s*<img src="data:image/svg\+xml;base64,', path.read_text(encoding="utf-8"))
+    assert ids == ["percentiles", "ecdf", "timeseries", "turns", "variants", "errors"]
+
+
 def _baseline_rows(text: str) -> dict[tuple[str, str, str], list[str]]:
     """The 'Against the baseline' table: (region, variant, endpoint) → its cells' text."""
     start = text.index('<h2 id="baseline">')

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from analysis import chunks
 from analysis.load import RunDataError, load_run
 from synthetic import make_run
 
@@ -117,21 +118,22 @@ def test_tolerant_run_json(run):
         load_run(run, use_cache=False)
 
 
-def test_cache_is_used_and_invalidated(tmp_path):
-    make_run(tmp_path / "big", rows=120_000, seed=6)
-    csv = tmp_path / "big" / "requests.csv"
-    cache = tmp_path / "big" / ".requests.csv.cache.arrow"
-    a = load_run(tmp_path / "big")
+def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setattr(chunks, "CACHE_MIN_BYTES", 64 << 10)  # a cache for this small run too (~0.3 MB)
+    make_run(tmp_path / "run", rows=3_000, seed=6)
+    csv = tmp_path / "run" / "requests.csv"
+    cache = tmp_path / "run" / ".requests.csv.cache.arrow"
+    a = load_run(tmp_path / "run")
     for t in threading.enumerate():  # the cache is written in the background
         if t.name == "analysis-cache":
             t.join()
     assert cache.exists()
-    b = load_run(tmp_path / "big")  # from the cache
+    b = load_run(tmp_path / "run")  # from the cache
     assert a.requests.equals(b.requests)
     # editing the CSV (size/mtime change) invalidates the cache
     _edit(csv, 2, lambda s: _set_field(s, 5, "1.5"))
     os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))
-    c = load_run(tmp_path / "big")
+    c = load_run(tmp_path / "run")
     assert c.requests["response_time_ms"].iloc[0] == 1.5
     for t in threading.enumerate():
         if t.name == "analysis-cache":

@@ -18,7 +18,7 @@ latency written with 3 decimals comes back bit-identical to parsing it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from functools import partial
 
 import numpy as np
@@ -110,8 +110,9 @@ class SortedGroups:
             lo = np.where(more, lo, mid + 1)
         return lo
 
-    def describe(self, members: Sequence[Sequence[int]], qs: Sequence[float]) -> dict[str, np.ndarray]:
-        """count, mean, min, max and percentiles (float, in the recorded unit) of each union."""
+    def describe(self, members: Sequence[Iterable[int]], qs: Collection[float]) -> dict[str, np.ndarray]:
+        """count, mean, min, max and percentiles (float, in the recorded unit) of each union
+        (`members`: one collection of group numbers per union, a list or an index array)."""
         k = len(members)
         out = {
             "n": np.zeros(k, dtype=np.int64),
@@ -120,8 +121,8 @@ class SortedGroups:
             "max": np.full(k, np.nan),
             "pct": np.full((k, len(qs)), np.nan),
         }
-        for i, gs in enumerate(members):
-            gs = [g for g in gs if self.counts[g]]
+        for i, union in enumerate(members):
+            gs = [g for g in union if self.counts[g]]
             n = int(self.counts[gs].sum()) if gs else 0
             if not n:
                 continue

@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -127,7 +127,10 @@ def grouped_percentiles(
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Percentiles per group (keys in 0..ngroups-1) of the masked rows: (ngroups, len(qs))."""
-    sorter = sorter or SortedValues(values)
+    if sorter is None:
+        if values is None:
+            raise ValueError("grouped_percentiles needs the values or a sorter of them")
+        sorter = SortedValues(values)
     sv, bounds = sorter.groups(keys, ngroups, mask)
     out = np.full((ngroups, len(qs)), np.nan)
     for g in np.flatnonzero(np.diff(bounds)):
@@ -184,7 +187,7 @@ class Dims:
         for d in dims:
             total *= self.sizes()[d]
         kt = np.int32 if total < 2**31 else np.int64
-        key = np.zeros(len(self.ri), dtype=kt)
+        key: np.ndarray = np.zeros(len(self.ri), dtype=kt)
         n = 1
         for d in dims:
             size = self.sizes()[d]
@@ -354,7 +357,10 @@ STEP = 1 << 20
 
 
 def _slices(
-    rq: CompactRequests, lut: np.ndarray, keep: Callable[[slice], np.ndarray] | None = None, add: Callable[[slice, np.ndarray], np.ndarray] | None = None
+    rq: CompactRequests,
+    lut: np.ndarray,
+    keep: Callable[[slice], np.ndarray] | None = None,
+    add: Callable[[slice, np.ndarray | slice], np.ndarray] | None = None,
 ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
     """(group codes lut[combo] + add, latencies) of the successful rows where `keep`, a
     slice of STEP rows at a time: what `SortedGroups.from_slices` sorts."""
@@ -428,7 +434,7 @@ def _level_members(key: np.ndarray, n: int) -> list[np.ndarray]:
     return [order[bounds[g] : bounds[g + 1]] for g in range(n)]
 
 
-def _describe_groups(samples: SortedGroups, members: Sequence[Sequence[int]], qs: Sequence[float]) -> dict[str, np.ndarray]:
+def _describe_groups(samples: SortedGroups, members: Sequence[Iterable[int]], qs: Collection[float]) -> dict[str, np.ndarray]:
     d = samples.describe(members, qs)
     out = {"n": d["n"], "mean": d["mean"], "min": d["min"], "max": d["max"]}
     for i, q in enumerate(qs):
@@ -790,7 +796,7 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
                     shares[name] = col / c_count
         for g in range(n):
             lab = labels[g]
-            row = dict(level=level, region=lab["region"], variant=lab["variant"])
+            row: dict[str, object] = dict(level=level, region=lab["region"], variant=lab["variant"])
             if have_conv:
                 row.update(
                     conversations=int(c_count[g]),

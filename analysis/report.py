@@ -150,13 +150,11 @@ def _regression_sentence(checks: list[dict], baseline_id: str) -> str:
     return f"Against the baseline {baseline_id}: {len(bad)} regression{'s' if len(bad) != 1 else ''}: {items}{more}."
 
 
-def _headline(
-    run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None, checks: list[dict] | None, baseline_id: str | None, slo: dict
-) -> list[str]:
+def _headline(run: Run, stats: RunStats, regions: pd.DataFrame, variants: pd.DataFrame | None, base: BaselineComparison | None, slo: dict) -> list[str]:
     """Plain-language sentences: what this report shows."""
     out = []
     meta = run.meta
-    target = meta.get("target")
+    target = meta.get("target", "")
     target_txt = {"mock": "the built-in mock API", "real": "the real PolyAI Chat API"}.get(target, "the API")
     n_reg = len([r for r in stats.regions if stats.level("region·endpoint").query("region == @r")["count"].sum() > 0])
     var_txt = ""
@@ -197,8 +195,8 @@ def _headline(
             orphans = int(overall.orphans.iloc[0])
             if orphans:
                 out.append(f"{orphans:,} conversation{'s were' if orphans != 1 else ' was'} opened but never closed successfully.")
-    if checks is not None:
-        out.append(_regression_sentence(checks, baseline_id))
+    if base is not None:
+        out.append(_regression_sentence(base.checks, base.baseline_id))
     return out
 
 
@@ -441,7 +439,7 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
             facts.append((k, v if isinstance(v, str) else str(v)))
 
     add("Run", run.run_id)
-    add("Target", {"mock": "mock (built-in simulated API)", "real": "real PolyAI Chat API"}.get(m.get("target"), m.get("target")))
+    add("Target", {"mock": "mock (built-in simulated API)", "real": "real PolyAI Chat API"}.get(m.get("target", ""), m.get("target")))
     add("Host", m.get("host"))
     base_urls = m.get("base_urls")
     if isinstance(base_urls, dict) and base_urls:
@@ -462,7 +460,7 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
         add("Think time", f"{tt[0]}–{tt[1]} s")
     else:
         add("Think time", f"{tt} s" if tt not in (None, "") else None)
-    add("Connections", CONNECTION_POLICIES.get(m.get("connections"), m.get("connections")))
+    add("Connections", CONNECTION_POLICIES.get(m.get("connections", ""), m.get("connections")))
     tls = m.get("tls")
     if isinstance(tls, dict) and any(str(u).startswith("https:") for u in (base_urls or {}).values()):
         add(
@@ -558,7 +556,8 @@ def _worker_rows_fact(worker_rows) -> str | None:
 
 def _lost_workers_text(meta: dict) -> str:
     started = meta.get("started")
-    rows = meta.get("worker_rows") if isinstance(meta.get("worker_rows"), dict) else {}
+    worker_rows = meta.get("worker_rows")
+    rows = worker_rows if isinstance(worker_rows, dict) else {}
     texts = []
     for name in meta.get("lost_workers") or []:
         acc = rows.get(name) or {}
@@ -604,7 +603,7 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
     reason = str(run.meta.get("reason") or "")  # run.json: why it did not complete
     if status == "interrupted":
         try:
-            shorter = float(planned) > stats.duration_s
+            shorter = planned is not None and float(planned) > stats.duration_s
         except (TypeError, ValueError):
             shorter = False
         extra = f" of a planned {fmt_duration(planned)}" if shorter else ""
@@ -634,7 +633,7 @@ def _status_banner(run: Run, stats: RunStats) -> dict | None:
     return None
 
 
-def _cards(stats: RunStats) -> list[dict]:
+def _cards(stats: RunStats) -> list[dict[str, object]]:
     ep = _main_endpoint(stats)
     e = stats.level("endpoint")
     main = e[e.endpoint == ep]
@@ -642,7 +641,7 @@ def _cards(stats: RunStats) -> list[dict]:
     conv = stats.conversations
     conv_n = int(conv[conv.level == "overall"].conversations.iloc[0]) if len(conv) and (conv.level == "overall").any() else 0
     err = stats.total_errors / stats.total_requests if stats.total_requests else math.nan
-    cards = [
+    cards: list[dict[str, object]] = [
         {"label": "requests", "value": f"{stats.total_requests:,}"},
         {"label": "failed", "value": fmt_rate(err, 2), "bad": bool(err == err and err > 0.01)},
         {"label": "requests / second", "value": f"{float(overall.rps.iloc[0]):,.1f}" if len(overall) else "–"},
@@ -782,8 +781,7 @@ def render_report(
         "slo": slo,
         "regression": _regression_banner(base),
         "status": _status_banner(run, stats),
-        "headline": _headline(run, stats, regions, variants, base.checks if base else None, base.baseline_id if base else None, slo)
-        + _within_headline(family[WITHIN], _main_endpoint(stats)),
+        "headline": _headline(run, stats, regions, variants, base, slo) + _within_headline(family[WITHIN], _main_endpoint(stats)),
         "cards": _cards(stats),
         "facts": _run_facts(run, stats),
         "colours": colours,

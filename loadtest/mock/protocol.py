@@ -172,11 +172,12 @@ class HttpProtocol(asyncio.Protocol):
         "peer_done",
     )
 
+    transport: asyncio.Transport  # set by connection_made, which asyncio calls before any other callback
+
     def __init__(self, service: RegionService, clock: Clock, connections: set) -> None:
         self.service = service
         self.clock = clock
         self.connections = connections
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque = deque()  # parsed requests (and at most one final refusal)
         self.pending: list[bytes] = []
@@ -264,9 +265,11 @@ class HttpProtocol(asyncio.Protocol):
         self.in_head = self.in_body = self.expect = self.continue_sent = self.connection = False
         self.url = b""
         self.head_size = self.head_bytes = self.headers = self.body_size = 0
-        self.content_type = self.key = self.token = None
+        self.content_type: str | None = None
+        self.key: str | None = None
+        self.token: str | None = None
         self.length = -1
-        self.body = []
+        self.body: list[bytes] = []
 
     def on_url(self, url: bytes) -> None:  # a request's first callback (a long URL: several)
         self.in_head = True
@@ -370,7 +373,7 @@ class HttpProtocol(asyncio.Protocol):
                 except Exception:
                     log.exception("mock: unexpected error")
                     result = service.error(500, "internal error")
-                if type(result) is tuple:
+                if isinstance(result, tuple):
                     if result[3] == RESET:
                         self._flush(out)
                         self._abort()

@@ -45,7 +45,7 @@ def measure_step(
         ended = conversations["ended"].to_numpy(dtype=float)
         conv = conversations[(ended >= t0) & (ended < t1)]
     row: dict[str, Any] = {"window_start": t0, "window_end": t1, "window_s": window, "requests": n}
-    if n:
+    if req is not None and n:
         ok = req["ok"].to_numpy() > 0
         endpoint = req["endpoint"].astype(str).to_numpy()
         lat = req["response_time_ms"].to_numpy(dtype=float)[ok & (endpoint == LATENCY_ENDPOINT)]
@@ -127,8 +127,13 @@ class RegionResult:
 
     @property
     def knee_step(self) -> dict | None:
-        return self.steps[self.knee.knee] if self.knee and self.knee.knee is not None else None
+        return self.step(self.knee.knee) if self.knee and self.knee.knee is not None else None
 
     @property
     def fail_step(self) -> dict | None:
-        return self.steps[self.knee.first_fail] if self.knee and self.knee.first_fail is not None else None
+        return self.step(self.knee.first_fail) if self.knee and self.knee.first_fail is not None else None
+
+    def step(self, i: int) -> dict:
+        """Step `i` of the search, as a knee's indices name it (a knee is found over the steps)."""
+        assert self.steps is not None, "a knee is found only once the steps are measured"
+        return self.steps[i]

@@ -99,7 +99,7 @@ def write_csv(results: Sequence[RegionResult], folder: Path) -> Path:
 
 def knee_summary(res: RegionResult) -> dict:
     k, f = res.knee_step, res.fail_step
-    out = {
+    out: dict[str, object] = {
         "status": res.status,
         "level": None,
         "users": None,
@@ -127,7 +127,7 @@ def knee_summary(res: RegionResult) -> dict:
     if f:
         out.update(first_failing_level=f["level"], first_failing_users=f["level_users"], first_failing_reason="; ".join(f["failed_slos"]))
     if res.knee and res.knee.isolated:
-        out["isolated_failures"] = [res.steps[i]["level"] for i in res.knee.isolated]
+        out["isolated_failures"] = [res.step(i)["level"] for i in res.knee.isolated]
     return out
 
 

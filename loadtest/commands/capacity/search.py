@@ -128,6 +128,7 @@ def set_baseline(result: "RegionResult", pool: list[float], steps: int) -> list:
     b = float(percentiles(pool, [95])[0])
     expr = default_latency_slo(b)
     result.baseline_p95_ms, result.baseline_responds, result.baseline_steps = b, len(pool), steps
+    assert result.slos is not None, "search_region sets the SLOs before any baseline"
     result.slos = result.slos + [expr]
     note = f"latency SLO {expr}: B = {b:.0f} ms, the p95 of {len(pool)} responds in the first " + (f"{steps} steps" if steps > 1 else "step")
     if len(pool) < MIN_BASELINE_RESPONDS:
@@ -179,7 +180,8 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     launched = time.time()
     judged: list[dict] = []  # {level, t0, t1, passed}
     delivery = (plan.max_dropped, plan.max_lag_s) if plan.by == "rate" else None
-    pooling, pool = not user_slos, []  # default SLOs: respond latencies at light load
+    pooling = not user_slos  # default SLOs: respond latencies at light load
+    pool: list[float] = []
     stop_sent: float | bool = False  # when Locust was asked to stop
     hard_deadline = launched + STARTUP_TIMEOUT_S + plan.total_s + len(plan.levels) + rs.stop_timeout + 30
 

@@ -174,7 +174,7 @@ class WebUIExtension:
         self._rows: dict | None = None  # extended_stats, cached for ROWS_CACHE_S
         self._rows_at = 0.0
         self._frozen: dict | None = None  # the last rows of a stopped test
-        self._build_lock = None
+        self._build_lock: Semaphore | None = None  # one report build at a time, from on_init
         self.history = LiveHistory()  # the Regions tab's chart
         self._sampler = None
 
@@ -322,6 +322,7 @@ class WebUIExtension:
             newest = max(p.stat().st_mtime for p in _data_files(run_dir))
             if existing.stat().st_mtime >= newest:
                 return existing, ""
+        assert self._build_lock is not None, "the routes are registered by on_init"
         with self._build_lock:
             return build_report_in_child(run_dir, warmup_s)
 

@@ -40,6 +40,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -403,7 +404,7 @@ class Parts:
             buf[n : n + len(v)] = v
             self.sizes[k] = n + len(v)
 
-    def take(self, k: str, dtype) -> np.ndarray:
+    def take(self, k: str, dtype: npt.DTypeLike) -> np.ndarray:
         buf = self.bufs.pop(k, None)
         return buf[: self.sizes[k]] if buf is not None else np.zeros(0, dtype=dtype)
 

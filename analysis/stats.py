@@ -33,6 +33,7 @@ import pandas as pd
 
 from analysis.chunks import CompactRequests
 from analysis.groups import SortedGroups
+from analysis.load import Run
 from analysis.percentiles import PERCENTILE_METHOD, PERCENTILES, percentiles  # noqa: F401 (re-exported)
 from analysis.records import ENDED_BY, UNFINISHED
 
@@ -377,8 +378,8 @@ def _slices(
     return gen
 
 
-def compute_stats(run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
-    """Statistics of a loaded run (`analysis.load.Run`)."""
+def compute_stats(run: Run, turn_limit: int = 50, max_bins: int = 120, top_errors: int = 25) -> RunStats:
+    """Statistics of a loaded run."""
     rq = run.compact
     dims = make_dims(rq, run.meta.get("regions") or [], run.meta.get("variants") or [])
     start, end = run.window

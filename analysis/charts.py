@@ -25,11 +25,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from analysis.colours import VARIANT_COLOURS, region_colours, variant_colours  # noqa: E402
-from analysis.stats import ALL, ENDPOINT_ORDER, PERCENTILES, RunStats, pct_name  # noqa: E402
+from analysis.percentiles import PERCENTILES  # noqa: E402
+from analysis.stats import ALL, ENDPOINT_ORDER, RunStats, pct_name  # noqa: E402
 
 KIND_COLOURS = {
     "http": "#C0392B",
@@ -72,7 +75,7 @@ class Chart:
 FORMAT = "svg"
 
 
-def png_uri(fig) -> str:
+def png_uri(fig: Figure) -> str:
     buf = io.BytesIO()
     if FORMAT == "png":
         fig.savefig(buf, format="png", bbox_inches="tight", dpi=110)
@@ -94,7 +97,7 @@ def _ms(v: float) -> str:
     return f"{v:,.1f} ms"
 
 
-def _ms_axis(ax, axis: str = "y") -> None:
+def _ms_axis(ax: Axes, axis: str = "y") -> None:
     fmt = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 or v == 0 else f"{v:g}")
     (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(fmt)
 

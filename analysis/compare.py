@@ -37,8 +37,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.percentiles import percentiles
 from analysis.regression import Threshold, gate, gated_percentiles, parse_thresholds
-from analysis.stats import ENDPOINT_ORDER, RunStats, pct_name, percentiles
+from analysis.stats import ENDPOINT_ORDER, RunStats, pct_name
 
 N_BOOT = 2000
 MW_SAMPLE = 20_000

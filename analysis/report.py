@@ -38,7 +38,8 @@ from analysis.family import COMPARISONS_CSV, REGIONS, VARIANTS, WITHIN, comparis
 from analysis.load import Run, load_run
 from analysis.regression import Threshold, failures, offender_text
 from analysis.formatting import DASH, flatten, fmt_duration, fmt_ms, fmt_num, fmt_pt, fmt_rate, fmt_signed_ms, fmt_signed_pct, fmt_time, label, redact
-from analysis.stats import ENDPOINT_ORDER, PERCENTILE_METHOD, SUMMARY_COLUMNS, RunStats, compute_stats, percentiles
+from analysis.percentiles import PERCENTILE_METHOD, percentiles
+from analysis.stats import ENDPOINT_ORDER, SUMMARY_COLUMNS, RunStats, compute_stats
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_MD = "summary.md"
@@ -262,7 +263,7 @@ def _shift_text(p: float) -> str:
     return "" if p != p else (f"p = {p:.3f}" if p >= 0.001 else "p < 0.001")
 
 
-def _p_text(r) -> str:
+def _p_text(r: pd.Series) -> str:
     """The raw Mann-Whitney p and, beside it, the Holm-adjusted one the shift verdict is from."""
     adj = r.get("mw_p_holm", math.nan)
     return _shift_text(r.mw_p) + (f" · Holm {_shift_text(adj)}" if adj == adj else "")
@@ -536,12 +537,12 @@ def _arrivals_view(run: Run) -> list[dict]:
     return rows
 
 
-def _worker_rows_fact(worker_rows) -> str | None:
+def _worker_rows_fact(worker_rows: object) -> str | None:
     """run.json's per-worker accounting of a distributed run, in one line."""
     if not isinstance(worker_rows, dict) or not worker_rows:
         return None
 
-    def total(counts) -> int | None:
+    def total(counts: object) -> int | None:
         return sum(counts.values()) if isinstance(counts, dict) else None
 
     parts = []

@@ -80,9 +80,9 @@ class RunTail:
         self.requests_tail = CsvTail(run_dir, records.REQUESTS_GLOB, REQUEST_READ_COLUMNS)
         self.conversations_tail = CsvTail(run_dir, records.CONVERSATIONS_GLOB, records.CONVERSATION_COLUMNS)
         self.arrivals_tail = CsvTail(run_dir, records.ARRIVALS_GLOB, records.ARRIVAL_COLUMNS)
-        self.requests = None
-        self.conversations = None
-        self.arrivals = None
+        self.requests: pd.DataFrame | None = None
+        self.conversations: pd.DataFrame | None = None
+        self.arrivals: pd.DataFrame | None = None
 
     def read(self) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
         new = self.requests_tail.read()

@@ -42,8 +42,7 @@ def worker_command(args: argparse.Namespace) -> int:
         f"loadtest worker: connecting to the master at {args.master_host}:{args.master_port} (it waits for its workers; this retries for a few minutes)",
         flush=True,
     )
-    os.execv(cmd[0], cmd)
-    return EXIT_RUN_FAILED  # not reached
+    os.execv(cmd[0], cmd)  # never returns (an OSError if it cannot exec)
 
 
 def add_worker_arguments(parser: argparse.ArgumentParser) -> None:

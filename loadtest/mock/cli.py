@@ -25,10 +25,11 @@ import signal
 import ssl
 import sys
 import tempfile
+from collections.abc import Iterable
 
 from loadtest import api, processes
 from loadtest.mock.config import MockConfig, load_config
-from loadtest.mock.faults import SYNTAX, parse_faults
+from loadtest.mock.faults import SYNTAX, Fault, parse_faults
 from loadtest.mock.server import AsyncMockServer, new_event_loop
 from loadtest.mock.tls import server_context
 
@@ -38,7 +39,7 @@ DEFAULT_PORT = api.MOCK_DEFAULT_PORT
 PARENT_LOST_GRACE_S = 3.0
 
 
-def _faults(text: str):
+def _faults(text: str) -> tuple[Fault, ...]:
     """One --fault value: a spec, or several separated by commas."""
     try:
         return parse_faults(text)
@@ -147,7 +148,14 @@ def tls_setup(ca_file: str | None) -> tuple[ssl.SSLContext, str, bool]:
 
 
 async def serve(
-    config: MockConfig, regions, host: str, port: int, ready_file: str | None, quiet: bool = False, tls: bool = False, tls_ca_file: str | None = None
+    config: MockConfig,
+    regions: Iterable[str] | None,
+    host: str,
+    port: int,
+    ready_file: str | None,
+    quiet: bool = False,
+    tls: bool = False,
+    tls_ca_file: str | None = None,
 ) -> int:
     context, ca_bundle, remove_ca = tls_setup(tls_ca_file) if tls else (None, None, False)
     server = AsyncMockServer(config, regions, host, port, ssl=context)

@@ -37,7 +37,7 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from loadtest import api
 from loadtest.mock.faults import Fault, parse_faults
@@ -118,7 +118,7 @@ _LATENCY_KEYS = {"median_ms", "p99_ms"}
 _VARIANT_KEYS = {f.name for f in dataclasses.fields(Variant)}
 
 
-def _unknown(where: str, keys, valid) -> None:
+def _unknown(where: str, keys: Iterable[str], valid: Iterable[str]) -> None:
     bad = sorted(set(keys) - set(valid))
     if bad:
         raise ValueError(f"unknown key(s) {', '.join(map(repr, bad))} in {where}; valid: {', '.join(sorted(valid))}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -85,7 +86,8 @@ class Variant:
     handoff_factor: float = 1.0
 
 
-def _region(create, respond, close, slots: int, queue_limit: int | None = None) -> RegionProfile:
+def _region(create: tuple[float, float], respond: tuple[float, float], close: tuple[float, float], slots: int, queue_limit: int | None = None) -> RegionProfile:
+    """A region from its (median, p99) service times in ms per endpoint and its capacity."""
     return RegionProfile(LogNormal(*create), LogNormal(*respond), LogNormal(*close), slots, 2 * slots if queue_limit is None else queue_limit)
 
 
@@ -120,7 +122,7 @@ class Sampler:
     latency scale, so the hot path is one dict lookup and one ``gauss``.
     """
 
-    def __init__(self, profile: RegionProfile, variants: dict[str, Variant], scale: float, turn_growth: float, rng) -> None:
+    def __init__(self, profile: RegionProfile, variants: dict[str, Variant], scale: float, turn_growth: float, rng: random.Random) -> None:
         self.enabled = scale > 0
         self.turn_growth = turn_growth
         self._gauss = rng.gauss
@@ -193,7 +195,7 @@ class Capacity:
                     pass
             raise
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self._release()
 
     def _release(self) -> None:

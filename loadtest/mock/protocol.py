@@ -38,8 +38,10 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from email.utils import formatdate
 from functools import partial
+from typing import cast
 
 import httptools
 
@@ -194,11 +196,11 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------ asyncio callbacks
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # a stream server's (asyncio's or uvloop's)
         self.connections.add(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.closing = True
         self.queue.clear()
@@ -480,7 +482,7 @@ class HttpProtocol(asyncio.Protocol):
         return 0.0 if self.task is not None else now - self.last_active
 
 
-def protocol_factory(service: RegionService, clock: Clock, connections: set):
+def protocol_factory(service: RegionService, clock: Clock, connections: set) -> Callable[[], HttpProtocol]:
     """A factory for ``loop.create_server``; ``connections`` collects the live ones."""
 
     def factory() -> HttpProtocol:

@@ -27,7 +27,7 @@ import asyncio
 import logging
 import threading
 from ssl import SSLContext
-from typing import Iterable
+from typing import AsyncIterator, Callable, Iterable, TypeVar
 
 from aiohttp import web
 
@@ -42,6 +42,7 @@ from loadtest.mock.protocol import KEEPALIVE_S, Clock, protocol_factory
 from loadtest.mock.service import RESET, RegionService
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_KEY = web.AppKey("mock_service", RegionService)
 HOUSEKEEPING_S = 1.0
@@ -102,7 +103,7 @@ def make_app(config: MockConfig | None = None, region: str = "us", service: Regi
     app[SERVICE_KEY] = service
     app.router.add_route("*", "/{tail:.*}", _aiohttp_handler)
 
-    async def housekeeping(app: web.Application):
+    async def housekeeping(app: web.Application) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(HOUSEKEEPING_S)
@@ -116,10 +117,10 @@ def make_app(config: MockConfig | None = None, region: str = "us", service: Regi
     return app
 
 
-def _counting(service: RegionService, factory):
+def _counting(service: RegionService, factory: Callable[[], asyncio.BaseProtocol]) -> Callable[[], asyncio.BaseProtocol]:
     """A protocol factory that counts accepted connections (over TLS: before the handshake)."""
 
-    def counted():
+    def counted() -> asyncio.BaseProtocol:
         service.connections += 1
         return factory()
 
@@ -162,6 +163,7 @@ class AsyncMockServer:
                     runner = web.AppRunner(make_app(service=service), access_log=None, handle_signals=False, handler_cancellation=True)
                     await runner.setup()
                     self._runners.append(runner)
+                    assert runner.server is not None, "set by runner.setup()"
                     factory = _counting(service, runner.server)
                 else:
                     factory = _counting(service, protocol_factory(service, self._clock, self._connections))
@@ -217,7 +219,7 @@ class AsyncMockServer:
     async def __aenter__(self) -> "AsyncMockServer":
         return await self.start()
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
 
@@ -298,10 +300,10 @@ class MockServer:
             raise failure[0]
         return self
 
-    def call(self, fn, *args, timeout: float = 10.0):
+    def call(self, fn: Callable[..., T], *args: object, timeout: float = 10.0) -> T:
         """Run ``fn(*args)`` in the server's loop thread and return its result."""
 
-        async def wrapped():
+        async def wrapped() -> T:
             return fn(*args)
 
         if self._loop is None:
@@ -323,5 +325,5 @@ class MockServer:
     def __enter__(self) -> "MockServer":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -51,7 +51,7 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Coroutine, Union
+from typing import Any, Callable, Coroutine, Union
 
 import numpy as np
 
@@ -349,7 +349,7 @@ class RegionService:
 
     # ---------------------------------------------------------------- service time and faults
 
-    def _serve(self, op: str, delay: float, then, args: tuple) -> Outcome:
+    def _serve(self, op: str, delay: float, then: Callable[..., Result], args: tuple) -> Outcome:
         """A valid request's answer: an injected fault if one is drawn, else `then(*args)`,
         at once when there is no service time (no task allocated), or after it."""
         self.sampled[op].append(delay)
@@ -361,7 +361,7 @@ class RegionService:
             return then(*args)
         return self._later(delay, then, args)
 
-    async def _later(self, delay: float, then, args: tuple) -> Result:
+    async def _later(self, delay: float, then: Callable[..., Result], args: tuple) -> Result:
         """Wait for a capacity slot, hold it for the service time, then answer."""
         try:
             async with self.capacity:
@@ -370,7 +370,7 @@ class RegionService:
         except Overloaded:
             return self._count(self._overload)
 
-    def _fault(self, fault: Fault, op: str, delay: float, then, args: tuple) -> Outcome:
+    def _fault(self, fault: Fault, op: str, delay: float, then: Callable[..., Result], args: tuple) -> Outcome:
         kind = fault.kind
         counts = self.fault_counts[op]
         counts[kind] = counts.get(kind, 0) + 1

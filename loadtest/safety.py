@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -55,7 +56,7 @@ def credentials(required: bool = False) -> tuple[str, str]:
     return key or api.DUMMY_API_KEY, token or api.DUMMY_TOKEN
 
 
-def redactor(*secret_values: str):
+def redactor(*secret_values: str) -> Callable[[str], str]:
     """A function that replaces each secret value in a text by ***."""
     values = [v for v in secret_values if v and len(v) >= 4 and v not in (api.DUMMY_API_KEY, api.DUMMY_TOKEN)]
 

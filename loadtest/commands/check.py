@@ -11,6 +11,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ def connection_hint(error: httpx.HTTPError, base_url: str, timeout_s: float) -> 
     return f"could not talk to {base_url}: check the URL (--base-urls), the network and any proxy"
 
 
-def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str, message: str, redact) -> bool:
+def check_region(client: httpx.Client, scenario: config.Scenario, region: str, base_url: str, message: str, redact: Callable[[str], str]) -> bool:
     variant = next(iter(scenario.variants), None)
     steps = [
         ("create", lambda cid: api.create_body(variant, scenario.integration_attributes or None)),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from analysis.percentiles import percentiles
 from loadtest import slo
@@ -19,7 +20,14 @@ from loadtest.commands.capacity.plan import LATENCY_ENDPOINT, Knee
 
 
 def measure_step(
-    requests, conversations, t0: float, t1: float, slos: Sequence, latencies: list | None = None, arrivals=None, delivery: tuple[float, float] | None = None
+    requests: pd.DataFrame | None,
+    conversations: pd.DataFrame | None,
+    t0: float,
+    t1: float,
+    slos: Sequence,
+    latencies: list[float] | None = None,
+    arrivals: pd.DataFrame | None = None,
+    delivery: tuple[float, float] | None = None,
 ) -> dict:
     """Metrics and SLO results of the requests that *completed* in [t0, t1).
 
@@ -80,7 +88,7 @@ def measure_step(
     return row
 
 
-def judge_delivery(arrivals, t0: float, t1: float, max_dropped: float, max_lag_s: float) -> dict:
+def judge_delivery(arrivals: pd.DataFrame | None, t0: float, t1: float, max_dropped: float, max_lag_s: float) -> dict:
     """Offered rate, dropped share and p95 schedule lag of the conversations planned in [t0, t1)."""
     out: dict[str, Any] = {"offered_per_s": 0.0, "dropped_share": None, "lag_p95_ms": None, "delivery_failures": []}
     if arrivals is None or not len(arrivals):

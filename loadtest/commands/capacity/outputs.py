@@ -46,11 +46,11 @@ CAPACITY_CSV, CAPACITY_JSON = "capacity.csv", "capacity.json"
 CAPACITY_MD, CAPACITY_PNG, CAPACITY_HTML = "capacity.md", "capacity.png", "capacity.html"
 
 
-def fmt_ms(v) -> str:
+def fmt_ms(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.0f}"
 
 
-def fmt_pct(v) -> str:
+def fmt_pct(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.2f}%"
 
 

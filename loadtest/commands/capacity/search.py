@@ -143,7 +143,9 @@ def _p95(values: Sequence[float]) -> float:
     return float(percentiles(values, [95])[0])
 
 
-def search_region(scenario: config.Scenario, region: str, base_url: str, plan: Plan, user_slos: list[str], run_dir: Path, signals) -> RegionResult:
+def search_region(
+    scenario: config.Scenario, region: str, base_url: str, plan: Plan, user_slos: list[str], run_dir: Path, signals: children.Signals
+) -> RegionResult:
     """One region's staircase: run Locust, judge each step as it ends, stop after the knee."""
     result = RegionResult(region=region, run_dir=run_dir)
     rs = region_scenario(scenario, region, plan)
@@ -265,7 +267,7 @@ def search_region(scenario: config.Scenario, region: str, base_url: str, plan: P
     return result
 
 
-def finalize_steps(run_dir: Path, judged: list[dict], slos, plan: Plan) -> list[dict]:
+def finalize_steps(run_dir: Path, judged: list[dict], slos: Sequence, plan: Plan) -> list[dict]:
     """Each judged step again, from the complete run folder (validated by analysis.load)."""
     try:
         run = load_run(run_dir)

@@ -45,7 +45,7 @@ import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,10 @@ from analysis import records, regression
 from analysis.scope import parse_scope, scope_text, split_names
 from loadtest.api import ENDPOINTS, REGIONS
 from loadtest.config import parse_duration
+
+if TYPE_CHECKING:  # for annotations only: loaded when a run is judged (below)
+    from analysis.load import Run
+    from analysis.stats import RunStats
 
 SLO_JSON = "slo.json"
 JUNIT_XML = "junit.xml"
@@ -344,18 +348,18 @@ def _ok_mask(df):
     return ok.astype(str).str.strip().str.lower().isin(("1", "true", "1.0"))
 
 
-def _equals(col, want: str) -> np.ndarray:
+def _equals(col: pd.Series, want: str) -> np.ndarray:
     """col == want without materialising strings for categorical/string columns (10M rows)."""
     if isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(col) or col.dtype == object:
         return (col == want).fillna(False).to_numpy(dtype=bool)
     return (col.astype(str) == want).to_numpy(dtype=bool)
 
 
-def _ids(col) -> set[str]:
+def _ids(col: pd.Series) -> set[str]:
     return {str(x) for x in col.unique() if isinstance(x, str) and x and x != "nan"}
 
 
-def _filter(df, slo: SLO, with_endpoint: bool = True):
+def _filter(df: pd.DataFrame | None, slo: SLO, with_endpoint: bool = True) -> pd.DataFrame | None:
     if df is None or len(df) == 0:
         return df
     mask = np.ones(len(df), dtype=bool)
@@ -367,7 +371,7 @@ def _filter(df, slo: SLO, with_endpoint: bool = True):
     return df[mask]
 
 
-def _run_window(requests) -> float | None:
+def _run_window(requests: pd.DataFrame | None) -> float | None:
     if requests is None or len(requests) == 0:
         return None
     ts = requests["timestamp"].astype(float)
@@ -388,7 +392,7 @@ def _stat(values: np.ndarray, stat: str) -> float:
     return float(percentiles(values, [float(stat[1:])])[0])
 
 
-def _count_metric(slo, n: int, n_ok: int, where: str, duration_s: float | None):
+def _count_metric(slo: SLO, n: int, n_ok: int, where: str, duration_s: float | None) -> tuple[float | None, str] | None:
     """count, error_rate and rps of n requests (n_ok successful), or None for other metrics."""
     if slo.metric == "count":
         return float(n), f"{n} requests {where}"
@@ -401,7 +405,7 @@ def _count_metric(slo, n: int, n_ok: int, where: str, duration_s: float | None):
     return None
 
 
-def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[float | None, str]:
+def _observe_requests(slo: SLO, requests: pd.DataFrame | None, duration_s: float | None) -> tuple[float | None, str]:
     """(observed, detail) of a request metric; observed None means no data."""
     df = _filter(requests, slo)
     where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
@@ -420,7 +424,7 @@ def _observe_requests(slo: SLO, requests, duration_s: float | None) -> tuple[flo
     return _stat(values, slo.metric), f"over {values.size} successful requests {where}"
 
 
-def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | None, str]:
+def _observe_conversations(slo: SLO, conversations: pd.DataFrame | None, requests: pd.DataFrame | None) -> tuple[float | None, str]:
     rest = slo.metric[len(CONVERSATION) + 1 :]
     where = f"in scope {slo.scope}" if slo.region or slo.variant or slo.endpoint else "overall"
     if rest == "orphaned":
@@ -459,7 +463,9 @@ def _observe_conversations(slo: SLO, conversations, requests) -> tuple[float | N
     return _stat(values, stat), f"over {values.size} conversations {where}"
 
 
-def _apply_warmup(requests, conversations, warmup_s: float, start: float | None):
+def _apply_warmup(
+    requests: pd.DataFrame | None, conversations: pd.DataFrame | None, warmup_s: float, start: float | None
+) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     if not warmup_s:
         return requests, conversations
     if start is None and requests is not None and len(requests):
@@ -480,7 +486,7 @@ def _apply_warmup(requests, conversations, warmup_s: float, start: float | None)
     return requests, conversations
 
 
-def _stats_scope(stats, slo: SLO, with_endpoint: bool = True):
+def _stats_scope(stats: RunStats, slo: SLO, with_endpoint: bool = True) -> tuple[pd.DataFrame, np.ndarray]:
     """Rows of the stats' detail table (region × variant × endpoint) in the SLO's scope."""
     detail = stats.level("region·variant·endpoint")
     mask = np.ones(len(detail), dtype=bool)
@@ -490,7 +496,7 @@ def _stats_scope(stats, slo: SLO, with_endpoint: bool = True):
     return detail, np.flatnonzero(mask)
 
 
-def _observe_stats(slo: SLO, stats, duration_s: float | None) -> tuple[float | None, str]:
+def _observe_stats(slo: SLO, stats: RunStats, duration_s: float | None) -> tuple[float | None, str]:
     """`_observe_requests` from computed statistics (`analysis.stats.RunStats`): counts from
     the detail table, exact percentiles of the union of the scope's groups by rank, so a
     run of any size is judged without its rows in memory."""
@@ -506,12 +512,13 @@ def _observe_stats(slo: SLO, stats, duration_s: float | None) -> tuple[float | N
     if n_ok == 0:
         return None, f"no data: no successful requests {where} ({n - n_ok} failed)"
     q = [float(slo.metric[1:])] if slo.metric not in _STATS else [50.0]
+    assert stats.samples is not None, "compute_stats keeps the sorted latencies"
     d = stats.samples.describe([rows], q)
     value = float(d[slo.metric][0]) if slo.metric in _STATS else float(d["pct"][0][0])
     return value, f"over {n_ok} successful requests {where}"
 
 
-def _orphans_from_stats(slo: SLO, stats) -> tuple[float | None, str]:
+def _orphans_from_stats(slo: SLO, stats: RunStats) -> tuple[float | None, str]:
     where = f"in scope {slo.scope}" if slo.region or slo.variant else "overall"
     level = {(True, True): "region·variant", (True, False): "region", (False, True): "variant", (False, False): "overall"}[
         (slo.region is not None, slo.variant is not None)
@@ -529,14 +536,14 @@ def _orphans_from_stats(slo: SLO, stats) -> tuple[float | None, str]:
 
 def evaluate(
     slos: str | Iterable[str | SLO],
-    requests,
-    conversations=None,
+    requests: pd.DataFrame | None,
+    conversations: pd.DataFrame | None = None,
     *,
     warmup_s: float = 0.0,
     duration_s: float | None = None,
     start: float | None = None,
     variants: Iterable[str] | None = None,
-    stats=None,
+    stats: RunStats | None = None,
 ) -> list[dict]:
     """Evaluate SLOs against a run's DataFrames.
 
@@ -599,7 +606,7 @@ def evaluate_run(run_dir: str | Path, slos: str | Iterable[str | SLO], warmup_s:
     return evaluate_loaded(load_run(run_dir, warmup_s=warmup_s), slos, check_variants)
 
 
-def evaluate_loaded(run, slos: str | Iterable[str | SLO], check_variants: bool = True, stats=None) -> list[dict]:
+def evaluate_loaded(run: Run, slos: str | Iterable[str | SLO], check_variants: bool = True, stats: RunStats | None = None) -> list[dict]:
     """`evaluate_run` on a run already loaded by `analysis.load.load_run` (warm-up cut),
     judged on its statistics (`stats`, computed here when not given): the rows are never
     all in memory, whatever the run's size."""

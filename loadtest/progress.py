@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 # Locust (a child process) prints live snapshots as lines with this prefix; `loadtest run`
 # shows them and logs everything else.
@@ -14,7 +15,7 @@ WRITE_FAILED_PREFIX = "@@loadtest-write-failed "
 
 
 class ProgressDisplay:
-    def __init__(self, duration_s: float | None, stream=None):
+    def __init__(self, duration_s: float | None, stream: TextIO | None = None) -> None:
         """duration_s: the planned run time; None when a shape decides it (its snapshots say)."""
         self._stream = stream  # None: whatever sys.stdout is now (see runner.forgive_output)
         self.tty = self.stream.isatty()
@@ -23,7 +24,7 @@ class ProgressDisplay:
         self._drawn = 0
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return self._stream or sys.stdout
 
     def lines(self, snap: dict) -> list[str]:

@@ -36,6 +36,8 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 LIFELINE_ENV = "LOADTEST_LIFELINE"  # "<parent pid>:<fd of the read end>"
 PARENT_LOST_SIGNAL = signal.SIGHUP
@@ -56,7 +58,7 @@ def _lifeline() -> int:
     return _lifeline_read_end
 
 
-def _die_with_parent(parent_pid: int):
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: SIGHUP when the parent's spawning thread ends (Linux); exit if it already has."""
 
     def set_death_signal() -> None:
@@ -68,7 +70,7 @@ def _die_with_parent(parent_pid: int):
     return set_death_signal
 
 
-def spawn(cmd: list[str], *, env: dict[str, str] | None = None, **popen_kwargs) -> subprocess.Popen:
+def spawn(cmd: list[str], *, env: dict[str, str] | None = None, **popen_kwargs: Any) -> subprocess.Popen:
     """`subprocess.Popen(cmd, ...)` in a new session, its life tied to this process (see above)."""
     global _prctl
     read_end = _lifeline()

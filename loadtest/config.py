@@ -219,7 +219,7 @@ def parse_slo_list(value: Any) -> list[str]:
 
 
 def _non_negative(kind: type, noun: str) -> Callable[[Any], Any]:
-    def parse(value: Any):
+    def parse(value: Any) -> Any:  # a `kind`: the annotation is set below
         try:
             x = kind(value)
         except (TypeError, ValueError):

@@ -23,7 +23,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import httpx
 
@@ -117,7 +117,7 @@ def open_conversations(base_urls: dict[str, str], scenario: config.Scenario) -> 
 # --------------------------------------------------------------------------- Locust's command line
 
 
-def option_value(name: str, value, base_urls: dict[str, str]) -> str:
+def option_value(name: str, value: Any, base_urls: dict[str, str]) -> str:
     """A resolved setting back in the string form its option parser accepts, as a person would
     write it (the web UI's start form shows these): 'us,uk' rather than 'us:1,uk:1', '10s'."""
     if name == "base_urls":
@@ -214,7 +214,7 @@ def worker_command(master_host: str, master_port: int, processes: int, extra: Se
     return cmd + list(extra)
 
 
-def spawn_locust(cmd: list[str], **popen_kwargs) -> subprocess.Popen:
+def spawn_locust(cmd: list[str], **popen_kwargs: Any) -> subprocess.Popen:
     """Start Locust; its output comes as text lines on `proc.stdout` (see `LocustOutput`)."""
     # No stdin: Locust's key listener would switch the terminal's input mode.
     return processes.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, **popen_kwargs)
@@ -319,7 +319,7 @@ class LocustOutput:
             self.stop()
 
 
-def _close_quietly(f) -> None:
+def _close_quietly(f: IO[str]) -> None:
     try:
         f.close()
     except OSError:  # its buffered tail could not be written either

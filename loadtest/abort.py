@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from loadtest import config, runfolder, slo
 from loadtest.runtail import RunTail
 
@@ -126,7 +128,7 @@ class Watcher(threading.Thread):
         self.stop()
         return True
 
-    def _test_start(self, requests) -> float | None:
+    def _test_start(self, requests: pd.DataFrame | None) -> float | None:
         """The test's start: run.json's (set by Locust's test_start), else the first request."""
         started = runfolder.read_run_json(self.run_dir).get("started")
         if started:
@@ -134,7 +136,7 @@ class Watcher(threading.Thread):
         return None if requests is None or not len(requests) else float(requests["timestamp"].min())
 
 
-def judge(slos: Sequence[slo.SLO], requests, conversations, t0: float, t1: float, started: float) -> Breach | None:
+def judge(slos: Sequence[slo.SLO], requests: pd.DataFrame | None, conversations: pd.DataFrame | None, t0: float, t1: float, started: float) -> Breach | None:
     """The first SLO outside its threshold on the requests completed (and the conversations
     ended) in [t0, t1), or None. A scope without data in the window is no breach."""
     if requests is None or not len(requests):

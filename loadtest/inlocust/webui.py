@@ -51,11 +51,14 @@ import gevent
 import numpy as np
 from flask import Blueprint, Response, make_response, redirect, request, send_from_directory, url_for
 from gevent.lock import Semaphore
+from locust.env import Environment
+from locust.event import Events
+from locust.web import WebUI
 
 from analysis import records
 from analysis.colours import region_colours, variant_colours
 from loadtest import api, config, processes, runfolder, safety
-from loadtest.inlocust.live import HISTORY_INTERVAL_S, LiveHistory, histogram_percentiles, merge
+from loadtest.inlocust.live import HISTORY_INTERVAL_S, LiveHistory, LiveStats, histogram_percentiles, merge
 
 logger = logging.getLogger("loadtest.inlocust.webui")
 
@@ -95,7 +98,7 @@ def _round(x: float | None, digits: int = 1) -> float | None:
     return None if x is None or np.isnan(x) else round(float(x), digits)
 
 
-def region_rows(live, snapshot: dict) -> list[dict]:
+def region_rows(live: LiveStats, snapshot: dict) -> list[dict]:
     """Rows of the Regions tab from a `LiveStats` and a snapshot just taken of it.
 
     Per region: each endpoint, then all endpoints; then per variant the same. Percentiles
@@ -168,7 +171,7 @@ class WebUIExtension:
 
     def __init__(self, plugin):
         self.plugin = plugin
-        self.environment = None
+        self.environment: Environment | None = None
         self.runs: list[Path] = []  # run folders opened in this session, oldest first
         self.allow_remote = False  # started with --target real
         self._rows: dict | None = None  # extended_stats, cached for ROWS_CACHE_S
@@ -179,7 +182,7 @@ class WebUIExtension:
         self._sampler = None
 
     # ---- Locust events ----
-    def on_init(self, environment, web_ui=None, **_kw) -> None:
+    def on_init(self, environment: Environment, web_ui: WebUI | None = None, **_kw: Any) -> None:
         web_ui = web_ui or getattr(environment, "web_ui", None)
         if web_ui is None:
             return
@@ -189,14 +192,16 @@ class WebUIExtension:
         options = environment.parsed_options
         self.allow_remote = getattr(options, "target", "mock") == "real"
         web_ui.template_args.update(self.template_args())
-        web_ui.app.after_request(self._extend_stats_response)
-        web_ui.app.after_request(self._add_chart_script)
+        app = web_ui.app
+        assert app is not None, "Locust's WebUI makes its Flask app when it is made"
+        app.after_request(self._extend_stats_response)
+        app.after_request(self._add_chart_script)
         base = (getattr(options, "web_base_path", None) or "").rstrip("/")
-        web_ui.app.register_blueprint(self.blueprint(web_ui), url_prefix=base + PREFIX)
+        app.register_blueprint(self.blueprint(web_ui), url_prefix=base + PREFIX)
         environment.events.test_start.add_listener(self.on_test_start)
         environment.events.test_stop.add_listener(self.on_test_stop)
 
-    def on_test_start(self, environment, **_kw) -> None:
+    def on_test_start(self, environment: Environment, **_kw: Any) -> None:
         run = self.plugin.run  # set by the plugin's own test_start listener, which runs first
         if run is None:
             return
@@ -211,7 +216,8 @@ class WebUIExtension:
                 "`loadtest ui --target real --yes`.",
                 ", ".join(f"{r}={u}" for r, u in remote.items()),
             )
-            environment.loadtest_run = None  # users stop in on_start
+            environment.loadtest_run = None  # type: ignore[attr-defined]  # loadtest's own attribute (plugin.py): users stop in on_start
+            assert environment.runner is not None, "a test starts on a runner"
             gevent.spawn_later(0, environment.runner.stop)
             return
         self.history.reset()
@@ -220,7 +226,7 @@ class WebUIExtension:
             self.runs.append(run.run_dir)
             logger.info("loadtest: run folder %s", run.run_dir)
 
-    def on_test_stop(self, environment, **_kw) -> None:
+    def on_test_stop(self, environment: Environment, **_kw: Any) -> None:
         self._frozen = self._compute_rows()
         if self._sampler is not None:
             self._sampler.kill(block=False)
@@ -360,7 +366,7 @@ class WebUIExtension:
 
         @bp.route("/runs/<run_id>/<path:name>")
         @auth
-        def run_file(run_id: str, name: str):
+        def run_file(run_id: str, name: str) -> Response:
             run_dir = self.run_dir(run_id)
             if run_dir is None:
                 return _page("Unknown run", f"<p>No run {html.escape(run_id)} in this session.</p>", 404)
@@ -368,8 +374,8 @@ class WebUIExtension:
             response.headers["Cache-Control"] = "no-store"
             return response
 
-        def csv_route(pattern: str, label: str):
-            def view():
+        def csv_route(pattern: str, label: str) -> None:
+            def view() -> Response:
                 run_dir = pick_run()
                 if run_dir is None or not any(run_dir.glob(pattern)):
                     return _page("No data", f"<p>No {label} yet: start a test first.</p>", 404)
@@ -515,7 +521,7 @@ def complete_csv_rows(files: Iterable[Path]) -> Iterator[bytes]:
                 carry = data[cut:]
 
 
-def _page(title: str, body: str, status: int = 200):
+def _page(title: str, body: str, status: int = 200) -> Response:
     text = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}"
@@ -530,7 +536,7 @@ def _page(title: str, body: str, status: int = 200):
 _extension: WebUIExtension | None = None
 
 
-def install(events, plugin) -> WebUIExtension:
+def install(events: Events, plugin: Any) -> WebUIExtension:
     """Register the web UI extension (once per process; called by `plugin.install`)."""
     global _extension
     if _extension is None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import gevent
+from locust.env import Environment
 from locust.stats import CSV_STATS_INTERVAL_SEC, PERCENTILES_TO_REPORT, StatsCSVFileWriter
 
 from analysis import records
@@ -26,7 +27,7 @@ from loadtest.runfolder import WriteFailed
 
 
 class LocustCsv(StatsCSVFileWriter):
-    def __init__(self, environment, run_dir: Path, on_failure: Callable[[WriteFailed], None]):
+    def __init__(self, environment: Environment, run_dir: Path, on_failure: Callable[[WriteFailed], None]) -> None:
         """Raises WriteFailed when the files cannot be made."""
         self.on_failure = on_failure
         self.failure: WriteFailed | None = None

@@ -556,7 +556,7 @@ def _diagnose(f: Path, header: list[str], types: dict, columns: Sequence[str], m
     if "CSV parse error" in message:
         bad_rows: list = []
 
-        def handler(row):
+        def handler(row: pacsv.InvalidRow) -> str:
             bad_rows.append(row)
             return "error"
 

@@ -293,16 +293,16 @@ class RunStats:
         return _Merged(self.samples, members)
 
 
-class _Merged(Mapping):
+class _Merged(Mapping[tuple, np.ndarray]):
     """group labels → sorted latencies (ms), merged from the detail groups on lookup."""
 
-    def __init__(self, samples: SortedGroups, members: dict):
+    def __init__(self, samples: SortedGroups, members: dict[tuple, np.ndarray]) -> None:
         self.samples, self.members = samples, members
 
-    def __getitem__(self, k):
+    def __getitem__(self, k: tuple) -> np.ndarray:
         return self.samples.merged(self.members[k])
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple]:
         return iter(self.members)
 
     def __len__(self) -> int:
@@ -760,7 +760,7 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
     rows = []
     for level, ldims in levels.items():
 
-        def key_of(ri, vi):
+        def key_of(ri: np.ndarray, vi: np.ndarray) -> tuple[np.ndarray, int]:
             return _conv_key(dims, ldims, ri, vi)
 
         _, n = key_of(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))

@@ -76,7 +76,7 @@ class SortedGroups:
     def segment(self, g: int) -> np.ndarray:
         return self.values[self.bounds[g] : self.bounds[g + 1]]
 
-    def merged(self, groups: Sequence[int]) -> np.ndarray:
+    def merged(self, groups: Iterable[int]) -> np.ndarray:
         """Sorted float values of the union of `groups` (a copy: for one group at a time)."""
         segs = [self.segment(g) for g in groups if self.counts[g]]
         if not segs:

@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
@@ -106,7 +107,7 @@ def _endpoints(stats: RunStats) -> list[str]:
     return [e for e in ENDPOINT_ORDER if e in stats.endpoints] + [e for e in stats.endpoints if e not in ENDPOINT_ORDER]
 
 
-def _legend_below(fig, handles, labels, ncol=None):
+def _legend_below(fig: Figure, handles: list[Artist], labels: list[str], ncol: int | None = None) -> None:
     if not handles:
         return
     fig.legend(handles, labels, loc="lower center", ncol=ncol or min(len(labels), 6), bbox_to_anchor=(0.5, -0.02), frameon=False)

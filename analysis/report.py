@@ -67,10 +67,12 @@ def _slo_view(slo: list | None) -> dict:
             unknown += 1
         unit = str(s.get("unit") or "")
 
-        def val(x):
+        def val(x: object) -> str:
+            if not isinstance(x, (int, float, str)):  # None (not observed) or not a number
+                return "–"
             try:
                 x = float(x)
-            except (TypeError, ValueError):
+            except ValueError:
                 return "–"
             if unit == "ms":
                 return fmt_ms(x)
@@ -435,7 +437,7 @@ def _run_facts(run: Run, stats: RunStats) -> list[tuple[str, str]]:
     m = run.meta
     facts: list[tuple[str, str]] = []
 
-    def add(k, v):
+    def add(k: str, v: object) -> None:
         if v not in (None, "", [], {}):
             facts.append((k, v if isinstance(v, str) else str(v)))
 

@@ -228,7 +228,7 @@ class HttpProtocol(asyncio.Protocol):
         self._feed(data)
         self._serve()
 
-    def eof_received(self):
+    def eof_received(self) -> bool | None:
         """The client closed its sending side. A half-close after a whole request is allowed
         by HTTP: the request in service is still answered (and those pipelined behind it),
         then the connection closes (had the client closed fully, that write just fails). An

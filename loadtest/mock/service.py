@@ -51,7 +51,7 @@ import math
 import random
 import time
 from collections import deque
-from typing import Any, Callable, Coroutine, Union
+from typing import Any, Callable, Coroutine, Generator, Union
 
 import numpy as np
 
@@ -103,7 +103,7 @@ class Hold:
     def __init__(self, coro: Coroutine[Any, Any, Result]) -> None:
         self._coro = coro
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Result]:
         return self._coro.__await__()
 
 

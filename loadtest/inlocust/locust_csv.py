@@ -13,6 +13,7 @@ Started by the plugin on the master or the single local process; imported only i
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Callable
@@ -46,7 +47,7 @@ class LocustCsv(StatsCSVFileWriter):
             raise WriteFailed(Path(getattr(e, "filename", None) or f"{base}_stats.csv"), e) from None
         self._greenlet = gevent.spawn(self._write_forever)
 
-    def _files(self):
+    def _files(self) -> tuple[io.TextIOWrapper, ...]:
         return (self.requests_csv_filehandle, self.stats_history_csv_filehandle, self.failures_csv_filehandle, self.exceptions_csv_filehandle)
 
     def _write_once(self) -> None:

@@ -341,7 +341,7 @@ def _fmt(value: float | None, unit: str) -> str:
     return f"{value:.4g}"
 
 
-def _ok_mask(df):
+def _ok_mask(df: pd.DataFrame) -> pd.Series:
     ok = df["ok"]
     if pd.api.types.is_bool_dtype(ok) or pd.api.types.is_numeric_dtype(ok):
         return ok.fillna(0).astype(float) > 0

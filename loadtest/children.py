@@ -23,7 +23,8 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Sequence
+from types import FrameType
+from typing import IO, Any, Callable, Iterator, Sequence, TextIO
 
 import httpx
 
@@ -345,15 +346,15 @@ class Signals:
         self.proc: subprocess.Popen | None = None
         self.stopping_message = stopping_message
 
-    def __enter__(self):
+    def __enter__(self) -> Signals:
         self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
 
-    def _handle(self, signum, frame):
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         self.first = self.first or signal.Signals(signum).name
         if signum == signal.SIGHUP:
@@ -370,7 +371,7 @@ class Signals:
 class _ForgivingStream:
     """A text stream whose writes stop failing once its terminal or pipe is gone."""
 
-    def __init__(self, stream):
+    def __init__(self, stream: TextIO) -> None:
         self._stream = stream
 
     def write(self, text: str) -> int:
@@ -386,7 +387,7 @@ class _ForgivingStream:
         except (OSError, ValueError):
             self._stream = open(os.devnull, "w", encoding="utf-8")
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:  # the rest of the stream's interface, as it is
         return getattr(self._stream, name)
 
 

@@ -74,7 +74,7 @@ def ui_command(args: argparse.Namespace) -> int:
     with children.Signals() as signals:
         try:
             with children.mock_server(scenario, out / "ui-mock.log") if needs_mock else nullcontext() as mock_urls:
-                if signals.count:
+                if signals.count > 0:  # `> 0`, not truthiness: mypy would take count for 0 from here on, but a signal handler raises it
                     return EXIT_OK
                 base_urls = form_base_urls(scenario, mock_urls)
                 if mock_urls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TypeVar
 
 from loadtest import config
 from loadtest.commands.arguments import add_scenario_arguments, scenario_from_args
@@ -101,7 +102,10 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     )
 
 
-def _default(value, default):
+T = TypeVar("T")
+
+
+def _default(value: T | None, default: T) -> T:
     return default if value is None else value
 
 

@@ -83,7 +83,7 @@ def csv_rows(results: Sequence[RegionResult]) -> list[dict]:
     return rows
 
 
-def _round(v, nd=1):
+def _round(v: float | None, nd: int = 1) -> float | None:
     return None if v is None else round(v, nd)
 
 
@@ -380,7 +380,7 @@ def write_outputs(results: Sequence[RegionResult], plan: Plan, scenario: config.
     return data
 
 
-def _json_default(o):
+def _json_default(o: object) -> object:
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "item"):

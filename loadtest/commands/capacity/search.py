@@ -76,7 +76,7 @@ class ShapeLog:
     to a second after its nominal time), or the open model's staircase changed its rate (exact
     epochs, logged by `loadtest.inlocust.arrivals`); and whether Locust warned of its CPU."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.cpu_warning = False
         self.changes: list[tuple[float, float]] = []  # (epoch s, users or conversations/s), in order
         self.shape_end: float | None = None

@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, Iterator
 import gevent
 import numpy as np
 from flask import Blueprint, Response, make_response, redirect, request, send_from_directory, url_for
+from flask.typing import ResponseReturnValue
 from gevent.lock import Semaphore
 from locust.env import Environment
 from locust.event import Events
@@ -169,7 +170,7 @@ def _region_order(region: str) -> tuple:
 class WebUIExtension:
     """State of the UI extension in one Locust process (the master or a local runner)."""
 
-    def __init__(self, plugin):
+    def __init__(self, plugin: Any) -> None:  # the LoadtestPlugin (plugin.py imports this module)
         self.plugin = plugin
         self.environment: Environment | None = None
         self.runs: list[Path] = []  # run folders opened in this session, oldest first
@@ -179,7 +180,7 @@ class WebUIExtension:
         self._frozen: dict | None = None  # the last rows of a stopped test
         self._build_lock: Semaphore | None = None  # one report build at a time, from on_init
         self.history = LiveHistory()  # the Regions tab's chart
-        self._sampler = None
+        self._sampler: gevent.Greenlet | None = None  # samples the Regions chart while a test runs
 
     # ---- Locust events ----
     def on_init(self, environment: Environment, web_ui: WebUI | None = None, **_kw: Any) -> None:
@@ -283,7 +284,7 @@ class WebUIExtension:
             ],
         }
 
-    def _extend_stats_response(self, response):
+    def _extend_stats_response(self, response: Response) -> Response:
         if request.endpoint != "locust.request_stats" or response.status_code != 200:
             return response
         try:
@@ -294,7 +295,7 @@ class WebUIExtension:
             logger.exception("loadtest: could not add the Regions tab's rows")
         return response
 
-    def _add_chart_script(self, response):
+    def _add_chart_script(self, response: Response) -> Response:
         """Locust's index page, with the Regions tab's chart script after its own."""
         if request.endpoint != "locust.index" or response.status_code != 200 or response.direct_passthrough:
             return response
@@ -333,7 +334,7 @@ class WebUIExtension:
             return build_report_in_child(run_dir, warmup_s)
 
     # ---- routes ----
-    def blueprint(self, web_ui):
+    def blueprint(self, web_ui: WebUI) -> Blueprint:
         bp = Blueprint("loadtest", __name__)
         auth = web_ui.auth_required_if_enabled
 
@@ -342,12 +343,12 @@ class WebUIExtension:
 
         @bp.route("/")
         @auth
-        def index():
+        def index() -> Response:
             return _page("Load test runs", self._index_html())
 
         @bp.route("/report")
         @auth
-        def report():
+        def report() -> ResponseReturnValue:
             run_dir = pick_run()
             if run_dir is None:
                 return _page("No run yet", "<p>No test has been started in this session yet: start one from the form, then come back.</p>", 404)
@@ -394,21 +395,21 @@ class WebUIExtension:
 
         @bp.route("/live.json")
         @auth
-        def live_json():
+        def live_json() -> ResponseReturnValue:
             rows = self._frozen if self._frozen is not None and not self._running() else self._compute_rows()
             current = self.run_dir()
             return {"running": self._running(), "run_dir": str(current) if current else None, "snapshot": rows["snapshot"], "extended_stats": rows["stats"]}
 
         @bp.route("/history.json")
         @auth
-        def history_json():
+        def history_json() -> Response:
             response = make_response(self.history_json())
             response.headers["Cache-Control"] = "no-store"
             return response
 
         @bp.route("/regions-chart.js")
         @auth
-        def chart_script():
+        def chart_script() -> Response:
             return Response(CHART_SCRIPT.read_text(), mimetype="text/javascript", headers={"Cache-Control": "no-store"})
 
         return bp

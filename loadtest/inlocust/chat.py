@@ -21,7 +21,8 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import gevent
 from gevent import GreenletExit
@@ -36,7 +37,7 @@ from loadtest.inlocust.arrivals import Stopped
 try:  # orjson: about 3x faster JSON on the generator's hot path (a declared dependency)
     from orjson import dumps, loads
 except ImportError:  # pragma: no cover - an install without it still works
-    dumps, loads = json.dumps, json.loads
+    dumps, loads = json.dumps, json.loads  # type: ignore[assignment]  # str, not bytes: accepted where used
 
 if TYPE_CHECKING:
     from loadtest.inlocust.arrivals import Arrivals
@@ -107,13 +108,13 @@ class RateLimiter:
 _handshakes: dict = {}
 
 
-def ssl_context_factory(policy: tls.Policy):
+def ssl_context_factory(policy: tls.Policy) -> Callable[..., Any]:
     """For FastHttpUser.ssl_context_factory: one context per process for `policy`, whose
     handshakes are timed so that each new TLS connection can be recorded apart."""
     import gevent.ssl  # the patched ssl module of a Locust process
 
     class TimedContext(gevent.ssl.SSLContext):
-        def wrap_socket(self, *args, **kwargs):
+        def wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             sock = super().wrap_socket(*args, **kwargs)
             _handshakes[gevent.getcurrent()] = (time.perf_counter() - started) * 1000.0
@@ -126,8 +127,11 @@ def ssl_context_factory(policy: tls.Policy):
 
 def root_cause(error: BaseException | None) -> BaseException | None:
     """geventhttpclient wraps socket errors (RetriesExceeded(original=…)); unwrap them."""
-    while error is not None and isinstance(getattr(error, "original", None), BaseException):
-        error = error.original
+    while error is not None:
+        original = getattr(error, "original", None)
+        if not isinstance(original, BaseException):
+            break
+        error = original
     return error
 
 
@@ -160,7 +164,7 @@ def _error_message(body: bytes | None, limit: int = 200) -> str:
     return text[:limit]
 
 
-def _retry_after(resp) -> float:
+def _retry_after(resp: Any) -> float:
     """Seconds from a Retry-After header (delta-seconds form); 1 s when absent or unreadable."""
     try:
         return max(float(resp.headers.get("Retry-After", 1)), 0.0)
@@ -182,7 +186,7 @@ class Outcome:
 class RunContext:
     """Everything users need for one test: parsed settings, URLs, credentials, recorder."""
 
-    def __init__(self, options, run_dir: Path | None, recorder: Recorder | None, live: LiveStats):
+    def __init__(self, options: Any, run_dir: Path | None, recorder: Recorder | None, live: LiveStats) -> None:
         values = {s.name: getattr(options, s.name, s.default) for s in config.SETTINGS if s.locust}
         self.scenario = config.resolve(flags=values, environ={})
         s = self.scenario
@@ -229,7 +233,7 @@ class RunContext:
         if self.recorder:
             self.recorder.connection(context, handshake_ms)
 
-    def conversation_ended(self, **row) -> None:
+    def conversation_ended(self, **row: Any) -> None:
         if self.recorder:
             self.recorder.conversation(**row)
         self.live.add_conversation(row["ended_by"], forward=self.forward_live)
@@ -238,7 +242,7 @@ class RunContext:
 class ChatClient:
     """Per user: URLs, headers and bodies for the three calls, validated replies, tagged rows."""
 
-    def __init__(self, user, run: "RunContext"):
+    def __init__(self, user: Any, run: "RunContext") -> None:
         self.user = user
         self.run = run
         self.session = user.client  # the user's FastHttpSession: its connection pool and request event
@@ -318,11 +322,14 @@ class ChatClient:
             if reply is not None and endpoint != "create" and reply.conversation_id != conversation_id:
                 return self._fail(context, "schema", f"{endpoint}: conversation_id changed"), 0.0
             if endpoint == "create":  # the row of the create carries the new id
+                assert reply is not None  # parse_reply returns a Reply for every endpoint but close
                 context["conversation_id"] = reply.conversation_id
             return Outcome(True, reply), 0.0
         kind = classify_failure(status, error)
         if error is None and 300 <= status < 400:
-            message = f"HTTP {status}: redirect to {sent.response.headers.get('location', '?')} (not followed: use that URL in --base-urls)"
+            headers = sent.response.headers
+            location = headers.get("location", "?") if headers is not None else "?"
+            message = f"HTTP {status}: redirect to {location} (not followed: use that URL in --base-urls)"
         elif error is None:
             message = f"HTTP {status}: {_error_message(sent.content)}"
         else:
@@ -354,6 +361,7 @@ class Conversation:
         attributes = self.client.run.integration_attributes
         outcome = self._call("create", api.create_body(self.variant or None, attributes))
         if outcome.ok:
+            assert outcome.reply is not None  # a create that succeeded has its reply
             self.id = outcome.reply.conversation_id
         else:
             self.ended_by = "error"
@@ -373,12 +381,14 @@ class Conversation:
         outcome = self._call("respond", api.respond_body(self.id, message))
         if not outcome.ok:
             self.ended_by = "error"
-        elif outcome.reply.handoff is not None:
+            return
+        assert outcome.reply is not None  # a respond that succeeded has its reply
+        if outcome.reply.handoff is not None:
             self.ended_by = "handoff"
         elif outcome.reply.end_conversation:
             self.ended_by = "end_conversation"
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.client.in_conversation = False
         if exc_type is not None and not self.ended_by:
             # The test is stopping (StopUser / GreenletExit) or the user code broke.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import gevent
 
@@ -113,11 +113,24 @@ class Recorder:
             on_failure,
         )
 
-    def on_request(self, request_type, name, response_time, response_length, response=None, context=None, exception=None, start_time=None, **_kwargs) -> None:
+    def on_request(
+        self,
+        request_type: str,
+        name: str,
+        response_time: float,
+        response_length: int,
+        response: Any = None,
+        context: dict | None = None,
+        exception: BaseException | None = None,
+        start_time: float | None = None,
+        **_kwargs: Any,
+    ) -> None:
         """Locust `request` event listener: one row per request."""
         self.row(name, response_time, response_length, response, context or {}, exception, start_time)
 
-    def row(self, name, response_time, response_length, response, ctx: dict, exception, start_time) -> None:
+    def row(
+        self, name: str, response_time: float, response_length: int, response: Any, ctx: dict, exception: BaseException | None, start_time: float | None
+    ) -> None:
         """One row of requests.csv (positional: the plugin's listener calls this per request)."""
         if self._requests_file.closed:
             return

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from analysis import chunks
+from analysis import load as load_module
 from analysis.load import RunDataError, load_run
 from synthetic import make_run
 
@@ -128,8 +129,16 @@ def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
         if t.name == "analysis-cache":
             t.join()
     assert cache.exists()
-    b = load_run(tmp_path / "run")  # from the cache
-    assert a.requests.equals(b.requests)
+
+    def no_parse(*args, **kwargs):
+        raise AssertionError("requests.csv parsed although its cache is there")
+
+    with monkeypatch.context() as m:  # from the cache: the CSV is not parsed, by either reader
+        m.setattr(chunks, "iter_batches", no_parse)
+        m.setattr(load_module, "_read_csv", no_parse)
+        b = load_run(tmp_path / "run")
+        assert a.requests.equals(b.requests)
+        assert (b.compact.ok_lat == a.compact.ok_lat).all()
     # editing the CSV (size/mtime change) invalidates the cache
     _edit(csv, 2, lambda s: _set_field(s, 5, "1.5"))
     os.utime(csv, ns=(os.stat(csv).st_atime_ns, os.stat(csv).st_mtime_ns + 10**9))

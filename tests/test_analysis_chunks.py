@@ -176,13 +176,21 @@ def _child(code: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_report_peak_memory_grows_less_than_30_mib_per_million_rows(tmp_path):
-    peaks = {}
+    peaks, cached = {}, {}
     for rows in (2_000_000, 6_000_000):
         run = str(tmp_path / f"run-{rows}")
         _child(GENERATE.format(root=str(ROOT), tests=str(ROOT / "tests"), run=run, rows=rows))
-        peaks[rows] = json.loads(_child(PEAK.format(root=str(ROOT), tests=str(ROOT / "tests"), run=run)))
+        peaks[rows] = json.loads(_child(PEAK.format(root=str(ROOT), tests=str(ROOT / "tests"), run=run)))  # cold: writes the cache
+        assert (Path(run) / ".requests.csv.cache.arrow").exists()
+        cached[rows] = json.loads(_child(PEAK.format(root=str(ROOT), tests=str(ROOT / "tests"), run=run)))  # reads it
     per_million = (peaks[6_000_000] - peaks[2_000_000]) / 4 / 2**20
+    cached_per_million = (cached[6_000_000] - cached[2_000_000]) / 4 / 2**20
     print(f"peak RSS {peaks[2_000_000] / 2**20:.0f} MiB at 2M rows, {peaks[6_000_000] / 2**20:.0f} MiB at 6M: {per_million:.1f} MiB per million rows")
+    print(f"from the cache: {cached[2_000_000] / 2**20:.0f} / {cached[6_000_000] / 2**20:.0f} MiB: {cached_per_million:.1f} MiB per million rows")
+    # The cache is read batch by batch, not memory-mapped: a map's pages stayed resident
+    # (~70 MiB per million rows more, 9 GiB at 100 M). Measured 35 MiB/M from the cache: above
+    # the cold path's 30 (not yet understood), so this bound only holds the mapping away.
+    assert cached_per_million <= 45
     # The target: <= 30 MiB per million rows (measured ~20 since the readers hand freed
     # memory back, `analysis.chunks.release_memory`; ~45 before). The pandas path it replaced
     # took ~170 MiB per million rows.

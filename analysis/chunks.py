@@ -88,7 +88,12 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
     """64-bit hashes of the strings of an Arrow string array, computed with numpy on the raw
     bytes (ids of any length, the length mixed in). Far cheaper than a set of millions of
     Python strings; a collision between two distinct ids is ~1e-7 likely for 2M ids and
-    would only hide one orphan."""
+    would only hide one orphan.
+
+    Each string is read as little-endian 8-byte words straight from Arrow's data buffer
+    (a uint64 view with a 1-byte stride: a word may start at any byte), the bytes past its
+    end masked to zero, so a string hashes the same whatever the other strings' lengths
+    (~50 ns an id; a per-byte gather into a padded matrix cost ~500 when lengths mixed)."""
     n = len(arr)
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
@@ -99,27 +104,26 @@ def id_hashes(arr: pa.Array) -> np.ndarray:
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4).astype(np.int64)
     lengths = np.diff(offsets)
-    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    width = int(lengths.max())
-    words = max(1, -(-width // 8))
-    padded = np.zeros((n, words * 8), dtype=np.uint8)
-    fixed = bool((lengths == width).all())
-    if fixed:  # the usual case (uuids): a reshape, no gather
-        padded[:, :width] = data[offsets[0] : offsets[0] + n * width].reshape(n, width)
-    else:
-        col = np.arange(words * 8)
-        inside = col[None, :] < lengths[:, None]
-        padded[inside] = data[(offsets[:-1, None] + col[None, :])[inside]]
-    w = padded.view(np.uint64)
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    data = np.zeros(hi - lo + 8, dtype=np.uint8)  # 8 spare bytes: the last word may read past the end
+    if hi > lo:
+        data[: hi - lo] = np.frombuffer(bufs[2], dtype=np.uint8, count=hi - lo, offset=lo)
+    words = np.ndarray(shape=(hi - lo + 1,), dtype="<u8", buffer=data, strides=(1,))
+    starts = offsets[:-1] - lo
     h = np.full(n, 0xCBF29CE484222325, dtype=np.uint64) ^ lengths.astype(np.uint64)
     prime = np.uint64(0x100000001B3)
-    nwords = -(-lengths // 8)
+    ones = np.uint64(2**64 - 1)
     with np.errstate(over="ignore"):
-        for j in range(words):  # a string mixes its own words only: the hash ignores padding
-            x = h ^ w[:, j]
+        for j in range(-(-int(lengths.max()) // 8)):  # a string mixes its own words only
+            left = lengths - 8 * j  # its bytes from this word on
+            live = left > 0
+            w = words[np.minimum(starts + 8 * j, hi - lo)]
+            if (left < 8).any():  # keep only the string's own bytes (a live word holds 1–8)
+                w &= ones >> (8 * (8 - np.clip(left, 1, 8))).astype(np.uint64)
+            x = h ^ w
             x *= prime
             x ^= x >> np.uint64(29)
-            h = x if fixed else np.where(nwords > j, x, h)
+            h = x if live.all() else np.where(live, x, h)
     return h
 
 
@@ -528,7 +532,11 @@ class _Reducer:
             xh.sort()
             step = 1 << 20  # temporaries of one slice of creates at a time
             for i in range(0, len(ch), step):
-                h, c = ch[i : i + step], cc[i : i + step]
+                # looked up in hash order: the binary searches then walk the closes in
+                # order (cache hits) instead of jumping at random (18 M creates: 24 → 2 s)
+                order = np.argsort(ch[i : i + step])
+                h, c = ch[i : i + step][order], cc[i : i + step][order]
+                del order
                 if len(xh):
                     pos = np.searchsorted(xh, h)
                     np.minimum(pos, len(xh) - 1, out=pos)

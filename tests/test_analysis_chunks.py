@@ -132,6 +132,11 @@ def test_id_hashes_ignore_padding_and_length_mixing():
     b = chunks.id_hashes(pa.array(["x" * 36, "abc"]))
     assert a[0] == b[1] and a[1] == b[0]  # same id, same hash, whatever the batch widths
     assert len(set(a.tolist())) == 5  # "abc" and "abc\0" differ (the length is mixed in)
+    # a slice of a batch (its data starts mid-buffer) hashes its strings as a fresh array does
+    ids = pa.array([("us-" if i % 3 else "self-serve-") + "%024x" % i for i in range(50)] + ["é" * 9])
+    np.testing.assert_array_equal(chunks.id_hashes(ids.slice(7, 30)), chunks.id_hashes(pa.array(ids.to_pylist()[7:37])))
+    np.testing.assert_array_equal(chunks.id_hashes(ids)[[3, 50]], chunks.id_hashes(pa.array([ids[3].as_py(), "é" * 9])))
+    assert len(set(chunks.id_hashes(ids).tolist())) == 51
 
 
 def test_bad_latency_in_a_later_chunk_names_its_line(run_dir, tmp_path, monkeypatch):

@@ -743,20 +743,37 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
     Orphans: a create succeeded, but there is no successful close for that conversation_id."""
     nr, nv = len(dims.regions), len(dims.variants)
     levels = _CONV_LEVELS
-    # Conversation rows (conversations.csv) mapped to the same region/variant universe.
+    # Conversation rows (conversations.csv) mapped to the same region/variant universe, then
+    # counted per region × variant a slice at a time; levels are sums of those groups, and
+    # durations are sorted once per region × variant (roll-ups by rank): no per-level or
+    # full-size temporaries (18 M conversations cost ~1.5 GiB of them before).
     have_conv = len(conv) > 0
     if have_conv:
-        c_vi = _map_universe_lenient(conv["variant"], dims.variants)
-        c_ri = _map_universe_lenient(conv["region"], dims.regions)
-        c_ok = conv["ok"].to_numpy() == 1
-        c_stopped = conv["ended_by"].to_numpy() == UNFINISHED
-        dur = conv["duration_s"].to_numpy(dtype=float)
-        turns = conv["turns"].to_numpy(dtype=float)
+        nd = nr * nv
+        conv_g = _conv_groups(conv, dims)
         eb_col = conv["ended_by"] if conv["ended_by"].dtype == "category" else conv["ended_by"].astype("category")
         eb_names = [str(c) for c in eb_col.cat.categories]
         eb_codes = eb_col.cat.codes.to_numpy()
-        c_valid = (c_ri >= 0) & (c_vi >= 0)
-        dur_sorter = SortedValues(np.nan_to_num(dur[c_valid]))
+        ncat = len(eb_names) + 1
+        stopped_code = eb_names.index(UNFINISHED) if UNFINISHED in eb_names else -2
+        ok, turns = conv["ok"].to_numpy(), conv["turns"].to_numpy()
+        cnt, okn, stop = (np.zeros(nd, dtype=np.int64) for _ in range(3))
+        tsum, ebc = np.zeros(nd), np.zeros(nd * ncat, dtype=np.int64)
+        for i in range(0, len(conv_g), STEP):
+            sl = slice(i, i + STEP)
+            valid = conv_g[sl] >= 0
+            gv = conv_g[sl][valid].astype(np.int64)
+            eb = eb_codes[sl][valid].astype(np.int64)
+            cnt += np.bincount(gv, minlength=nd)[:nd]
+            okn += np.bincount(gv[ok[sl][valid] == 1], minlength=nd)[:nd]
+            stop += np.bincount(gv[eb == stopped_code], minlength=nd)[:nd]
+            tsum += np.bincount(gv, weights=turns[sl][valid], minlength=nd)[:nd]
+            eb[eb < 0] = ncat - 1
+            ebc += np.bincount(gv * ncat + eb, minlength=nd * ncat)[: nd * ncat]
+        dur = conv["duration_s"].to_numpy(dtype=float)
+        durations = SortedGroups.from_floats(conv_g, np.nan_to_num(dur) if np.isnan(dur).any() else dur, nd, STEP)
+        del conv_g
+        detail_r, detail_v = np.divmod(np.arange(nd), nv)
     rows = []
     for level, ldims in levels.items():
 
@@ -780,16 +797,20 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
             labels.append(lab)
         creates, orphans = counts[level]
         if have_conv:
-            ck, _ = key_of(c_ri[c_valid], c_vi[c_valid])
-            c_count = np.bincount(ck, minlength=n)[:n]
-            c_okn = np.bincount(ck[c_ok[c_valid]], minlength=n)[:n]
-            c_finished = c_count - np.bincount(ck[c_stopped[c_valid]], minlength=n)[:n]
-            d = _describe(ck, n, dur_sorter, None, qs=(50, 95))
+            lk, _ = key_of(detail_r, detail_v)  # level group of each region × variant group
+
+            def roll(x: np.ndarray) -> np.ndarray:
+                out = np.zeros((n, *x.shape[1:]), dtype=x.dtype)
+                np.add.at(out, lk, x)
+                return out
+
+            c_count = roll(cnt)
+            c_okn = roll(okn)
+            c_finished = c_count - roll(stop)
+            d = _describe_groups(durations, _level_members(lk, n), (50, 95))
             with np.errstate(invalid="ignore", divide="ignore"):
-                t_mean = np.bincount(ck, weights=turns[c_valid], minlength=n)[:n] / c_count
-            eb = eb_codes[c_valid]
-            ncat = len(eb_names) + 1
-            eb_counts = np.bincount(ck * ncat + np.where(eb >= 0, eb, ncat - 1), minlength=n * ncat)[: n * ncat].reshape(n, ncat)
+                t_mean = roll(tsum) / c_count
+            eb_counts = roll(ebc.reshape(nd, ncat))
             shares = {}
             for name in list(ENDED_BY) + sorted(set(eb_names) - set(ENDED_BY)):
                 col = eb_counts[:, eb_names.index(name)] if name in eb_names else np.zeros(n)
@@ -836,11 +857,22 @@ def _conversation_table(conv: pd.DataFrame, dims: Dims, requests: pd.DataFrame, 
     return pd.DataFrame(rows)
 
 
-def _map_universe_lenient(col: pd.Series, universe: list[str]) -> np.ndarray:
-    """Index into `universe` per row of a (categorical or string) column; -1 if absent."""
+def _conv_groups(conv: pd.DataFrame, dims: Dims) -> np.ndarray:
+    """Region × variant group of each conversation (int32), -1 outside the universe."""
+    nv = len(dims.variants)
+    (r_lut, r_codes), (v_lut, v_codes) = _universe_lut(conv["region"], dims.regions), _universe_lut(conv["variant"], dims.variants)
+    g = np.empty(len(conv), dtype=np.int32)
+    for i in range(0, len(g), STEP):
+        ri, vi = r_lut[r_codes[i : i + STEP]], v_lut[v_codes[i : i + STEP]]
+        g[i : i + STEP] = np.where((ri >= 0) & (vi >= 0), ri * nv + vi, -1)
+    return g
+
+
+def _universe_lut(col: pd.Series, universe: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(index into `universe` per category, -1 if absent and last for missing values;
+    the column's category codes)."""
     if col.dtype != "category":
         col = col.astype(str).astype("category")
     cats = [str(c) for c in col.cat.categories]
     lut = np.array([universe.index(c) if c in universe else -1 for c in cats] + [-1], dtype=np.int64)
-    codes = col.cat.codes.to_numpy()
-    return lut[codes]
+    return lut, col.cat.codes.to_numpy()

@@ -125,6 +125,30 @@ def test_sorted_groups_union_by_rank_equals_numpy():
             assert np.isnan(d["pct"][i]).all()
 
 
+@pytest.mark.parametrize("step", [1, 999, 1 << 20])
+def test_sorted_float_groups_union_by_rank_equals_numpy(step):
+    """Floats of any sign and magnitude (ties, ±0, a huge value, rows left out with code -1):
+    every union's percentiles, mean, min and max equal numpy's on the raw values."""
+    rng = np.random.default_rng(4)
+    v = np.concatenate([rng.lognormal(1, 2, 20_000), -rng.lognormal(0, 1, 500), [0.0, -0.0, 1e300, 5.5, 5.5, 5.5]])
+    codes = rng.integers(-1, 6, len(v))
+    codes[codes == 4] = 5  # group 4 empty
+    rng.shuffle(v)
+    g = SortedGroups.from_floats(codes, v, 7, step=step)
+    unions = [[0], [1, 2], [3, 4], [4], [0, 1, 2, 3, 4, 5, 6], [5, 6]]
+    qs = (0, 0.1, 50, 95, 99.9, 100)
+    d = g.describe(unions, qs)
+    for i, gs in enumerate(unions):
+        sel = np.isin(codes, gs)
+        assert d["n"][i] == sel.sum()
+        if sel.any():
+            np.testing.assert_array_equal(d["pct"][i], np.percentile(v[sel], qs))
+            assert (d["min"][i], d["max"][i]) == (v[sel].min(), v[sel].max())
+            assert d["mean"][i] == pytest.approx(v[sel].mean(), rel=1e-12)
+        else:
+            assert np.isnan(d["pct"][i]).all()
+
+
 def test_id_hashes_ignore_padding_and_length_mixing():
     import pyarrow as pa
 

@@ -124,11 +124,17 @@ def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     make_run(tmp_path / "run", rows=3_000, seed=6)
     csv = tmp_path / "run" / "requests.csv"
     cache = tmp_path / "run" / ".requests.csv.cache.arrow"
-    a = load_run(tmp_path / "run")
-    for t in threading.enumerate():  # the cache is written in the background
+    first = load_run(tmp_path / "run")
+    # the first read only marks the CSV as read: no cache for a run reported once
+    assert chunks.parsed_before(csv) and chunks.cached_batches(csv, ["timestamp"]) is None
+    assert cache.stat().st_size < 4096
+    a = load_run(tmp_path / "run")  # the second writes it
+    assert (a.compact.ok_lat == first.compact.ok_lat).all()
+    for t in threading.enumerate():  # the full frame's cache is written in the background
         if t.name == "analysis-cache":
             t.join()
-    assert cache.exists()
+    assert cache.exists() and chunks.cached_batches(csv, ["timestamp"]) is not None
+    assert cache.stat().st_size > 100_000
 
     def no_parse(*args, **kwargs):
         raise AssertionError("requests.csv parsed although its cache is there")

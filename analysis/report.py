@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from analysis.charts import build_charts, compare_chart
+from analysis.charts import ChartDrawing, compare_chart
 from analysis.colours import region_colours
 from analysis.compare import (
     BOOTSTRAP_METHOD,
@@ -761,15 +761,22 @@ def _atomic_write_all(files: dict[Path, str]) -> None:
 
 
 def render_report(
-    run: Run, stats: RunStats, base: BaselineComparison | None = None, control: str | None = None, family: dict | None = None
+    run: Run,
+    stats: RunStats,
+    base: BaselineComparison | None = None,
+    control: str | None = None,
+    family: dict | None = None,
+    charts: ChartDrawing | None = None,
 ) -> tuple[str, dict, BaselineComparison | None]:
     """The report HTML (and the SLO view and the baseline comparison, for summary.md).
-    `family`: the comparisons (`analysis.family.comparison_family`), computed here when not given."""
+    `family`: the comparisons (`analysis.family.comparison_family`), computed here when not
+    given; `charts`: charts already started (`analysis.charts.ChartDrawing`)."""
     colours = region_colours(stats.regions)
-    family = family if family is not None else comparison_family(stats, control)
-    regions, variants = family[REGIONS], family[VARIANTS]
-    slo = _slo_view(run.slo)
-    charts = build_charts(stats, variants, run.stats_history)
+    with charts if charts is not None else ChartDrawing(stats, run.stats_history) as drawing:
+        family = family if family is not None else comparison_family(stats, control)
+        regions, variants = family[REGIONS], family[VARIANTS]
+        slo = _slo_view(run.slo)
+        drawn = drawing.finish(variants)
     detail = stats.level("region·variant·endpoint")
     by_region = stats.level("region·endpoint")
     by_variant = stats.level("variant·endpoint")
@@ -806,7 +813,7 @@ def render_report(
         "baseline_id": base.baseline_id if base else None,
         "baseline_regressions": len(failures(base.checks)) if base else 0,
         "thresholds": ", ".join(t.expr for t in base.thresholds) if base else "",
-        "charts": charts,
+        "charts": drawn,
         "conv": _conversation_view(stats, colours),
         "arrivals": _arrivals_view(run),
         "connections": _connections_view(run),
@@ -854,8 +861,9 @@ def build_report(
 
 def write_report(run: Run, stats: RunStats, output: Path | str | None = None, base: BaselineComparison | None = None, *, control: str | None = None) -> Path:
     """`build_report` for a run already loaded and analysed (no second pass over the CSVs)."""
-    family = comparison_family(stats, control)
-    text, slo, base = render_report(run, stats, base, control, family)
+    with ChartDrawing(stats, run.stats_history) as charts:  # drawn meanwhile, half by a child process
+        family = comparison_family(stats, control)
+        text, slo, base = render_report(run, stats, base, control, family, charts)
     out = Path(output) if output is not None else run.path / REPORT_HTML
     if out.is_dir():
         out = out / REPORT_HTML

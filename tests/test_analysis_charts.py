@@ -5,6 +5,8 @@ tests/test_report.py builds, where it is rendered too.)"""
 
 from __future__ import annotations
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
@@ -86,3 +88,62 @@ def test_side_by_side_panels_share_one_latency_range_and_only_the_first_labels_i
         assert ylims.pop() == pytest.approx((0, top * 1.08))
     for i, (_, _, _, _, ylabels) in enumerate(axes):
         assert any(ylabels) == (i == 0), f"panel {i}: y tick labels only on the first panel"
+
+
+def _drawn_by_parent(monkeypatch) -> list[str]:
+    """Names of the chart functions that ran in this process (a forked child's calls do not
+    show here: it has its own copy of the list)."""
+    calls: list[str] = []
+    for name in ("percentile_bars", "ecdf_chart", "timeseries_chart", "turn_chart", "variant_chart", "error_chart"):
+        fn = getattr(charts, name)
+        monkeypatch.setattr(charts, name, lambda *a, _fn=fn, _name=name, **k: calls.append(_name) or _fn(*a, **k))
+    return calls
+
+
+def test_charts_drawn_by_a_forked_child_are_the_same_bytes_and_a_failed_child_changes_nothing(stats, monkeypatch):
+    if not charts._can_fork():
+        pytest.skip("no fork here: every chart is drawn in-process")
+    monkeypatch.setattr(charts, "FORK", False)
+    alone = charts.build_charts(stats)
+    assert [c.id for c in alone] == ["percentiles", "ecdf", "timeseries", "turns", "errors"]
+    monkeypatch.setattr(charts, "FORK", True)
+    with monkeypatch.context() as m:
+        calls = _drawn_by_parent(m)
+        forked = charts.build_charts(stats)
+        assert sorted(calls) == ["ecdf_chart", "percentile_bars", "variant_chart"]  # the other three: the child's
+    assert [(c.id, c.uri) for c in forked] == [(c.id, c.uri) for c in alone]
+    # A child that fails (here: its error chart raises) or cannot start: all drawn here, same bytes.
+    parent, error_chart = os.getpid(), charts.error_chart
+
+    def fails_in_child(*a, **k):
+        if os.getpid() != parent:
+            raise RuntimeError("the child's drawing fails")
+        return error_chart(*a, **k)
+
+    with monkeypatch.context() as m:
+        m.setattr(charts, "error_chart", fails_in_child)
+        calls = _drawn_by_parent(m)
+        assert [(c.id, c.uri) for c in charts.build_charts(stats)] == [(c.id, c.uri) for c in alone]
+        assert sorted(calls) == sorted(["percentile_bars", "ecdf_chart", "timeseries_chart", "turn_chart", "variant_chart", "error_chart"])
+
+    def no_fork():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fork", no_fork)
+        assert [(c.id, c.uri) for c in charts.build_charts(stats)] == [(c.id, c.uri) for c in alone]
+
+
+def test_charts_left_unfinished_stop_their_child(stats, monkeypatch):
+    """An error between starting the charts and finishing them (say, in the comparisons)
+    leaves no child process behind, running or unreaped."""
+    if not charts._can_fork():
+        pytest.skip("no fork here")
+    monkeypatch.setattr(charts, "FORK", True)
+    with pytest.raises(RuntimeError, match="comparisons failed"):
+        with charts.ChartDrawing(stats) as drawing:
+            assert drawing.child is not None
+            pid = drawing.child[0]
+            raise RuntimeError("comparisons failed")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -18,11 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 import httpx
 import pytest
+from locust.env import Environment
 
 from loadtest import processes, runfolder
 from loadtest.commands import run as runner
+from loadtest.inlocust.locust_csv import LocustCsv
 from loadtest.mock import MockConfig, MockServer
 from loadtest.rowfile import RowFile
 from runs import FAST, loadtest, read_csv, run_json, until, wait_for_rows
@@ -436,6 +439,25 @@ def test_a_row_file_keeps_whole_rows_when_a_write_fails_part_way(tmp_path, monke
     f.write("9,9\n")  # takes nothing more
     f.close()
     assert (tmp_path / "rows.csv").read_bytes() == b"a,b\n1,2\n3,4\n"
+
+
+def test_locust_csvs_stop_writing_after_a_failed_write(tmp_path, monkeypatch):
+    """Locust's CSVs fail in their own writing greenlet: it cuts the files to whole lines, reports
+    once, and ends (it went on and died on its closed files with a ValueError traceback)."""
+    monkeypatch.setattr("loadtest.inlocust.locust_csv.CSV_STATS_INTERVAL_SEC", 0.05)
+    failures = []
+    csvs = LocustCsv(Environment(), tmp_path, on_failure=failures.append)
+
+    def no_space(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csvs, "_stats_history_data_rows", no_space)
+    gevent.sleep(0.5)  # ten ticks of its writer
+    assert [str(f) for f in failures] == [f"cannot write locust_*.csv in {tmp_path}: No space left on device"]
+    assert csvs._greenlet.dead and csvs._greenlet.exception is None
+    assert (tmp_path / "locust_stats.csv").read_text().startswith("Type,Name,")  # the header, whole
+    csvs.close()  # the plugin's close at quit: nothing more
+    assert len(failures) == 1
 
 
 def test_run_json_says_failed_on_a_full_disk_without_a_temporary_file(tmp_path, monkeypatch):

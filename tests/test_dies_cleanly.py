@@ -10,6 +10,7 @@ import csv
 import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -350,6 +351,40 @@ def test_a_stop_signal_landing_mid_message_does_not_keep_a_worker_running(tmp_pa
     one was garbage to that worker, whose receive loop died, and it ran its users until Locust's
     60 s heartbeat timeout; the run went on to its end (1 run in 4-5 of the test above)."""
     _run_on_a_full_disk_and_check(tmp_path, 2, locust_args=["-f", str(Path(__file__).parent / "locustfile_stop_mid_message.py")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [0, 2])
+def test_locust_log_failing_first_stops_the_load_at_once(tmp_path, processes):
+    """locust.log, which `loadtest` writes from Locust's output, is the only file that cannot be
+    written: a file size limit (RLIMIT_FSIZE, 256 KiB) that Locust's output passes at once (one
+    512 KiB line, 3 s into the test) and its own files only after half a minute. `loadtest`
+    asks Locust to stop; the load ends within seconds, exit 3, one line naming locust.log."""
+    limit = 256 * 1024
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "BIG_OUTPUT_BYTES": str(2 * limit)}
+    with MockServer(MockConfig(latency_scale=0.2)) as mock:
+        cmd = [*LOADTEST, "run", "--duration", "60s", "--users", "4", "--regions", "uk", "--base-urls", f"uk={mock.base_urls['uk']}", *FAST]
+        cmd += ["--processes", str(processes), "--out", str(tmp_path), "--", "-f", str(Path(__file__).parent / "locustfile_big_output.py")]
+        started = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, preexec_fn=limit_file_size)
+        ended = time.time()
+        time.sleep(1)
+        total = sum(mock.stats("uk")["requests"].values())
+    run_dir = (tmp_path / "latest").resolve()
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith(f"loadtest: cannot write locust.log in {run_dir}: File too large;"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stdout
+    assert ended - started < 30, "the run went on"
+    info = run_json(run_dir)
+    assert info["status"] == "failed" and "cannot write locust.log" in info["reason"]
+    rows = [row for path in run_dir.glob("requests*.csv") for row in read_csv(path)]
+    stamps = sorted(float(r["timestamp"]) for r in rows)
+    assert len(rows) > 20 and stamps[-1] - stamps[0] < 12, (len(rows), stamps[-1] - stamps[0])  # the line came at 3 s
+    assert total - len(rows) <= 20, (total, len(rows))  # open conversations closed, the last rows flushed
 
 
 def _run_on_a_full_disk_and_check(tmp_path: Path, processes: int, locust_args: list[str] | tuple = ()) -> None:

@@ -248,7 +248,7 @@ class LocustOutput:
 
     A file of the run folder that cannot be written ends in `failure` (a WriteFailed, raised by
     the caller once Locust has ended): Locust says so on a line of its own and stops its load;
-    when locust.log itself fails, Locust is asked to stop here. `drain()` runs until Locust
+    when locust.log itself fails first, Locust is asked to stop here. `drain()` runs until Locust
     closes its output, inline or in a thread (`start()`, `join()`).
     """
 
@@ -314,10 +314,11 @@ class LocustOutput:
             self._thread.join(timeout)
 
     def _failed(self, failure: runfolder.WriteFailed) -> None:
-        """locust.log cannot be written: nothing more will be; ask Locust to stop."""
-        self.failure = self.failure or failure
-        if self.proc.poll() is None and not self.stopping:
+        """locust.log cannot be written: nothing more will be; ask Locust to stop, unless it
+        said first that it could not write (it is stopping its load already)."""
+        if self.failure is None and self.proc.poll() is None and not self.stopping:
             self.stop()
+        self.failure = self.failure or failure
 
 
 def _close_quietly(f: IO[str]) -> None:

@@ -126,7 +126,10 @@ def stop_locust(proc: subprocess.Popen) -> None:
     SIGINT, not SIGTERM: during a headless shape run Locust 2.x waits on the shape before it
     installs its SIGTERM handler, so SIGTERM would kill it at once (open conversations left on
     the target, the last second of rows lost), while SIGINT takes its "Ctrl-C" path: stop the
-    users within --stop-timeout, fire test_stop, write the stats, exit 0.
+    users within --stop-timeout, fire test_stop, write the stats, exit 0. Inside Locust the
+    plugin takes SIGINT as a gevent callback (`Plugin.on_stop_signal`), not as Python's
+    KeyboardInterrupt wherever it lands; a Locust already stopping after a failed write of its
+    own ignores it.
     """
     if proc.poll() is None:
         proc.send_signal(LOCUST_STOP_SIGNAL)

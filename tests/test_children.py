@@ -3,6 +3,7 @@
 
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -155,3 +156,23 @@ def test_locust_output_stops_locust_when_its_log_cannot_be_written(tmp_path):
     out.drain()
     assert isinstance(out.failure, runfolder.WriteFailed) and out.failure.path.name == "locust.log"
     assert fake.signals == [signal.SIGINT]
+
+
+def test_locust_output_does_not_signal_a_locust_that_reported_its_own_write_failure(tmp_path):
+    """On a full disk locust.log fails on the very line where Locust says it cannot write: Locust
+    is stopping its load already, and a signal then would only land in the middle of that stop.
+    When locust.log fails first (Locust has noticed nothing), Locust is asked to stop, once."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (every write fails with ENOSPC)")
+    failed = runfolder.WriteFailed(tmp_path / "requests.csv", OSError(28, "No space left on device"))
+    (tmp_path / "locust.log").symlink_to("/dev/full")
+    reported = _FakeLocust([WRITE_FAILED_PREFIX + failed.to_json() + "\n", "[...] ERROR/loadtest: loadtest: cannot write requests.csv\n", "more\n"])
+    out = children.LocustOutput(reported, tmp_path / "locust.log")
+    out.drain()
+    assert str(out.failure) == str(failed) and reported.signals == []
+    (tmp_path / "first.log").symlink_to("/dev/full")
+    silent = _FakeLocust(["[...] WARNING/locust.runners: a warning\n", "another line\n"])
+    first = children.LocustOutput(silent, tmp_path / "first.log")
+    first.drain()
+    assert first.failure is not None and first.failure.path.name == "first.log" and first.failure.error.errno == 28
+    assert silent.signals == [signal.SIGINT]

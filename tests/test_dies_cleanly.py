@@ -10,6 +10,7 @@ import csv
 import errno
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -18,11 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+import gevent
 import httpx
 import pytest
+from locust.env import Environment
 
 from loadtest import processes, runfolder
 from loadtest.commands import run as runner
+from loadtest.inlocust.locust_csv import LocustCsv
 from loadtest.mock import MockConfig, MockServer
 from loadtest.rowfile import RowFile
 from runs import FAST, loadtest, read_csv, run_json, until, wait_for_rows
@@ -336,16 +340,67 @@ def _can_mount_tmpfs() -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("processes", [0, 2])
 def test_a_full_disk_stops_the_load_at_once_exits_3_and_keeps_whole_rows(tmp_path, processes):
+    _run_on_a_full_disk_and_check(tmp_path, processes)
+
+
+@pytest.mark.slow
+def test_a_stop_signal_landing_mid_message_does_not_keep_a_worker_running(tmp_path):
+    """The full disk again, with `loadtest`'s SIGINT (sent when locust.log fails on the line where
+    Locust reports its own failure) landing between the two frames of the master's message to a
+    worker. Raised there as a KeyboardInterrupt, it left half a message on the socket: the next
+    one was garbage to that worker, whose receive loop died, and it ran its users until Locust's
+    60 s heartbeat timeout; the run went on to its end (1 run in 4-5 of the test above)."""
+    _run_on_a_full_disk_and_check(tmp_path, 2, locust_args=["-f", str(Path(__file__).parent / "locustfile_stop_mid_message.py")])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [0, 2])
+def test_locust_log_failing_first_stops_the_load_at_once(tmp_path, processes):
+    """locust.log, which `loadtest` writes from Locust's output, is the only file that cannot be
+    written: a file size limit (RLIMIT_FSIZE, 256 KiB) that Locust's output passes at once (one
+    512 KiB line, 3 s into the test) and its own files only after half a minute. `loadtest`
+    asks Locust to stop; the load ends within seconds, exit 3, one line naming locust.log."""
+    limit = 256 * 1024
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "BIG_OUTPUT_BYTES": str(2 * limit)}
+    with MockServer(MockConfig(latency_scale=0.2)) as mock:
+        cmd = [*LOADTEST, "run", "--duration", "60s", "--users", "4", "--regions", "uk", "--base-urls", f"uk={mock.base_urls['uk']}", *FAST]
+        cmd += ["--processes", str(processes), "--out", str(tmp_path), "--", "-f", str(Path(__file__).parent / "locustfile_big_output.py")]
+        started = time.time()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env, preexec_fn=limit_file_size)
+        ended = time.time()
+        time.sleep(1)
+        total = sum(mock.stats("uk")["requests"].values())
+    run_dir = (tmp_path / "latest").resolve()
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.startswith(f"loadtest: cannot write locust.log in {run_dir}: File too large;"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stdout
+    assert ended - started < 30, "the run went on"
+    info = run_json(run_dir)
+    assert info["status"] == "failed" and "cannot write locust.log" in info["reason"]
+    rows = [row for path in run_dir.glob("requests*.csv") for row in read_csv(path)]
+    stamps = sorted(float(r["timestamp"]) for r in rows)
+    assert len(rows) > 20 and stamps[-1] - stamps[0] < 12, (len(rows), stamps[-1] - stamps[0])  # the line came at 3 s
+    assert total - len(rows) <= 20, (total, len(rows))  # open conversations closed, the last rows flushed
+
+
+def _run_on_a_full_disk_and_check(tmp_path: Path, processes: int, locust_args: list[str] | tuple = ()) -> None:
+    """`loadtest run` (60 s) with its run folder on a 64 KiB tmpfs: it must stop within seconds
+    of the first failed write, exit 3 with one line, and keep whole rows."""
     why_not = _can_mount_tmpfs()
     if why_not:
         pytest.skip(why_not)
     out, copy = tmp_path / "small", tmp_path / "copy"
     out.mkdir()
+    extra = f" -- {' '.join(locust_args)}" if locust_args else ""
     with MockServer(MockConfig(latency_scale=0.2)) as mock:  # outside: its counters tell the traffic
         script = (
             f"mount -t tmpfs -o size=64k tmpfs {out} && {sys.executable} -m loadtest run "
             f"--duration 60s --users 4 --regions uk --base-urls uk={mock.base_urls['uk']} "
-            f"{' '.join(FAST)} --processes {processes} --out {out}; rc=$?; cp -a {out} {copy}; exit $rc"
+            f"{' '.join(FAST)} --processes {processes} --out {out}{extra}; rc=$?; cp -a {out} {copy}; exit $rc"
         )
         proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         sent = []  # (time, requests the mock has counted)
@@ -419,6 +474,25 @@ def test_a_row_file_keeps_whole_rows_when_a_write_fails_part_way(tmp_path, monke
     f.write("9,9\n")  # takes nothing more
     f.close()
     assert (tmp_path / "rows.csv").read_bytes() == b"a,b\n1,2\n3,4\n"
+
+
+def test_locust_csvs_stop_writing_after_a_failed_write(tmp_path, monkeypatch):
+    """Locust's CSVs fail in their own writing greenlet: it cuts the files to whole lines, reports
+    once, and ends (it went on and died on its closed files with a ValueError traceback)."""
+    monkeypatch.setattr("loadtest.inlocust.locust_csv.CSV_STATS_INTERVAL_SEC", 0.05)
+    failures = []
+    csvs = LocustCsv(Environment(), tmp_path, on_failure=failures.append)
+
+    def no_space(*_args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(csvs, "_stats_history_data_rows", no_space)
+    gevent.sleep(0.5)  # ten ticks of its writer
+    assert [str(f) for f in failures] == [f"cannot write locust_*.csv in {tmp_path}: No space left on device"]
+    assert csvs._greenlet.dead and csvs._greenlet.exception is None
+    assert (tmp_path / "locust_stats.csv").read_text().startswith("Type,Name,")  # the header, whole
+    csvs.close()  # the plugin's close at quit: nothing more
+    assert len(failures) == 1
 
 
 def test_run_json_says_failed_on_a_full_disk_without_a_temporary_file(tmp_path, monkeypatch):

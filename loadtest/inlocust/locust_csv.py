@@ -65,9 +65,10 @@ class LocustCsv(StatsCSVFileWriter):
             handle.flush()
 
     def _write_forever(self) -> None:
-        while True:
-            gevent.sleep(CSV_STATS_INTERVAL_SEC)
+        gevent.sleep(CSV_STATS_INTERVAL_SEC)
+        while not self.closed:  # a failed write closes the files here, in this greenlet (`_failed`)
             self._write_or_fail()
+            gevent.sleep(CSV_STATS_INTERVAL_SEC)
 
     def _write_or_fail(self) -> None:
         try:

@@ -19,6 +19,9 @@ Two ways a test ends early, both without a traceback:
 - the `loadtest` process that started this Locust is gone, however it ended (its lifeline,
   see `loadtest.processes`): the test stops as on Ctrl-C, with a short stop timeout, its
   output going to locust.log (`on_parent_lost`); run.json says `interrupted` and why.
+`loadtest`'s stop signal (SIGINT, `processes.stop_locust`) enters Locust's Ctrl-C path from a
+gevent callback (`on_stop_signal`), never as a KeyboardInterrupt in the middle of a message to a
+worker or of a stop already under way.
 `quit`: Locust's own CSVs (`loadtest.inlocust.locust_csv`) get their final numbers.
 """
 
@@ -28,7 +31,6 @@ import gc
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -95,6 +97,8 @@ class Plugin:
         self._run_dir_option = ""  # --run-dir as given (the master fills it in for its workers)
         self.write_failure: WriteFailed | None = None
         self.parent_lost = False
+        self.interrupted = False  # Locust's Ctrl-C path was entered (`_interrupt`)
+        self.quitting = False  # Locust's shutdown has begun
         self.locust_csv: LocustCsv | None = None  # Locust's own CSVs of the current or last test
 
     # ---- options ----
@@ -130,8 +134,9 @@ class Plugin:
         if isinstance(environment.runner, WorkerRunner):
             environment.runner.register_message(HALT_MESSAGE, self._on_halt)
         lifeline = processes.lifeline_fd()
-        if lifeline is not None:  # started by loadtest: stop when it is gone
+        if lifeline is not None:  # started by loadtest: stop when it is gone, or when it asks
             gevent.signal_handler(processes.PARENT_LOST_SIGNAL, self.on_parent_lost)
+            gevent.signal_handler(processes.LOCUST_STOP_SIGNAL, self.on_stop_signal)
             gevent.spawn(self._watch_lifeline, lifeline)
 
     def on_test_start(self, environment, **_kw) -> None:
@@ -331,6 +336,9 @@ class Plugin:
             environment.process_exit_code = EXIT_RUN_FAILED
             environment.runner.quit()
 
+    def on_quitting(self, **_kw) -> None:
+        self.quitting = True
+
     def on_quit(self, **_kw) -> None:
         """Locust is quitting, its final numbers known: the last write of its CSVs."""
         if self.locust_csv is not None:
@@ -362,7 +370,28 @@ class Plugin:
                 pass
         environment = self.environment
         environment.stop_timeout = min(environment.stop_timeout or 0.0, PARENT_LOST_STOP_TIMEOUT_S)
-        os.kill(os.getpid(), signal.SIGINT)  # Locust's own graceful path, as loadtest would have asked
+        self._interrupt()  # Locust's own graceful path, as loadtest would have asked
+
+    def on_stop_signal(self) -> None:
+        """`loadtest` asks for Locust's graceful stop (SIGINT: a first Ctrl-C, a live SLO abort,
+        locust.log unwritable), handled here as a gevent callback rather than by Python's own
+        handler, which raises KeyboardInterrupt in whatever code runs at that instant: in the
+        middle of a ZMQ message to a worker (that worker then reads garbage, its receive loop
+        dies, and it runs its users until Locust's 60 s heartbeat timeout), or of the stop after
+        a failed write (which then never happens). A stop after a failed write, or Locust's
+        shutdown, already under way is left to finish."""
+        if self.write_failure is None and not self.quitting:
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """Locust's Ctrl-C, once: KeyboardInterrupt in its main greenlet, parked where Locust waits
+        for the test to end and catches it (then stops the users within --stop-timeout, fires
+        test_stop, writes its statistics and exits)."""
+        if self.interrupted:
+            return
+        self.interrupted = True
+        hub = gevent.get_hub()
+        hub.loop.run_callback(hub.parent.throw, KeyboardInterrupt)
 
     # ---- distributed: rows travel from the workers to the master's run folder (fleet.py) ----
     def _register_fleet_messages(self, runner) -> None:
@@ -513,6 +542,7 @@ def install(events) -> Plugin:
         events.spawning_complete.add_listener(plugin.on_spawning_complete)
         events.test_stopping.add_listener(plugin.on_test_stopping)
         events.test_stop.add_listener(plugin.on_test_stop)
+        events.quitting.add_listener(plugin.on_quitting)
         events.quit.add_listener(plugin.on_quit)
         events.report_to_master.add_listener(plugin.on_report_to_master)
         events.worker_report.add_listener(plugin.on_worker_report)

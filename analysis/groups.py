@@ -1,7 +1,8 @@
-"""Integer values (latencies in microseconds) sorted once per group, and exact order
-statistics of any union of groups without concatenating them.
+"""Integer values (latencies in microseconds; or floats: conversation durations) sorted once
+per group, and exact order statistics of any union of groups without concatenating them.
 
     g = SortedGroups.from_codes(codes, values_us, ngroups, divisor=1000)
+    d = SortedGroups.from_floats(codes, durations_s, ngroups)   # codes < 0: left out
     g.describe([[0], [1, 2]], qs=(50, 95, 99))   # group 0 alone; groups 1 and 2 together
     g.merged([1, 2])                              # sorted float values of 1 ∪ 2 (for bootstraps)
 

@@ -106,23 +106,34 @@ def test_lognormal_truth_is_recovered_exactly_at_scale(tmp_path):
         assert t.loc[(r, e), "p50_ms"] == pytest.approx(truth.lognormal_quantile(r, e, 50), rel=0.03)
 
 
+UNIONS = [[0], [1, 2], [3, 4], [4], [0, 1, 2, 3, 4, 5, 6], [5, 6]]  # group 4 is empty
+
+
+def _unions_equal_numpy(g: SortedGroups, codes: np.ndarray, v: np.ndarray) -> None:
+    """Every union's count, percentiles, mean, min and max equal numpy's on the raw values;
+    an empty union's percentiles are NaN."""
+    qs = (0, 0.1, 50, 95, 99.9, 100)
+    d = g.describe(UNIONS, qs)
+    for i, gs in enumerate(UNIONS):
+        sel = np.isin(codes, gs)
+        assert d["n"][i] == sel.sum()
+        if sel.any():
+            np.testing.assert_array_equal(d["pct"][i], np.percentile(v[sel], qs))
+            assert (d["min"][i], d["max"][i]) == (v[sel].min(), v[sel].max())
+            assert d["mean"][i] == pytest.approx(v[sel].mean(), rel=1e-12)
+        else:
+            assert np.isnan(d["pct"][i]).all()
+
+
 def test_sorted_groups_union_by_rank_equals_numpy():
     rng = np.random.default_rng(2)
     v = np.round(rng.lognormal(5, 1.2, 50_001), 3)
     codes = rng.integers(0, 6, len(v))
     codes[codes == 4] = 5  # group 4 empty
     g = SortedGroups.from_codes(codes, np.rint(v * 1000).astype(np.uint32), 7, 1000.0)
-    unions = [[0], [1, 2], [3, 4], [4], [0, 1, 2, 3, 4, 5, 6], [5, 6]]
-    qs = (0, 0.1, 50, 95, 99.9, 100)
-    d = g.describe(unions, qs)
-    for i, gs in enumerate(unions):
-        sel = np.isin(codes, gs)
-        assert d["n"][i] == sel.sum()
-        if sel.any():
-            np.testing.assert_array_equal(d["pct"][i], np.percentile(v[sel], qs))
-            np.testing.assert_array_equal(g.merged(gs), np.sort(v[sel]))
-        else:
-            assert np.isnan(d["pct"][i]).all()
+    _unions_equal_numpy(g, codes, v)
+    for gs in UNIONS:
+        np.testing.assert_array_equal(g.merged(gs), np.sort(v[np.isin(codes, gs)]))
 
 
 @pytest.mark.parametrize("step", [1, 999, 1 << 20])
@@ -134,19 +145,7 @@ def test_sorted_float_groups_union_by_rank_equals_numpy(step):
     codes = rng.integers(-1, 6, len(v))
     codes[codes == 4] = 5  # group 4 empty
     rng.shuffle(v)
-    g = SortedGroups.from_floats(codes, v, 7, step=step)
-    unions = [[0], [1, 2], [3, 4], [4], [0, 1, 2, 3, 4, 5, 6], [5, 6]]
-    qs = (0, 0.1, 50, 95, 99.9, 100)
-    d = g.describe(unions, qs)
-    for i, gs in enumerate(unions):
-        sel = np.isin(codes, gs)
-        assert d["n"][i] == sel.sum()
-        if sel.any():
-            np.testing.assert_array_equal(d["pct"][i], np.percentile(v[sel], qs))
-            assert (d["min"][i], d["max"][i]) == (v[sel].min(), v[sel].max())
-            assert d["mean"][i] == pytest.approx(v[sel].mean(), rel=1e-12)
-        else:
-            assert np.isnan(d["pct"][i]).all()
+    _unions_equal_numpy(SortedGroups.from_floats(codes, v, 7, step=step), codes, v)
 
 
 def test_id_hashes_ignore_padding_and_length_mixing():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -131,20 +132,33 @@ def classify(outcome) -> str:
 
 
 def drive(base_url: str, conversation_id: str, n: int, concurrency: int = 16) -> list:
-    """n responds from a thread pool sharing one keep-alive client: (kind, elapsed, value)."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    with httpx.Client(base_url=base_url, headers=HEADERS, timeout=10, limits=limits) as c:
+    """n responds from a thread pool, each thread with its own keep-alive client: (kind,
+    elapsed, value). Not one client shared by the threads: its pool, used from several threads,
+    now and then closed a connection under another thread's read (a client-side
+    `ReadError: [Errno 9] Bad file descriptor` on a reply the mock had sent whole)."""
+    local = threading.local()
+    clients: list[httpx.Client] = []
 
-        def one(_):
-            start = time.perf_counter()
-            try:
-                r = c.post(api.path("respond"), json=api.respond_body(conversation_id, "hello"))
-            except httpx.TransportError as e:
-                return "error", time.perf_counter() - start, e
-            return "ok", time.perf_counter() - start, (r.status_code, r.headers, r.text)
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base_url, headers=HEADERS, timeout=10)
+            clients.append(local.client)
+        return local.client
 
+    def one(_):
+        start = time.perf_counter()
+        try:
+            r = client().post(api.path("respond"), json=api.respond_body(conversation_id, "hello"))
+        except httpx.TransportError as e:
+            return "error", time.perf_counter() - start, e
+        return "ok", time.perf_counter() - start, (r.status_code, r.headers, r.text)
+
+    try:
         with ThreadPoolExecutor(concurrency) as pool:
             return list(pool.map(one, range(n)))
+    finally:
+        for c in clients:
+            c.close()
 
 
 # Each kind drives hundreds of requests over HTTP: a status and a broken body stay in the quick
